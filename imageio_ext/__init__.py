@@ -1,0 +1,1 @@
+"""imageio_ext."""

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian 12 machine (run as root):
+# Debian packages, then a virtualenv with the pinned Python dependencies.
+# Every step checks first, so a second run does almost nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  qemu-utils qemu-block-extra          # qemu-img, qemu-nbd, qemu-io
+  nfs-ganesha nfs-ganesha-vfs rpcbind  # the user-space NFSv3 server of the sandbox
+  libnfs13 libnfs-utils libnfs-dev     # user-space NFS client (ctypes + nfs-cp)
+  postgresql                           # the catalog (embedded cluster by default)
+  chromium                             # browser tests of the UI plugin
+  openssl                              # sandbox CA and certificates
+  make gcc python3-dev python3-venv libcurl4-openssl-dev libssl-dev  # building wheels
+  procps psmisc curl
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The Debian postgresql package starts a system cluster through its service
+# scripts; ovault never uses it (it runs private clusters), so leave it alone.
+
+PYTHON=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+  echo "setup: creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.ovault-deps
+want=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
+if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+  echo "setup: installing Python dependencies"
+  .venv/bin/pip install -q -U pip
+  .venv/bin/pip install -q -r requirements.lock
+  .venv/bin/pip install -q --no-deps -e .
+  echo "$want" > "$stamp"
+fi
