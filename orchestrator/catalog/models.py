@@ -1,0 +1,291 @@
+"""What the repositories return: frozen dataclasses, and the state names as enums.
+
+The enum values are API (REST, websocket, webhooks) and mirror the CHECK
+constraints in migrations/0001_initial.sql.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, Mapping, Sequence, TypeVar
+
+
+class JobKind(enum.StrEnum):
+    BACKUP = "backup"
+    RESTORE = "restore"
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+class BackupState(enum.StrEnum):
+    """States of a BackupMachine (architecture §2)."""
+    QUEUED = "queued"
+    SNAPSHOT = "snapshot"
+    METADATA = "metadata"
+    TRANSFER = "transfer"
+    FINALIZE = "finalize"
+    CLEANUP = "cleanup"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+class RestoreState(enum.StrEnum):
+    """States of a RestoreMachine (architecture §3)."""
+    QUEUED = "queued"
+    PREPARE = "prepare"
+    TRANSFER = "transfer"
+    FINALIZE = "finalize"
+    CLEANUP = "cleanup"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+TERMINAL = frozenset({"succeeded", "failed", "canceled"})
+MACHINE_STATES: Mapping[str, frozenset[str]] = {
+    JobKind.BACKUP: frozenset(s.value for s in BackupState),
+    JobKind.RESTORE: frozenset(s.value for s in RestoreState),
+}
+
+
+class BackupMode(enum.StrEnum):
+    FULL = "full"
+    INCREMENTAL = "incremental"
+
+
+class BackupMethod(enum.StrEnum):
+    CBT = "cbt"
+    SNAPSHOT = "snapshot"
+
+
+class BackupStatus(enum.StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    DELETED = "deleted"
+
+
+class Consistency(enum.StrEnum):
+    CRASH = "crash"
+    APPLICATION = "application"
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"
+    OPERATOR = "operator"
+    VIEWER = "viewer"
+
+
+def _uuid(v: Any) -> uuid.UUID | None:
+    # asyncpg hands out its own UUID subclass; normalise for equality/hashing/json.
+    return None if v is None else uuid.UUID(str(v))
+
+
+def _from_record(cls, rec: Mapping[str, Any], **extra: Any):
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: rec[k] for k in rec.keys() if k in names}
+    for f in dataclasses.fields(cls):
+        if f.name in values and (f.name == "id" or f.name.endswith("_id")) \
+                and f.type in ("uuid.UUID", "uuid.UUID | None"):
+            values[f.name] = _uuid(values[f.name])
+    values.update(extra)
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class NewMachine:
+    """One VM of a job being created."""
+    vm_id: str
+    vm_name: str | None = None
+    context: Mapping[str, Any] = field(default_factory=dict)
+    backup_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True)
+class Machine:
+    id: uuid.UUID
+    job_id: uuid.UUID
+    kind: str
+    vm_id: str
+    vm_name: str | None
+    state: str
+    resources: dict
+    context: dict
+    disks: dict
+    backup_id: uuid.UUID | None
+    error: str | None
+    bytes_total: int
+    bytes_done: int
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    version: int
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    from_record = classmethod(_from_record)
+
+
+@dataclass(frozen=True)
+class Job:
+    id: uuid.UUID
+    kind: str
+    state: str
+    request: dict
+    created_by: str | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    attempts: int
+    cancel_requested: bool
+    machines: tuple[Machine, ...] = ()
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    from_record = classmethod(_from_record)
+
+
+@dataclass(frozen=True)
+class BackupDisk:
+    disk_id: str
+    provisioned_size: int
+    format: str                      # 'raw' | 'cow' (oVirt's disk formats)
+    alias: str | None = None
+    bytes_read: int = 0
+    bytes_written: int = 0
+    index_digest: str | None = None
+    info: dict = field(default_factory=dict)
+
+    from_record = classmethod(_from_record)
+
+
+@dataclass(frozen=True)
+class Backup:
+    id: uuid.UUID
+    vm_id: str
+    vm_name: str | None
+    job_id: uuid.UUID | None
+    target_id: uuid.UUID | None
+    mode: str
+    method: str
+    parent_id: uuid.UUID | None
+    checkpoint_id: str | None
+    status: str
+    consistency: str | None
+    created_at: datetime
+    completed_at: datetime | None
+    size_bytes: int
+    new_bytes: int
+    fallback_reason: str | None
+    error: str | None
+    config: dict
+    disks: tuple[BackupDisk, ...] = ()
+
+    from_record = classmethod(_from_record)
+
+
+@dataclass(frozen=True)
+class Target:
+    id: uuid.UUID
+    name: str
+    url: str
+    options: dict
+    created_at: datetime
+
+    from_record = classmethod(_from_record)
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    type: str
+    job_id: uuid.UUID | None
+    payload: dict
+    created_at: datetime
+
+    from_record = classmethod(_from_record)
+
+
+@dataclass(frozen=True)
+class Webhook:
+    id: uuid.UUID
+    url: str
+    events: tuple[str, ...]
+    enabled: bool
+    created_at: datetime
+    secret: str = field(repr=False, default="")
+
+    from_record = classmethod(_from_record)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: int
+    webhook_id: uuid.UUID
+    event_id: int
+    attempt: int
+    status: str
+    next_attempt_at: datetime
+    last_status_code: int | None
+    last_error: str | None
+    created_at: datetime
+    delivered_at: datetime | None
+
+    from_record = classmethod(_from_record)
+
+
+@dataclass(frozen=True)
+class DueDelivery:
+    """A claimed delivery with everything the sender needs (no second query)."""
+    delivery: Delivery
+    url: str
+    event: Event
+    secret: str = field(repr=False, default="")
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    id: uuid.UUID
+    name: str
+    role: str
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked: bool
+
+    from_record = classmethod(_from_record)
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a listing; pass `next_cursor` back to get the next one."""
+    items: Sequence[T]
+    next_cursor: str | None
