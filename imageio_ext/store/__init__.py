@@ -1,0 +1,93 @@
+"""The ovault backup store: content-addressed, deduplicated, verifiable.
+
+Public face of the package; everything not listed in ``__all__`` is private.
+The on-target format is specified in docs/store-format.md.
+"""
+
+from .errors import (
+    BackupExists,
+    BackupNotFound,
+    ChunkCorrupted,
+    ChunkMissing,
+    DiskNotFound,
+    ExportFailed,
+    IncompatibleStore,
+    IncompleteDisk,
+    IndexCorrupted,
+    InvalidId,
+    InvalidPath,
+    InvalidRange,
+    ManifestCorrupted,
+    NotFound,
+    StoreError,
+    StoreNotInitialized,
+    TargetUnavailable,
+    WriterStateError,
+)
+from .export import ExportResult, export_disk
+from .fidx import ZERO_DIGEST, FixedIndex
+from .manifest import DEFAULT_CHUNK_SIZE, BackupInfo, DiskInfo, StoreConfig
+from .nfs_target import NfsTarget
+from .path_target import PathTarget
+from .reader import DiskReader, Extent
+from .store import (
+    DEFAULT_GC_GRACE,
+    DamagedChunk,
+    GcReport,
+    PutResult,
+    Store,
+    StoreStats,
+    VerifyReport,
+)
+from .target import DirEntry, FileStat, Target, open_target
+from .writer import BackupWriter, DiskWriter
+
+__all__ = [
+    # store and helpers
+    "Store",
+    "BackupWriter",
+    "DiskWriter",
+    "DiskReader",
+    "Extent",
+    "export_disk",
+    "ExportResult",
+    # targets
+    "Target",
+    "PathTarget",
+    "NfsTarget",
+    "open_target",
+    "FileStat",
+    "DirEntry",
+    # format and results
+    "StoreConfig",
+    "BackupInfo",
+    "DiskInfo",
+    "FixedIndex",
+    "ZERO_DIGEST",
+    "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_GC_GRACE",
+    "PutResult",
+    "VerifyReport",
+    "DamagedChunk",
+    "GcReport",
+    "StoreStats",
+    # errors
+    "StoreError",
+    "InvalidId",
+    "InvalidPath",
+    "InvalidRange",
+    "TargetUnavailable",
+    "NotFound",
+    "StoreNotInitialized",
+    "IncompatibleStore",
+    "ChunkMissing",
+    "ChunkCorrupted",
+    "IndexCorrupted",
+    "ManifestCorrupted",
+    "BackupNotFound",
+    "BackupExists",
+    "DiskNotFound",
+    "IncompleteDisk",
+    "WriterStateError",
+    "ExportFailed",
+]

@@ -1,0 +1,180 @@
+"""The store config (ovault-store.json) and backup manifest (manifest.json).
+
+Both are small JSON documents, written atomically. The manifest is the
+commit record of a backup: it is published last, and a backup exists only
+once it does. Everything a reader needs to restore a disk is in the manifest
+and the indexes; the caller's own data (VM configuration, OVF, consistency,
+job ids) rides along untouched under ``"meta"``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from .errors import IncompatibleStore, InvalidId, ManifestCorrupted
+from .ids import check_uuid
+
+STORE_FORMAT = "ovault-store"
+STORE_VERSION = 1
+MANIFEST_FORMAT = "ovault-manifest"
+MANIFEST_VERSION = 1
+DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024
+
+
+def utc_now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    digest: str = "sha256"
+    compression: str = "zstd"
+    created: str = field(default_factory=utc_now_iso)
+    version: int = STORE_VERSION
+
+    def to_json(self) -> bytes:
+        doc = {
+            "format": STORE_FORMAT,
+            "version": self.version,
+            "chunk_size": self.chunk_size,
+            "digest": self.digest,
+            "compression": self.compression,
+            "created": self.created,
+        }
+        return (json.dumps(doc, indent=2) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, url: str) -> "StoreConfig":
+        try:
+            doc = json.loads(data)
+        except ValueError as e:
+            raise IncompatibleStore(url, f"ovault-store.json is not JSON ({e})") from e
+        if not isinstance(doc, dict) or doc.get("format") != STORE_FORMAT:
+            raise IncompatibleStore(url, f"format is {doc.get('format') if isinstance(doc, dict) else doc!r}, expected {STORE_FORMAT!r}")
+        if doc.get("version") != STORE_VERSION:
+            raise IncompatibleStore(url, f"store version {doc.get('version')!r}; this ovault reads version {STORE_VERSION}")
+        if doc.get("digest") != "sha256":
+            raise IncompatibleStore(url, f"digest {doc.get('digest')!r} is not supported (only sha256)")
+        if doc.get("compression") != "zstd":
+            raise IncompatibleStore(url, f"compression {doc.get('compression')!r} is not supported (only zstd)")
+        cs = doc.get("chunk_size")
+        if not isinstance(cs, int) or cs < 4096 or cs > 64 * 1024 * 1024 or cs % 4096:
+            raise IncompatibleStore(url, f"chunk_size {cs!r} must be a multiple of 4096 in 4 KiB..64 MiB")
+        return cls(chunk_size=cs, created=str(doc.get("created", "")), version=doc["version"])
+
+
+@dataclass(frozen=True)
+class DiskInfo:
+    disk_id: str
+    size: int
+    chunk_size: int
+    index_sha256: str  # hex SHA-256 of the whole .fidx file
+    chunks: int  # slots in the index
+    zero_chunks: int  # slots holding the zero digest
+    new_chunks: int = 0  # chunks this backup wrote (not found in the store)
+    new_bytes: int = 0  # compressed bytes this backup wrote
+
+    @property
+    def index_name(self) -> str:
+        return f"{self.disk_id}.fidx"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "disk_id": self.disk_id,
+            "size": self.size,
+            "chunk_size": self.chunk_size,
+            "index": self.index_name,
+            "index_sha256": self.index_sha256,
+            "chunks": self.chunks,
+            "zero_chunks": self.zero_chunks,
+            "new_chunks": self.new_chunks,
+            "new_bytes": self.new_bytes,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, path: str) -> "DiskInfo":
+        try:
+            disk_id = check_uuid(d["disk_id"], "disk")
+            info = cls(
+                disk_id=disk_id,
+                size=int(d["size"]),
+                chunk_size=int(d["chunk_size"]),
+                index_sha256=str(d["index_sha256"]),
+                chunks=int(d["chunks"]),
+                zero_chunks=int(d["zero_chunks"]),
+                new_chunks=int(d.get("new_chunks", 0)),
+                new_bytes=int(d.get("new_bytes", 0)),
+            )
+        except (KeyError, TypeError, ValueError, InvalidId) as e:
+            raise ManifestCorrupted(path, f"bad disk entry {d!r}: {e}") from e
+        if d.get("index") != info.index_name:
+            raise ManifestCorrupted(path, f"disk {disk_id}: index must be {info.index_name!r}")
+        return info
+
+
+@dataclass(frozen=True)
+class BackupInfo:
+    vm_id: str
+    backup_id: str
+    created: str
+    parent_id: str | None
+    disks: tuple[DiskInfo, ...]
+    meta: dict[str, Any]
+
+    def disk(self, disk_id: str) -> DiskInfo | None:
+        for d in self.disks:
+            if d.disk_id == disk_id:
+                return d
+        return None
+
+    def to_json(self) -> bytes:
+        doc = {
+            "format": MANIFEST_FORMAT,
+            "version": MANIFEST_VERSION,
+            "vm_id": self.vm_id,
+            "backup_id": self.backup_id,
+            "parent_id": self.parent_id,
+            "created": self.created,
+            "disks": [d.to_dict() for d in self.disks],
+            "meta": self.meta,
+        }
+        return (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, path: str, *, vm_id: str, backup_id: str) -> "BackupInfo":
+        try:
+            doc = json.loads(data)
+        except ValueError as e:
+            raise ManifestCorrupted(path, f"not JSON ({e})") from e
+        if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
+            raise ManifestCorrupted(path, f"format is not {MANIFEST_FORMAT!r}")
+        if doc.get("version") != MANIFEST_VERSION:
+            raise ManifestCorrupted(path, f"unsupported manifest version {doc.get('version')!r}")
+        # The directory names are authoritative; a manifest copied to the
+        # wrong place must not pretend to be another backup.
+        if doc.get("vm_id") != vm_id or doc.get("backup_id") != backup_id:
+            raise ManifestCorrupted(path, "vm_id/backup_id do not match the directory it is in")
+        parent = doc.get("parent_id")
+        if parent is not None:
+            try:
+                parent = check_uuid(parent, "parent backup")
+            except InvalidId as e:
+                raise ManifestCorrupted(path, str(e)) from e
+        disks = doc.get("disks")
+        if not isinstance(disks, list):
+            raise ManifestCorrupted(path, "disks is not a list")
+        meta = doc.get("meta", {})
+        if not isinstance(meta, dict):
+            raise ManifestCorrupted(path, "meta is not an object")
+        return cls(
+            vm_id=vm_id,
+            backup_id=backup_id,
+            created=str(doc.get("created", "")),
+            parent_id=parent,
+            disks=tuple(DiskInfo.from_dict(d, path) for d in disks),
+            meta=meta,
+        )

@@ -1,0 +1,164 @@
+"""The backend interface through which the store reaches a backup target.
+
+A target is a tree of small files. The store needs only whole-file
+operations (chunks are whole files), so the interface is deliberately narrow:
+
+=================  ==========================================================
+operation          contract
+=================  ==========================================================
+read_file          whole file -> bytes; NotFound if missing
+write_file         atomic: temp name in the same dir, write, fsync, rename;
+                   readers see the old content or the new one, never a mix
+exists / stat      size, mtime (target clock, float seconds), is_dir
+scandir            entries with size/mtime (NFS READDIRPLUS gives them free)
+remove / rmdir     one file / one empty dir (rmdir returns False if not empty)
+rename             atomic replace of the destination
+makedirs           mkdir -p
+touch              set mtime to the target's "now" (server time on NFS)
+=================  ==========================================================
+
+Paths are relative POSIX paths ("chunks/ab/cd/<digest>"), checked by
+`check_rel` so nothing can escape the target root. Temp files are named
+``.<name>.tmp.<random>`` (see `tmp_name`); gc removes stale ones.
+
+Implementations: `PathTarget` (a local or mounted directory) and `NfsTarget`
+(``nfs://server/export/path`` through libnfs in user space).
+"""
+
+from __future__ import annotations
+
+import abc
+import secrets
+from dataclasses import dataclass
+
+from .errors import InvalidPath
+
+TMP_MARKER = ".tmp."
+
+
+@dataclass(frozen=True)
+class FileStat:
+    size: int
+    mtime: float
+    is_dir: bool
+
+
+@dataclass(frozen=True)
+class DirEntry:
+    name: str
+    is_dir: bool
+    size: int
+    mtime: float
+
+
+def check_rel(path: str) -> str:
+    """Validate a target-relative path; "" means the target root."""
+    if not isinstance(path, str):
+        raise InvalidPath(repr(path), "not a string")
+    if path == "":
+        return path
+    if "\0" in path:
+        raise InvalidPath(path, "contains NUL")
+    if path.startswith("/"):
+        raise InvalidPath(path, "must be relative to the target")
+    for part in path.split("/"):
+        if part in ("", ".", ".."):
+            raise InvalidPath(path, "empty, '.' or '..' component")
+    return path
+
+
+def join(*parts: str) -> str:
+    return "/".join(p for p in parts if p)
+
+
+def parent_of(path: str) -> str:
+    return path.rpartition("/")[0]
+
+
+def tmp_name(path: str) -> str:
+    """A unique temp name in the same directory as ``path``."""
+    head, _, name = path.rpartition("/")
+    return join(head, f".{name}{TMP_MARKER}{secrets.token_hex(6)}")
+
+
+def is_tmp_name(name: str) -> bool:
+    return name.startswith(".") and TMP_MARKER in name
+
+
+class Target(abc.ABC):
+    """Async access to one backup target. Use as ``async with target:``."""
+
+    url: str
+
+    async def __aenter__(self) -> "Target":
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        """Check the target is reachable; raise TargetUnavailable if not."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def read_file(self, path: str) -> bytes: ...
+
+    @abc.abstractmethod
+    async def write_file(self, path: str, data: bytes, *, make_parents: bool = True) -> None:
+        """Atomically create or replace ``path`` with ``data`` (tmp + fsync + rename)."""
+
+    @abc.abstractmethod
+    async def stat(self, path: str) -> FileStat: ...
+
+    async def exists(self, path: str) -> bool:
+        from .errors import NotFound
+
+        try:
+            await self.stat(path)
+        except NotFound:
+            return False
+        return True
+
+    @abc.abstractmethod
+    async def scandir(self, path: str) -> list[DirEntry]: ...
+
+    @abc.abstractmethod
+    async def remove(self, path: str) -> None: ...
+
+    @abc.abstractmethod
+    async def rmdir(self, path: str) -> bool:
+        """Remove an empty directory; False if it is not empty."""
+
+    @abc.abstractmethod
+    async def rename(self, src: str, dst: str) -> None: ...
+
+    @abc.abstractmethod
+    async def makedirs(self, path: str) -> None: ...
+
+    @abc.abstractmethod
+    async def touch(self, path: str) -> None:
+        """Set mtime of an existing file to the target's current time."""
+
+
+def open_target(url_or_path: str, **options) -> Target:
+    """Return the Target for ``nfs://server/export[/path]``, ``file:///path`` or a path.
+
+    Options are passed to the implementation (``io_workers``, ``timeout``...).
+    Nothing is contacted until the first operation or ``connect()``.
+    """
+    import os
+    from urllib.parse import urlsplit
+
+    s = os.fspath(url_or_path)
+    if s.startswith("nfs://"):
+        from .nfs_target import NfsTarget
+
+        return NfsTarget(s, **options)
+    if s.startswith("file://"):
+        s = urlsplit(s).path
+    from .path_target import PathTarget
+
+    return PathTarget(s, **options)
