@@ -1,0 +1,160 @@
+"""The sandbox admin API (not part of oVirt), under `/sandbox` on the engine's port.
+
+- `POST /sandbox/vms/{vm_id}/writes` guest writes into a disk's active layer
+- `GET  /sandbox/disks/{disk_id}/digest` SHA-256 of the guest-visible content
+- `POST /sandbox/faults` engine errors/latency, imageio kill/restart, NFS stop/start,
+  checkpoint invalidation; `GET`/`DELETE /sandbox/faults[/{id}]`
+- `GET  /sandbox/leftovers` what a backup product may have left behind
+- `POST /sandbox/users` an SSO user, optionally non-admin with chosen VMs
+It answers JSON and is meant for loopback use by tests and the demo.
+"""
+from __future__ import annotations
+
+import uuid
+
+from aiohttp import web
+
+from .engine import api as engine_api
+from .engine.state import ACTIVE_PHASES, EngineError
+
+routes = web.RouteTableDef()
+LAB = web.AppKey("lab", object)
+
+
+def _bad(msg, status=400):
+    return web.json_response({"error": msg}, status=status)
+
+
+@web.middleware
+async def errors(request, handler):
+    try:
+        return await handler(request)
+    except EngineError as e:
+        return _bad(e.detail, e.status)
+    except (KeyError, ValueError, TypeError) as e:
+        if not request.path.startswith("/sandbox"):
+            raise
+        return _bad(f"invalid request: {e}")
+
+
+@routes.post("/sandbox/vms/{vm_id}/writes")
+async def writes(request):
+    lab = request.app[LAB]
+    e = lab.engine
+    vm = e.vm(request.match_info["vm_id"])
+    body = await request.json()
+    disk_id = body.get("disk_id") or next(
+        (a.disk_id for a in vm.attachments if a.bootable), vm.attachments[0].disk_id)
+    if disk_id not in {a.disk_id for a in vm.attachments}:
+        return _bad(f"disk {disk_id} is not attached to VM {vm.id}", 404)
+    d = e.disks[disk_id]
+    off, length = int(body["offset"]), int(body["length"])
+    if off < 0 or length <= 0 or off + length > d.provisioned_size:
+        return _bad("write outside the disk")
+    pattern = body.get("pattern", 0)
+    if pattern != "random" and not (0 <= int(pattern) <= 255):
+        return _bad("pattern must be 0-255 or 'random'")
+    if d.locked_by and d.status == "locked":
+        return _bad(f"disk {disk_id} is locked by image transfer {d.locked_by}", 409)
+    await d.image.write(off, length, pattern, body.get("seed"))
+    return web.json_response({"vm_id": vm.id, "disk_id": disk_id, "offset": off, "length": length})
+
+
+@routes.get("/sandbox/disks/{disk_id}/digest")
+async def digest(request):
+    e = request.app[LAB].engine
+    d = e.disk(request.match_info["disk_id"])
+    vol = request.query.get("snapshot")
+    return web.json_response(await d.image.digest(vol))
+
+
+@routes.get("/sandbox/faults")
+async def faults_list(request):
+    lab = request.app[LAB]
+    return web.json_response([r.__dict__ for r in lab.faults.rules])
+
+
+@routes.delete("/sandbox/faults")
+async def faults_clear(request):
+    request.app[LAB].faults.rules.clear()
+    return web.json_response({"cleared": True})
+
+
+@routes.delete("/sandbox/faults/{id}")
+async def fault_remove(request):
+    lab = request.app[LAB]
+    lab.faults.rules = [r for r in lab.faults.rules if r.id != request.match_info["id"]]
+    return web.json_response({"removed": request.match_info["id"]})
+
+
+@routes.post("/sandbox/faults")
+async def faults_add(request):
+    lab = request.app[LAB]
+    b = await request.json()
+    kind = b.get("kind", "engine")
+    if kind == "engine":
+        r = engine_api.FaultRule(str(uuid.uuid4()), b.get("method", "*").upper(), b["path"],
+                                 b.get("status"), float(b.get("delay", 0)), b.get("count"),
+                                 b.get("detail", "Injected fault"))
+        if r.status is None and not r.delay:
+            return _bad("an engine fault needs a status or a delay")
+        lab.faults.rules.append(r)
+        return web.json_response(r.__dict__, status=201)
+    if kind == "imageio":
+        h = lab.engine.host(b["host_id"])
+        if b["action"] == "kill":
+            await h.daemon.kill()
+        elif b["action"] == "restart":
+            await h.daemon.stop()
+            await h.daemon.start()
+        else:
+            return _bad("imageio action is kill or restart")
+        return web.json_response({"host_id": h.id, "running": h.daemon.running})
+    if kind == "nfs":
+        if lab.nfs is None:
+            return _bad("this sandbox has no NFS server", 409)
+        if b["action"] == "stop":
+            await lab.nfs.stop()
+        elif b["action"] == "start":
+            await lab.nfs.start()
+        else:
+            return _bad("nfs action is stop or start")
+        return web.json_response({"nfs": b["action"]})
+    if kind == "checkpoint":
+        await lab.engine.invalidate_checkpoint(b["vm_id"], b["checkpoint_id"])
+        return web.json_response({"invalidated": b["checkpoint_id"]})
+    return _bad(f"unknown fault kind {kind!r}")
+
+
+@routes.get("/sandbox/leftovers")
+async def leftovers(request):
+    """Everything a backup product should not leave behind."""
+    e = request.app[LAB].engine
+    return web.json_response({
+        "snapshots": [{"vm_id": v.id, "id": s.id, "description": s.description, "status": s.status}
+                      for v in e.vms.values() for s in v.snapshots],
+        "backups": [{"vm_id": v.id, "id": b.id, "phase": b.phase}
+                    for v in e.vms.values() for b in v.backups
+                    if b.phase not in ("succeeded", "failed")],
+        "transfers": [{"id": t.id, "phase": t.phase, "disk_id": t.disk_id}
+                      for t in e.transfers.values() if t.phase in ACTIVE_PHASES],
+        "locked_disks": [d.id for d in e.disks.values() if d.status != "ok"],
+        "busy_vms": [v.id for v in e.vms.values() if v.busy],
+    })
+
+
+@routes.post("/sandbox/users")
+async def users_add(request):
+    lab = request.app[LAB]
+    b = await request.json()
+    u = engine_api.User(b["name"], b["password"], admin=bool(b.get("admin", False)),
+                        vm_ids=set(b.get("vm_ids", [])))
+    lab.sso.users[u.name] = u
+    return web.json_response({"id": u.id, "name": u.name, "admin": u.admin}, status=201)
+
+
+def install(app: web.Application, lab):
+    app[LAB] = lab
+    app.middlewares.append(errors)
+    # The engine's catch-all must stay last: put the admin routes before it.
+    app.router.add_routes(routes)

@@ -1,0 +1,985 @@
+"""The simulated engine's state and operations, free of HTTP.
+
+Entities are plain dataclasses; `render.py` turns them into the SDK's types
+and XML. Long operations (snapshots, transfers, backups, disk creation) run
+as tasks that move the entity through the phases the real engine reports,
+with realistic delays (`Timing`).
+
+Locks, like the engine's: a VM with a running backup or snapshot operation
+refuses another one (409); a disk under an image transfer is `locked`.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import structlog
+
+from ..hosts import ImageioDaemon, NbdExport
+from ..proc import Registry
+from ..storage import QCOW2, RAW, Image
+
+log = structlog.get_logger("sandbox.engine")
+
+BLANK = "00000000-0000-0000-0000-000000000000"
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).astimezone()
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class EngineError(Exception):
+    """A failure the engine reports as a <fault>."""
+    status = 400
+    reason = "Operation Failed"
+
+    def __init__(self, detail: str, status: int | None = None, reason: str | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        if status:
+            self.status = status
+        if reason:
+            self.reason = reason
+
+
+class NotFound(EngineError):
+    status = 404
+    reason = "Not Found"
+
+
+class Conflict(EngineError):
+    """Validation failures of engine commands come back as 409."""
+    status = 409
+
+
+class BadRequest(EngineError):
+    status = 400
+    reason = "Bad Request"
+
+
+@dataclass
+class Timing:
+    """Delays of asynchronous operations, in seconds (configurable for tests)."""
+    snapshot: float = 1.0
+    snapshot_remove: float = 1.0
+    disk_add: float = 0.3
+    transfer_init: float = 0.2
+    transfer_finalize: float = 0.2
+    backup_start: float = 0.5
+    backup_finalize: float = 0.5
+    vm_power: float = 0.5
+    transfer_gc: float = 600.0  # finished transfers stay listed this long (4.4.7+)
+
+
+@dataclass
+class DataCenter:
+    id: str
+    name: str
+
+
+@dataclass
+class Cluster:
+    id: str
+    name: str
+    dc_id: str
+
+
+@dataclass
+class Host:
+    id: str
+    name: str
+    cluster_id: str
+    daemon: ImageioDaemon
+    status: str = "up"
+    hw_id: str = field(default_factory=new_id)
+
+
+@dataclass
+class StorageDomain:
+    id: str
+    name: str
+    dir: Path
+    dc_id: str
+    type: str = "data"
+
+
+@dataclass
+class Disk:
+    id: str
+    alias: str
+    provisioned_size: int
+    format: str  # cow | raw (oVirt's names)
+    sparse: bool
+    backup: str  # none | incremental
+    sd_id: str
+    image: Image
+    description: str = ""
+    status: str = "ok"
+    content_type: str = "data"
+    shareable: bool = False
+    wipe_after_delete: bool = False
+    created: dt.datetime = field(default_factory=now)
+    locked_by: str | None = None
+
+
+@dataclass
+class Attachment:
+    disk_id: str
+    bootable: bool = False
+    interface: str = "virtio_scsi"
+    active: bool = True
+    read_only: bool = False
+    pass_discard: bool = False
+
+
+@dataclass
+class Nic:
+    id: str
+    name: str
+    interface: str
+    mac: str
+    network: str = "ovirtmgmt"
+    linked: bool = True
+    plugged: bool = True
+
+
+@dataclass
+class Snapshot:
+    id: str
+    vm_id: str
+    description: str
+    type: str = "regular"  # active | regular
+    status: str = "ok"
+    date: dt.datetime = field(default_factory=now)
+    persist_memorystate: bool = False
+    volumes: dict = field(default_factory=dict)  # disk_id -> volume id frozen by it
+
+
+@dataclass
+class Checkpoint:
+    id: str
+    vm_id: str
+    parent_id: str | None
+    disk_ids: list
+    created: dt.datetime = field(default_factory=now)
+    state: str = "created"  # created | invalid
+
+
+@dataclass
+class Backup:
+    id: str
+    vm_id: str
+    disk_ids: list
+    from_checkpoint_id: str | None
+    to_checkpoint_id: str | None
+    host_id: str
+    description: str = ""
+    phase: str = "initializing"
+    created: dt.datetime = field(default_factory=now)
+    modified: dt.datetime = field(default_factory=now)
+    modes: dict = field(default_factory=dict)  # disk_id -> full | incremental
+    frozen: dict = field(default_factory=dict)  # disk_id -> frozen volume id
+
+
+@dataclass
+class Transfer:
+    id: str
+    direction: str
+    disk_id: str
+    host_id: str
+    format: str = "raw"
+    snapshot_id: str | None = None  # a disk snapshot = volume id
+    backup_id: str | None = None
+    shallow: bool = False
+    inactivity_timeout: int = 60
+    timeout_policy: str = "legacy"
+    phase: str = "initializing"
+    transferred: int = 0
+    created: dt.datetime = field(default_factory=now)
+    ticket: str | None = None
+    export: NbdExport | None = None
+    finished_at: float | None = None
+    transfer_url: str | None = None
+    proxy_url: str | None = None
+
+
+@dataclass
+class Vm:
+    id: str
+    name: str
+    cluster_id: str
+    memory: int
+    cpu_sockets: int = 1
+    cpu_cores: int = 1
+    cpu_threads: int = 1
+    os_type: str = "other_linux"
+    bios_type: str = "q35_sea_bios"
+    boot_devices: list = field(default_factory=lambda: ["hd"])
+    type: str = "server"
+    ha: bool = False
+    description: str = ""
+    comment: str = ""
+    status: str = "down"
+    host_id: str | None = None
+    template_id: str = BLANK
+    created: dt.datetime = field(default_factory=now)
+    attachments: list = field(default_factory=list)
+    nics: list = field(default_factory=list)
+    snapshots: list = field(default_factory=list)
+    checkpoints: list = field(default_factory=list)
+    backups: list = field(default_factory=list)
+    active_snapshot_id: str = field(default_factory=new_id)
+    busy: str | None = None  # a running snapshot/backup operation
+
+
+@dataclass
+class Event:
+    index: int
+    code: int
+    description: str
+    severity: str = "normal"
+    time: dt.datetime = field(default_factory=now)
+    correlation_id: str | None = None
+    origin: str = "oVirt"
+    custom_id: int = -1
+    vm_id: str | None = None
+    host_id: str | None = None
+    sd_id: str | None = None
+    cluster_id: str | None = None
+    user: str | None = None
+
+
+@dataclass
+class Job:
+    id: str
+    description: str
+    correlation_id: str
+    status: str = "started"
+    start: dt.datetime = field(default_factory=now)
+    end: dt.datetime | None = None
+    external: bool = False
+
+
+class Engine:
+    def __init__(self, base: Path, registry: Registry, timing: Timing | None = None):
+        self.base = base
+        self.registry = registry
+        self.timing = timing or Timing()
+        self.dcs: dict[str, DataCenter] = {}
+        self.clusters: dict[str, Cluster] = {}
+        self.hosts: dict[str, Host] = {}
+        self.sds: dict[str, StorageDomain] = {}
+        self.vms: dict[str, Vm] = {}
+        self.disks: dict[str, Disk] = {}
+        self.transfers: dict[str, Transfer] = {}
+        self.events: list[Event] = []
+        self.jobs: dict[str, Job] = {}
+        self.tasks: set[asyncio.Task] = set()
+        self._next_event = 1
+        self._rr = 0
+        self.nbd_dir = base / "nbd"
+        self.nbd_dir.mkdir(parents=True, exist_ok=True)
+        self.listeners: list[Callable[[Event], None]] = []
+        self.instance_id = new_id()
+        self.network_id = new_id()
+        self.vnic_profile_id = new_id()
+        self.admin_user_id = new_id()
+
+    # --- plumbing -----------------------------------------------------------
+    def spawn(self, coro, job: Job | None = None):
+        async def runner():
+            try:
+                await coro
+                if job:
+                    self.finish_job(job, "finished")
+            except Exception as e:  # an async engine command failed
+                log.exception("engine task failed", error=str(e))
+                if job:
+                    self.finish_job(job, "failed")
+        t = asyncio.get_running_loop().create_task(runner())
+        self.tasks.add(t)
+        t.add_done_callback(self.tasks.discard)
+        return t
+
+    async def close(self):
+        for t in list(self.tasks):
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for tr in self.transfers.values():
+            if tr.export:
+                await tr.export.stop()
+
+    def event(self, code: int, description: str, **kw) -> Event:
+        e = Event(self._next_event, code, description, **kw)
+        self._next_event += 1
+        self.events.append(e)
+        for fn in self.listeners:
+            fn(e)
+        return e
+
+    def start_job(self, description: str, correlation_id: str | None) -> Job:
+        j = Job(new_id(), description, correlation_id or new_id(), external=False)
+        self.jobs[j.id] = j
+        return j
+
+    def finish_job(self, job: Job, status: str):
+        job.status, job.end = status, now()
+
+    def vm(self, vm_id: str) -> Vm:
+        try:
+            return self.vms[vm_id]
+        except KeyError:
+            raise NotFound(f"VM '{vm_id}' not found") from None
+
+    def disk(self, disk_id: str) -> Disk:
+        try:
+            return self.disks[disk_id]
+        except KeyError:
+            raise NotFound(f"Disk '{disk_id}' not found") from None
+
+    def host(self, host_id: str) -> Host:
+        try:
+            return self.hosts[host_id]
+        except KeyError:
+            raise NotFound(f"Host '{host_id}' not found") from None
+
+    def pick_host(self) -> Host:
+        up = [h for h in self.hosts.values() if h.status == "up"]
+        if not up:
+            raise Conflict("[Cannot transfer Virtual Disk. No active host in the Data Center.]")
+        self._rr += 1
+        return up[self._rr % len(up)]
+
+    def vm_of_disk(self, disk_id: str) -> Vm | None:
+        for vm in self.vms.values():
+            if any(a.disk_id == disk_id for a in vm.attachments):
+                return vm
+        return None
+
+    def snapshot(self, vm: Vm, snap_id: str) -> Snapshot:
+        if snap_id == vm.active_snapshot_id:
+            return Snapshot(vm.active_snapshot_id, vm.id, "Active VM", type="active",
+                            date=vm.created)
+        for s in vm.snapshots:
+            if s.id == snap_id:
+                return s
+        raise NotFound(f"Snapshot '{snap_id}' not found")
+
+    def find_volume(self, vol_id: str):
+        """(disk, snapshot-or-None) owning volume `vol_id`."""
+        for d in self.disks.values():
+            for v in d.image.volumes:
+                if v.id == vol_id:
+                    vm = self.vm_of_disk(d.id)
+                    snap = None
+                    if vm:
+                        for s in vm.snapshots:
+                            if s.volumes.get(d.id) == vol_id:
+                                snap = s
+                    return d, snap
+        raise NotFound(f"Disk snapshot '{vol_id}' not found")
+
+    # --- disks ----------------------------------------------------------------
+    async def create_disk(self, *, alias: str, size: int, fmt: str, sparse: bool, backup: str,
+                          sd_id: str, description: str = "", disk_id: str | None = None,
+                          content_type: str = "data", correlation_id: str | None = None,
+                          wait: bool = False) -> Disk:
+        if sd_id not in self.sds:
+            raise NotFound(f"Storage domain '{sd_id}' not found")
+        if fmt not in ("cow", "raw"):
+            raise BadRequest(f"Invalid disk format '{fmt}'")
+        if size <= 0:
+            raise BadRequest("Disk provisioned_size must be positive")
+        if backup == "incremental" and fmt != "cow":
+            raise Conflict("[Cannot add Virtual Disk. Incremental backup is supported only "
+                           "for disks in QCOW2 format.]")
+        disk_id = disk_id or new_id()
+        if disk_id in self.disks:
+            raise Conflict(f"[Cannot add Virtual Disk. Disk with id {disk_id} already exists.]")
+        size = (size + 511) // 512 * 512
+        image = Image(disk_id, self.sds[sd_id].dir / "images" / disk_id, size)
+        d = Disk(disk_id, alias or f"disk-{disk_id[:8]}", size, fmt, sparse, backup, sd_id,
+                 image, description=description, status="locked", content_type=content_type)
+        self.disks[disk_id] = d
+        job = self.start_job(f"Adding Disk {d.alias}", correlation_id)
+
+        async def create():
+            img = await Image.create(self.sds[sd_id].dir, disk_id, size,
+                                     QCOW2 if fmt == "cow" else RAW, sparse)
+            d.image = img
+            await asyncio.sleep(self.timing.disk_add)
+            d.status = "ok"
+            self.event(2021, f"The disk {d.alias} was successfully added.", sd_id=sd_id,
+                       correlation_id=job.correlation_id)
+        if wait:
+            await create()
+            self.finish_job(job, "finished")
+        else:
+            self.spawn(create(), job)
+        return d
+
+    async def remove_disk(self, disk_id: str):
+        d = self.disk(disk_id)
+        if d.status == "locked":
+            raise Conflict(f"[Cannot remove Virtual Disk. Disk {d.alias} is locked. "
+                           "Please try again in a few minutes.]")
+        vm = self.vm_of_disk(disk_id)
+        if vm:
+            if vm.status != "down":
+                raise Conflict("[Cannot remove Virtual Disk. At least one of the VMs is not down.]")
+            vm.attachments = [a for a in vm.attachments if a.disk_id != disk_id]
+        del self.disks[disk_id]
+        await d.image.remove()
+        self.event(2014, f"Disk {d.alias} was successfully removed.", sd_id=d.sd_id)
+
+    # --- VMs --------------------------------------------------------------------
+    def add_vm(self, vm: Vm, correlation_id: str | None = None) -> Vm:
+        if any(v.name == vm.name for v in self.vms.values()):
+            raise Conflict("[Cannot add VM. The VM name is already in use, please choose "
+                           "a unique name and try again.]")
+        if vm.cluster_id not in self.clusters:
+            raise NotFound(f"Cluster '{vm.cluster_id}' not found")
+        self.vms[vm.id] = vm
+        job = self.start_job(f"Creating VM {vm.name}", correlation_id)
+        self.finish_job(job, "finished")
+        self.event(34, f"VM {vm.name} was created by admin@internal-authz.", vm_id=vm.id,
+                   correlation_id=job.correlation_id)
+        return vm
+
+    def new_mac(self) -> str:
+        r = random.Random()
+        return "56:6f:" + ":".join(f"{r.randrange(256):02x}" for _ in range(4))
+
+    async def remove_vm(self, vm_id: str, detach_only: bool = False):
+        vm = self.vm(vm_id)
+        if vm.status != "down":
+            raise Conflict(f"[Cannot remove VM. VM {vm.name} is running.]")
+        if vm.busy:
+            raise Conflict(f"[Cannot remove VM. VM {vm.name} is locked ({vm.busy}).]")
+        for a in list(vm.attachments):
+            if detach_only:
+                continue
+            d = self.disks.pop(a.disk_id, None)
+            if d:
+                await d.image.remove()
+        del self.vms[vm_id]
+        self.event(113, f"VM {vm.name} was successfully removed.")
+
+    async def set_power(self, vm_id: str, up: bool, correlation_id: str | None = None):
+        vm = self.vm(vm_id)
+        if up and vm.status == "up":
+            raise Conflict(f"[Cannot run VM. VM {vm.name} is running.]")
+        if vm.busy == "restore":
+            raise Conflict(f"[Cannot run VM. VM {vm.name} is locked.]")
+        job = self.start_job(("Launching" if up else "Stopping") + f" VM {vm.name}", correlation_id)
+
+        async def go():
+            if up:
+                vm.status = "powering_up"
+                vm.host_id = self.pick_host().id
+                await asyncio.sleep(self.timing.vm_power)
+                vm.status = "up"
+                self.event(153, f"VM {vm.name} started on Host {self.hosts[vm.host_id].name}",
+                           vm_id=vm.id, correlation_id=job.correlation_id)
+            else:
+                vm.status = "powering_down"
+                await asyncio.sleep(self.timing.vm_power)
+                vm.status, vm.host_id = "down", None
+                self.event(33, f"VM {vm.name} powered off by admin@internal-authz.",
+                           vm_id=vm.id, correlation_id=job.correlation_id)
+        self.spawn(go(), job)
+
+    def attach(self, vm_id: str, att: Attachment):
+        vm = self.vm(vm_id)
+        d = self.disk(att.disk_id)
+        if self.vm_of_disk(d.id):
+            raise Conflict(f"[Cannot attach Virtual Disk. Disk {d.alias} is already attached to a VM.]")
+        if att.bootable and any(a.bootable for a in vm.attachments):
+            raise Conflict("[Cannot attach Virtual Disk. The VM already has a bootable disk.]")
+        vm.attachments.append(att)
+        self.event(2016, f"Disk {d.alias} was successfully attached to VM {vm.name}.", vm_id=vm.id)
+        return att
+
+    def detach(self, vm_id: str, disk_id: str):
+        vm = self.vm(vm_id)
+        for a in vm.attachments:
+            if a.disk_id == disk_id:
+                if self.disks.get(disk_id) and self.disks[disk_id].status == "locked":
+                    raise Conflict("[Cannot detach Virtual Disk. Disk is locked.]")
+                vm.attachments.remove(a)
+                return
+        raise NotFound(f"Disk attachment '{disk_id}' not found")
+
+    # --- snapshots ----------------------------------------------------------------
+    def _claim_vm(self, vm: Vm, what: str, verb: str):
+        if vm.busy:
+            raise Conflict(f"[Cannot {verb}. Snapshot or backup operation is in progress "
+                           f"on VM {vm.name} ({vm.busy}).]")
+        for a in vm.attachments:
+            d = self.disks.get(a.disk_id)
+            if d and d.status == "locked":
+                raise Conflict(f"[Cannot {verb}. Disk {d.alias} is locked. "
+                               "Please try again in a few minutes.]")
+        vm.busy = what
+
+    async def create_snapshot(self, vm_id: str, description: str, disk_ids: list | None,
+                              persist_memorystate: bool | None, correlation_id: str | None,
+                              snap_id: str | None = None) -> Snapshot:
+        vm = self.vm(vm_id)
+        if not description:
+            raise BadRequest("Snapshot [description] required for add")
+        attached = [a.disk_id for a in vm.attachments]
+        disk_ids = disk_ids if disk_ids is not None else attached
+        for d in disk_ids:
+            if d not in attached:
+                raise Conflict(f"[Cannot create Snapshot. Disk {d} is not attached to VM {vm.name}.]")
+        self._claim_vm(vm, "snapshot", "create Snapshot")
+        snap = Snapshot(snap_id or new_id(), vm.id, description, status="locked",
+                        persist_memorystate=bool(persist_memorystate and vm.status == "up"))
+        vm.snapshots.append(snap)
+        disks = [self.disks[i] for i in disk_ids]
+        for d in disks:
+            d.status = "locked"
+        job = self.start_job(f"Creating VM Snapshot {description} for VM {vm.name}", correlation_id)
+        self.event(45, f"Snapshot '{description}' creation for VM '{vm.name}' was initiated "
+                   "by admin@internal-authz.", vm_id=vm.id, correlation_id=job.correlation_id)
+
+        async def go():
+            try:
+                for d in disks:
+                    frozen = await d.image.freeze()
+                    snap.volumes[d.id] = frozen.id
+                await asyncio.sleep(self.timing.snapshot)
+                snap.status = "ok"
+                self.event(68, f"Snapshot '{description}' creation for VM '{vm.name}' has been "
+                           "completed.", vm_id=vm.id, correlation_id=job.correlation_id)
+            except Exception:
+                vm.snapshots.remove(snap)
+                self.event(69, f"Failed to complete snapshot '{description}' creation for VM "
+                           f"'{vm.name}'.", severity="error", vm_id=vm.id,
+                           correlation_id=job.correlation_id)
+                raise
+            finally:
+                for d in disks:
+                    d.status = "ok"
+                vm.busy = None
+        self.spawn(go(), job)
+        return snap
+
+    async def remove_snapshot(self, vm_id: str, snap_id: str, correlation_id: str | None):
+        vm = self.vm(vm_id)
+        snap = self.snapshot(vm, snap_id)
+        if snap.type == "active":
+            raise Conflict("[Cannot remove Snapshot. The active snapshot cannot be removed.]")
+        if snap.status != "ok":
+            raise Conflict(f"[Cannot remove Snapshot. Snapshot is currently being created "
+                           f"for VM {vm.name}.]")
+        for t in self.transfers.values():
+            if t.snapshot_id in snap.volumes.values() and t.phase in ACTIVE_PHASES:
+                raise Conflict("[Cannot remove Snapshot. Disk snapshot is in use by an image "
+                               "transfer.]")
+        self._claim_vm(vm, "snapshot removal", "remove Snapshot")
+        snap.status = "locked"
+        disks = [self.disks[d] for d in snap.volumes if d in self.disks]
+        for d in disks:
+            d.status = "locked"
+        job = self.start_job(f"Removing Snapshot {snap.description} of VM {vm.name}", correlation_id)
+        self.event(342, f"Snapshot '{snap.description}' deletion for VM '{vm.name}' was "
+                   "initiated by admin@internal-authz.", vm_id=vm.id, correlation_id=job.correlation_id)
+
+        async def go():
+            try:
+                for d in disks:
+                    vol = snap.volumes[d.id]
+                    removed = await d.image.merge(vol)
+                    # The snapshot taken after this one now owns the merged volume.
+                    for s in vm.snapshots:
+                        if s is not snap and s.volumes.get(d.id) == removed:
+                            s.volumes[d.id] = vol
+                await asyncio.sleep(self.timing.snapshot_remove)
+                vm.snapshots.remove(snap)
+                self.event(356, f"Snapshot '{snap.description}' deletion for VM '{vm.name}' has "
+                           "been completed.", vm_id=vm.id, correlation_id=job.correlation_id)
+            except Exception:
+                snap.status = "ok"
+                self.event(357, f"Failed to delete snapshot '{snap.description}' for VM "
+                           f"'{vm.name}'.", severity="error", vm_id=vm.id,
+                           correlation_id=job.correlation_id)
+                raise
+            finally:
+                for d in disks:
+                    d.status = "ok"
+                vm.busy = None
+        self.spawn(go(), job)
+
+    # --- backups and checkpoints ----------------------------------------------------
+    def backup(self, vm: Vm, backup_id: str) -> Backup:
+        for b in vm.backups:
+            if b.id == backup_id:
+                return b
+        raise NotFound(f"Backup '{backup_id}' not found")
+
+    async def start_backup(self, vm_id: str, disk_ids: list, from_checkpoint_id: str | None,
+                           backup_id: str | None, description: str,
+                           correlation_id: str | None, require_consistency: bool = False) -> Backup:
+        vm = self.vm(vm_id)
+        if not disk_ids:
+            raise BadRequest("Backup [disks] required for add")
+        attached = {a.disk_id for a in vm.attachments}
+        for d in disk_ids:
+            if d not in self.disks:
+                raise NotFound(f"Disk '{d}' not found")
+            if d not in attached:
+                raise Conflict(f"[Cannot backup VM. Disk {d} is not attached to the VM.]")
+        if vm.status not in ("up", "down"):
+            raise Conflict(f"[Cannot backup VM. VM {vm.name} status is {vm.status}.]")
+        if from_checkpoint_id:
+            cp = next((c for c in vm.checkpoints if c.id == from_checkpoint_id), None)
+            if cp is None:
+                raise Conflict(f"[Cannot backup VM. Checkpoint {from_checkpoint_id} does not "
+                               "exist.]")
+            if cp.state == "invalid":
+                raise Conflict(f"[Cannot backup VM. Checkpoint {from_checkpoint_id} is invalid.]")
+        if backup_id and any(b.id == backup_id for v in self.vms.values() for b in v.backups):
+            raise Conflict(f"[Cannot backup VM. Backup {backup_id} already exists.]")
+        self._claim_vm(vm, "backup", "backup VM")
+        disks = [self.disks[d] for d in disk_ids]
+        incremental_capable = [d for d in disks if d.format == "cow" and d.backup == "incremental"]
+        to_cp = new_id() if incremental_capable else None
+        host = self.hosts.get(vm.host_id) or self.pick_host()
+        b = Backup(backup_id or new_id(), vm.id, list(disk_ids), from_checkpoint_id, to_cp,
+                   host.id, description=description or "")
+        vm.backups.append(b)
+        job = self.start_job(f"Backing up VM {vm.name}", correlation_id)
+        self.event(10790, f"Backup {b.id} for VM {vm.name} started (User: admin@internal-authz).",
+                   vm_id=vm.id, correlation_id=job.correlation_id)
+
+        async def go():
+            try:
+                b.phase = "starting"
+                await asyncio.sleep(self.timing.backup_start / 2)
+                for d in disks:
+                    d.status = "locked"
+                    frozen = await d.image.freeze()
+                    b.frozen[d.id] = frozen.id
+                    has_bitmap = (from_checkpoint_id is not None and d in incremental_capable
+                                  and from_checkpoint_id in await d.image.bitmaps(frozen))
+                    b.modes[d.id] = "incremental" if has_bitmap else "full"
+                    if to_cp and d in incremental_capable:
+                        await d.image.add_bitmap(to_cp)
+                    d.status = "ok"
+                if to_cp:
+                    parent = vm.checkpoints[-1].id if vm.checkpoints else None
+                    vm.checkpoints.append(Checkpoint(to_cp, vm.id, parent,
+                                                     [d.id for d in incremental_capable]))
+                await asyncio.sleep(self.timing.backup_start / 2)
+                b.phase, b.modified = "ready", now()
+                self.event(10791, f"Backup {b.id} for VM {vm.name} is ready.", vm_id=vm.id,
+                           correlation_id=job.correlation_id)
+            except Exception:
+                b.phase = "failed"
+                await self._unfreeze(b)
+                vm.busy = None
+                self.event(10793, f"Backup {b.id} for VM {vm.name} failed.", severity="error",
+                           vm_id=vm.id, correlation_id=job.correlation_id)
+                raise
+        self.spawn(go(), job)
+        return b
+
+    async def _unfreeze(self, b: Backup):
+        for disk_id, vol in list(b.frozen.items()):
+            d = self.disks.get(disk_id)
+            if d and d.image.top.id != vol:
+                await d.image.merge(vol)
+            b.frozen.pop(disk_id, None)
+
+    async def finalize_backup(self, vm_id: str, backup_id: str, correlation_id: str | None):
+        vm = self.vm(vm_id)
+        b = self.backup(vm, backup_id)
+        if b.phase in ("succeeded", "finalizing"):
+            return
+        if b.phase not in ("ready", "failed"):
+            raise Conflict(f"[Cannot stop VM Backup. Backup {b.id} is not ready "
+                           f"(phase {b.phase}).]")
+        b.phase = "finalizing"
+        job = self.start_job(f"Finalizing backup of VM {vm.name}", correlation_id)
+
+        async def go():
+            # Transfers of this backup that the client left open are ended.
+            for t in list(self.transfers.values()):
+                if t.backup_id == b.id and t.phase in ACTIVE_PHASES:
+                    await self._end_transfer(t, "finished_failure")
+            await self._unfreeze(b)
+            await asyncio.sleep(self.timing.backup_finalize)
+            b.phase, b.modified = "succeeded", now()
+            vm.busy = None
+            self.event(10792, f"Backup {b.id} for VM {vm.name} completed successfully "
+                       "(User: admin@internal-authz).", vm_id=vm.id,
+                       correlation_id=job.correlation_id)
+        self.spawn(go(), job)
+
+    async def remove_checkpoint(self, vm_id: str, cp_id: str):
+        vm = self.vm(vm_id)
+        cp = next((c for c in vm.checkpoints if c.id == cp_id), None)
+        if cp is None:
+            raise NotFound(f"Checkpoint '{cp_id}' not found")
+        # The engine removes only the root checkpoint of the chain.
+        if vm.checkpoints[0].id != cp_id:
+            raise Conflict("[Cannot remove VM checkpoint. Only the oldest checkpoint can be "
+                           "removed.]")
+        if vm.busy == "backup":
+            raise Conflict("[Cannot remove VM checkpoint. A backup is in progress.]")
+        for d in cp.disk_ids:
+            if d in self.disks:
+                await self.disks[d].image.remove_bitmap(cp_id)
+        vm.checkpoints.remove(cp)
+        if vm.checkpoints:
+            vm.checkpoints[0].parent_id = None
+
+    async def invalidate_checkpoint(self, vm_id: str, cp_id: str):
+        """Fault: the checkpoint's bitmap is lost (as after an unclean host shutdown)."""
+        vm = self.vm(vm_id)
+        cp = next((c for c in vm.checkpoints if c.id == cp_id), None)
+        if cp is None:
+            raise NotFound(f"Checkpoint '{cp_id}' not found")
+        for d in cp.disk_ids:
+            if d in self.disks:
+                await self.disks[d].image.remove_bitmap(cp_id)
+        cp.state = "invalid"
+
+    # --- image transfers ----------------------------------------------------------------
+    async def create_transfer(self, *, direction: str, disk_id: str | None, snapshot_id: str | None,
+                              backup_id: str | None, host_id: str | None, fmt: str,
+                              shallow: bool, inactivity_timeout: int | None,
+                              timeout_policy: str | None, correlation_id: str | None,
+                              transfer_id: str | None = None) -> Transfer:
+        if direction not in ("upload", "download"):
+            raise BadRequest(f"Invalid direction '{direction}'")
+        backup = None
+        if snapshot_id:
+            disk, _ = self.find_volume(snapshot_id)
+            if direction != "download":
+                raise Conflict("[Cannot transfer Virtual Disk. Uploading to a disk snapshot is "
+                               "not supported.]")
+        elif disk_id:
+            disk = self.disk(disk_id)
+        else:
+            raise BadRequest("ImageTransfer [disk.id|snapshot.id] required for add")
+        if backup_id:
+            for vm in self.vms.values():
+                for b in vm.backups:
+                    if b.id == backup_id:
+                        backup = b
+            if backup is None:
+                raise NotFound(f"Backup '{backup_id}' not found")
+            if backup.phase != "ready":
+                raise Conflict(f"[Cannot transfer Virtual Disk. Backup {backup_id} is not ready.]")
+            if disk.id not in backup.disk_ids:
+                raise Conflict(f"[Cannot transfer Virtual Disk. Disk {disk.id} is not part of "
+                               f"backup {backup_id}.]")
+            if direction != "download":
+                raise Conflict("[Cannot transfer Virtual Disk. A backup disk can only be "
+                               "downloaded.]")
+        if disk.status != "ok":
+            raise Conflict(f"[Cannot transfer Virtual Disk. Disk {disk.alias} is {disk.status}.]")
+        for t in self.transfers.values():
+            if t.disk_id == disk.id and t.phase in ACTIVE_PHASES:
+                raise Conflict(f"[Cannot transfer Virtual Disk. Disk {disk.alias} is locked by "
+                               f"another image transfer.]")
+        vm = self.vm_of_disk(disk.id)
+        if vm and not backup and vm.busy:
+            raise Conflict(f"[Cannot transfer Virtual Disk. VM {vm.name} is locked ({vm.busy}).]")
+        if direction == "upload" and vm and vm.status != "down":
+            raise Conflict(f"[Cannot transfer Virtual Disk. VM {vm.name} is running.]")
+        if fmt not in ("raw", "cow"):
+            raise BadRequest(f"Invalid transfer format '{fmt}'")
+        host = self.host(host_id) if host_id else (
+            self.hosts.get(backup.host_id) if backup else self.pick_host())
+        if host.status != "up":
+            raise Conflict(f"[Cannot transfer Virtual Disk. Host {host.name} is not up.]")
+        t = Transfer(transfer_id or new_id(), direction, disk.id, host.id, format=fmt,
+                     snapshot_id=snapshot_id, backup_id=backup_id, shallow=bool(shallow),
+                     inactivity_timeout=inactivity_timeout or 60,
+                     timeout_policy=timeout_policy or "legacy")
+        self.transfers[t.id] = t
+        if not backup:
+            disk.status = "locked"
+        disk.locked_by = t.id
+        job = self.start_job(f"{'Uploading' if direction == 'upload' else 'Downloading'} "
+                             f"disk {disk.alias}", correlation_id)
+        self.event(1031, f"Image {'Upload' if direction == 'upload' else 'Download'} with disk "
+                   f"{disk.alias} was initiated by admin@internal-authz.",
+                   correlation_id=job.correlation_id, vm_id=vm.id if vm else None)
+        self.spawn(self._init_transfer(t, disk, host, backup), job)
+        return t
+
+    async def _init_transfer(self, t: Transfer, disk: Disk, host: Host, backup: Backup | None):
+        try:
+            image = disk.image
+            bitmap, dirty = None, False
+            if backup:
+                vol = image.volume(backup.frozen[disk.id])
+                if backup.modes.get(disk.id) == "incremental":
+                    bitmap, dirty = backup.from_checkpoint_id, True
+            elif t.snapshot_id:
+                vol = image.volume(t.snapshot_id)
+            else:
+                vol = image.top
+            readonly = t.direction == "download"
+            if t.format == "cow":
+                # The legacy "file" path: the volume's bytes as stored.
+                url, size = f"file://{vol.path}", vol.path.stat().st_size
+                if not readonly:
+                    size = image.size
+            else:
+                t.export = NbdExport(f"nbd-{t.id}", self.nbd_dir / f"{t.id}.sock", vol.path,
+                                     vol.fmt, readonly=readonly, bitmap=bitmap,
+                                     shallow=t.shallow, registry=self.registry)
+                await t.export.start()
+                url, size = t.export.url, image.size
+            t.ticket = new_id()
+            await host.daemon.add_ticket({
+                "uuid": t.ticket, "size": size, "url": url, "timeout": 3600,
+                "inactivity_timeout": t.inactivity_timeout,
+                "ops": ["read"] if readonly else ["read", "write"],
+                "transfer_id": t.id, "sparse": disk.sparse, "dirty": dirty,
+                "filename": f"{disk.id}.{'raw' if t.format == 'raw' else 'qcow2'}"})
+            await asyncio.sleep(self.timing.transfer_init)
+            t.transfer_url = f"{host.daemon.url}/images/{t.ticket}"
+            t.proxy_url = t.transfer_url
+            if t.phase == "initializing":
+                t.phase = "transferring"
+                self.spawn(self._watch_transfer(t))
+        except Exception:
+            await self._end_transfer(t, "finished_failure")
+            raise
+
+    async def _watch_transfer(self, t: Transfer):
+        """Engine-side monitor: transferred bytes and the inactivity timeout."""
+        host = self.hosts[t.host_id]
+        idle_since = asyncio.get_running_loop().time()
+        while t.phase in ("transferring", "paused_user", "paused_system", "resuming"):
+            await asyncio.sleep(0.5)
+            if t.phase != "transferring":
+                continue
+            if not host.daemon.running:
+                t.phase = "paused_system"
+                self.event(1037, f"Image transfer {t.id} was paused by the system: the imageio "
+                           f"daemon on host {host.name} is not responding.", severity="error")
+                continue
+            try:
+                info = await host.daemon.get_ticket(t.ticket)
+            except Exception:
+                info = None
+            if not info:
+                continue
+            t.transferred = info.get("transferred", t.transferred)
+            now_ = asyncio.get_running_loop().time()
+            if info.get("active") or info.get("connections"):
+                idle_since = now_
+            elif now_ - idle_since > t.inactivity_timeout:
+                if t.timeout_policy == "cancel" or t.direction == "download":
+                    self.event(1035, f"Image transfer {t.id} was cancelled by the system: "
+                               "inactivity timeout.", severity="warning")
+                    await self._cancel(t, "cancelled_system")
+                else:
+                    t.phase = "paused_system"
+                    self.event(1036, f"Image transfer {t.id} was paused by the system: "
+                               "inactivity timeout.", severity="warning")
+
+    async def finalize_transfer(self, transfer_id: str):
+        t = self.transfer(transfer_id)
+        if t.phase in ("finalizing_success", "finished_success"):
+            return
+        if t.phase not in ("transferring", "paused_user", "paused_system", "initializing"):
+            raise Conflict(f"[Cannot finalize image transfer. Phase is {t.phase}.]")
+        t.phase = "finalizing_success"
+        self.spawn(self._end_transfer(t, "finished_success"))
+
+    async def cancel_transfer(self, transfer_id: str):
+        t = self.transfer(transfer_id)
+        if t.phase in FINAL_PHASES or t.phase.startswith("finalizing"):
+            return
+        await self._cancel(t, "cancelled_user")
+
+    async def _cancel(self, t: Transfer, phase: str):
+        t.phase = phase
+        await asyncio.sleep(0)
+        t.phase = "finalizing_cleanup"
+        self.spawn(self._end_transfer(t, "finished_cleanup"))
+
+    async def pause_transfer(self, transfer_id: str):
+        t = self.transfer(transfer_id)
+        if t.phase != "transferring":
+            raise Conflict(f"[Cannot pause image transfer. Phase is {t.phase}.]")
+        t.phase = "paused_user"
+
+    async def resume_transfer(self, transfer_id: str):
+        t = self.transfer(transfer_id)
+        if t.phase not in ("paused_user", "paused_system"):
+            raise Conflict(f"[Cannot resume image transfer. Phase is {t.phase}.]")
+        host = self.hosts[t.host_id]
+        if not host.daemon.running:
+            raise Conflict(f"[Cannot resume image transfer. Host {host.name} imageio is down.]")
+        if not await host.daemon.get_ticket(t.ticket):
+            raise Conflict("[Cannot resume image transfer. The transfer ticket was lost.]")
+        t.phase = "resuming"
+        await asyncio.sleep(0.1)
+        t.phase = "transferring"
+        self.spawn(self._watch_transfer(t))
+
+    def transfer(self, transfer_id: str) -> Transfer:
+        try:
+            return self.transfers[transfer_id]
+        except KeyError:
+            raise NotFound(f"Image transfer '{transfer_id}' not found") from None
+
+    async def _end_transfer(self, t: Transfer, final: str):
+        host = self.hosts.get(t.host_id)
+        if host and t.ticket:
+            await host.daemon.remove_ticket(t.ticket)
+        if t.export:
+            await t.export.stop()
+            t.export = None
+        await asyncio.sleep(self.timing.transfer_finalize)
+        disk = self.disks.get(t.disk_id)
+        if disk:
+            disk.locked_by = None
+            if disk.status == "locked":
+                disk.status = "ok"
+            if (final == "finished_cleanup" and t.direction == "upload"
+                    and self.vm_of_disk(disk.id) is None):
+                # The transfer owns an upload's disk: canceling removes it.
+                await self.remove_disk(disk.id)
+        t.phase = final
+        t.finished_at = asyncio.get_running_loop().time()
+        verb = "Upload" if t.direction == "upload" else "Download"
+        if final == "finished_success":
+            self.event(1032, f"Image {verb} with disk {disk.alias if disk else t.disk_id} "
+                       "succeeded.")
+        else:
+            self.event(1033 if final == "finished_failure" else 1034,
+                       f"Image {verb} with disk {disk.alias if disk else t.disk_id} "
+                       f"{'failed' if final == 'finished_failure' else 'was cancelled'}.",
+                       severity="error" if final == "finished_failure" else "normal")
+
+    def gc_transfers(self):
+        loop_now = asyncio.get_running_loop().time()
+        for tid, t in list(self.transfers.items()):
+            if t.finished_at and loop_now - t.finished_at > self.timing.transfer_gc:
+                del self.transfers[tid]
+
+
+ACTIVE_PHASES = {"initializing", "transferring", "resuming", "paused_user", "paused_system",
+                 "finalizing_success", "finalizing_failure", "finalizing_cleanup",
+                 "cancelled_user", "cancelled_system"}
+FINAL_PHASES = {"finished_success", "finished_failure", "finished_cleanup"}
