@@ -149,10 +149,21 @@ class NfsServer:
 
     # -- public --------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, *, lock_timeout: float = 0.0) -> None:
+        """Start serving; with ``lock_timeout`` > 0, wait that long for another
+        ovault NFS server on this machine to go away instead of failing at once."""
         if self.running:
             return
-        self._acquire_lock()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + lock_timeout
+        while True:
+            try:
+                self._acquire_lock()
+                break
+            except NfsServerError:
+                if loop.time() >= deadline:
+                    raise
+                await asyncio.sleep(0.5)
         try:
             await self._clear_foreign()
             await self._ensure_rpcbind()
@@ -163,9 +174,13 @@ class NfsServer:
             self._release_lock()
             raise
 
-    async def stop(self) -> None:
+    async def stop(self, *, keep_lock: bool = False) -> None:
+        """Terminate the daemon and wait for it. ``keep_lock=True`` keeps the
+        machine-wide lock so a later ``start()`` cannot lose the ports to
+        another server (fault injection: "the NFS server is down")."""
         await self._terminate()
-        self._release_lock()
+        if not keep_lock:
+            self._release_lock()
 
     async def restart(self) -> None:
         """Stop and start the daemon, keeping the lock (the export is unchanged)."""
@@ -204,6 +219,7 @@ class NfsServer:
 
     def _release_lock(self) -> None:
         if self._lock_fd is not None:
+            os.ftruncate(self._lock_fd, 0)  # no stale pid for the next reader
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None

@@ -46,6 +46,8 @@ _TRANSPORT_ERRNOS = {
     errno.EHOSTUNREACH,
     errno.ENETUNREACH,
     errno.EFAULT,  # libnfs reports some RPC-layer failures this way
+    errno.EINTR,  # libnfs 4.0: "Socket failed with POLLHUP" when the server goes away
+    errno.ECANCELED,
 }
 
 
