@@ -12,7 +12,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .db import Repository
 from .errors import Conflict, NotFound, wrap_errors
-from .models import Backup, BackupDisk, BackupMethod, BackupMode, Consistency, Page
+from .models import (Backup, BackupDisk, BackupMethod, BackupMode, Consistency, Page,
+                     parse_enum)
 from .paging import Where, check_limit, encode_cursor
 
 __all__ = ["BackupRepository"]
@@ -33,9 +34,10 @@ class BackupRepository(Repository):
             "                     parent_id, checkpoint_id, fallback_reason, config) "
             "VALUES (coalesce($1, gen_random_uuid()), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
             "RETURNING *",
-            backup_id, vm_id, vm_name, job_id, target_id, BackupMode(mode).value,
-            BackupMethod(method).value, parent_id, checkpoint_id, fallback_reason,
-            dict(config or {}))
+            backup_id, vm_id, vm_name, job_id, target_id,
+            parse_enum(BackupMode, mode, "mode").value,
+            parse_enum(BackupMethod, method, "method").value,
+            parent_id, checkpoint_id, fallback_reason, dict(config or {}))
         return Backup.from_record(row)
 
     @wrap_errors
@@ -65,7 +67,8 @@ class BackupRepository(Repository):
             "       new_bytes = $3, consistency = $4, "
             "       checkpoint_id = coalesce($5, checkpoint_id) "
             "WHERE id = $1 AND status = 'running' RETURNING *",
-            backup_id, size_bytes, new_bytes, Consistency(consistency).value, checkpoint_id)
+            backup_id, size_bytes, new_bytes,
+            parse_enum(Consistency, consistency, "consistency").value, checkpoint_id)
         if row is None:
             await self._conflict_or_missing(backup_id, "complete")
         return await self.get(backup_id)
@@ -133,7 +136,8 @@ class BackupRepository(Repository):
         if vm_ids is not None:
             w.add("b.vm_id = ANY({}::text[])", list(vm_ids))
         if status is not None:
-            w.add("b.status = ANY({}::text[])", [status] if isinstance(status, str) else list(status))
+            statuses = [status] if isinstance(status, str) else list(status)
+            w.add("b.status = ANY({}::text[])", statuses)
         elif not include_deleted:
             w.add("b.status <> {}", "deleted")
         if job_id is not None:

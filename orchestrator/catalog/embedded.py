@@ -28,6 +28,7 @@ Design notes:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import glob
 import hashlib
@@ -78,7 +79,8 @@ def _socket_path_fits(directory: Path) -> bool:
 class EmbeddedPostgres:
     """ovault's own PostgreSQL cluster under `state_dir`.
 
-    `durable=False` (tests only) skips fsync in initdb and in the server.
+    `durable=False` (tests only) skips fsync in initdb and in the server; the
+    cluster then survives a killed server but not a machine crash.
     """
 
     def __init__(self, state_dir: Path | str, *, bindir: Path | None = None,
@@ -96,18 +98,9 @@ class EmbeddedPostgres:
         else:
             digest = hashlib.sha256(os.fsencode(str(self.state_dir))).hexdigest()[:16]
             self.socket_dir = Path("/tmp") / f"ovault-pg-{digest}"
-        # Whom the server runs as: ourselves, or `postgres` when we are root.
-        if os.geteuid() == 0:
-            try:
-                pw = pwd.getpwnam("postgres")
-            except KeyError:
-                raise EmbeddedPostgresError(
-                    "running as root needs the 'postgres' OS user (initdb refuses root)")
-            self._uid, self._gid = pw.pw_uid, pw.pw_gid
-            self._run_as: pwd.struct_passwd | None = pw
-        else:
-            self._uid, self._gid = os.geteuid(), os.getegid()
-            self._run_as = None
+        self._uid, self._gid = os.geteuid(), os.getegid()
+        self._run_as: pwd.struct_passwd | None = None
+        self._user_resolved = False
 
     # -- public ---------------------------------------------------------------
 
@@ -147,16 +140,34 @@ class EmbeddedPostgres:
 
     async def stop(self) -> None:
         """Stop the server (fast shutdown: sessions are rolled back)."""
+        self._resolve_user()
         if not (self.data_dir / "PG_VERSION").exists() or not await self._running():
             return
         rc, out = await self._run(str(self.bindir / "pg_ctl"), "stop", "-D", str(self.data_dir),
                                   "-m", "fast", "-w", "-t", str(int(self.start_timeout)))
         if rc != 0 and await self._running():
             raise EmbeddedPostgresError(f"pg_ctl stop failed ({rc}): {out}")
+        if self.socket_dir.parent == Path("/tmp"):
+            with contextlib.suppress(OSError):
+                self.socket_dir.rmdir()  # only if empty: the server removed its socket
 
     # -- steps ----------------------------------------------------------------
 
+    def _resolve_user(self) -> None:
+        """Whom the server runs as: ourselves, or `postgres` when we are root."""
+        if self._user_resolved:
+            return
+        if os.geteuid() == 0:
+            try:
+                pw = pwd.getpwnam("postgres")
+            except KeyError:
+                raise EmbeddedPostgresError(
+                    "running as root needs the 'postgres' OS user (initdb refuses root)")
+            self._uid, self._gid, self._run_as = pw.pw_uid, pw.pw_gid, pw
+        self._user_resolved = True
+
     def _prepare_dirs(self) -> None:
+        self._resolve_user()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._own_dir(self.root)
         if self._run_as is not None:
@@ -264,8 +275,10 @@ class EmbeddedPostgres:
             "-c", f"port={PORT}",
         ]
         if not self.durable:
-            opts += ["-c", "fsync=off", "-c", "synchronous_commit=off",
-                     "-c", "full_page_writes=off"]
+            # Safe against a killed server (the OS still has the WAL), not against
+            # a machine crash. synchronous_commit stays on: turning it off would
+            # lose the last commits even when only the server is killed.
+            opts += ["-c", "fsync=off", "-c", "full_page_writes=off"]
         # pg_ctl hands -o to /bin/sh.
         return " ".join(shlex.quote(o) for o in opts)
 

@@ -59,7 +59,7 @@ class Conflict(CatalogError):
     msg = "Conflict: {self.reason}"
 
 
-class Invalid(CatalogError):
+class Invalid(CatalogError, ValueError):
     msg = "Invalid value: {self.reason}"
 
 

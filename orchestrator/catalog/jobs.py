@@ -26,7 +26,7 @@ import asyncpg
 from .db import Repository
 from .errors import Conflict, Invalid, LeaseLost, NotFound, wrap_errors
 from .models import (MACHINE_STATES, TERMINAL, Job, JobKind, JobState, Machine, NewMachine,
-                     Page)
+                     Page, parse_enum)
 from .paging import Where, check_limit, encode_cursor
 
 __all__ = ["JobRepository", "rollup_state"]
@@ -75,7 +75,7 @@ class JobRepository(Repository):
                      request: Mapping[str, Any] | None = None, created_by: str | None = None,
                      job_id: uuid.UUID | None = None) -> Job:
         """A queued job with one queued machine per VM, in one transaction."""
-        kind = JobKind(kind)
+        kind = parse_enum(JobKind, kind, "job kind")
         if not machines:
             raise Invalid("a job needs at least one VM")
         async with self._transaction() as c:
@@ -153,7 +153,8 @@ class JobRepository(Repository):
         changed meanwhile is re-checked against the WHERE clause.
         """
         check_limit(limit)
-        kinds_arr = None if kinds is None else [JobKind(k).value for k in kinds]
+        kinds_arr = (None if kinds is None
+                     else [parse_enum(JobKind, k, "job kind").value for k in kinds])
         rows = await self._db.fetch(
             """
             UPDATE jobs j
@@ -217,8 +218,8 @@ class JobRepository(Repository):
             job = await c.fetchrow("SELECT * FROM jobs WHERE id = $1 FOR UPDATE", job_id)
             if job is None:
                 raise NotFound("job", job_id)
-            ms = await c.fetch("SELECT * FROM machines WHERE job_id = $1 ORDER BY created_at, vm_id",
-                               job_id)
+            ms = await c.fetch(
+                "SELECT * FROM machines WHERE job_id = $1 ORDER BY created_at, vm_id", job_id)
             new, error = rollup_state(job["state"], [(m["state"], m["vm_name"] or m["vm_id"],
                                                       m["error"]) for m in ms])
             if new != job["state"]:
@@ -226,7 +227,8 @@ class JobRepository(Repository):
                     f"""
                     UPDATE jobs SET state = $2, error = coalesce($3, error), updated_at = now(),
                            finished_at = CASE WHEN $2 IN {_TERMINAL_SQL} THEN now() END,
-                           lease_owner = CASE WHEN $2 IN {_TERMINAL_SQL} THEN NULL ELSE lease_owner END,
+                           lease_owner = CASE WHEN $2 IN {_TERMINAL_SQL} THEN NULL
+                                              ELSE lease_owner END,
                            lease_expires_at = CASE WHEN $2 IN {_TERMINAL_SQL} THEN NULL
                                                    ELSE lease_expires_at END
                      WHERE id = $1 RETURNING *

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Mapping, Sequence, TypeVar
 
+T = TypeVar("T")
+
 
 class JobKind(enum.StrEnum):
     BACKUP = "backup"
@@ -90,6 +92,19 @@ class Role(enum.StrEnum):
     ADMIN = "admin"
     OPERATOR = "operator"
     VIEWER = "viewer"
+
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+def parse_enum(cls: type[E], value: Any, what: str) -> E:
+    """`cls(value)`, or `Invalid` naming the allowed values."""
+    try:
+        return cls(value)
+    except ValueError:
+        from .errors import Invalid
+        allowed = ", ".join(m.value for m in cls)
+        raise Invalid(f"{what} must be one of {allowed}, got {value!r}") from None
 
 
 def _uuid(v: Any) -> uuid.UUID | None:
@@ -281,7 +296,6 @@ class ApiToken:
     from_record = classmethod(_from_record)
 
 
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from datetime import datetime
 
 from .db import Repository
 from .errors import NotFound, wrap_errors
-from .models import ApiToken, Role
+from .models import ApiToken, Role, parse_enum
 
 __all__ = ["TokenRepository", "hash_token", "parse_token"]
 
@@ -47,7 +47,7 @@ class TokenRepository(Repository):
         row = await self._db.fetchrow(
             "INSERT INTO api_tokens (id, name, role, token_hash, expires_at) "
             "VALUES ($1, $2, $3, $4, $5) RETURNING *",
-            token_id, name, Role(role).value, hash_token(plain), expires_at)
+            token_id, name, parse_enum(Role, role, "role").value, hash_token(plain), expires_at)
         return ApiToken.from_record(row), plain
 
     @wrap_errors
