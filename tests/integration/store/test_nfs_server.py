@@ -36,6 +36,7 @@ def ganesha_pids() -> set[int]:
 
 
 async def test_second_server_fails_fast_naming_the_holder(nfs_server, tmp_path):
+    srv = nfs_server.require_control()
     assert Path("/run/ovault-nfs.lock").read_text().strip() == str(os.getpid())
     other = NfsServer(tmp_path / "export", tmp_path / "state")
     t = time.monotonic()
@@ -43,27 +44,28 @@ async def test_second_server_fails_fast_naming_the_holder(nfs_server, tmp_path):
         await other.start()
     assert time.monotonic() - t < 2
     assert not (tmp_path / "state" / "ganesha.conf").exists()  # it gave up before doing anything
-    assert ganesha_pids() == {nfs_server.srv.pid}
+    assert ganesha_pids() == {srv.pid}
 
 
 async def test_export_is_the_local_directory(nfs_server, store_url):
     store = await Store.open(store_url, create=True, chunk_size=CS)
     try:
-        local = nfs_server.srv.export_dir / store_url.rsplit("/", 1)[1] / "ovault-store.json"
+        local = nfs_server.export_dir / store_url.rsplit("/", 1)[1] / "ovault-store.json"
         assert local.read_bytes() == await store.target.read_file("ovault-store.json")
-        assert nfs_server.srv.url == f"nfs://127.0.0.1{nfs_server.srv.export_dir}"
+        assert nfs_server.url == f"nfs://127.0.0.1{nfs_server.export_dir}"
     finally:
         await store.close()
 
 
 async def test_restart_keeps_data_and_clients_reconnect(nfs_server, store_url):
+    srv = nfs_server.require_control()
     store = await Store.open(store_url, create=True, chunk_size=CS)
     try:
         data = random.Random(1).randbytes(CS)
         d = await store.put_chunk(data)
-        old_pid = nfs_server.srv.pid
-        await nfs_server.call(nfs_server.srv.restart)
-        assert nfs_server.srv.pid != old_pid and old_pid not in ganesha_pids()
+        old_pid = srv.pid
+        await nfs_server.call(srv.restart)
+        assert srv.pid != old_pid and old_pid not in ganesha_pids()
         assert await store.get_chunk(d) == data  # same libnfs contexts, reconnected
         d2 = await store.put_chunk(data[::-1])
         assert d2 == hashlib.sha256(data[::-1]).digest()
@@ -72,17 +74,18 @@ async def test_restart_keeps_data_and_clients_reconnect(nfs_server, store_url):
 
 
 async def test_stopped_server_is_reported_unavailable(nfs_server, store_url):
+    srv = nfs_server.require_control()
     store = await Store.open(store_url, create=True, chunk_size=CS, target_options={"timeout": 2})
     try:
         d = await store.put_chunk(b"a" * 1000)
-        await nfs_server.call(lambda: nfs_server.srv.stop(keep_lock=True))
+        await nfs_server.call(lambda: srv.stop(keep_lock=True))
         assert ganesha_pids() == set()
         t = time.monotonic()
         with pytest.raises(TargetUnavailable):
             await store.get_chunk(d)
         assert time.monotonic() - t < 20
     finally:
-        await nfs_server.call(nfs_server.srv.start)
+        await nfs_server.call(srv.start)
         await store.close()
     async with await Store.open(store_url) as again:
         assert await again.get_chunk(d) == b"a" * 1000

@@ -275,8 +275,34 @@ class StoreBehaviour:
         with pytest.raises(ChunkMissing) as ei:
             await dw.commit()
         assert ei.value.offsets == [CS, 2 * CS, 3 * CS]
+        with pytest.raises(IncompleteDisk) as ei2:  # those slots must be re-sent
+            await dw.commit()
+        assert ei2.value.missing == 3 and ei2.value.first_offset == CS
         await dw.write(CS, v1[CS:])
         await dw.commit()
+        info = await bw.publish()
+        assert await read_all(store, vm, info.backup_id, disk) == v1
+
+    async def test_commit_refreshes_inherited_chunks(self, store):
+        """Commit touches what it inherited; the chunks survive the parent's deletion."""
+        vm, disk = uid(), uid()
+        full_id = uid()
+        v1 = make_disk(20, 3)
+        await backup(store, vm, full_id, {disk: v1})
+        paths = [
+            f"chunks/{h[:2]}/{h[2:4]}/{h}"
+            for h in (hashlib.sha256(v1[i * CS : (i + 1) * CS]).hexdigest() for i in range(3))
+        ]
+        before = [(await store.target.stat(p)).mtime for p in paths]
+        await asyncio.sleep(1.3)
+        bw = await store.begin_backup(vm, uid(), parent_id=full_id)
+        dw = await bw.add_disk(disk, len(v1))
+        await dw.commit()  # nothing changed
+        after = [(await store.target.stat(p)).mtime for p in paths]
+        assert all(a - b > 1.0 for a, b in zip(after, before))
+        await store.delete_backup(vm, full_id)
+        rep = await store.gc(grace_seconds=1.0)
+        assert rep.chunks_removed == 0 and rep.referenced == 3
         info = await bw.publish()
         assert await read_all(store, vm, info.backup_id, disk) == v1
 

@@ -28,7 +28,7 @@ from imageio_ext.store.chunk import ChunkCodec
 from imageio_ext.store.ids import check_digest_hex, check_uuid
 from imageio_ext.store.nfs_target import NfsTarget, parse_nfs_url
 from imageio_ext.store.target import check_rel
-from store_suite import CS, backup, make_disk, uid
+from tests.unit.store.store_suite import CS, backup, make_disk, uid
 
 
 def test_fidx_layout_is_as_documented():

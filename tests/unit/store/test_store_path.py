@@ -1,6 +1,6 @@
 """The store's behaviour on a local directory (PathTarget)."""
 
-from store_suite import StoreBehaviour
+from tests.unit.store.store_suite import StoreBehaviour
 
 
 class TestStoreOnPath(StoreBehaviour):
