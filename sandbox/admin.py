@@ -27,13 +27,13 @@ def _bad(msg, status=400):
 
 @web.middleware
 async def errors(request, handler):
+    if not request.path.startswith("/sandbox"):
+        return await handler(request)
     try:
         return await handler(request)
     except EngineError as e:
         return _bad(e.detail, e.status)
     except (KeyError, ValueError, TypeError) as e:
-        if not request.path.startswith("/sandbox"):
-            raise
         return _bad(f"invalid request: {e}")
 
 
@@ -114,7 +114,7 @@ async def faults_add(request):
         if lab.nfs is None:
             return _bad("this sandbox has no NFS server", 409)
         if b["action"] == "stop":
-            await lab.nfs.stop()
+            await lab.nfs.stop(keep_lock=True)
         elif b["action"] == "start":
             await lab.nfs.start()
         else:

@@ -20,24 +20,33 @@ WORDS = ("kernel module service daemon config package library binary socket thre
          "image checkpoint bitmap transfer ticket extent block chunk digest index").split()
 
 
-def _text_block(rnd: random.Random, tag: bytes) -> bytes:
-    words = rnd.choices(WORDS, k=MiB // 6)
-    lines, line = [], []
-    for i, w in enumerate(words):
+def _text_pool(rnd: random.Random, size: int = 64 << 10) -> bytes:
+    words = rnd.choices(WORDS, k=size // 5)
+    out, line = [], []
+    for w in words:
         line.append(w)
         if len(line) >= rnd.randint(6, 14):
-            lines.append(" ".join(line))
+            out.append(" ".join(line))
             line = []
-    data = tag + ("\n".join(lines)).encode()
-    return data[:MiB].ljust(MiB, b"\n")
+    return ("\n".join(out)).encode()[:size]
 
 
 def _blocks(kind: str, seed: str, count: int):
     rnd = random.Random(seed)
+    pool = _text_pool(rnd) if kind == "text" else b""
     for i in range(count):
         tag = f"[{seed}:{kind}:{i}]".encode()
         if kind == "text":
-            yield _text_block(rnd, tag)
+            # Lines of words with numbers in them (log and config files):
+            # compresses like text (zstd -1: about 3:1), costs almost nothing.
+            k = rnd.randrange(len(pool))
+            text = (pool[k:] + pool[:k]) * (MiB // len(pool) + 1)
+            noise = rnd.randbytes(MiB // 8).hex().encode()
+            parts = [tag]
+            for j in range(MiB // 64):
+                parts.append(text[j * 48:(j + 1) * 48])
+                parts.append(noise[j * 16:(j + 1) * 16])
+            yield b"".join(parts)[:MiB]
         else:
             yield tag + rnd.randbytes(MiB - len(tag))
 

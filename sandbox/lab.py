@@ -72,6 +72,13 @@ class Lab:
 
     # --- start ------------------------------------------------------------------
     async def start(self) -> dict:
+        try:
+            return await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> dict:
         t0 = time.monotonic()
         d = self.dir
         d.mkdir(parents=True, exist_ok=True)
@@ -89,14 +96,17 @@ class Lab:
 
         daemons = [ImageioDaemon(f"host{i + 1}", d / "hosts" / f"host{i + 1}", pki, self.registry)
                    for i in range(self.cfg.hosts)]
+        for i, dm in enumerate(daemons):
+            h = Host(str(uuid.uuid4()), f"host{i + 1}", cl.id, dm)
+            e.hosts[h.id] = h
         jobs = [dm.start() for dm in daemons]
         jobs.append(self._make_vms(e, cl, sd))
         if self.cfg.nfs:
             jobs.append(self._start_nfs())
-        await asyncio.gather(*jobs)
-        for i, dm in enumerate(daemons):
-            h = Host(str(uuid.uuid4()), f"host{i + 1}", cl.id, dm)
-            e.hosts[h.id] = h
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
         hosts = list(e.hosts.values())
         for i, vm in enumerate(sorted(e.vms.values(), key=lambda v: v.name)):
             vm.status, vm.host_id = "up", hosts[i % len(hosts)].id

@@ -44,3 +44,14 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
   .venv/bin/pip install -q --no-deps -e .
   echo "$want" > "$stamp"
 fi
+
+# The SDK's own example scripts (backup_vm.py, download_disk.py, ...) ship only
+# in its source distribution; the conformance tests run them unchanged.
+sdk_ver=$(grep -i '^ovirt-engine-sdk-python==' requirements.lock | cut -d= -f3)
+examples=.cache/sdk/ovirt_engine_sdk_python-$sdk_ver/examples
+if [[ ! -d $examples ]]; then
+  echo "setup: fetching ovirt-engine-sdk-python $sdk_ver examples"
+  mkdir -p .cache/sdk
+  .venv/bin/pip download -q --no-deps --no-binary :all: "ovirt-engine-sdk-python==$sdk_ver" -d .cache/sdk
+  tar xzf ".cache/sdk/ovirt_engine_sdk_python-$sdk_ver.tar.gz" -C .cache/sdk
+fi

@@ -1,0 +1,82 @@
+"""Fixtures shared by every test folder.
+
+`sandbox` is one real lab per test session (engine simulator, imageio daemons,
+qemu, nfs-ganesha), run as a child process exactly as `ovault sandbox up`
+runs it. Only one NFS server can run per machine (ports 2049/111), so every
+test that needs NFS uses this sandbox's target (`nfs_target`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import Sandbox
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _processes_under(path: str) -> list[str]:
+    out = subprocess.run(["pgrep", "-af", path], capture_output=True, text=True).stdout
+    return [l for l in out.splitlines() if "pgrep" not in l]
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory) -> Sandbox:
+    d = tmp_path_factory.mktemp("sandbox")
+    # Developers running two suites at once can leave NFS out of this one.
+    extra = ["--no-nfs"] if os.environ.get("OVAULT_TEST_SANDBOX_NO_NFS") == "1" else []
+    with open(d / "sandbox.log", "wb") as log:
+        p = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "sandbox", "up", "--dir", str(d),
+                              "--hosts", "2", "--vms", "3", *extra], cwd=ROOT, stdout=log, stderr=log,
+                             start_new_session=True)
+    deadline = time.monotonic() + 90
+    while not (d / "sandbox.json").exists():
+        if p.poll() is not None or time.monotonic() > deadline:
+            p.kill()
+            raise RuntimeError("sandbox did not start:\n" + (d / "sandbox.log").read_text()[-3000:])
+        time.sleep(0.1)
+    sb = Sandbox(json.loads((d / "sandbox.json").read_text()), d)
+    yield sb
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(30)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    left = _processes_under(str(d))
+    assert not left, f"sandbox left processes behind: {left}"
+
+
+@pytest.fixture(scope="session")
+def nfs_target(sandbox) -> tuple[str, Path]:
+    """(nfs:// URL, local folder) of the sandbox's real NFSv3 export."""
+    t = sandbox.info["target"]
+    return t["nfs_url"], Path(t["path"])
+
+
+@pytest.fixture
+def conn(sandbox):
+    conn = sandbox.connect()
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def no_leftovers(sandbox):
+    """Asserts, after the test, that the engine holds nothing half-done."""
+    yield
+    deadline = time.monotonic() + 15
+    while True:
+        left = sandbox.leftovers()
+        busy = {k: v for k, v in left.items() if v and k != "snapshots"}
+        if not busy or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert not busy, f"engine leftovers: {busy}"
