@@ -1,0 +1,317 @@
+"""The oVirt engine, through ovirt-engine-sdk-python in a bounded thread pool.
+
+The SDK is synchronous and a `Connection` is not for concurrent use, so each
+worker thread owns one connection (made on first use). Every call is logged
+with its correlation id and duration; transient failures (connection errors,
+timeouts, 5xx) are retried with exponential backoff. 409 is the engine's
+"validation failed / conflicting operation" and is retried only where the
+caller says the operation is safe to repeat (`retry_conflict`).
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+import ovirtsdk4 as sdk
+import ovirtsdk4.types as types
+import structlog
+
+from ..config import Engine as EngineConfig
+from ..errors import EngineError, EngineUnavailable, NotFound
+
+log = structlog.get_logger("ovault.engine")
+
+TRANSIENT_CODES = {500, 502, 503, 504}
+
+
+def describe(e: Exception) -> str:
+    """The engine's own words: fault detail when there is one."""
+    text = str(e)
+    if 'Fault detail is "' in text:
+        text = text.split('Fault detail is "', 1)[1].rsplit('"', 1)[0]
+    return text
+
+
+class EngineClient:
+    def __init__(self, cfg: EngineConfig, observer: Callable[[str, float, str | None], None] | None = None):
+        self.cfg = cfg
+        self._pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="engine")
+        self._local = threading.local()
+        self._conns: list[sdk.Connection] = []
+        self._lock = threading.Lock()
+        self.observer = observer  # metrics hook: (operation, seconds, error kind or None)
+
+    # --- plumbing ----------------------------------------------------------------
+    def _conn(self) -> sdk.Connection:
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            c = sdk.Connection(url=self.cfg.url, username=self.cfg.username,
+                               password=self.cfg.password, ca_file=self.cfg.ca_file or None,
+                               insecure=self.cfg.insecure, timeout=120, connections=1)
+            self._local.conn = c
+            with self._lock:
+                self._conns.append(c)
+        return c
+
+    async def close(self):
+        def close_all():
+            with self._lock:
+                for c in self._conns:
+                    try:
+                        c.close()
+                    except Exception:
+                        pass
+                self._conns.clear()
+        await asyncio.get_running_loop().run_in_executor(None, close_all)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def call(self, what: str, fn: Callable[[sdk.Connection], Any], *,
+                   correlation_id: str | None = None, retry_conflict: bool = False,
+                   not_found: tuple[str, str] | None = None, retries: int | None = None):
+        """Run `fn(connection)` in the pool; map SDK errors to ours."""
+        attempts = (self.cfg.retries if retries is None else retries) + 1
+        loop = asyncio.get_running_loop()
+        for attempt in range(1, attempts + 1):
+            t0 = time.monotonic()
+            kind = None
+            try:
+                result = await loop.run_in_executor(self._pool, lambda: fn(self._conn()))
+                return result
+            except sdk.NotFoundError as e:
+                kind = "not_found"
+                if not_found:
+                    raise NotFound(*not_found) from e
+                raise EngineError(describe(e), code=404) from e
+            except sdk.AuthError as e:
+                kind = "auth"
+                # The SDK logs in again once by itself; a second failure is real.
+                raise EngineError(f"authentication failed: {describe(e)}", code=401) from e
+            except (sdk.ConnectionError, sdk.TimeoutError) as e:
+                kind = "unavailable"
+                err = EngineUnavailable(describe(e))
+                err.__cause__ = e
+            except sdk.Error as e:
+                code = getattr(e, "code", None)
+                kind = f"http_{code}" if code else "error"
+                if code in TRANSIENT_CODES:
+                    err = EngineUnavailable(f"{describe(e)} (HTTP {code})")
+                elif code == 409 and retry_conflict:
+                    err = EngineError(describe(e), code=409)
+                else:
+                    raise EngineError(describe(e), code=code) from e
+                err.__cause__ = e
+            finally:
+                dt = time.monotonic() - t0
+                log.debug("engine call", op=what, seconds=round(dt, 3), attempt=attempt,
+                          correlation_id=correlation_id, error=kind)
+                if self.observer:
+                    self.observer(what, dt, kind)
+            if attempt == attempts:
+                raise err
+            delay = min(8.0, 0.25 * 2 ** (attempt - 1)) * (0.5 + random.random())
+            log.warning("engine call failed, retrying", op=what, error=str(err),
+                        attempt=attempt, delay=round(delay, 2), correlation_id=correlation_id)
+            await asyncio.sleep(delay)
+
+    # --- inventory -----------------------------------------------------------------
+    async def list_vms(self, search: str | None = None) -> list[types.Vm]:
+        return await self.call("vms.list", lambda c: c.system_service().vms_service().list(search=search))
+
+    async def get_vm(self, vm_id: str, all_content: bool = False) -> types.Vm:
+        return await self.call("vm.get", lambda c: c.system_service().vms_service().vm_service(vm_id)
+                               .get(all_content=all_content), not_found=("VM", vm_id))
+
+    async def vm_disks(self, vm_id: str) -> list[tuple[types.DiskAttachment, types.Disk]]:
+        def fn(c):
+            s = c.system_service()
+            atts = s.vms_service().vm_service(vm_id).disk_attachments_service().list()
+            return [(a, s.disks_service().disk_service(a.disk.id).get()) for a in atts]
+        return await self.call("vm.disks", fn, not_found=("VM", vm_id))
+
+    async def vm_nics(self, vm_id: str) -> list[types.Nic]:
+        return await self.call("vm.nics", lambda c: c.system_service().vms_service().vm_service(vm_id)
+                               .nics_service().list(), not_found=("VM", vm_id))
+
+    async def get_disk(self, disk_id: str) -> types.Disk:
+        return await self.call("disk.get", lambda c: c.system_service().disks_service()
+                               .disk_service(disk_id).get(), not_found=("disk", disk_id))
+
+    async def list_hosts(self) -> list[types.Host]:
+        return await self.call("hosts.list", lambda c: c.system_service().hosts_service().list())
+
+    async def list_clusters(self) -> list[types.Cluster]:
+        return await self.call("clusters.list", lambda c: c.system_service().clusters_service().list())
+
+    async def list_storage_domains(self) -> list[types.StorageDomain]:
+        return await self.call("sds.list", lambda c: c.system_service().storage_domains_service().list())
+
+    # --- snapshots -------------------------------------------------------------------
+    async def create_snapshot(self, vm_id: str, description: str, disk_ids: list[str],
+                              correlation_id: str) -> types.Snapshot:
+        snap = types.Snapshot(description=description, persist_memorystate=False,
+                              disk_attachments=[types.DiskAttachment(disk=types.Disk(id=d))
+                                                for d in disk_ids])
+        return await self.call(
+            "snapshot.add", lambda c: c.system_service().vms_service().vm_service(vm_id)
+            .snapshots_service().add(snap, query={"correlation_id": correlation_id}),
+            correlation_id=correlation_id, retry_conflict=True, not_found=("VM", vm_id))
+
+    async def list_snapshots(self, vm_id: str) -> list[types.Snapshot]:
+        return await self.call("snapshots.list", lambda c: c.system_service().vms_service()
+                               .vm_service(vm_id).snapshots_service().list(), not_found=("VM", vm_id))
+
+    async def get_snapshot(self, vm_id: str, snap_id: str) -> types.Snapshot | None:
+        try:
+            return await self.call("snapshot.get", lambda c: c.system_service().vms_service()
+                                   .vm_service(vm_id).snapshots_service().snapshot_service(snap_id)
+                                   .get(), not_found=("snapshot", snap_id))
+        except NotFound:
+            return None
+
+    async def snapshot_disks(self, vm_id: str, snap_id: str) -> list[types.Disk]:
+        return await self.call("snapshot.disks", lambda c: c.system_service().vms_service()
+                               .vm_service(vm_id).snapshots_service().snapshot_service(snap_id)
+                               .disks_service().list(), not_found=("snapshot", snap_id))
+
+    async def remove_snapshot(self, vm_id: str, snap_id: str, correlation_id: str):
+        try:
+            await self.call("snapshot.remove", lambda c: c.system_service().vms_service()
+                            .vm_service(vm_id).snapshots_service().snapshot_service(snap_id)
+                            .remove(query={"correlation_id": correlation_id}),
+                            correlation_id=correlation_id, retry_conflict=True,
+                            not_found=("snapshot", snap_id))
+        except NotFound:
+            pass  # already gone: removal is idempotent
+
+    # --- backups (CBT) -----------------------------------------------------------------
+    def _backups(self, c, vm_id):
+        return c.system_service().vms_service().vm_service(vm_id).backups_service()
+
+    async def start_backup(self, vm_id: str, backup_id: str, disk_ids: list[str],
+                           from_checkpoint_id: str | None, description: str,
+                           correlation_id: str) -> types.Backup:
+        b = types.Backup(id=backup_id, disks=[types.Disk(id=d) for d in disk_ids],
+                         from_checkpoint_id=from_checkpoint_id, description=description)
+        return await self.call("backup.add", lambda c: self._backups(c, vm_id).add(
+            b, query={"correlation_id": correlation_id}), correlation_id=correlation_id,
+            not_found=("VM", vm_id))
+
+    async def get_backup(self, vm_id: str, backup_id: str) -> types.Backup | None:
+        try:
+            return await self.call("backup.get", lambda c: self._backups(c, vm_id)
+                                   .backup_service(backup_id).get(), not_found=("backup", backup_id))
+        except NotFound:
+            return None
+
+    async def backup_disks(self, vm_id: str, backup_id: str) -> list[types.Disk]:
+        return await self.call("backup.disks", lambda c: self._backups(c, vm_id)
+                               .backup_service(backup_id).disks_service().list())
+
+    async def finalize_backup(self, vm_id: str, backup_id: str, correlation_id: str):
+        await self.call("backup.finalize", lambda c: self._backups(c, vm_id)
+                        .backup_service(backup_id).finalize(query={"correlation_id": correlation_id}),
+                        correlation_id=correlation_id, retry_conflict=True)
+
+    async def list_checkpoints(self, vm_id: str) -> list[types.Checkpoint]:
+        return await self.call("checkpoints.list", lambda c: c.system_service().vms_service()
+                               .vm_service(vm_id).checkpoints_service().list())
+
+    # --- image transfers -------------------------------------------------------------------
+    async def create_transfer(self, *, direction: str, correlation_id: str, disk_id: str | None = None,
+                              snapshot_id: str | None = None, backup_id: str | None = None,
+                              host_id: str | None = None) -> types.ImageTransfer:
+        t = types.ImageTransfer(direction=types.ImageTransferDirection(direction),
+                                format=types.DiskFormat.RAW, inactivity_timeout=120,
+                                timeout_policy=types.ImageTransferTimeoutPolicy.CANCEL,
+                                backup=types.Backup(id=backup_id) if backup_id else None,
+                                host=types.Host(id=host_id) if host_id else None)
+        if snapshot_id:
+            t.snapshot = types.DiskSnapshot(id=snapshot_id)
+        else:
+            t.disk = types.Disk(id=disk_id)
+        return await self.call("transfer.add", lambda c: c.system_service().image_transfers_service()
+                               .add(t, query={"correlation_id": correlation_id}),
+                               correlation_id=correlation_id)
+
+    async def get_transfer(self, transfer_id: str) -> types.ImageTransfer | None:
+        try:
+            return await self.call("transfer.get", lambda c: c.system_service().image_transfers_service()
+                                   .image_transfer_service(transfer_id).get(),
+                                   not_found=("transfer", transfer_id))
+        except NotFound:
+            return None
+
+    async def list_transfers(self) -> list[types.ImageTransfer]:
+        return await self.call("transfers.list", lambda c: c.system_service()
+                               .image_transfers_service().list())
+
+    async def transfer_action(self, transfer_id: str, action: str, correlation_id: str | None = None):
+        def fn(c):
+            svc = c.system_service().image_transfers_service().image_transfer_service(transfer_id)
+            getattr(svc, action)(query={"correlation_id": correlation_id} if correlation_id else None)
+        try:
+            await self.call(f"transfer.{action}", fn, correlation_id=correlation_id,
+                            not_found=("transfer", transfer_id))
+        except NotFound:
+            pass
+
+    # --- VMs and disks for restores ------------------------------------------------------------
+    async def add_vm(self, vm: types.Vm, correlation_id: str) -> types.Vm:
+        return await self.call("vm.add", lambda c: c.system_service().vms_service().add(
+            vm, query={"correlation_id": correlation_id}), correlation_id=correlation_id)
+
+    async def update_vm(self, vm_id: str, vm: types.Vm, correlation_id: str) -> types.Vm:
+        return await self.call("vm.update", lambda c: c.system_service().vms_service()
+                               .vm_service(vm_id).update(vm, query={"correlation_id": correlation_id}),
+                               correlation_id=correlation_id)
+
+    async def remove_vm(self, vm_id: str, correlation_id: str):
+        try:
+            await self.call("vm.remove", lambda c: c.system_service().vms_service().vm_service(vm_id)
+                            .remove(query={"correlation_id": correlation_id}),
+                            correlation_id=correlation_id, retry_conflict=True,
+                            not_found=("VM", vm_id))
+        except NotFound:
+            pass
+
+    async def start_vm(self, vm_id: str, correlation_id: str):
+        await self.call("vm.start", lambda c: c.system_service().vms_service().vm_service(vm_id)
+                        .start(query={"correlation_id": correlation_id}), correlation_id=correlation_id)
+
+    async def add_disk(self, disk: types.Disk, correlation_id: str) -> types.Disk:
+        return await self.call("disk.add", lambda c: c.system_service().disks_service().add(
+            disk, query={"correlation_id": correlation_id}), correlation_id=correlation_id)
+
+    async def remove_disk(self, disk_id: str, correlation_id: str):
+        try:
+            await self.call("disk.remove", lambda c: c.system_service().disks_service()
+                            .disk_service(disk_id).remove(query={"correlation_id": correlation_id}),
+                            correlation_id=correlation_id, retry_conflict=True,
+                            not_found=("disk", disk_id))
+        except NotFound:
+            pass
+
+    async def attach_disk(self, vm_id: str, att: types.DiskAttachment, correlation_id: str):
+        return await self.call("diskattachment.add", lambda c: c.system_service().vms_service()
+                               .vm_service(vm_id).disk_attachments_service()
+                               .add(att, query={"correlation_id": correlation_id}),
+                               correlation_id=correlation_id)
+
+    async def events_since(self, index: int | None, max_: int = 200) -> list[types.Event]:
+        if index is None:
+            return await self.call("events.list", lambda c: c.system_service().events_service()
+                                   .list(max=1), retries=0)
+        return await self.call("events.list", lambda c: c.system_service().events_service()
+                               .list(from_=index, max=max_), retries=0)
+
+    async def add_event(self, description: str, severity: str = "normal", vm_id: str | None = None,
+                        custom_id: int | None = None):
+        ev = types.Event(description=description, severity=types.LogSeverity(severity),
+                         origin="ovault", custom_id=custom_id or random.randrange(1, 2**31),
+                         vm=types.Vm(id=vm_id) if vm_id else None)
+        return await self.call("events.add", lambda c: c.system_service().events_service().add(ev),
+                               retries=1)

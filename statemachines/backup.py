@@ -1,0 +1,409 @@
+"""BackupMachine: one VM of a backup job (architecture §2).
+
+    queued → snapshot → metadata → transfer → finalize → succeeded
+    any working state → cleanup → failed | canceled
+
+What each step records in the journal's `resources` before and after its
+engine calls, so a restarted replica can resume or compensate:
+
+| key                  | written                                   | used by            |
+|----------------------|-------------------------------------------|--------------------|
+| method, backup_id    | before anything is created                | every step         |
+| engine_backup.id     | before POST /vms/{id}/backups (our id)    | resume, cleanup    |
+| snapshot.description | before POST /snapshots (carries job id)   | find after a crash |
+| snapshot.id          | after the POST                            | cleanup            |
+| transfers[disk]      | after POST /imagetransfers; `finalized`   | adopt, cleanup     |
+| copies[disk]         | when the disk's data is in the store      | skip on resume     |
+| published            | after the manifest rename                 | cleanup keeps it   |
+
+Image transfers created before their id was recorded are found again by
+disk id among active transfers (they are never left behind).
+"""
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import ovirtsdk4.types as types
+
+from .base import StepFailed, VmMachine, wait_until
+from .ports import Deps
+
+ACTIVE = {"initializing", "transferring", "resuming", "paused_user", "paused_system",
+          "finalizing_success", "finalizing_failure", "finalizing_cleanup",
+          "cancelled_user", "cancelled_system"}
+
+
+def enum(v):
+    return v.value if hasattr(v, "value") else v
+
+
+class BackupMachine(VmMachine):
+    kind = "backup"
+    STATES = ["queued", "snapshot", "metadata", "transfer", "finalize", "cleanup",
+              "succeeded", "failed", "canceled"]
+    WORK_STATES = ["snapshot", "metadata", "transfer", "finalize"]
+    FLOW = [("start", "queued", "snapshot"), ("snapshot_done", "snapshot", "metadata"),
+            ("metadata_done", "metadata", "transfer"), ("transfer_done", "transfer", "finalize"),
+            ("finalize_done", "finalize", "succeeded")]
+
+    def __init__(self, journal, deps: Deps, *, vm_id, job_id, machine_id, mode="auto"):
+        super().__init__(journal, vm_id=vm_id, job_id=job_id, machine_id=machine_id)
+        self.deps = deps
+        self.mode = mode
+        self.disk_progress: dict[str, list[int]] = {}
+
+    @property
+    def engine(self):
+        return self.deps.engine
+
+    # --- queued -------------------------------------------------------------------------
+    async def step_queued(self):
+        return "start"
+
+    # --- snapshot -----------------------------------------------------------------------
+    async def step_snapshot(self):
+        e = self.engine
+        if "disks" not in self.res:
+            disks = await e.vm_disks(self.vm_id)
+            if not disks:
+                raise StepFailed("the VM has no disks to back up")
+            info = {d.id: {"alias": d.alias, "size": d.provisioned_size, "format": enum(d.format),
+                           "backup": enum(d.backup), "sparse": bool(d.sparse),
+                           "bootable": bool(a.bootable), "interface": enum(a.interface),
+                           "storage_domain": d.storage_domains[0].id if d.storage_domains else None}
+                    for a, d in disks if a.active is not False}
+            cbt_ok = all(v["format"] == "cow" and v["backup"] == "incremental" for v in info.values())
+            method = "cbt" if cbt_ok else "snapshot"
+            await self.record(disks=info, method=method, backup_id=str(uuid.uuid4()),
+                              mode_requested=self.mode,
+                              method_reason=None if cbt_ok else
+                              "not every disk is qcow2 with incremental backup enabled")
+        if self.res["method"] == "cbt":
+            await self._cbt_backup()
+        else:
+            await self._snapshot()
+        return "snapshot_done"
+
+    async def _parent(self, method: str | None):
+        """The last good backup to build on, and the reason when there is none."""
+        if self.mode == "full":
+            return None, "full backup requested"
+        last = await self.deps.catalog.last_backup(self.vm_id, method)
+        if last is None:
+            return None, "no earlier successful backup of this VM"
+        return last, None
+
+    async def _cbt_backup(self):
+        e = self.engine
+        eb = self.res.get("engine_backup")
+        if eb is None:
+            parent, reason = await self._parent("cbt")
+            cp = parent.get("checkpoint_id") if parent else None
+            if parent and not cp:
+                parent, reason = None, "the last backup has no checkpoint"
+            eb = {"id": self.res["backup_id"], "from_checkpoint": cp,
+                  "parent_id": parent["id"] if parent else None}
+            await self.record(engine_backup=eb, fallback_reason=reason)
+        b = await e.get_backup(self.vm_id, eb["id"])
+        if b is None:
+            try:
+                b = await e.start_backup(self.vm_id, eb["id"], list(self.res["disks"]),
+                                         eb["from_checkpoint"], f"ovault job {self.job_id}",
+                                         self.correlation_id)
+            except Exception as err:
+                if not eb["from_checkpoint"] or getattr(err, "code", None) != 409 or \
+                        "heckpoint" not in str(err):
+                    raise
+                # The engine refused the checkpoint (missing or invalid bitmap):
+                # fall back to a full backup and say why.
+                reason = f"engine refused checkpoint {eb['from_checkpoint']}: {err}"
+                self.log.warning("incremental refused, full backup instead", reason=reason)
+                eb = {**eb, "from_checkpoint": None, "parent_id": None}
+                await self.record(engine_backup=eb, fallback_reason=reason)
+                await self.journal.event("backup.fallback_full", {"reason": reason})
+                b = await e.start_backup(self.vm_id, eb["id"], list(self.res["disks"]), None,
+                                         f"ovault job {self.job_id}", self.correlation_id)
+
+        async def ready():
+            cur = await e.get_backup(self.vm_id, eb["id"])
+            if cur is None or enum(cur.phase) == "failed":
+                raise StepFailed(f"the engine backup {eb['id']} failed")
+            return cur if enum(cur.phase) == "ready" else None
+        b = await wait_until(ready, timeout=self.deps.timeouts.engine_backup,
+                             interval=self.deps.timeouts.poll, what="the engine backup to be ready")
+        modes = {d.id: enum(d.backup_mode) or "full" for d in await e.backup_disks(self.vm_id, eb["id"])}
+        mode = "incremental" if eb.get("parent_id") and any(m == "incremental" for m in modes.values()) \
+            else "full"
+        await self.record(engine_backup={**eb, "to_checkpoint": b.to_checkpoint_id, "ready": True},
+                          disk_modes=modes, mode=mode, parent_id=eb.get("parent_id") if mode == "incremental" else None)
+
+    async def _snapshot(self):
+        e = self.engine
+        snap = self.res.get("snapshot") or {}
+        if not snap.get("description"):
+            snap = {"description": f"ovault backup job={self.job_id} vm={self.vm_id} "
+                                   f"machine={self.machine_id}"}
+            await self.record(snapshot=snap)
+        if not snap.get("id"):
+            found = [s for s in await e.list_snapshots(self.vm_id) if s.description == snap["description"]]
+            if found:
+                snap = {**snap, "id": found[0].id}
+            else:
+                s = await e.create_snapshot(self.vm_id, snap["description"], list(self.res["disks"]),
+                                            self.correlation_id)
+                snap = {**snap, "id": s.id}
+            await self.record(snapshot=snap)
+
+        async def ok():
+            s = await e.get_snapshot(self.vm_id, snap["id"])
+            if s is None:
+                raise StepFailed(f"snapshot {snap['id']} disappeared (its creation failed)")
+            return enum(s.snapshot_status) == "ok"
+        await wait_until(ok, timeout=self.deps.timeouts.snapshot, interval=self.deps.timeouts.poll,
+                         what="the snapshot to be ready")
+        images = {d.id: d.image_id for d in await e.snapshot_disks(self.vm_id, snap["id"])}
+        missing = [d for d in self.res["disks"] if d not in images]
+        if missing:
+            raise StepFailed(f"snapshot {snap['id']} lacks disks {missing}")
+        parent, reason = await self._parent(None)
+        await self.record(snapshot={**snap, "images": images, "ready": True},
+                          disk_modes={d: "full" for d in self.res["disks"]},
+                          mode="incremental" if parent else "full",
+                          parent_id=parent["id"] if parent else None,
+                          fallback_reason=self.res.get("fallback_reason") or reason)
+
+    # --- metadata ----------------------------------------------------------------------
+    async def step_metadata(self):
+        e = self.engine
+        vm = await e.get_vm(self.vm_id, all_content=True)
+        nics = await e.vm_nics(self.vm_id)
+        ovf = None
+        if vm.initialization and vm.initialization.configuration:
+            ovf = vm.initialization.configuration.data
+        topo = vm.cpu.topology if vm.cpu and vm.cpu.topology else None
+        config = {
+            "name": vm.name, "description": vm.description or "", "memory": vm.memory,
+            "cpu": {"sockets": topo.sockets, "cores": topo.cores, "threads": topo.threads} if topo else None,
+            "os_type": vm.os.type if vm.os else None,
+            "boot_devices": [enum(d) for d in (vm.os.boot.devices if vm.os and vm.os.boot else [])],
+            "bios_type": enum(vm.bios.type) if vm.bios else None, "type": enum(vm.type),
+            "high_availability": bool(vm.high_availability and vm.high_availability.enabled),
+            "cluster_id": vm.cluster.id if vm.cluster else None,
+            "nics": [{"name": n.name, "interface": enum(n.interface),
+                      "mac": n.mac.address if n.mac else None} for n in nics],
+            "disks": self.res["disks"], "ovf": ovf,
+        }
+        self.vm_name = vm.name
+        await self.deps.catalog.backup_started(
+            backup_id=self.res["backup_id"], vm_id=self.vm_id, vm_name=vm.name, mode=self.res["mode"],
+            method=self.res["method"], parent_id=self.res.get("parent_id"),
+            checkpoint_id=(self.res.get("engine_backup") or {}).get("to_checkpoint"),
+            fallback_reason=self.res.get("fallback_reason"), config=config,
+            disks=[{"disk_id": k, **v} for k, v in self.res["disks"].items()])
+        await self.record(metadata=True, vm_name=vm.name,
+                          consistency="crash" if self.res["method"] == "snapshot" else "crash")
+        return "metadata_done"
+
+    # --- transfer ----------------------------------------------------------------------
+    async def step_transfer(self):
+        sem = asyncio.Semaphore(self.deps.disks_per_vm)
+        total = sum(v["size"] for v in self.res["disks"].values())
+
+        async def one(disk_id):
+            async with sem:
+                await self._copy_disk(disk_id, total)
+        await asyncio.gather(*(one(d) for d in self.res["disks"]
+                               if not (self.res.get("copies") or {}).get(d, {}).get("done")))
+        return "transfer_done"
+
+    async def _find_transfer(self, disk_id: str):
+        for t in await self.engine.list_transfers():
+            if t.disk and t.disk.id == disk_id and enum(t.phase) in ACTIVE \
+                    and enum(t.direction) == "download":
+                return t
+        return None
+
+    async def _copy_disk(self, disk_id: str, total: int):
+        e = self.engine
+        info = self.res["disks"][disk_id]
+        t_rec = (self.res.get("transfers") or {}).get(disk_id)
+        if t_rec is None or t_rec.get("finalized"):
+            t = await self._find_transfer(disk_id) if t_rec is None else None
+            if t is None:
+                if self.res["method"] == "cbt":
+                    t = await e.create_transfer(direction="download", disk_id=disk_id,
+                                                backup_id=self.res["engine_backup"]["id"],
+                                                correlation_id=self.correlation_id)
+                else:
+                    t = await e.create_transfer(direction="download",
+                                                snapshot_id=self.res["snapshot"]["images"][disk_id],
+                                                correlation_id=self.correlation_id)
+            t_rec = {"id": t.id, "host_id": t.host.id if t.host else None, "finalized": False}
+            await self.record(transfers={disk_id: t_rec})
+        t = await self._wait_transferring(t_rec["id"])
+        t_rec = {**t_rec, "host_id": t.host.id}
+        incremental = self.res.get("disk_modes", {}).get(disk_id) == "incremental"
+
+        async def progress(done, size):
+            self.disk_progress[disk_id] = [done, size]
+            d = sum(p[0] for p in self.disk_progress.values())
+            await self.journal.progress(d, total, {k: {"done": v[0], "total": v[1]}
+                                                   for k, v in self.disk_progress.items()})
+        async with self.deps.host_slot(t.host.id):
+            result = await self.deps.mover.backup_disk(
+                host_id=t.host.id, transfer_url=t.transfer_url, vm_id=self.vm_id,
+                backup_id=self.res["backup_id"], disk_id=disk_id,
+                parent_backup_id=self.res.get("parent_id"),
+                incremental=incremental and bool(self.res.get("parent_id")), size=info["size"],
+                copy_id=f"{self.machine_id}-{disk_id}", progress=progress)
+        await self.record(copies={disk_id: {"done": True, "result": result}})
+        await self._finalize_transfer(disk_id, t_rec)
+
+    async def _wait_transferring(self, transfer_id: str):
+        async def check():
+            t = await self.engine.get_transfer(transfer_id)
+            if t is None:
+                raise StepFailed(f"image transfer {transfer_id} vanished")
+            phase = enum(t.phase)
+            if phase == "transferring":
+                return t
+            if phase not in ("initializing", "resuming"):
+                raise StepFailed(f"image transfer {transfer_id} is {phase}")
+            return None
+        return await wait_until(check, timeout=self.deps.timeouts.transfer,
+                                interval=min(0.5, self.deps.timeouts.poll),
+                                what=f"image transfer {transfer_id}")
+
+    async def _finalize_transfer(self, disk_id: str, t_rec: dict, *, strict=True):
+        e = self.engine
+        t = await e.get_transfer(t_rec["id"])
+        if t is not None and enum(t.phase) not in ("finished_success", "finished_failure",
+                                                   "finished_cleanup"):
+            if enum(t.phase) not in ("finalizing_success", "finalizing_cleanup", "finalizing_failure"):
+                await e.transfer_action(t_rec["id"], "finalize", self.correlation_id)
+
+            async def done():
+                cur = await e.get_transfer(t_rec["id"])
+                if cur is None:  # engines before 4.4.7 drop finished transfers
+                    return "gone"
+                p = enum(cur.phase)
+                return p if p.startswith("finished") or p.startswith("cancelled") else None
+            phase = await wait_until(done, timeout=self.deps.timeouts.transfer, interval=0.3,
+                                     what=f"image transfer {t_rec['id']} to finish")
+            if strict and phase not in ("finished_success", "gone"):
+                raise StepFailed(f"image transfer {t_rec['id']} ended {phase}")
+        await self.record(transfers={disk_id: {**t_rec, "finalized": True}})
+
+    # --- finalize -------------------------------------------------------------------------
+    async def step_finalize(self):
+        e = self.engine
+        for disk_id, t_rec in (self.res.get("transfers") or {}).items():
+            if not t_rec.get("finalized"):
+                await self._finalize_transfer(disk_id, t_rec)
+        await self._release_engine_point_in_time(strict=True)
+        if not self.res.get("published"):
+            meta = {"job_id": self.job_id, "method": self.res["method"], "mode": self.res["mode"],
+                    "checkpoint_id": (self.res.get("engine_backup") or {}).get("to_checkpoint"),
+                    "vm_name": self.res.get("vm_name")}
+            await self.deps.store.publish(self.vm_id, self.res["backup_id"], self.res.get("parent_id"),
+                                          list(self.res["disks"]), meta)
+            await self.record(published=True)
+        copies = self.res.get("copies") or {}
+        stats = {"bytes_read": sum(c["result"].get("bytes_read", 0) for c in copies.values()),
+                 "new_bytes": sum(c["result"].get("new_bytes", 0) for c in copies.values()),
+                 "size": sum(v["size"] for v in self.res["disks"].values()),
+                 "disks": {k: c["result"] for k, c in copies.items()}}
+        await self.deps.catalog.backup_succeeded(
+            self.res["backup_id"], checkpoint_id=(self.res.get("engine_backup") or {}).get("to_checkpoint"),
+            stats=stats)
+        await self.journal.event("backup.created", {"backup_id": self.res["backup_id"],
+                                                    "vm_id": self.vm_id, "mode": self.res["mode"],
+                                                    "method": self.res["method"], **{k: v for k, v in stats.items() if k != "disks"}})
+        try:
+            await e.add_event(f"ovault: {self.res['mode']} backup {self.res['backup_id']} of VM "
+                              f"{self.res.get('vm_name') or self.vm_id} succeeded", vm_id=self.vm_id)
+        except Exception:
+            pass  # the engine's event log is a courtesy
+        return "finalize_done"
+
+    async def _release_engine_point_in_time(self, strict: bool):
+        """Finalize the engine backup (CBT) or remove the snapshot."""
+        e = self.engine
+        eb = self.res.get("engine_backup")
+        if eb and not eb.get("finalized"):
+            b = await e.get_backup(self.vm_id, eb["id"])
+            if b is not None and enum(b.phase) not in ("succeeded", "failed"):
+                if enum(b.phase) != "finalizing":
+                    await e.finalize_backup(self.vm_id, eb["id"], self.correlation_id)
+
+                async def done():
+                    cur = await e.get_backup(self.vm_id, eb["id"])
+                    return cur is None or enum(cur.phase) in ("succeeded", "failed")
+                await wait_until(done, timeout=self.deps.timeouts.engine_backup,
+                                 interval=self.deps.timeouts.poll, what="the engine backup to finish")
+            await self.record(engine_backup={**eb, "finalized": True})
+        snap = self.res.get("snapshot")
+        if snap and not snap.get("removed"):
+            if not snap.get("id"):  # created but not recorded before a crash?
+                found = [s for s in await e.list_snapshots(self.vm_id)
+                         if s.description == snap.get("description")]
+                snap = {**snap, "id": found[0].id} if found else {**snap, "removed": True}
+            if not snap.get("removed"):
+                await self._remove_snapshot(snap["id"])
+            await self.record(snapshot={**snap, "removed": True})
+
+    async def _remove_snapshot(self, snap_id: str, attempts: int = 6):
+        """Leftover snapshots are the top complaint about oVirt backups: insist."""
+        e = self.engine
+        last = None
+        for i in range(attempts):
+            s = await e.get_snapshot(self.vm_id, snap_id)
+            if s is None:
+                return
+            if enum(s.snapshot_status) == "ok":
+                try:
+                    await e.remove_snapshot(self.vm_id, snap_id, self.correlation_id)
+                except Exception as err:
+                    last = err
+            try:
+                async def gone():
+                    return await e.get_snapshot(self.vm_id, snap_id) is None
+                await wait_until(gone, timeout=self.deps.timeouts.snapshot / attempts,
+                                 interval=self.deps.timeouts.poll, what="snapshot removal")
+                return
+            except StepFailed as err:
+                last = err
+            await asyncio.sleep(min(30, 2 ** i))
+        raise StepFailed(f"snapshot {snap_id} of VM {self.vm_id} could not be removed: {last}")
+
+    # --- cleanup ---------------------------------------------------------------------------
+    async def step_cleanup(self):
+        problems = []
+        for disk_id, t_rec in list((self.res.get("transfers") or {}).items()):
+            if not t_rec.get("finalized"):
+                try:  # downloads are finalized, never canceled (the disk stays intact)
+                    await self._finalize_transfer(disk_id, t_rec, strict=False)
+                except Exception as err:
+                    problems.append(f"transfer {t_rec['id']}: {err}")
+        for disk_id in self.res.get("disks", {}):
+            if disk_id not in (self.res.get("transfers") or {}):
+                t = await self._find_transfer(disk_id)
+                if t is not None and self.res.get("method"):
+                    try:
+                        await self._finalize_transfer(disk_id, {"id": t.id}, strict=False)
+                    except Exception as err:
+                        problems.append(f"transfer {t.id}: {err}")
+        try:
+            await self._release_engine_point_in_time(strict=False)
+        except Exception as err:
+            problems.append(str(err))
+        if self.res.get("backup_id") and not self.res.get("published"):
+            try:
+                await self.deps.store.discard(self.vm_id, self.res["backup_id"])
+            except Exception as err:
+                problems.append(f"store: {err}")
+        if self.res.get("metadata"):
+            await self.deps.catalog.backup_failed(self.res["backup_id"], self.error or "canceled")
+        if problems:
+            raise StepFailed("; ".join(problems))

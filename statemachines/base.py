@@ -1,0 +1,183 @@
+"""What every VM machine shares: the driver loop, persistence, cancel.
+
+Design (conventions.md, "State machines"):
+- `transitions.extensions.asyncio.AsyncMachine` holds the states and the
+  legal transitions (`auto_transitions=False`). Each transition first writes
+  itself to the catalog as a compare-and-swap (`conditions=[_persist]`); if
+  the swap loses, another replica owns the machine and this one stops.
+- One coroutine per state does that state's work and returns the trigger to
+  fire next. Steps are idempotent: each first looks at what the journal says
+  was already created (`resources`) and at the engine, so `run()` after a
+  restart simply re-enters the persisted state's step (explicit resume).
+- Long work runs in the step coroutine, never in `on_enter` callbacks, so a
+  trigger never cancels it by accident.
+- Errors in a step go to `cleanup`; cancellation goes to `cleanup` too, with
+  outcome `canceled`. `cleanup` undoes what `resources` records and ends in
+  `failed` or `canceled`.
+"""
+from __future__ import annotations
+
+import asyncio
+import traceback
+from typing import Any, Protocol
+
+import structlog
+from transitions.extensions.asyncio import AsyncMachine
+
+log = structlog.get_logger("ovault.machine")
+
+TERMINAL = ("succeeded", "failed", "canceled")
+
+
+class Journal(Protocol):
+    """The machine's durable record (the catalog row)."""
+    state: str
+    resources: dict
+
+    async def transition(self, from_state: str, to_state: str, error: str | None) -> bool: ...
+    async def record(self, patch: dict) -> None: ...
+    async def progress(self, bytes_done: int, bytes_total: int, disks: dict) -> None: ...
+    async def event(self, type_: str, payload: dict) -> None: ...
+
+
+class StepFailed(Exception):
+    """A step failed with a message meant for the operator."""
+
+
+class Canceled(Exception):
+    pass
+
+
+class LostOwnership(Exception):
+    """The compare-and-swap lost: another replica owns this machine now."""
+
+
+class VmMachine:
+    """Base of BackupMachine and RestoreMachine."""
+    STATES: list[str] = []
+    FLOW: list[tuple[str, str, str]] = []  # (trigger, source, dest)
+    WORK_STATES: list[str] = []
+
+    def __init__(self, journal: Journal, *, vm_id: str, job_id: str, machine_id: str):
+        self.journal = journal
+        self.vm_id, self.job_id, self.machine_id = vm_id, job_id, machine_id
+        self.correlation_id = f"ovault-{job_id}"
+        self.error: str | None = None
+        self.cancel_event = asyncio.Event()
+        self.log = log.bind(job_id=job_id, vm_id=vm_id, machine_id=machine_id)
+        transitions = [dict(trigger=t, source=s, dest=d, conditions=["_persist"]) for t, s, d in self.FLOW]
+        transitions += [dict(trigger="fail", source=self.WORK_STATES, dest="cleanup",
+                             conditions=["_persist"]),
+                        dict(trigger="cancel", source=self.WORK_STATES + ["queued"], dest="cleanup",
+                             conditions=["_persist"]),
+                        dict(trigger="cleaned_failed", source="cleanup", dest="failed",
+                             conditions=["_persist"]),
+                        dict(trigger="cleaned_canceled", source="cleanup", dest="canceled",
+                             conditions=["_persist"])]
+        self.machine = AsyncMachine(model=self, states=self.STATES, transitions=transitions,
+                                    initial=journal.state, auto_transitions=False,
+                                    send_event=True, queued=False)
+
+    # --- persistence -------------------------------------------------------------------
+    async def _persist(self, event) -> bool:
+        src, dst = event.transition.source, event.transition.dest
+        ok = await self.journal.transition(src, dst, self.error if dst in ("cleanup", "failed") else None)
+        if not ok:
+            raise LostOwnership(f"machine {self.machine_id}: {src} -> {dst} lost")
+        self.log.info("state", frm=src, to=dst, error=self.error)
+        await self.journal.event(f"{self.kind}.state", {"from": src, "to": dst, "error": self.error})
+        return True
+
+    @property
+    def res(self) -> dict:
+        return self.journal.resources
+
+    async def record(self, **patch):
+        await self.journal.record(patch)
+
+    # --- driver --------------------------------------------------------------------------
+    async def run(self) -> str:
+        """Drive the machine from its persisted state to a terminal one."""
+        while self.state not in TERMINAL:
+            if self.state == "cleanup":
+                await self._run_cleanup()
+                continue
+            if self.cancel_event.is_set():
+                await self.trigger("cancel")
+                continue
+            step = getattr(self, f"step_{self.state}")
+            try:
+                trigger = await self._cancellable(step())
+            except Canceled:
+                self.res.setdefault("outcome", "canceled")
+                await self.record(outcome="canceled")
+                await self.trigger("cancel")
+                continue
+            except LostOwnership:
+                raise
+            except Exception as e:  # any failure of a step ends in cleanup
+                self.error = str(e) or type(e).__name__
+                self.log.warning("step failed", state=self.state, error=self.error,
+                                 tb=traceback.format_exc(limit=6))
+                await self.record(outcome="failed", error=self.error)
+                await self.trigger("fail")
+                continue
+            await self.trigger(trigger)
+        return self.state
+
+    async def _cancellable(self, coro):
+        task = asyncio.ensure_future(coro)
+        waiter = asyncio.ensure_future(self.cancel_event.wait())
+        try:
+            done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if task in done:
+                return task.result()
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+            raise Canceled()
+        finally:
+            waiter.cancel()
+
+    async def _run_cleanup(self):
+        outcome = self.res.get("outcome") or ("canceled" if self.cancel_event.is_set() else "failed")
+        self.error = self.error or self.res.get("error")
+        try:
+            await self.step_cleanup()
+        except Exception as e:
+            # Cleanup failures are loud: they leave something in the engine.
+            msg = f"cleanup incomplete: {e}"
+            self.log.error("cleanup failed", error=str(e))
+            self.error = f"{self.error}; {msg}" if self.error else msg
+            await self.journal.event(f"{self.kind}.cleanup_failed", {"error": str(e)})
+        await self.trigger("cleaned_canceled" if outcome == "canceled" else "cleaned_failed")
+
+    def request_cancel(self):
+        self.cancel_event.set()
+
+    kind = "machine"
+
+    async def step_cleanup(self):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+async def wait_until(check, *, timeout: float, interval: float = 1.0, what: str = "condition"):
+    """Poll `check()` (async) until it returns a truthy value."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        v = await check()
+        if v:
+            return v
+        if loop.time() > deadline:
+            raise StepFailed(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+def any_of(d: dict, *keys: str) -> Any:
+    for k in keys:
+        if d.get(k) is not None:
+            return d[k]
+    return None

@@ -1,0 +1,57 @@
+"""What the machines need from the outside world, as plain interfaces.
+
+The orchestrator wires real implementations (engine client, movers, store,
+catalog); unit tests wire fakes. Nothing here knows HTTP or SQL.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, AsyncContextManager, Awaitable, Callable, Protocol
+
+
+class DataMover(Protocol):
+    async def backup_disk(self, *, host_id: str, transfer_url: str, vm_id: str, backup_id: str,
+                          disk_id: str, parent_backup_id: str | None, incremental: bool,
+                          size: int, copy_id: str,
+                          progress: Callable[[int, int], Awaitable[None]]) -> dict: ...
+
+    async def restore_disk(self, *, host_id: str, transfer_url: str, vm_id: str, backup_id: str,
+                           disk_id: str, size: int, copy_id: str,
+                           progress: Callable[[int, int], Awaitable[None]]) -> dict: ...
+
+
+class Catalog(Protocol):
+    async def last_backup(self, vm_id: str, method: str | None) -> dict | None: ...
+    async def backup_started(self, *, backup_id: str, vm_id: str, vm_name: str, mode: str,
+                             method: str, parent_id: str | None, checkpoint_id: str | None,
+                             fallback_reason: str | None, config: dict, disks: list[dict]) -> None: ...
+    async def backup_succeeded(self, backup_id: str, *, checkpoint_id: str | None,
+                               stats: dict) -> None: ...
+    async def backup_failed(self, backup_id: str, error: str) -> None: ...
+    async def get_backup(self, backup_id: str) -> dict: ...
+
+
+class Store(Protocol):
+    async def publish(self, vm_id: str, backup_id: str, parent_id: str | None,
+                      disk_ids: list[str], meta: dict) -> dict: ...
+    async def discard(self, vm_id: str, backup_id: str) -> None: ...
+
+
+@dataclass
+class Timeouts:
+    snapshot: float = 600.0
+    transfer: float = 120.0
+    engine_backup: float = 600.0
+    poll: float = 1.0
+
+
+@dataclass
+class Deps:
+    engine: Any  # orchestrator.engine.EngineClient or a fake with the same methods
+    mover: DataMover
+    catalog: Catalog
+    store: Store
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    disks_per_vm: int = 2
+    host_slot: Callable[[str], AsyncContextManager] = lambda host_id: contextlib.nullcontext()
