@@ -61,7 +61,7 @@ from .errors import (
 )
 from .fidx import ZERO_DIGEST, FixedIndex
 from .ids import check_uuid, is_digest_hex, is_uuid
-from .manifest import DEFAULT_CHUNK_SIZE, BackupInfo, StoreConfig
+from .manifest import DEFAULT_CHUNK_SIZE, BackupInfo, DiskInfo, StoreConfig, utc_now_iso
 from .target import Target, is_tmp_name, join, open_target, tmp_name
 
 log = structlog.get_logger(__name__)
@@ -166,6 +166,7 @@ class Store:
         )
         self._config: StoreConfig | None = None
         self._codec: ChunkCodec | None = None
+        self._inflight: dict[bytes, asyncio.Future] = {}  # digest -> first put in progress
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -273,13 +274,28 @@ class Store:
         return await self.put_hashed(digest, data)
 
     async def put_hashed(self, digest: bytes, data: bytes) -> PutResult:
-        """Store ``data`` known to hash to ``digest`` unless already present."""
-        path = chunk_path(digest)
-        if await self.touch_chunk(digest):
-            return PutResult(digest, False, 0)
-        blob = await self.cpu(self.codec.compress, data)
-        await self.target.write_file(path, blob)
-        return PutResult(digest, True, len(blob))
+        """Store ``data`` known to hash to ``digest`` unless already present.
+
+        Concurrent puts of one digest in this process (a disk with repeated
+        content, two disks cloned from one template) share one write: the
+        later ones wait for the first and count as deduplicated.
+        """
+        pending = self._inflight.get(digest)
+        if pending is not None:
+            await asyncio.shield(pending)
+            return await self.put_hashed(digest, data)  # touches it, or writes it if the first failed
+        fut = asyncio.get_running_loop().create_future()
+        self._inflight[digest] = fut
+        try:
+            path = chunk_path(digest)
+            if await self.touch_chunk(digest):
+                return PutResult(digest, False, 0)
+            blob = await self.cpu(self.codec.compress, data)
+            await self.target.write_file(path, blob)
+            return PutResult(digest, True, len(blob))
+        finally:
+            del self._inflight[digest]
+            fut.set_result(None)
 
     async def touch_chunk(self, digest: bytes) -> bool:
         """Mark a chunk as recently used; False if it does not exist."""
@@ -453,6 +469,37 @@ class Store:
             raise BackupExists(vm_id, backup_id)
         await self.target.makedirs(bdir)
         return BackupWriter(self, vm_id, backup_id, parent, **options)
+
+    async def publish_backup(
+        self,
+        vm_id: str,
+        backup_id: str,
+        disks: "Iterable[DiskInfo | dict]",
+        *,
+        parent_id: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> BackupInfo:
+        """Publish a backup whose disks were committed by separate writers.
+
+        The data mover commits each disk (``DiskWriter.commit``) in its own
+        process and returns the `DiskInfo` (or its ``to_dict()``); the
+        orchestrator publishes once every disk is in. Each index is checked
+        against its recorded SHA-256 before the manifest appears.
+        """
+        vm_id = check_uuid(vm_id, "VM")
+        backup_id = check_uuid(backup_id, "backup")
+        if parent_id is not None:
+            parent_id = check_uuid(parent_id, "backup")
+        infos = tuple(d if isinstance(d, DiskInfo) else DiskInfo.from_dict(d, "publish_backup") for d in disks)
+        if not infos:
+            raise ValueError("a backup needs at least one disk")
+        if len({d.disk_id for d in infos}) != len(infos):
+            raise ValueError("duplicate disk ids")
+        info = BackupInfo(vm_id=vm_id, backup_id=backup_id, created=utc_now_iso(), parent_id=parent_id,
+                          disks=infos, meta=dict(meta or {}))
+        info.to_json()
+        await self.publish_manifest(info)
+        return info
 
     async def open_disk(self, vm_id: str, backup_id: str, disk_id: str, **options):
         """A `DiskReader` over one disk of a published backup."""

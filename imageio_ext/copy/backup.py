@@ -1,0 +1,145 @@
+"""Backup: an ovirt-imageio download transfer -> the store.
+
+Flow for one disk (see docs/mover.md):
+
+1. ``Store.begin_backup`` + ``add_disk``. The backup id may already have an
+   unpublished directory (a rerun after an interruption): that is fine, every
+   chunk the first run stored is found by digest and not sent again. If the
+   backup is already *published* with this disk, the copy succeeds at once
+   with ``already_published`` (idempotent rerun after a lost reply).
+2. Extents: ``context=zero`` for a full copy; ``context=dirty`` for an
+   incremental one whose parent holds this disk (the writer then inherits
+   every untouched slot from the parent index).
+3. `plan_backup` turns them into chunk-aligned steps; ``requests`` workers
+   read data spans concurrently and hand whole chunks to the `DiskWriter`,
+   whose own bound (``max_inflight``) makes a slow target slow the readers.
+   Memory is at most ``requests + max_inflight`` chunks.
+4. ``commit`` writes the index. If a chunk inherited from the parent has been
+   garbage-collected meanwhile, the writer names the slots; they are read
+   again in full and commit is retried.
+
+The manifest is not published here: a VM's disks may be copied by different
+movers, so the caller publishes with `Store.publish_backup` once all disks
+are in.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Protocol
+
+from ..store import BackupExists, ChunkMissing, Store, StoreError
+from .errors import InvalidRequest, wrap_store_error
+from .plan import ImageExtent, Step, plan_backup
+from .pool import run_workers
+from .progress import Meter, ProgressCallback
+from .result import CopyResult
+
+
+class ImageSource(Protocol):
+    async def extents(self, context: str = "zero") -> list[ImageExtent]: ...
+    async def read(self, offset: int, length: int) -> bytes: ...
+
+
+async def backup_disk(
+    store: Store,
+    source: ImageSource,
+    *,
+    vm_id: str,
+    backup_id: str,
+    disk_id: str,
+    size: int | None = None,  # the disk's virtual size; None: from the extents
+    parent_backup_id: str | None = None,
+    incremental: bool = False,
+    requests: int = 4,  # parallel reads from imageio
+    max_inflight: int | None = None,  # chunks being hashed/compressed/written; default = requests
+    progress: ProgressCallback | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    transport: str = "",
+) -> CopyResult:
+    t0 = clock()
+    if incremental and parent_backup_id is None:
+        raise InvalidRequest("an incremental backup needs parent_backup_id")
+    try:
+        try:
+            bw = await store.begin_backup(vm_id, backup_id, parent_id=parent_backup_id,
+                                          max_inflight=max_inflight or requests)
+        except BackupExists:
+            return await _already_published(store, vm_id, backup_id, disk_id, size, transport, clock() - t0)
+        use_dirty = incremental and bw.parent is not None and bw.parent.disk(disk_id) is not None
+        extents = await source.extents("dirty" if use_dirty else "zero")
+        if size is None:
+            size = extents[-1].end if extents else 0
+        if not isinstance(size, int) or size <= 0:
+            raise InvalidRequest(f"disk size must be a positive integer, got {size!r}")
+        dw = await bw.add_disk(disk_id, size)
+    except StoreError as e:
+        raise wrap_store_error(e) from e
+
+    steps = plan_backup(extents, size, store.chunk_size, dirty_only=use_dirty)
+    meter = Meter(size, progress, clock=clock)
+    unchanged = size - sum(s.length for s in steps)
+    meter.skip(unchanged)
+    zeroed = 0
+
+    async def do(step: Step) -> None:
+        nonlocal zeroed
+        if step.kind == "zero":
+            await dw.write_zero(step.offset, step.length)
+            zeroed += step.length
+            meter.add(step.length)
+            return
+        data = await source.read(step.read_start, step.read_length)
+        if step.read_length != step.length:
+            # Known-zero edges of the slot are not read, only rebuilt.
+            head = step.read_start - step.offset
+            tail = step.offset + step.length - step.read_end
+            data = b"".join((bytes(head), data, bytes(tail)))
+        before = dw.new_bytes
+        await dw.write(step.offset, data)
+        meter.add(step.length, read=step.read_length, written=dw.new_bytes - before)
+
+    try:
+        await run_workers(do, steps, requests)
+        for attempt in range(3):
+            try:
+                info = await dw.commit()
+                break
+            except ChunkMissing as e:
+                # Inherited chunks gc removed meanwhile: read those slots again.
+                if not e.offsets or attempt == 2:
+                    raise
+                cs = store.chunk_size
+                resend = [Step("data", o, min(cs, size - o), o, o + min(cs, size - o)) for o in e.offsets]
+                await run_workers(do, resend, requests)
+    except StoreError as e:
+        await dw.cancel()
+        raise wrap_store_error(e) from e
+    except BaseException:
+        await dw.cancel()
+        raise
+    meter.report()
+    return CopyResult(
+        op="backup", vm_id=bw.vm_id, backup_id=bw.backup_id, disk_id=dw.disk_id, size=size,
+        bytes_read=meter.read, bytes_written=dw.new_bytes, bytes_zeroed=zeroed, bytes_unchanged=unchanged,
+        new_chunks=dw.new_chunks, new_bytes=dw.new_bytes, dedup_chunks=dw.dedup_chunks,
+        index_sha256=info.index_sha256, disk=info.to_dict(), incremental=use_dirty,
+        transport=transport, seconds=round(clock() - t0, 3),
+    )
+
+
+async def _already_published(store: Store, vm_id, backup_id, disk_id, size, transport, seconds) -> CopyResult:
+    info = await store.get_backup(vm_id, backup_id)
+    d = info.disk(disk_id.lower()) if isinstance(disk_id, str) else None
+    if d is None:
+        raise InvalidRequest(f"backup {backup_id} is already published without disk {disk_id}")
+    if size is not None and d.size != size:
+        raise InvalidRequest(f"backup {backup_id} already holds disk {disk_id} with size {d.size}, not {size}")
+    return CopyResult(
+        op="backup", vm_id=info.vm_id, backup_id=info.backup_id, disk_id=d.disk_id, size=d.size,
+        bytes_read=0, bytes_written=0, index_sha256=d.index_sha256, disk=d.to_dict(),
+        incremental=info.parent_id is not None, already_published=True, transport=transport,
+        seconds=round(seconds, 3),
+    )
+
+

@@ -1,0 +1,62 @@
+"""Direct mode: run one copy in this process (no mover service needed).
+
+The orchestrator calls `run_copy` itself for hosts without a mover; the mover
+service calls the same function for each command it accepts.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from ..store import Store, StoreError
+from .backup import backup_disk
+from .errors import wrap_store_error
+from .imageio import ImageioClient
+from .progress import ProgressCallback
+from .restore import restore_disk
+from .result import CopyResult
+from .spec import CopySpec
+
+
+async def open_store(url: str, **options) -> Store:
+    """`Store.open` with errors of the copy family."""
+    try:
+        return await Store.open(url, **options)
+    except StoreError as e:
+        raise wrap_store_error(e) from e
+
+
+async def run_copy(
+    spec: CopySpec | dict,
+    *,
+    store: Store | None = None,  # an open store for spec.store (reused); else opened and closed here
+    local_socket: str | None = None,  # this host's imageio local socket (used when it serves the ticket)
+    requests: int = 4,  # parallel HTTP requests to imageio
+    progress: ProgressCallback | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> CopyResult:
+    """Run one backup or restore copy to the end; raise a `CopyError` on failure.
+
+    Cancel it by cancelling the task that awaits it.
+    """
+    if isinstance(spec, dict):
+        spec = CopySpec.from_dict(spec)
+    own_store = store is None
+    if store is None:
+        store = await open_store(spec.store)
+    try:
+        async with ImageioClient(spec.transfer_url, ca_file=spec.ca_file, local_socket=local_socket,
+                                 connections=requests) as client:
+            if spec.op == "backup":
+                return await backup_disk(
+                    store, client, vm_id=spec.vm_id, backup_id=spec.backup_id, disk_id=spec.disk_id,
+                    size=spec.size, parent_backup_id=spec.parent_backup_id, incremental=spec.incremental,
+                    requests=client.connections, progress=progress, clock=clock, transport=client.transport)
+            return await restore_disk(
+                store, client, vm_id=spec.vm_id, backup_id=spec.backup_id, disk_id=spec.disk_id,
+                size=spec.size, requests=client.connections, progress=progress, clock=clock,
+                transport=client.transport)
+    finally:
+        if own_store:
+            await store.close()
