@@ -69,6 +69,8 @@ class Lab:
         self.sso = None
         self.faults = engine_api.Faults()
         self.info: dict = {}
+        self.movers: dict = {}  # host name -> (Child, url)
+        self.mover_token = secrets.token_urlsafe(24)
 
     # --- start ------------------------------------------------------------------
     async def start(self) -> dict:
@@ -100,6 +102,7 @@ class Lab:
             h = Host(str(uuid.uuid4()), f"host{i + 1}", cl.id, dm)
             e.hosts[h.id] = h
         jobs = [dm.start() for dm in daemons]
+        jobs.append(self._start_movers(daemons))
         jobs.append(self._make_vms(e, cl, sd))
         if self.cfg.nfs:
             jobs.append(self._start_nfs())
@@ -129,7 +132,8 @@ class Lab:
                        "ca_file": str(pki["ca"])},
             "admin_url": f"{base}/sandbox",
             "hosts": [{"id": h.id, "name": h.name, "imageio_url": h.daemon.url,
-                       "mover_url": None} for h in hosts],
+                       "mover_url": self.movers[h.name][1]} for h in hosts],
+            "mover_token": self.mover_token,
             "target": ({"nfs_url": self.nfs.url, "path": str(self.nfs_export)}
                        if self.nfs else {"nfs_url": None, "path": str(self.nfs_export)}),
             "vms": [{"id": v.id, "name": v.name} for v in sorted(e.vms.values(), key=lambda v: v.name)],
@@ -141,6 +145,39 @@ class Lab:
         log.info("sandbox ready", seconds=round(time.monotonic() - t0, 2), url=base,
                  hosts=len(hosts), vms=len(e.vms))
         return self.info
+
+    async def _start_movers(self, daemons):
+        """One `ovault-mover` per host, beside its imageio daemon (its local socket)."""
+        import sys
+        from .hosts import free_port
+        from .proc import Child, wait_for
+        token_file = self.dir / "mover-token"
+        token_file.write_text(self.mover_token + "\n")
+        token_file.chmod(0o600)
+        root = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+        async def one(dm):
+            port = free_port()
+            child = await Child(f"mover-{dm.name}", [
+                sys.executable, "-m", "imageio_ext.mover_cli", "serve", "--host", "127.0.0.1",
+                "--port", str(port), "--imageio-socket", str(dm.local_socket),
+                "--token-file", str(token_file)], registry=self.registry, log=dm.base / "mover.log",
+                env=env).start()
+            url = f"http://127.0.0.1:{port}"
+            self.movers[dm.name] = (child, url)
+
+            async def ready():
+                if not child.running:
+                    raise RuntimeError(f"mover of {dm.name} exited; see {dm.base}/mover.log")
+                try:
+                    r, w = await asyncio.open_connection("127.0.0.1", port)
+                    w.close()
+                    return True
+                except OSError:
+                    return False
+            await wait_for(ready, timeout=20, interval=0.05, what=f"mover of {dm.name}")
+        await asyncio.gather(*(one(dm) for dm in daemons))
 
     @property
     def nfs_export(self) -> Path:
@@ -204,6 +241,8 @@ class Lab:
             await self.engine.close()
             for h in self.engine.hosts.values():
                 await h.daemon.stop()
+        for child, _ in self.movers.values():
+            await child.stop()
         if self.nfs:
             await self.nfs.stop()
         self.registry.kill_all()
