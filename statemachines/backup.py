@@ -256,7 +256,7 @@ class BackupMachine(VmMachine):
                 backup_id=self.res["backup_id"], disk_id=disk_id,
                 parent_backup_id=self.res.get("parent_id"),
                 incremental=incremental and bool(self.res.get("parent_id")), size=info["size"],
-                copy_id=f"{self.machine_id}-{disk_id}", progress=progress)
+                copy_id=str(uuid.uuid5(uuid.UUID(self.machine_id), disk_id)), progress=progress)
         await self.record(copies={disk_id: {"done": True, "result": result}})
         await self._finalize_transfer(disk_id, t_rec)
 
@@ -306,8 +306,9 @@ class BackupMachine(VmMachine):
             meta = {"job_id": self.job_id, "method": self.res["method"], "mode": self.res["mode"],
                     "checkpoint_id": (self.res.get("engine_backup") or {}).get("to_checkpoint"),
                     "vm_name": self.res.get("vm_name")}
+            disks = [self.res["copies"][d]["result"]["disk"] for d in self.res["disks"]]
             await self.deps.store.publish(self.vm_id, self.res["backup_id"], self.res.get("parent_id"),
-                                          list(self.res["disks"]), meta)
+                                          disks, meta)
             await self.record(published=True)
         copies = self.res.get("copies") or {}
         stats = {"bytes_read": sum(c["result"].get("bytes_read", 0) for c in copies.values()),

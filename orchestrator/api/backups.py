@@ -1,0 +1,131 @@
+"""/api/v1/backups: start backups, list and inspect them, restore, delete."""
+from __future__ import annotations
+
+from aiohttp import web
+
+from .. import catalog as cat
+from ..errors import Conflict, NotFound
+from ..keys import CATALOG, ENGINE, RUNNER, STORE
+from . import validate as v
+from . import views
+from .auth import require
+
+routes = web.RouteTableDef()
+MODES = ("auto", "full", "incremental")
+KINDS = ("new", "in_place", "disks")
+VM_NAME = r"^[A-Za-z0-9_.\-]+$"
+
+
+@routes.post("/api/v1/backups")
+async def start_backup(request: web.Request):
+    p = require(request, "operator")
+    body = await v.json_body(request)
+    v.no_unknown(body, {"vm_ids", "mode"})
+    ids = body.get("vm_ids")
+    if not isinstance(ids, list) or not ids or len(ids) > 500:
+        raise v.Invalid("vm_ids must be a non-empty list of VM ids (at most 500)")
+    ids = [v.uuid_str(x, "vm_ids[]") for x in ids]
+    if len(set(ids)) != len(ids):
+        raise v.Invalid("vm_ids has duplicates")
+    mode = v.enum(body.get("mode"), "mode", MODES, "auto")
+    engine = request.app[ENGINE]
+    machines = []
+    for vm_id in ids:
+        if p.vm_ids is not None and vm_id not in p.vm_ids:
+            raise NotFound("VM", vm_id)
+        vm = await engine.get_vm(vm_id)
+        machines.append(cat.NewMachine(vm_id=vm_id, vm_name=vm.name))
+    job = await request.app[CATALOG].jobs.create("backup", machines, request={"vm_ids": ids, "mode": mode},
+                                                 created_by=p.name)
+    await request.app[CATALOG].events.append("job.queued", {"job_id": str(job.id), "kind": "backup"},
+                                             job_id=job.id)
+    request.app[RUNNER].poke()
+    return web.json_response({"job": views.job(job)}, status=202)
+
+
+@routes.get("/api/v1/backups")
+async def list_backups(request: web.Request):
+    p = require(request, "viewer")
+    q = request.query
+    vm_id = v.uuid_str(q["vm_id"], "vm_id") if "vm_id" in q else None
+    status = v.enum(q.get("status"), "status", ("running", "succeeded", "failed", "deleted"))
+    page = await request.app[CATALOG].backups.list(
+        vm_id=vm_id, vm_ids=p.vm_ids, status=status, limit=v.limit(request),
+        cursor=q.get("cursor"), with_disks=True)
+    return web.json_response({"items": [views.backup(b) for b in page.items],
+                              "next_cursor": page.next_cursor})
+
+
+async def _backup(request, p):
+    bid = v.path_uuid(request, "id")
+    b = await request.app[CATALOG].backups.get(bid)
+    if p.vm_ids is not None and b.vm_id not in p.vm_ids:
+        raise NotFound("backup", bid)
+    return b
+
+
+@routes.get("/api/v1/backups/{id}")
+async def get_backup(request: web.Request):
+    p = require(request, "viewer")
+    return web.json_response(views.backup(await _backup(request, p)))
+
+
+@routes.delete("/api/v1/backups/{id}")
+async def delete_backup(request: web.Request):
+    p = require(request, "operator")
+    b = await _backup(request, p)
+    if b.status == "running":
+        raise Conflict(f"backup {b.id} is still running")
+    if b.status == "succeeded":
+        store = request.app[STORE]
+        try:
+            await store.delete_backup(b.vm_id, str(b.id))
+        except Exception as e:
+            if type(e).__name__ not in ("BackupNotFound", "NotFound"):
+                raise
+    b = await request.app[CATALOG].backups.mark_deleted(b.id)
+    await request.app[CATALOG].events.append("backup.deleted", {"backup_id": str(b.id), "vm_id": b.vm_id})
+    return web.json_response(views.backup(b))
+
+
+@routes.post("/api/v1/backups/{id}/restore")
+async def restore(request: web.Request):
+    p = require(request, "operator")
+    b = await _backup(request, p)
+    if b.status != "succeeded":
+        raise Conflict(f"backup {b.id} is {b.status}; only succeeded backups can be restored")
+    body = await v.json_body(request)
+    v.no_unknown(body, {"kind", "name", "cluster_id", "storage_domain_id", "disk_ids",
+                        "target_vm_id", "power_on"})
+    kind = v.enum(body.get("kind"), "kind", KINDS, "new")
+    req = {"backup_id": str(b.id), "kind": kind,
+           "name": v.opt_str(body.get("name"), "name", 64, VM_NAME),
+           "cluster_id": v.uuid_str(body["cluster_id"], "cluster_id") if body.get("cluster_id") else None,
+           "storage_domain_id": v.uuid_str(body["storage_domain_id"], "storage_domain_id")
+           if body.get("storage_domain_id") else None,
+           "target_vm_id": v.uuid_str(body["target_vm_id"], "target_vm_id")
+           if body.get("target_vm_id") else None,
+           "power_on": v.opt_bool(body.get("power_on"), "power_on")}
+    disk_ids = body.get("disk_ids")
+    if disk_ids is not None:
+        if not isinstance(disk_ids, list) or not disk_ids:
+            raise v.Invalid("disk_ids must be a non-empty list")
+        known = {d.disk_id for d in b.disks}
+        req["disk_ids"] = [v.uuid_str(d, "disk_ids[]") for d in disk_ids]
+        unknown = [d for d in req["disk_ids"] if d not in known]
+        if unknown:
+            raise v.Invalid(f"disks not in backup {b.id}: {', '.join(unknown)}")
+    if kind == "disks" and not req.get("disk_ids"):
+        req["disk_ids"] = [d.disk_id for d in b.disks]
+    if req["target_vm_id"] and p.vm_ids is not None and req["target_vm_id"] not in p.vm_ids:
+        raise NotFound("VM", req["target_vm_id"])
+    if kind == "in_place" and req["name"]:
+        raise v.Invalid("an in-place restore keeps the VM's name")
+    vm_id = b.vm_id
+    job = await request.app[CATALOG].jobs.create(
+        "restore", [cat.NewMachine(vm_id=vm_id, vm_name=b.vm_name, context={})],
+        request={k: val for k, val in req.items() if val is not None}, created_by=p.name)
+    await request.app[CATALOG].events.append("job.queued", {"job_id": str(job.id), "kind": "restore"},
+                                             job_id=job.id)
+    request.app[RUNNER].poke()
+    return web.json_response({"job": views.job(job)}, status=202)

@@ -1,0 +1,51 @@
+"""/api/v1/jobs: list, inspect, cancel."""
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..errors import NotFound
+from ..keys import CATALOG
+from . import validate as v
+from . import views
+from .auth import require
+
+routes = web.RouteTableDef()
+
+
+def _visible(p, job) -> bool:
+    return p.vm_ids is None or all(m.vm_id in p.vm_ids for m in job.machines)
+
+
+@routes.get("/api/v1/jobs")
+async def list_jobs(request: web.Request):
+    p = require(request, "viewer")
+    q = request.query
+    state = v.enum(q.get("state"), "state", ("queued", "running", "succeeded", "failed", "canceled"))
+    kind = v.enum(q.get("kind"), "kind", ("backup", "restore"))
+    page = await request.app[CATALOG].jobs.list(kind=kind, state=state, limit=v.limit(request),
+                                                cursor=q.get("cursor"))
+    return web.json_response({"items": [views.job(j) for j in page.items if _visible(p, j)],
+                              "next_cursor": page.next_cursor})
+
+
+async def _job(request, p):
+    jid = v.path_uuid(request, "id")
+    j = await request.app[CATALOG].jobs.get(jid)
+    if not _visible(p, j):
+        raise NotFound("job", jid)
+    return j
+
+
+@routes.get("/api/v1/jobs/{id}")
+async def get_job(request: web.Request):
+    p = require(request, "viewer")
+    return web.json_response(views.job(await _job(request, p)))
+
+
+@routes.post("/api/v1/jobs/{id}/cancel")
+async def cancel_job(request: web.Request):
+    p = require(request, "operator")
+    j = await _job(request, p)
+    j = await request.app[CATALOG].jobs.request_cancel(j.id)
+    await request.app[CATALOG].events.append("job.cancel_requested", {"job_id": str(j.id)}, job_id=j.id)
+    return web.json_response(views.job(await request.app[CATALOG].jobs.get(j.id)), status=202)

@@ -1,0 +1,185 @@
+"""The job runner: claims jobs, drives their machines, keeps the lease.
+
+One runner per `ovault serve` replica. Jobs are claimed from PostgreSQL with
+SKIP LOCKED and a lease that a heartbeat renews every lease/3 seconds. A
+replica that dies stops renewing; when the lease expires another replica (or
+this one after a restart) claims the job again and resumes each machine from
+its persisted state. A replica that finds its lease lost stops its machines
+at once without cleaning up: the new owner does that.
+
+Limits: VMs in flight on this replica (`limits.total`), VMs of one job in
+parallel (`limits.per_job`), VMs whose transfers run on one host
+(`limits.per_host`, taken around each disk copy), disks of a VM in parallel.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections import defaultdict
+
+import structlog
+
+from statemachines import BackupMachine, Deps, RestoreMachine, Timeouts
+from statemachines.base import LostOwnership
+
+from .. import catalog as cat
+from .adapters import CatalogJournal, CatalogPort, MoverPort, StorePort
+
+log = structlog.get_logger("ovault.jobs")
+MAX_ATTEMPTS = 5
+
+
+class JobRunner:
+    def __init__(self, *, catalog: cat.Catalog, engine, mover: MoverPort, store: StorePort,
+                 config, target_id=None, on_event=None):
+        self.catalog, self.engine, self.mover, self.store = catalog, engine, mover, store
+        self.cfg = config
+        self.owner = config.replica
+        self.target_id = target_id
+        self.total = asyncio.Semaphore(config.limits.total)
+        self.hosts: dict[str, asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(config.limits.per_host))
+        self.jobs: dict[uuid.UUID, asyncio.Task] = {}
+        self.machines: dict[uuid.UUID, list] = {}
+        self.on_event = on_event
+        self.wakeup = asyncio.Event()
+        self._stopping = False
+
+    # --- life cycle -------------------------------------------------------------------
+    async def run(self):
+        hb = asyncio.create_task(self._heartbeat())
+        try:
+            while not self._stopping:
+                free = max(0, self.cfg.limits.total - len(self.jobs))
+                if free:
+                    try:
+                        claimed = await self.catalog.jobs.claim(
+                            self.owner, lease_seconds=self.cfg.jobs.lease_seconds, limit=min(free, 4))
+                    except cat.CatalogError as e:
+                        log.warning("claim failed", error=str(e))
+                        claimed = []
+                    for job in claimed:
+                        log.info("job claimed", job_id=str(job.id), kind=job.kind,
+                                 attempt=job.attempts, owner=self.owner)
+                        t = asyncio.create_task(self._run_job(job))
+                        self.jobs[job.id] = t
+                        t.add_done_callback(lambda _t, jid=job.id: self.jobs.pop(jid, None))
+                try:
+                    await asyncio.wait_for(self.wakeup.wait(), self.cfg.jobs.claim_interval)
+                except asyncio.TimeoutError:
+                    pass
+                self.wakeup.clear()
+        finally:
+            hb.cancel()
+            await self.stop()
+
+    def poke(self):
+        self.wakeup.set()
+
+    async def stop(self):
+        """Stop driving machines; release the leases so another replica resumes
+        them at once (after a crash the leases simply expire)."""
+        self._stopping = True
+        held = list(self.jobs)
+        tasks = list(self.jobs.values())
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for job_id in held:
+            try:
+                await self.catalog.jobs.release(job_id, self.owner)
+            except Exception:
+                pass
+
+    async def _heartbeat(self):
+        while True:
+            await asyncio.sleep(self.cfg.jobs.lease_seconds / 3)
+            for job_id in list(self.jobs):
+                try:
+                    job = await self.catalog.jobs.renew_lease(
+                        job_id, self.owner, lease_seconds=self.cfg.jobs.lease_seconds)
+                except cat.CatalogError as e:
+                    log.warning("lease renewal failed", job_id=str(job_id), error=str(e))
+                    continue
+                if job is None:
+                    log.warning("lease lost; stopping the job here", job_id=str(job_id))
+                    t = self.jobs.get(job_id)
+                    if t:
+                        t.cancel()
+                elif job.cancel_requested:
+                    for m in self.machines.get(job_id, []):
+                        m.request_cancel()
+
+    # --- one job ---------------------------------------------------------------------
+    async def _run_job(self, job: cat.Job):
+        per_job = asyncio.Semaphore(self.cfg.limits.per_job)
+        machines = []
+        deps = Deps(engine=self.engine, mover=self.mover, store=self.store,
+                    catalog=CatalogPort(self.catalog, str(job.id), self.target_id),
+                    timeouts=Timeouts(snapshot=self.cfg.jobs.snapshot_timeout,
+                                      transfer=self.cfg.jobs.transfer_timeout,
+                                      poll=self.cfg.engine.poll_interval),
+                    disks_per_vm=self.cfg.limits.disks_per_vm, host_slot=self._host_slot)
+        for m in job.machines:
+            if m.terminal:
+                continue
+            journal = CatalogJournal(self.catalog, m, self.owner, str(job.id), publish=self._publish)
+            if job.kind == "backup":
+                vm = BackupMachine(journal, deps, vm_id=m.vm_id, job_id=str(job.id),
+                                   machine_id=str(m.id), mode=(job.request or {}).get("mode", "auto"))
+            else:
+                vm = RestoreMachine(journal, deps, vm_id=m.vm_id, job_id=str(job.id),
+                                    machine_id=str(m.id), request={**(job.request or {}),
+                                                                   **(m.context or {})})
+            if job.cancel_requested:
+                vm.request_cancel()
+            machines.append(vm)
+        self.machines[job.id] = machines
+
+        async def drive(vm):
+            async with per_job, self.total:
+                structlog.contextvars.bind_contextvars(job_id=str(job.id), vm_id=vm.vm_id)
+                try:
+                    return await vm.run()
+                except LostOwnership as e:
+                    log.warning("machine lost to another replica", error=str(e))
+                    raise
+        try:
+            results = await asyncio.gather(*(drive(vm) for vm in machines), return_exceptions=True)
+            if any(isinstance(r, LostOwnership) for r in results):
+                return
+            for r in results:
+                if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):
+                    log.error("machine crashed", error=repr(r))
+            crashed = [r for r in results if isinstance(r, BaseException)
+                       and not isinstance(r, asyncio.CancelledError)]
+            if crashed:
+                # Let it be claimed again (here or elsewhere) and resumed; give
+                # up after a few attempts so a poison job cannot loop forever.
+                if job.attempts >= MAX_ATTEMPTS:
+                    await self.catalog.jobs.fail(job.id, f"gave up after {job.attempts} attempts: "
+                                                         f"{crashed[0]!r}")
+                else:
+                    await self.catalog.jobs.release(job.id, self.owner)
+                return
+            if any(isinstance(r, asyncio.CancelledError) for r in results):
+                return
+            final = await self.catalog.jobs.rollup(job.id)
+            await self.catalog.events.append(f"job.{final.state}", {"job_id": str(job.id),
+                                                                   "kind": job.kind,
+                                                                   "state": final.state,
+                                                                   "error": final.error},
+                                             job_id=job.id)
+            log.info("job finished", job_id=str(job.id), state=final.state, error=final.error)
+        finally:
+            self.machines.pop(job.id, None)
+
+    @contextlib.asynccontextmanager
+    async def _host_slot(self, host_id: str):
+        async with self.hosts[host_id]:
+            yield
+
+    async def _publish(self, type_: str, payload: dict):
+        if self.on_event:
+            await self.on_event(type_, payload)

@@ -1,0 +1,182 @@
+"""The orchestrator service: `create_app(config)` and `serve(config)`.
+
+Resources live in `app.cleanup_ctx` generators, in dependency order:
+database (embedded PostgreSQL when no DSN is configured) → catalog →
+engine client → store → movers → job runner. Each one is torn down in the
+reverse order on shutdown.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import ssl
+import subprocess
+from pathlib import Path
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from imageio_ext.store import Store
+
+from . import catalog as cat
+from .api import auth, backups, health, jobs, problem, vms
+from .config import Config
+from .engine.client import EngineClient
+from .jobs.adapters import MoverPort, StorePort
+from .jobs.runner import JobRunner
+from .keys import CATALOG, CONFIG, ENGINE, READY, RUNNER, STORE, TARGET_ID
+
+log = structlog.get_logger("ovault.service")
+VERSION = "0.1.0"
+
+
+def state_path(cfg: Config, *parts) -> Path:
+    p = Path(cfg.state_dir).joinpath(*parts)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+async def _database(app: web.Application):
+    cfg: Config = app[CONFIG]
+    pg = None
+    dsn = cfg.database.dsn
+    if not dsn:
+        pg = cat.EmbeddedPostgres(state_path(cfg, "pg"))
+        await pg.start()
+        dsn = pg.dsn
+    pool = await cat.connect(dsn, min_size=1, max_size=10)
+    try:
+        await cat.migrate(pool)
+        app[CATALOG] = cat.Catalog(pool)
+        app["dsn"] = dsn
+        yield
+    finally:
+        await pool.close()
+        if pg is not None:
+            await pg.stop()
+
+
+async def _engine(app: web.Application):
+    app[ENGINE] = EngineClient(app[CONFIG].engine)
+    yield
+    await app[ENGINE].close()
+
+
+async def _store(app: web.Application):
+    cfg: Config = app[CONFIG]
+    store = await Store.open(cfg.target.url, create=True)
+    app[STORE] = store
+    targets = app[CATALOG].targets
+    try:
+        t = await targets.get_by_name(cfg.target.name)
+        if t.url != cfg.target.url:
+            t = await targets.update(t.id, url=cfg.target.url)
+    except cat.NotFound:
+        try:
+            t = await targets.create(cfg.target.name, cfg.target.url, {})
+        except cat.Conflict:
+            t = await targets.get_by_name(cfg.target.name)
+    app[TARGET_ID] = t.id
+    yield
+    await store.close()
+
+
+async def _runner(app: web.Application):
+    cfg: Config = app[CONFIG]
+    session = None
+    if cfg.movers.hosts:
+        ctx = ssl.create_default_context(cafile=cfg.movers.ca_file or None)
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx),
+                                        timeout=aiohttp.ClientTimeout(total=60))
+    mover = MoverPort(store=app[STORE], store_url=cfg.target.url, movers=cfg.movers.hosts,
+                      token=cfg.movers.token, ca_file=cfg.movers.ca_file,
+                      requests=cfg.movers.requests_per_copy, session=session,
+                      imageio_ca=cfg.engine.ca_file or None)
+    runner = JobRunner(catalog=app[CATALOG], engine=app[ENGINE], mover=mover,
+                       store=StorePort(app[STORE]), config=cfg, target_id=app[TARGET_ID])
+    app[RUNNER] = runner
+    task = asyncio.create_task(runner.run())
+    await _bootstrap_token(app)
+    app[READY]["started"] = True
+    log.info("orchestrator ready", replica=cfg.replica, target=cfg.target.url)
+    yield
+    app[READY]["started"] = False
+    task.cancel()
+    try:
+        await task
+    except (asyncio.CancelledError, Exception):
+        pass
+    await runner.stop()
+    if session:
+        await session.close()
+
+
+async def _bootstrap_token(app: web.Application):
+    """First start: an admin token for the local CLI, readable by root only."""
+    cfg: Config = app[CONFIG]
+    path = state_path(cfg, "admin.token")
+    if path.exists():
+        if await app[CATALOG].tokens.verify(path.read_text().strip()) is not None:
+            return
+    _, plain = await app[CATALOG].tokens.create("bootstrap-admin", "admin")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(plain + "\n")
+
+
+def create_app(cfg: Config) -> web.Application:
+    app = web.Application(middlewares=[problem.problem_middleware, auth.auth_middleware],
+                          client_max_size=1 << 20)
+    app[CONFIG] = cfg
+    app[READY] = {"started": False}
+    app.cleanup_ctx.extend([_database, _engine, _store, _runner])
+    for module in (health, backups, jobs, vms):
+        app.add_routes(module.routes)
+    return app
+
+
+def tls_context(cfg: Config) -> ssl.SSLContext | None:
+    if cfg.listen.tls == "off":
+        return None
+    cert, key = cfg.listen.cert_file, cfg.listen.key_file
+    if cfg.listen.tls == "auto" and not (cert and key):
+        cert, key = str(state_path(cfg, "tls", "cert.pem")), str(state_path(cfg, "tls", "key.pem"))
+        if not Path(cert).exists():
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "825",
+                            "-subj", "/O=ovault/CN=localhost", "-addext",
+                            f"subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:{os.uname().nodename}",
+                            "-keyout", key, "-out", cert], check=True, capture_output=True)
+            os.chmod(key, 0o600)
+        fp = subprocess.run(["openssl", "x509", "-in", cert, "-noout", "-fingerprint", "-sha256"],
+                            capture_output=True, text=True).stdout.strip()
+        log.info("self-signed TLS certificate", cert=cert, fingerprint=fp)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+async def serve(cfg: Config, *, stop: asyncio.Event | None = None) -> None:
+    """Run until `stop` is set (or forever)."""
+    from .logs import startup_banner
+    startup_banner("ovault-orchestrator", VERSION)
+    app = create_app(cfg)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    ctx = tls_context(cfg)
+    site = web.TCPSite(runner, cfg.listen.host, cfg.listen.port, ssl_context=ctx)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1] if site._server else cfg.listen.port
+    scheme = "https" if ctx else "http"
+    host = "127.0.0.1" if cfg.listen.host in ("0.0.0.0", "::") else cfg.listen.host
+    client = {"url": f"{scheme}://{host}:{port}",
+              "ca_file": str(state_path(cfg, "tls", "cert.pem")) if ctx and cfg.listen.tls == "auto"
+              else cfg.listen.cert_file or None,
+              "token_file": str(state_path(cfg, "admin.token"))}
+    state_path(cfg, "client.json").write_text(json.dumps(client, indent=2))
+    log.info("listening", url=client["url"])
+    try:
+        await (stop.wait() if stop else asyncio.Event().wait())
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,277 @@
+"""RestoreMachine: one VM of a restore job (architecture §3).
+
+    queued → prepare → transfer → finalize → succeeded
+    any working state → cleanup → failed | canceled
+
+Kinds:
+- `new`: a new VM from the backed-up OVF (new name, chosen cluster), new disks
+  with ids chosen here (recorded before the engine call, so a crash never
+  creates a second disk), upload, attach, optionally power on.
+- `in_place`: the VM must be powered off; its disks are overwritten from the
+  backup (uploads into the existing disks).
+- `disks`: chosen disks restored as new disks, attached to `target_vm_id`
+  or left floating.
+
+Cleanup removes what `new` and `disks` created. An in-place restore cannot be
+undone; a failure says so plainly (the disks hold partial data).
+"""
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import ovirtsdk4.types as types
+
+from .backup import ACTIVE, enum
+from .base import StepFailed, VmMachine, wait_until
+from .ports import Deps
+
+
+class RestoreMachine(VmMachine):
+    kind = "restore"
+    STATES = ["queued", "prepare", "transfer", "finalize", "cleanup", "succeeded", "failed", "canceled"]
+    WORK_STATES = ["prepare", "transfer", "finalize"]
+    FLOW = [("start", "queued", "prepare"), ("prepare_done", "prepare", "transfer"),
+            ("transfer_done", "transfer", "finalize"), ("finalize_done", "finalize", "succeeded")]
+
+    def __init__(self, journal, deps: Deps, *, vm_id, job_id, machine_id, request: dict):
+        super().__init__(journal, vm_id=vm_id, job_id=job_id, machine_id=machine_id)
+        self.deps = deps
+        self.req = request
+        self.disk_progress: dict[str, list[int]] = {}
+
+    @property
+    def engine(self):
+        return self.deps.engine
+
+    async def step_queued(self):
+        return "start"
+
+    # --- prepare ----------------------------------------------------------------------
+    async def step_prepare(self):
+        e = self.engine
+        backup = await self.deps.catalog.get_backup(self.req["backup_id"])
+        if backup["status"] != "succeeded":
+            raise StepFailed(f"backup {backup['id']} is {backup['status']}, not restorable")
+        cfg = backup["config"]
+        kind = self.req.get("kind", "new")
+        src_disks = cfg["disks"]
+        chosen = self.req.get("disk_ids") or list(src_disks)
+        unknown = [d for d in chosen if d not in src_disks]
+        if unknown:
+            raise StepFailed(f"disks {unknown} are not in backup {backup['id']}")
+        if "plan" not in self.res:
+            plan = {}
+            for d in chosen:
+                src = src_disks[d]
+                plan[d] = {"target_disk": d if kind == "in_place" else str(uuid.uuid4()),
+                           "size": src["size"], "format": src["format"], "alias": src["alias"],
+                           "bootable": src.get("bootable", False),
+                           "interface": src.get("interface", "virtio_scsi"),
+                           "backup": src.get("backup", "none"), "sparse": src.get("sparse", True),
+                           "storage_domain": src.get("storage_domain")}
+            await self.record(plan=plan, kind=kind, source_vm=backup["vm_id"],
+                              backup_id=str(backup["id"]))
+        if kind == "new":
+            await self._new_vm(cfg)
+        elif kind == "in_place":
+            vm = await e.get_vm(self.vm_id)
+            if enum(vm.status) != "down":
+                raise StepFailed(f"VM {vm.name} is {enum(vm.status)}: power it off before an "
+                                 "in-place restore")
+            await self.record(target_vm=self.vm_id)
+        else:
+            await self.record(target_vm=self.req.get("target_vm_id"))
+        if kind != "in_place":
+            await self._create_disks()
+        return "prepare_done"
+
+    async def _new_vm(self, cfg: dict):
+        e = self.engine
+        name = self.req.get("name") or f"{cfg['name']}-restored"
+        if not self.res.get("target_vm"):
+            found = await e.list_vms(search=f"name={name}")
+            if found and self.res.get("vm_create_sent"):
+                await self.record(target_vm=found[0].id)
+            elif found:
+                raise StepFailed(f"a VM named {name!r} already exists; choose another name")
+            else:
+                await self.record(vm_create_sent=True, vm_name=name)
+                cluster = self.req.get("cluster_id") or cfg.get("cluster_id")
+                vm = types.Vm(name=name, cluster=types.Cluster(id=cluster),
+                              template=types.Template(name="Blank"))
+                if cfg.get("ovf"):
+                    vm.initialization = types.Initialization(configuration=types.Configuration(
+                        type=types.ConfigurationType.OVF, data=cfg["ovf"]))
+                else:
+                    self._apply_fields(vm, cfg)
+                created = await e.add_vm(vm, self.correlation_id)
+                await self.record(target_vm=created.id)
+        await self.journal.event("restore.vm_created", {"vm_id": self.res["target_vm"]})
+
+    @staticmethod
+    def _apply_fields(vm: types.Vm, cfg: dict):
+        vm.memory = cfg.get("memory")
+        if cfg.get("cpu"):
+            vm.cpu = types.Cpu(topology=types.CpuTopology(**cfg["cpu"]))
+        if cfg.get("os_type"):
+            vm.os = types.OperatingSystem(type=cfg["os_type"], boot=types.Boot(
+                devices=[types.BootDevice(b) for b in cfg.get("boot_devices") or ["hd"]]))
+        if cfg.get("bios_type"):
+            vm.bios = types.Bios(type=types.BiosType(cfg["bios_type"]))
+
+    async def _any_sd(self):
+        for sd in await self.engine.list_storage_domains():
+            if enum(sd.type) == "data":
+                return sd.id
+        raise StepFailed("no data storage domain to restore into")
+
+    async def _create_disks(self):
+        e = self.engine
+        sd = self.req.get("storage_domain_id")
+        for src_id, p in self.res["plan"].items():
+            if p.get("created"):
+                continue
+            try:
+                existing = await e.get_disk(p["target_disk"])
+            except Exception:
+                existing = None
+            if existing is None:
+                disk = types.Disk(id=p["target_disk"], name=p["alias"], alias=p["alias"],
+                                  description=f"restored by ovault from backup {self.res['backup_id']}",
+                                  format=types.DiskFormat(p["format"]), sparse=p["sparse"],
+                                  provisioned_size=p["size"],
+                                  backup=types.DiskBackup(p["backup"]) if p["format"] == "cow" else None,
+                                  storage_domains=[types.StorageDomain(
+                                      id=sd or p.get("storage_domain") or await self._any_sd())])
+                await e.add_disk(disk, self.correlation_id)
+
+            async def ok(did=p["target_disk"]):
+                d = await e.get_disk(did)
+                if enum(d.status) == "illegal":
+                    raise StepFailed(f"disk {did} became illegal")
+                return enum(d.status) == "ok"
+            await wait_until(ok, timeout=300, interval=self.deps.timeouts.poll, what="the new disk")
+            await self.record(plan={src_id: {**p, "created": True}})
+
+    # --- transfer -------------------------------------------------------------------------
+    async def step_transfer(self):
+        sem = asyncio.Semaphore(self.deps.disks_per_vm)
+        total = sum(p["size"] for p in self.res["plan"].values())
+
+        async def one(src_id):
+            async with sem:
+                await self._copy_disk(src_id, total)
+        await asyncio.gather(*(one(s) for s, p in self.res["plan"].items() if not p.get("copied")))
+        return "transfer_done"
+
+    async def _copy_disk(self, src_id: str, total: int):
+        e = self.engine
+        p = self.res["plan"][src_id]
+        t_rec = (self.res.get("transfers") or {}).get(src_id)
+        if t_rec is None or t_rec.get("finalized"):
+            t = None
+            for cur in await e.list_transfers():
+                if cur.disk and cur.disk.id == p["target_disk"] and enum(cur.phase) in ACTIVE:
+                    t = cur
+            if t is None:
+                t = await e.create_transfer(direction="upload", disk_id=p["target_disk"],
+                                            correlation_id=self.correlation_id)
+            t_rec = {"id": t.id}
+            await self.record(transfers={src_id: t_rec})
+
+        async def check():
+            t = await e.get_transfer(t_rec["id"])
+            if t is None:
+                raise StepFailed(f"image transfer {t_rec['id']} vanished")
+            phase = enum(t.phase)
+            if phase == "transferring":
+                return t
+            if phase not in ("initializing", "resuming"):
+                raise StepFailed(f"image transfer {t_rec['id']} is {phase}")
+            return None
+        t = await wait_until(check, timeout=self.deps.timeouts.transfer, interval=0.3,
+                             what="the upload transfer")
+
+        async def progress(done, size):
+            self.disk_progress[src_id] = [done, size]
+            await self.journal.progress(sum(v[0] for v in self.disk_progress.values()), total,
+                                        {k: {"done": v[0], "total": v[1]}
+                                         for k, v in self.disk_progress.items()})
+        async with self.deps.host_slot(t.host.id):
+            result = await self.deps.mover.restore_disk(
+                host_id=t.host.id, transfer_url=t.transfer_url, vm_id=self.res["source_vm"],
+                backup_id=self.res["backup_id"], disk_id=src_id, size=p["size"],
+                copy_id=str(uuid.uuid5(uuid.UUID(self.machine_id), "restore-" + src_id)), progress=progress)
+        await e.transfer_action(t_rec["id"], "finalize", self.correlation_id)
+
+        async def done():
+            cur = await e.get_transfer(t_rec["id"])
+            if cur is None:
+                d = await e.get_disk(p["target_disk"])
+                return "finished_success" if enum(d.status) == "ok" else "finished_failure"
+            ph = enum(cur.phase)
+            return ph if ph.startswith("finished") else None
+        phase = await wait_until(done, timeout=self.deps.timeouts.transfer, interval=0.3,
+                                 what="the upload to finish")
+        if phase != "finished_success":
+            raise StepFailed(f"upload of disk {p['target_disk']} ended {phase}")
+        await self.record(transfers={src_id: {**t_rec, "finalized": True}},
+                          plan={src_id: {**p, "copied": True, "result": result}})
+
+    # --- finalize --------------------------------------------------------------------------
+    async def step_finalize(self):
+        e = self.engine
+        target = self.res.get("target_vm")
+        kind = self.res["kind"]
+        if target and kind != "in_place":
+            atts = {a.disk.id for a, _ in await e.vm_disks(target)}
+            for src_id, p in self.res["plan"].items():
+                if p["target_disk"] in atts:
+                    continue
+                await e.attach_disk(target, types.DiskAttachment(
+                    disk=types.Disk(id=p["target_disk"]),
+                    bootable=p["bootable"] if kind == "new" else False,
+                    interface=types.DiskInterface(p["interface"]), active=True), self.correlation_id)
+        if kind == "new" and self.req.get("power_on") and not self.res.get("powered_on"):
+            await e.start_vm(target, self.correlation_id)
+            await self.record(powered_on=True)
+        await self.journal.event("restore.succeeded", {"vm_id": target, "kind": kind,
+                                                       "backup_id": self.res["backup_id"],
+                                                       "disks": {s: p["target_disk"] for s, p in
+                                                                 self.res["plan"].items()}})
+        return "finalize_done"
+
+    # --- cleanup -----------------------------------------------------------------------------
+    async def step_cleanup(self):
+        e = self.engine
+        problems = []
+        for src_id, t_rec in (self.res.get("transfers") or {}).items():
+            if t_rec.get("finalized"):
+                continue
+            try:
+                await e.transfer_action(t_rec["id"], "cancel", self.correlation_id)
+
+                async def ended(tid=t_rec["id"]):
+                    cur = await e.get_transfer(tid)
+                    return cur is None or enum(cur.phase).startswith("finished")
+                await wait_until(ended, timeout=60, interval=0.3, what="the transfer to end")
+            except Exception as err:
+                problems.append(f"transfer {t_rec['id']}: {err}")
+        kind = self.res.get("kind")
+        if kind == "new" and self.res.get("target_vm"):
+            try:  # removing the VM removes the disks attached to it
+                await e.remove_vm(self.res["target_vm"], self.correlation_id)
+            except Exception as err:
+                problems.append(f"VM {self.res['target_vm']}: {err}")
+        if kind in ("new", "disks"):
+            for p in (self.res.get("plan") or {}).values():
+                try:
+                    await e.remove_disk(p["target_disk"], self.correlation_id)
+                except Exception as err:
+                    problems.append(f"disk {p['target_disk']}: {err}")
+        elif kind == "in_place":
+            problems.append("in-place restore did not complete: the VM's disks hold partial "
+                            "data; run the restore again")
+        if problems:
+            raise StepFailed("; ".join(problems))
