@@ -31,7 +31,7 @@ class Meter:
     `skip` before the clock starts, so the rate is not inflated by them.
     """
 
-    def __init__(self, total: int, callback: ProgressCallback | None = None, *, interval: float = 0.5,
+    def __init__(self, total: int, callback: ProgressCallback | None = None, *, interval: float = 0.2,
                  window: float = 3.0, clock: Callable[[], float] = time.monotonic):
         self.total = total
         self.callback = callback
