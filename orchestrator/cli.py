@@ -99,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logs.configure()
+    # The demo's output is its report; its logs only speak up for problems.
+    logs.configure(level="WARNING" if args.cmd == "demo" and "OVAULT_LOG_LEVEL" not in os.environ
+                   else None)
     try:
         if args.cmd == "sandbox":
             from sandbox import cli as sandbox_cli

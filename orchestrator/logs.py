@@ -47,6 +47,8 @@ def configure(level: str | None = None, fmt: str | None = None, stream=None) -> 
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel("WARNING")
+    # transitions narrates every callback at INFO; our machines log their own steps.
+    logging.getLogger("transitions").setLevel("WARNING")
 
 
 def startup_banner(component: str, version: str) -> None:
