@@ -95,6 +95,7 @@ class Lab:
         sd = StorageDomain(str(uuid.uuid4()), "data", sd_dir, dc.id)
         e.sds[sd.id] = sd
         sd_dir.mkdir(parents=True, exist_ok=True)
+        self.nfs_export.mkdir(parents=True, exist_ok=True)
 
         daemons = [ImageioDaemon(f"host{i + 1}", d / "hosts" / f"host{i + 1}", pki, self.registry)
                    for i in range(self.cfg.hosts)]

@@ -55,6 +55,18 @@ def sandbox(tmp_path_factory) -> Sandbox:
 
 
 @pytest.fixture(scope="session")
+def state_root():
+    """A folder for orchestrator state dirs that the `postgres` user can traverse
+    (pytest's own tmp dirs are 0700; the embedded PostgreSQL runs as postgres)."""
+    import shutil
+    import tempfile
+    d = Path(tempfile.mkdtemp(prefix="ovault-test-", dir="/var/tmp"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
 def nfs_target(sandbox) -> tuple[str, Path]:
     """(nfs:// URL, local folder) of the sandbox's real NFSv3 export."""
     t = sandbox.info["target"]

@@ -97,3 +97,97 @@ def wait(pred, timeout=30, what="condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.2)
+
+
+class Orchestrator:
+    """`ovault serve --sandbox DIR` as a child process, with a small REST client."""
+
+    def __init__(self, sandbox_dir: Path, state_dir: Path, env: dict | None = None,
+                 dsn: str | None = None):
+        import os
+        self.sandbox_dir, self.state_dir = Path(sandbox_dir), Path(state_dir)
+        self.env = {**os.environ, "OVAULT_JOBS__LEASE_SECONDS": "4", "OVAULT_ENGINE__POLL_INTERVAL": "0.3",
+                    "OVAULT_JOBS__CLAIM_INTERVAL": "0.3", **(env or {})}
+        if dsn:
+            self.env["OVAULT_DATABASE__DSN"] = dsn
+        self.proc = None
+        self.url = self.token = None
+        self.ssl = None
+
+    def start(self, timeout=90):
+        import sys
+        (self.state_dir / "client.json").unlink(missing_ok=True)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.state_dir / "serve.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "orchestrator.cli", "serve", "--sandbox", str(self.sandbox_dir),
+                 "--state-dir", str(self.state_dir), "--listen", "127.0.0.1:0"],
+                cwd=Path(__file__).resolve().parent.parent, env=self.env, stdout=log,
+                stderr=log, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        cj = self.state_dir / "client.json"
+        while not cj.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("ovault serve did not start:\n" +
+                                     (self.state_dir / "serve.log").read_text()[-3000:])
+            time.sleep(0.1)
+        info = json.loads(cj.read_text())
+        self.url = info["url"]
+        self.token = Path(info["token_file"]).read_text().strip()
+        self.ssl = ssl.create_default_context(cafile=info["ca_file"])
+        return self
+
+    def kill(self):
+        """SIGKILL: no clean-up of any kind."""
+        import os
+        import signal
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self):
+        import os
+        import signal
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+    def api(self, method: str, path: str, body=None, expect=None):
+        req = urllib.request.Request(self.url + path, method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Content-Type": "application/json",
+                                              "Authorization": f"Bearer {self.token}"})
+        try:
+            with urllib.request.urlopen(req, context=self.ssl, timeout=60) as r:
+                status, doc = r.status, json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:
+            status, doc = e.code, json.loads(e.read() or b"null")
+        if expect is not None:
+            assert status == expect, f"{method} {path}: {status} {doc}"
+        return doc
+
+    def backup(self, vm_ids, mode="auto") -> dict:
+        return self.api("POST", "/api/v1/backups", {"vm_ids": list(vm_ids), "mode": mode}, expect=202)["job"]
+
+    def restore(self, backup_id, **body) -> dict:
+        return self.api("POST", f"/api/v1/backups/{backup_id}/restore", body, expect=202)["job"]
+
+    def job(self, job_id) -> dict:
+        return self.api("GET", f"/api/v1/jobs/{job_id}", expect=200)
+
+    def wait_job(self, job_id, timeout=180) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            j = self.job(job_id)
+            if j["state"] in ("succeeded", "failed", "canceled"):
+                return j
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {job_id} still {j['state']}: {j}")
+            time.sleep(0.3)
+
+    def backups(self, vm_id=None) -> list:
+        q = f"?vm_id={vm_id}&limit=200" if vm_id else "?limit=200"
+        return self.api("GET", f"/api/v1/backups{q}", expect=200)["items"]
