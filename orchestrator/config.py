@@ -84,7 +84,21 @@ class Jobs:
 @dataclass
 class Api:
     cors_origins: list = field(default_factory=list)  # the Administration Portal's origin(s)
-    sso_cache_seconds: float = 60.0
+    sso_cache_seconds: float = 60.0  # how long an engine SSO token's identity and VMs are trusted
+    ws_queue: int = 256  # messages buffered per websocket client before the drop/close policy
+    ws_send_timeout: float = 10.0  # a client that cannot take one message in this long is closed
+    stats_cache_seconds: float = 300.0  # Store.stats() walks the target: reuse it this long
+
+
+@dataclass
+class Webhooks:
+    enabled: bool = True  # run the delivery worker on this replica
+    timeout: float = 10.0  # one HTTP attempt
+    max_attempts: int = 12  # then the delivery is `failed` (about 11 hours with the defaults)
+    base_delay: float = 10.0  # backoff after attempt n: base_delay * 2^(n-1), capped
+    max_delay: float = 3600.0
+    poll_interval: float = 1.0  # look for due deliveries at least this often
+    concurrency: int = 8  # deliveries in flight per replica
 
 
 @dataclass
@@ -98,6 +112,7 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     jobs: Jobs = field(default_factory=Jobs)
     api: Api = field(default_factory=Api)
+    webhooks: Webhooks = field(default_factory=Webhooks)
     sandbox_admin_url: str = ""  # set by --sandbox; used by the demo only
 
     @property

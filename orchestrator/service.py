@@ -2,8 +2,9 @@
 
 Resources live in `app.cleanup_ctx` generators, in dependency order:
 database (embedded PostgreSQL when no DSN is configured) → catalog →
-engine client → store → movers → job runner. Each one is torn down in the
-reverse order on shutdown.
+engine client (+ SSO verifier) → store → live hub (LISTEN/NOTIFY) → webhook
+delivery worker → movers → job runner. Each one is torn down in the reverse
+order on shutdown.
 """
 from __future__ import annotations
 
@@ -21,12 +22,18 @@ from aiohttp import web
 from imageio_ext.store import Store
 
 from . import catalog as cat
-from .api import auth, backups, health, jobs, problem, vms
+from .api import (auth, backups, cors, health, jobs, observe, openapi, problem, targets, tokens, vms,
+                  webhooks, ws)
 from .config import Config
 from .engine.client import EngineClient
 from .jobs.adapters import MoverPort, StorePort
 from .jobs.runner import JobRunner
-from .keys import CATALOG, CONFIG, ENGINE, READY, RUNNER, STORE, TARGET_ID
+from .api.sso import SsoVerifier
+from .keys import (CATALOG, CONFIG, DELIVERY, DSN, ENGINE, HUB, METRICS, READY, RUNNER, SSO, STORE,
+                   TARGET_ID)
+from .live import Hub, ProgressTracker
+from .metrics import Metrics
+from .webhooks import DeliveryWorker
 
 log = structlog.get_logger("ovault.service")
 VERSION = "0.1.0"
@@ -50,7 +57,7 @@ async def _database(app: web.Application):
     try:
         await cat.migrate(pool)
         app[CATALOG] = cat.Catalog(pool)
-        app["dsn"] = dsn
+        app[DSN] = dsn
         yield
     finally:
         await pool.close()
@@ -59,9 +66,35 @@ async def _database(app: web.Application):
 
 
 async def _engine(app: web.Application):
-    app[ENGINE] = EngineClient(app[CONFIG].engine)
+    cfg: Config = app[CONFIG]
+    app[ENGINE] = EngineClient(cfg.engine, observer=app[METRICS].engine_call)
+    app[SSO] = SsoVerifier(cfg.engine.url, ca_file=cfg.engine.ca_file, insecure=cfg.engine.insecure,
+                           cache_seconds=cfg.api.sso_cache_seconds)
     yield
+    await app[SSO].close()
     await app[ENGINE].close()
+
+
+async def _live(app: web.Application):
+    hub = Hub(app[CATALOG], app[DSN], metrics=app[METRICS])
+    app[HUB] = hub
+    await hub.start()
+    yield
+    await hub.stop()
+    await app[METRICS].close()
+
+
+async def _webhooks(app: web.Application):
+    cfg: Config = app[CONFIG]
+    if not cfg.webhooks.enabled:
+        yield
+        return
+    worker = DeliveryWorker(app[CATALOG], cfg.webhooks, metrics=app[METRICS])
+    app[DELIVERY] = worker
+    app[HUB].on_event_ids.append(lambda _id: worker.poke())
+    await worker.start()
+    yield
+    await worker.stop()
 
 
 async def _store(app: web.Application):
@@ -95,7 +128,8 @@ async def _runner(app: web.Application):
                       requests=cfg.movers.requests_per_copy, session=session,
                       imageio_ca=cfg.engine.ca_file or None)
     runner = JobRunner(catalog=app[CATALOG], engine=app[ENGINE], mover=mover,
-                       store=StorePort(app[STORE]), config=cfg, target_id=app[TARGET_ID])
+                       store=StorePort(app[STORE]), config=cfg, target_id=app[TARGET_ID],
+                       on_event=app[HUB].runner_event)
     app[RUNNER] = runner
     task = asyncio.create_task(runner.run())
     await _bootstrap_token(app)
@@ -127,14 +161,24 @@ async def _bootstrap_token(app: web.Application):
 
 
 def create_app(cfg: Config) -> web.Application:
-    app = web.Application(middlewares=[problem.problem_middleware, auth.auth_middleware],
+    # Outermost first: metrics and logs see every answer; CORS headers go on
+    # errors too (a browser cannot read a 401 without them); problem+json wraps
+    # whatever auth and the handlers raise.
+    app = web.Application(middlewares=[observe.observe_middleware, cors.cors_middleware,
+                                       problem.problem_middleware, auth.auth_middleware],
                           client_max_size=1 << 20)
     app[CONFIG] = cfg
     app[READY] = {"started": False}
-    app.cleanup_ctx.extend([_database, _engine, _store, _runner])
-    for module in (health, backups, jobs, vms):
+    metrics = Metrics(cfg.api.stats_cache_seconds)
+    metrics.tracker = ProgressTracker()
+    app[METRICS] = metrics
+    app.cleanup_ctx.extend([_database, _engine, _store, _live, _webhooks, _runner])
+    for module in ROUTE_MODULES:
         app.add_routes(module.routes)
     return app
+
+
+ROUTE_MODULES = (health, observe, openapi, tokens, vms, backups, jobs, ws, targets, webhooks)
 
 
 def tls_context(cfg: Config) -> ssl.SSLContext | None:

@@ -1,49 +1,111 @@
 """Who is calling: `Authorization: Bearer <token>` on every route but health.
 
-ovault API tokens (`ovault token create --role …`, stored hashed) carry a
-role: viewer (read), operator (backup, restore, cancel), admin (targets,
-webhooks, tokens, settings). oVirt SSO tokens are the service issue's work:
-until then only API tokens are accepted.
+Two kinds of token:
+
+- ovault API tokens (`ovt_…`, `ovault token create --role …` or
+  `POST /api/v1/tokens`, stored hashed) carry a role and see every VM; they
+  serve scripts and monitoring.
+- oVirt SSO tokens (what the Administration Portal gives its UI plugins),
+  validated against the engine (`api/sso.py`, cached briefly). Engine admins
+  get the admin role; every other engine user gets operator, limited to the
+  VMs the engine shows them (`Principal.vm_ids`). A VM outside that set is
+  answered with 404, never 403, so its existence does not leak.
+
+Roles: viewer (read), operator (backup, restore, cancel), admin (targets,
+webhooks, tokens, settings). Each handler declares its minimum role with
+`@allow(role)`; the middleware enforces it before the handler runs, so a
+route cannot forget its check (a route with no declaration needs admin).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import structlog
 from aiohttp import web
 
+from ..catalog.tokens import PREFIX as API_TOKEN_PREFIX
 from ..errors import Forbidden, Unauthorized
-from ..keys import CATALOG
+from ..keys import CATALOG, SSO
 
 ROLES = {"viewer": 0, "operator": 1, "admin": 2}
 OPEN_PATHS = {"/healthz", "/readyz"}
 PRINCIPAL = "principal"
+ROLE_ATTR = "ovault_role"
 
 
 @dataclass(frozen=True)
 class Principal:
     name: str
     role: str
-    kind: str = "token"
+    kind: str = "token"  # "token" (ovault API token) or "sso" (oVirt engine user)
     vm_ids: frozenset | None = None  # None: every VM (admins, API tokens)
+
+    def sees(self, vm_id: str) -> bool:
+        return self.vm_ids is None or vm_id.lower() in self.vm_ids
+
+
+def allow(role: str):
+    """Declare a handler's minimum role (enforced by `auth_middleware`)."""
+    if role not in ROLES:
+        raise ValueError(role)
+
+    def mark(handler):
+        setattr(handler, ROLE_ATTR, role)
+        return handler
+    return mark
+
+
+def declared_role(handler) -> str | None:
+    return getattr(handler, ROLE_ATTR, None)
+
+
+def bearer(header: str) -> str | None:
+    if not header.startswith("Bearer "):
+        return None
+    return header[7:].strip() or None
+
+
+async def authenticate(app: web.Application, token: str) -> Principal:
+    """The principal behind a bearer token (also used by the websocket's auth message)."""
+    if token.startswith(API_TOKEN_PREFIX):
+        t = await app[CATALOG].tokens.verify(token)
+        if t is None:
+            raise Unauthorized("invalid, expired or revoked token")
+        return Principal(name=t.name, role=str(t.role))
+    sso = app.get(SSO)
+    user = await sso.verify(token) if sso is not None else None
+    if user is None:
+        raise Unauthorized("invalid, expired or revoked token")
+    return Principal(name=user.name, role="admin" if user.admin else "operator", kind="sso",
+                     vm_ids=None if user.admin else user.vm_ids)
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler):
     if request.path in OPEN_PATHS or request.method == "OPTIONS":
         return await handler(request)
-    header = request.headers.get("Authorization", "")
-    if not header.startswith("Bearer ") or not header[7:].strip():
+    token = bearer(request.headers.get("Authorization", ""))
+    if token is None:
+        # The websocket may authenticate with its first message instead (browsers
+        # cannot set headers on a websocket); the handler enforces that.
+        if (getattr(request.match_info.handler, "ovault_ws", False)
+                and request.headers.get("Upgrade", "").lower() == "websocket"):
+            return await handler(request)
         raise Unauthorized("missing bearer token")
-    token = header[7:].strip()
-    t = await request.app[CATALOG].tokens.verify(token)
-    if t is None:
-        raise Unauthorized("invalid, expired or revoked token")
-    request[PRINCIPAL] = Principal(name=t.name, role=str(t.role))
+    p = await authenticate(request.app, token)
+    request[PRINCIPAL] = p
+    structlog.contextvars.bind_contextvars(user=p.name)
+    if request.match_info.http_exception is None:
+        check_role(p, declared_role(request.match_info.handler) or "admin")
     return await handler(request)
+
+
+def check_role(p: Principal, role: str) -> None:
+    if ROLES[p.role] < ROLES[role]:
+        raise Forbidden(f"this needs the {role} role; you have {p.role}")
 
 
 def require(request: web.Request, role: str) -> Principal:
     p: Principal = request[PRINCIPAL]
-    if ROLES[p.role] < ROLES[role]:
-        raise Forbidden(f"this needs the {role} role; your token has {p.role}")
+    check_role(p, role)
     return p

@@ -8,7 +8,7 @@ from ..errors import Conflict, NotFound
 from ..keys import CATALOG, ENGINE, RUNNER, STORE
 from . import validate as v
 from . import views
-from .auth import require
+from .auth import allow, require
 
 routes = web.RouteTableDef()
 MODES = ("auto", "full", "incremental")
@@ -17,6 +17,7 @@ VM_NAME = r"^[A-Za-z0-9_.\-]+$"
 
 
 @routes.post("/api/v1/backups")
+@allow("operator")
 async def start_backup(request: web.Request):
     p = require(request, "operator")
     body = await v.json_body(request)
@@ -31,7 +32,7 @@ async def start_backup(request: web.Request):
     engine = request.app[ENGINE]
     machines = []
     for vm_id in ids:
-        if p.vm_ids is not None and vm_id not in p.vm_ids:
+        if not p.sees(vm_id):
             raise NotFound("VM", vm_id)
         vm = await engine.get_vm(vm_id)
         machines.append(cat.NewMachine(vm_id=vm_id, vm_name=vm.name))
@@ -44,6 +45,7 @@ async def start_backup(request: web.Request):
 
 
 @routes.get("/api/v1/backups")
+@allow("viewer")
 async def list_backups(request: web.Request):
     p = require(request, "viewer")
     q = request.query
@@ -59,18 +61,20 @@ async def list_backups(request: web.Request):
 async def _backup(request, p):
     bid = v.path_uuid(request, "id")
     b = await request.app[CATALOG].backups.get(bid)
-    if p.vm_ids is not None and b.vm_id not in p.vm_ids:
+    if not p.sees(b.vm_id):
         raise NotFound("backup", bid)
     return b
 
 
 @routes.get("/api/v1/backups/{id}")
+@allow("viewer")
 async def get_backup(request: web.Request):
     p = require(request, "viewer")
     return web.json_response(views.backup(await _backup(request, p)))
 
 
 @routes.delete("/api/v1/backups/{id}")
+@allow("operator")
 async def delete_backup(request: web.Request):
     p = require(request, "operator")
     b = await _backup(request, p)
@@ -89,6 +93,7 @@ async def delete_backup(request: web.Request):
 
 
 @routes.post("/api/v1/backups/{id}/restore")
+@allow("operator")
 async def restore(request: web.Request):
     p = require(request, "operator")
     b = await _backup(request, p)
@@ -117,7 +122,7 @@ async def restore(request: web.Request):
             raise v.Invalid(f"disks not in backup {b.id}: {', '.join(unknown)}")
     if kind == "disks" and not req.get("disk_ids"):
         req["disk_ids"] = [d.disk_id for d in b.disks]
-    if req["target_vm_id"] and p.vm_ids is not None and req["target_vm_id"] not in p.vm_ids:
+    if req["target_vm_id"] and not p.sees(req["target_vm_id"]):
         raise NotFound("VM", req["target_vm_id"])
     if kind == "in_place" and req["name"]:
         raise v.Invalid("an in-place restore keeps the VM's name")

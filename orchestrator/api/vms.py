@@ -1,10 +1,19 @@
-"""/api/v1/vms: the engine's VMs with their protection status."""
+"""/api/v1/vms: the engine's VMs with their protection status.
+
+The list comes from the engine (through the service's own connection) and is
+filtered by the caller's VM visibility; an SSO user never sees, and gets 404
+for, a VM the engine does not show them.
+"""
 from __future__ import annotations
+
+import base64
 
 from aiohttp import web
 
+from ..errors import EngineError, NotFound
 from ..keys import CATALOG, ENGINE
-from .auth import require
+from . import validate as v
+from .auth import allow, require
 from .views import iso
 
 routes = web.RouteTableDef()
@@ -14,20 +23,65 @@ def _enum(x):
     return x.value if hasattr(x, "value") else x
 
 
+async def _view(request, vm) -> dict:
+    last = await request.app[CATALOG].backups.last_succeeded(vm.id)
+    return {"id": vm.id, "name": vm.name, "status": _enum(vm.status),
+            "host_id": vm.host.id if vm.host else None,
+            "cluster_id": vm.cluster.id if vm.cluster else None,
+            "memory": vm.memory, "protected": last is not None,
+            "last_backup": None if last is None else {
+                "id": str(last.id), "created_at": iso(last.created_at), "mode": last.mode,
+                "method": last.method}}
+
+
+def _cursor_name(cursor: str | None) -> str | None:
+    if not cursor:
+        return None
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise v.Invalid("bad page cursor") from None
+
+
 @routes.get("/api/v1/vms")
+@allow("viewer")
 async def list_vms(request: web.Request):
+    """Sorted by name; `search` is the engine's search language (`name=web*`)."""
     p = require(request, "viewer")
-    vms = await request.app[ENGINE].list_vms(search=request.query.get("search"))
-    out = []
+    q = request.query
+    search = v.opt_str(q.get("search"), "search", 500)
+    protected = v.query_bool(q.get("protected"), "protected")
+    limit = v.limit(request, default=500)
+    after = _cursor_name(q.get("cursor"))
+    try:
+        found = await request.app[ENGINE].list_vms(search=search)
+    except EngineError as e:
+        if getattr(e, "code", None) == 400:  # the engine could not parse the search
+            raise v.Invalid(f"search: {e.reason}") from None
+        raise
+    vms = sorted((vm for vm in found if p.sees(vm.id)),
+                 key=lambda vm: (vm.name or "", vm.id))
+    if after is not None:
+        vms = [vm for vm in vms if f"{vm.name or ''}\0{vm.id}" > after]
+    out, nxt = [], None
     for vm in vms:
-        if p.vm_ids is not None and vm.id not in p.vm_ids:
+        item = await _view(request, vm)
+        if protected is not None and item["protected"] != protected:
             continue
-        last = await request.app[CATALOG].backups.last_succeeded(vm.id)
-        out.append({"id": vm.id, "name": vm.name, "status": _enum(vm.status),
-                    "host_id": vm.host.id if vm.host else None,
-                    "cluster_id": vm.cluster.id if vm.cluster else None,
-                    "memory": vm.memory, "protected": last is not None,
-                    "last_backup": None if last is None else {
-                        "id": str(last.id), "created_at": iso(last.created_at), "mode": last.mode,
-                        "method": last.method}})
-    return web.json_response({"items": out})
+        if len(out) == limit:
+            last = out[-1]
+            nxt = base64.urlsafe_b64encode(f"{last['name'] or ''}\0{last['id']}".encode()).decode().rstrip("=")
+            break
+        out.append(item)
+    return web.json_response({"items": out, "next_cursor": nxt})
+
+
+@routes.get("/api/v1/vms/{id}")
+@allow("viewer")
+async def get_vm(request: web.Request):
+    p = require(request, "viewer")
+    vm_id = str(v.path_uuid(request, "id"))
+    if not p.sees(vm_id):
+        raise NotFound("VM", vm_id)
+    vm = await request.app[ENGINE].get_vm(vm_id)
+    return web.json_response(await _view(request, vm))

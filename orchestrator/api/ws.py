@@ -1,0 +1,183 @@
+"""GET /api/v1/ws: live job, VM and disk progress over a websocket.
+
+Client → server (JSON text frames):
+- `{"type": "auth", "token": "…"}` — first message, when the upgrade request
+  had no `Authorization` header (browsers cannot set one). Other messages
+  before a successful auth close the socket with 4401; no auth within 10 s
+  closes it with 4408.
+- `{"type": "subscribe", "jobs": "*" | ["<job id>", …]}` — replaces the
+  subscription; answered with `subscribed` and a `job.snapshot` per live job.
+- `{"type": "unsubscribe"}`, `{"type": "ping"}` (answered with `pong`).
+
+The message shapes sent back are in `live/messages.py` and docs/api.md.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import structlog
+from aiohttp import WSMsgType, web
+
+from .. import catalog as cat
+from ..errors import OvaultError
+from ..keys import CATALOG, CONFIG, HUB, METRICS
+from ..live import CLOSE_SEND_TIMEOUT, CLOSE_TOO_SLOW, Client
+from . import views
+from .auth import PRINCIPAL, allow, authenticate, bearer
+
+log = structlog.get_logger("ovault.api.ws")
+routes = web.RouteTableDef()
+
+AUTH_TIMEOUT = 10.0
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_AUTH_TIMEOUT = 4408
+MAX_SUBSCRIBED = 1000
+
+
+def websocket(handler):
+    handler.ovault_ws = True  # may authenticate with its first message
+    return handler
+
+
+@routes.get("/api/v1/ws")
+@allow("viewer")
+@websocket
+async def ws_handler(request: web.Request):
+    app = request.app
+    cfg = app[CONFIG].api
+    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=64 << 10)
+    await ws.prepare(request)
+    principal = request.get(PRINCIPAL)
+    if principal is None:
+        principal = await _first_message_auth(app, ws)
+        if principal is None:
+            return ws
+    client = Client(principal, cfg.ws_queue)
+    hub = app[HUB]
+    hub.add(client)
+    metrics = app.get(METRICS)
+    if metrics:
+        metrics.ws_clients.inc()
+    sender = asyncio.create_task(_sender(ws, client, cfg.ws_send_timeout))
+    await _send(client, {"type": "ready", "principal": {"name": principal.name, "role": principal.role,
+                                                        "kind": principal.kind}})
+    try:
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                continue
+            try:
+                doc = json.loads(msg.data)
+                if not isinstance(doc, dict):
+                    raise ValueError("a message is a JSON object")
+            except ValueError as e:
+                await _send(client, {"type": "error", "detail": f"bad message: {e}"})
+                continue
+            await _handle(app, client, doc)
+            if sender.done():
+                break
+    finally:
+        hub.remove(client)
+        if metrics:
+            metrics.ws_clients.dec()
+        sender.cancel()
+        try:
+            await sender
+        except (asyncio.CancelledError, Exception):
+            pass
+        if not ws.closed:
+            await ws.close()
+    return ws
+
+
+async def _first_message_auth(app, ws):
+    try:
+        msg = await ws.receive(timeout=AUTH_TIMEOUT)
+    except asyncio.TimeoutError:
+        await ws.close(code=CLOSE_AUTH_TIMEOUT, message=b"authentication timeout")
+        return None
+    token = None
+    if msg.type == WSMsgType.TEXT:
+        try:
+            doc = json.loads(msg.data)
+            if isinstance(doc, dict) and doc.get("type") == "auth" and isinstance(doc.get("token"), str):
+                token = doc["token"].strip() or None
+                if token and token.lower().startswith("bearer "):
+                    token = bearer(token)
+        except ValueError:
+            pass
+    if token is None:
+        await ws.close(code=CLOSE_UNAUTHORIZED, message=b"first message must be {\"type\":\"auth\",\"token\":...}")
+        return None
+    try:
+        return await authenticate(app, token)
+    except OvaultError as e:
+        await ws.close(code=CLOSE_UNAUTHORIZED, message=str(e).encode()[:120])
+        return None
+
+
+async def _send(client: Client, doc: dict) -> None:
+    client.offer(json.dumps(doc, separators=(",", ":"), default=str), droppable=False)
+
+
+async def _sender(ws: web.WebSocketResponse, client: Client, timeout: float) -> None:
+    overflow = asyncio.ensure_future(client.overflowed.wait())
+    try:
+        while True:
+            get = asyncio.ensure_future(client.queue.get())
+            done, _ = await asyncio.wait([get, overflow], return_when=asyncio.FIRST_COMPLETED)
+            if overflow in done:
+                get.cancel()
+                log.warning("websocket client too slow; closing", user=client.principal.name)
+                await ws.close(code=CLOSE_TOO_SLOW, message=b"too slow: reconnect and resubscribe")
+                return
+            try:
+                await asyncio.wait_for(ws.send_str(get.result()), timeout)
+            except asyncio.TimeoutError:
+                await ws.close(code=CLOSE_SEND_TIMEOUT, message=b"send timeout")
+                return
+            except (ConnectionError, RuntimeError):
+                return
+    finally:
+        overflow.cancel()
+
+
+async def _handle(app, client: Client, doc: dict) -> None:
+    kind = doc.get("type")
+    if kind == "ping":
+        await _send(client, {"type": "pong"})
+    elif kind == "unsubscribe":
+        client.jobs = set()
+        await _send(client, {"type": "subscribed", "jobs": []})
+    elif kind == "subscribe":
+        jobs = doc.get("jobs")
+        if jobs == "*":
+            client.jobs = None
+            snapshot = (await app[CATALOG].jobs.list(state=["queued", "running"], limit=100)).items
+        elif isinstance(jobs, list) and len(jobs) <= MAX_SUBSCRIBED:
+            try:
+                ids = [str(uuid.UUID(str(j))) for j in jobs]
+            except ValueError:
+                await _send(client, {"type": "error", "detail": "jobs must be \"*\" or a list of job ids"})
+                return
+            client.jobs = set(ids)
+            snapshot = []
+            for jid in ids:
+                try:
+                    snapshot.append(await app[CATALOG].jobs.get(uuid.UUID(jid)))
+                except cat.NotFound:
+                    pass
+        else:
+            await _send(client, {"type": "error",
+                                 "detail": f"jobs must be \"*\" or a list of at most {MAX_SUBSCRIBED} job ids"})
+            return
+        await _send(client, {"type": "subscribed", "jobs": "*" if client.jobs is None else sorted(client.jobs)})
+        p = client.principal
+        for j in snapshot:
+            if p.vm_ids is None or all(p.sees(m.vm_id) for m in j.machines):
+                await _send(client, {"type": "job.snapshot", "job": views.job(j)})
+    elif kind == "auth":
+        await _send(client, {"type": "error", "detail": "already authenticated"})
+    else:
+        await _send(client, {"type": "error", "detail": f"unknown message type {str(kind)[:40]!r}"})

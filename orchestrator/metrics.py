@@ -1,0 +1,167 @@
+"""Prometheus metrics, every one named `ovault_…`, in a registry per app.
+
+Two kinds:
+- this replica's own work (counters and histograms updated as things happen):
+  HTTP requests, engine calls, bytes moved and throughput of the copies this
+  replica drives, webhook attempts it made, websocket clients;
+- cluster-wide state read from the catalog at scrape time (every replica
+  reports the same values — aggregate them with `max`, not `sum`): jobs by
+  state, job durations (a histogram over every finished job in the catalog),
+  and the target's usage and dedup ratio from `Store.stats()`, which walks the
+  whole target and is therefore refreshed in the background at most every
+  `api.stats_cache_seconds`, never on the scrape path.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import structlog
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, generate_latest)
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+
+log = structlog.get_logger("ovault.metrics")
+
+DURATION_BUCKETS = (10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _CatalogCollector:
+    """Yields what `Metrics.refresh` last read from the catalog."""
+
+    def __init__(self, m: "Metrics"):
+        self.m = m
+
+    def collect(self):
+        jobs = GaugeMetricFamily("ovault_jobs", "Jobs in the catalog by kind and state",
+                                 labels=["kind", "state"])
+        for (kind, state), n in sorted(self.m._jobs.items()):
+            jobs.add_metric([kind, state], n)
+        yield jobs
+        h = HistogramMetricFamily("ovault_job_duration_seconds",
+                                  "Run time of finished jobs (started to finished)",
+                                  labels=["kind", "state"])
+        for (kind, state), (buckets, total, count) in sorted(self.m._durations.items()):
+            h.add_metric([kind, state], buckets, total)
+        yield h
+        st = self.m._stats
+        if st is not None:
+            yield GaugeMetricFamily("ovault_target_stored_bytes", "Bytes of chunks stored on the target",
+                                    value=st["stored_bytes"])
+            yield GaugeMetricFamily("ovault_target_logical_bytes",
+                                    "Non-zero bytes referenced by all published backups", value=st["logical_bytes"])
+            yield GaugeMetricFamily("ovault_target_chunks", "Chunks on the target", value=st["chunks"])
+            yield GaugeMetricFamily("ovault_target_backups", "Published backups on the target", value=st["backups"])
+            yield GaugeMetricFamily("ovault_target_dedup_ratio",
+                                    "Logical bytes referenced / bytes stored (compression and dedup)",
+                                    value=st["dedup_ratio"])
+            yield GaugeMetricFamily("ovault_target_stats_age_seconds", "Age of the target statistics",
+                                    value=time.monotonic() - st["at"])
+
+
+class Metrics:
+    def __init__(self, stats_cache_seconds: float = 300.0):
+        r = self.registry = CollectorRegistry()
+        self.http_requests = Counter("ovault_http_requests", "HTTP requests answered",
+                                     ["method", "route", "status"], registry=r)
+        self.http_seconds = Histogram("ovault_http_request_seconds", "HTTP request latency",
+                                      ["method", "route"], registry=r)
+        self.engine_seconds = Histogram("ovault_engine_call_seconds", "oVirt engine call latency",
+                                        ["operation"], registry=r)
+        self.engine_errors = Counter("ovault_engine_call_errors", "oVirt engine calls that failed",
+                                     ["operation", "kind"], registry=r)
+        self.bytes_moved = Counter("ovault_bytes_moved", "Disk bytes copied by jobs on this replica",
+                                   registry=r)
+        self.throughput = Gauge("ovault_throughput_bytes_per_second",
+                                "Current copy throughput of this replica", registry=r)
+        self.webhook_attempts = Counter("ovault_webhook_delivery_attempts",
+                                        "Webhook delivery attempts by outcome", ["outcome"], registry=r)
+        self.webhook_failures = Counter("ovault_webhook_delivery_failures",
+                                        "Webhook delivery attempts that failed", registry=r)
+        self.ws_clients = Gauge("ovault_websocket_clients", "Connected websocket clients", registry=r)
+        self.ws_dropped_total = Counter("ovault_websocket_dropped_messages",
+                                        "Messages not queued for slow websocket clients", registry=r)
+        self.stats_errors = Counter("ovault_target_stats_errors", "Failed target statistics walks",
+                                    registry=r)
+        r.register(_CatalogCollector(self))
+        self.stats_cache_seconds = stats_cache_seconds
+        self._jobs: dict = {}
+        self._durations: dict = {}
+        self._stats: dict | None = None
+        self._stats_task: asyncio.Task | None = None
+        self._last: dict[str, int] = {}
+        self.tracker = None  # live.ProgressTracker of this replica's own samples
+
+    # --- hooks ----------------------------------------------------------------------
+    def engine_call(self, operation: str, seconds: float, error: str | None) -> None:
+        """`EngineClient.observer`."""
+        self.engine_seconds.labels(operation).observe(seconds)
+        if error:
+            self.engine_errors.labels(operation, error).inc()
+
+    def progress(self, p: dict) -> None:
+        """A progress sample of a machine this replica drives."""
+        key = str(p.get("machine_id"))
+        done = int(p.get("bytes_done") or 0)
+        prev = self._last.get(key, 0)
+        if done > prev:
+            self.bytes_moved.inc(done - prev)
+        self._last[key] = done
+        if len(self._last) > 10_000:
+            self._last.clear()
+        if self.tracker is not None:
+            self.tracker.message({**p, "t": time.time()})
+
+    def webhook_attempt(self, outcome: str) -> None:
+        self.webhook_attempts.labels(outcome).inc()
+        if outcome != "delivered":
+            self.webhook_failures.inc()
+
+    def ws_dropped(self) -> None:
+        self.ws_dropped_total.inc()
+
+    # --- scrape ------------------------------------------------------------------------
+    async def refresh(self, catalog, store) -> None:
+        """Read the catalog's numbers; start a target walk when the last one is stale."""
+        rows = await catalog.db.fetch("SELECT kind, state, count(*) AS n FROM jobs GROUP BY kind, state")
+        self._jobs = {(r["kind"], r["state"]): r["n"] for r in rows}
+        cols = ", ".join(f"count(*) FILTER (WHERE d <= {b}) AS b{i}" for i, b in enumerate(DURATION_BUCKETS))
+        rows = await catalog.db.fetch(
+            f"SELECT kind, state, count(*) AS n, coalesce(sum(d), 0) AS total, {cols} FROM ("
+            "  SELECT kind, state, extract(epoch FROM finished_at - started_at)::float8 AS d FROM jobs"
+            "   WHERE finished_at IS NOT NULL AND started_at IS NOT NULL) x GROUP BY kind, state")
+        self._durations = {
+            (r["kind"], r["state"]): (
+                [(str(float(b)), r[f"b{i}"]) for i, b in enumerate(DURATION_BUCKETS)] + [("+Inf", r["n"])],
+                float(r["total"]), r["n"])
+            for r in rows}
+        if self.tracker is not None:
+            self.throughput.set(self.tracker.total_rate())
+        stale = self._stats is None or time.monotonic() - self._stats["at"] > self.stats_cache_seconds
+        if stale and store is not None and (self._stats_task is None or self._stats_task.done()):
+            self._stats_task = asyncio.create_task(self._walk(store))
+
+    async def _walk(self, store) -> None:
+        try:
+            s = await store.stats()
+            self._stats = {"stored_bytes": s.stored_bytes, "logical_bytes": s.logical_bytes,
+                           "chunks": s.chunks, "backups": s.backups,
+                           "dedup_ratio": s.dedup_ratio,
+                           "at": time.monotonic()}
+        except Exception as e:
+            self.stats_errors.inc()
+            log.warning("target statistics failed", error=str(e))
+
+    def stats(self) -> dict | None:
+        return self._stats
+
+    async def close(self) -> None:
+        if self._stats_task is not None:
+            self._stats_task.cancel()
+            try:
+                await self._stats_task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
