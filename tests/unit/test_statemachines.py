@@ -1,0 +1,360 @@
+"""BackupMachine and RestoreMachine against in-memory fakes of their ports."""
+from __future__ import annotations
+
+import asyncio
+import copy
+import uuid
+from types import SimpleNamespace as NS
+
+import ovirtsdk4.types as types
+import pytest
+
+from statemachines import BackupMachine, Deps, LostOwnership, RestoreMachine, Timeouts
+
+
+class Journal:
+    def __init__(self, state="queued", resources=None, lose_at=None):
+        self.state, self.resources = state, resources or {}
+        self.history, self.events, self.lose_at = [state], [], lose_at
+
+    async def transition(self, frm, to, error):
+        assert frm == self.state
+        if to == self.lose_at:
+            return False
+        self.state = to
+        self.history.append(to)
+        return True
+
+    async def record(self, patch):
+        def merge(d, p):
+            for k, v in p.items():
+                if isinstance(v, dict) and isinstance(d.get(k), dict):
+                    merge(d[k], v)
+                else:
+                    d[k] = copy.deepcopy(v)
+        merge(self.resources, patch)
+
+    async def progress(self, done, total, disks):
+        self.progress_seen = (done, total)
+
+    async def event(self, type_, payload):
+        self.events.append(type_)
+
+
+class EngineError(Exception):
+    def __init__(self, msg, code):
+        super().__init__(msg)
+        self.code = code
+
+
+class FakeEngine:
+    def __init__(self, cow=True, refuse_checkpoint=False):
+        self.disks = {"d1": NS(id="d1", alias="boot", provisioned_size=8 << 20, sparse=True,
+                               format=types.DiskFormat.COW if cow else types.DiskFormat.RAW,
+                               backup=types.DiskBackup.INCREMENTAL if cow else types.DiskBackup.NONE,
+                               storage_domains=[NS(id="sd1")], status=types.DiskStatus.OK)}
+        self.backups, self.snapshots, self.transfers, self.vms = {}, {}, {}, {}
+        self.refuse_checkpoint = refuse_checkpoint
+        self.calls = []
+
+    async def vm_disks(self, vm_id):
+        return [(NS(bootable=True, interface=types.DiskInterface.VIRTIO_SCSI, active=True,
+                    disk=NS(id="d1")), self.disks["d1"])]
+
+    async def start_backup(self, vm_id, backup_id, disk_ids, from_cp, description, cid):
+        self.calls.append(("start_backup", from_cp))
+        if from_cp and self.refuse_checkpoint:
+            raise EngineError(f"[Cannot backup VM. Checkpoint {from_cp} is invalid.]", 409)
+        self.backups[backup_id] = NS(id=backup_id, phase=types.BackupPhase.READY,
+                                     to_checkpoint_id="cp-new", from_cp=from_cp)
+        return self.backups[backup_id]
+
+    async def get_backup(self, vm_id, backup_id):
+        return self.backups.get(backup_id)
+
+    async def backup_disks(self, vm_id, backup_id):
+        b = self.backups[backup_id]
+        return [NS(id="d1", backup_mode=types.DiskBackupMode.INCREMENTAL if b.from_cp
+                   else types.DiskBackupMode.FULL)]
+
+    async def finalize_backup(self, vm_id, backup_id, cid):
+        self.calls.append(("finalize_backup", backup_id))
+        self.backups[backup_id].phase = types.BackupPhase.SUCCEEDED
+
+    async def list_snapshots(self, vm_id):
+        return list(self.snapshots.values())
+
+    async def create_snapshot(self, vm_id, description, disk_ids, cid):
+        s = NS(id=str(uuid.uuid4()), description=description, snapshot_status=types.SnapshotStatus.OK)
+        self.snapshots[s.id] = s
+        self.calls.append(("create_snapshot", s.id))
+        return s
+
+    async def get_snapshot(self, vm_id, sid):
+        return self.snapshots.get(sid)
+
+    async def snapshot_disks(self, vm_id, sid):
+        return [NS(id="d1", image_id="vol-1")]
+
+    async def remove_snapshot(self, vm_id, sid, cid):
+        self.calls.append(("remove_snapshot", sid))
+        self.snapshots.pop(sid, None)
+
+    async def get_vm(self, vm_id, all_content=False):
+        if vm_id in self.vms:
+            return self.vms[vm_id]
+        return NS(name="vm1", description="", memory=1 << 30, initialization=None,
+                  cpu=NS(topology=NS(sockets=1, cores=2, threads=1)),
+                  os=NS(type="rhel_8x64", boot=NS(devices=[types.BootDevice.HD])),
+                  bios=NS(type=types.BiosType.Q35_SEA_BIOS), type=types.VmType.SERVER,
+                  high_availability=None, cluster=NS(id="c1"), status=types.VmStatus.DOWN)
+
+    async def vm_nics(self, vm_id):
+        return []
+
+    async def create_transfer(self, *, direction, correlation_id, disk_id=None, snapshot_id=None,
+                              backup_id=None, host_id=None):
+        t = NS(id=str(uuid.uuid4()), phase=types.ImageTransferPhase.TRANSFERRING, host=NS(id="h1"),
+               transfer_url="https://h1/images/t", disk=NS(id=disk_id or "d1"),
+               direction=types.ImageTransferDirection(direction))
+        self.transfers[t.id] = t
+        self.calls.append(("create_transfer", direction))
+        return t
+
+    async def list_transfers(self):
+        return list(self.transfers.values())
+
+    async def get_transfer(self, tid):
+        return self.transfers.get(tid)
+
+    async def transfer_action(self, tid, action, cid=None):
+        self.calls.append((f"transfer_{action}", tid))
+        self.transfers[tid].phase = (types.ImageTransferPhase.FINISHED_SUCCESS if action == "finalize"
+                                     else types.ImageTransferPhase.FINISHED_CLEANUP)
+
+    async def add_event(self, *a, **k):
+        pass
+
+    async def list_vms(self, search=None):
+        name = search.split("=", 1)[1]
+        return [v for v in self.vms.values() if v.name == name]
+
+    async def add_vm(self, vm, cid):
+        new = NS(id=str(uuid.uuid4()), name=vm.name, status=types.VmStatus.DOWN, attached=[])
+        self.vms[new.id] = new
+        self.calls.append(("add_vm", vm.name))
+        return new
+
+    async def get_disk(self, disk_id):
+        return self.disks.get(disk_id)
+
+    async def add_disk(self, disk, cid):
+        self.disks[disk.id] = NS(id=disk.id, status=types.DiskStatus.OK)
+        self.calls.append(("add_disk", disk.id))
+
+    async def attach_disk(self, vm_id, att, cid):
+        self.vms[vm_id].attached.append(att.disk.id)
+
+    async def remove_vm(self, vm_id, cid):
+        self.calls.append(("remove_vm", vm_id))
+        self.vms.pop(vm_id, None)
+
+    async def remove_disk(self, disk_id, cid):
+        self.calls.append(("remove_disk", disk_id))
+        self.disks.pop(disk_id, None)
+
+    async def start_vm(self, vm_id, cid):
+        pass
+
+
+class FakeMover:
+    def __init__(self, fail=False, hang=False):
+        self.fail, self.hang, self.copies = fail, hang, []
+
+    async def backup_disk(self, **kw):
+        self.copies.append(kw)
+        if self.hang:
+            await asyncio.sleep(3600)
+        if self.fail:
+            raise RuntimeError("imageio answered 500 while reading extents")
+        await kw["progress"](kw["size"], kw["size"])
+        return {"bytes_read": 1, "new_bytes": 1, "disk": {"disk_id": kw["disk_id"]}}
+
+    async def restore_disk(self, **kw):
+        self.copies.append(kw)
+        if self.fail:
+            raise RuntimeError("chunk corrupted")
+        return {"bytes_written": kw["size"]}
+
+
+class FakeCatalog:
+    def __init__(self, last=None):
+        self.last, self.rows = last, {}
+
+    async def last_backup(self, vm_id, method):
+        return self.last
+
+    async def backup_started(self, **kw):
+        self.rows[kw["backup_id"]] = {"status": "running", **kw}
+
+    async def backup_succeeded(self, backup_id, **kw):
+        self.rows[backup_id]["status"] = "succeeded"
+
+    async def backup_failed(self, backup_id, error):
+        self.rows[backup_id]["status"] = "failed"
+
+    async def get_backup(self, backup_id):
+        return {"id": backup_id, "vm_id": "vm1", "status": "succeeded",
+                "config": {"name": "vm1", "cluster_id": "c1", "ovf": "<ovf/>",
+                           "disks": {"d1": {"alias": "boot", "size": 8 << 20, "format": "cow",
+                                            "backup": "incremental", "bootable": True,
+                                            "interface": "virtio_scsi", "storage_domain": "sd1"}}}}
+
+
+class FakeStore:
+    def __init__(self):
+        self.published = []
+
+    async def publish(self, vm_id, backup_id, parent_id, disks, meta):
+        self.published.append((backup_id, parent_id))
+
+    async def discard(self, vm_id, backup_id):
+        pass
+
+
+def deps(engine, mover=None, catalog=None, store=None):
+    return Deps(engine=engine, mover=mover or FakeMover(), catalog=catalog or FakeCatalog(),
+                store=store or FakeStore(), timeouts=Timeouts(snapshot=2, transfer=2,
+                                                              engine_backup=2, poll=0.01))
+
+
+def backup_machine(journal, d, mode="auto"):
+    return BackupMachine(journal, d, vm_id="vm1", job_id=str(uuid.uuid4()),
+                         machine_id=str(uuid.uuid4()), mode=mode)
+
+
+async def test_cbt_full_backup_walks_every_state_and_releases_the_engine_backup():
+    e, store, cat = FakeEngine(), FakeStore(), FakeCatalog()
+    j = Journal()
+    assert await backup_machine(j, deps(e, store=store, catalog=cat)).run() == "succeeded"
+    assert j.history == ["queued", "snapshot", "metadata", "transfer", "finalize", "succeeded"]
+    assert j.resources["method"] == "cbt" and j.resources["mode"] == "full"
+    assert ("finalize_backup", j.resources["engine_backup"]["id"]) in e.calls
+    assert e.backups[j.resources["engine_backup"]["id"]].phase == types.BackupPhase.SUCCEEDED
+    assert store.published == [(j.resources["backup_id"], None)]
+    assert cat.rows[j.resources["backup_id"]]["status"] == "succeeded"
+    assert "backup.created" in j.events
+
+
+async def test_refused_checkpoint_falls_back_to_full_and_says_why():
+    e = FakeEngine(refuse_checkpoint=True)
+    cat = FakeCatalog(last={"id": str(uuid.uuid4()), "checkpoint_id": "cp-old"})
+    j = Journal()
+    assert await backup_machine(j, deps(e, catalog=cat)).run() == "succeeded"
+    assert [c for c in e.calls if c[0] == "start_backup"] == [("start_backup", "cp-old"),
+                                                              ("start_backup", None)]
+    assert j.resources["mode"] == "full"
+    assert "refused checkpoint cp-old" in j.resources["fallback_reason"]
+
+
+async def test_incremental_reads_dirty_extents_from_the_parent():
+    parent = str(uuid.uuid4())
+    e, mover = FakeEngine(), FakeMover()
+    j = Journal()
+    d = deps(e, mover=mover, catalog=FakeCatalog(last={"id": parent, "checkpoint_id": "cp-old"}))
+    assert await backup_machine(j, d).run() == "succeeded"
+    (copy_,) = mover.copies
+    assert copy_["incremental"] is True and copy_["parent_backup_id"] == parent
+
+
+async def test_snapshot_mode_removes_its_snapshot():
+    e = FakeEngine(cow=False)
+    j = Journal()
+    assert await backup_machine(j, deps(e)).run() == "succeeded"
+    assert j.resources["method"] == "snapshot"
+    created = [c[1] for c in e.calls if c[0] == "create_snapshot"]
+    assert len(created) == 1 and ("remove_snapshot", created[0]) in e.calls
+    assert e.snapshots == {}
+
+
+async def test_failed_copy_cleans_up_everything():
+    e, cat = FakeEngine(cow=False), FakeCatalog()
+    j = Journal()
+    assert await backup_machine(j, deps(e, mover=FakeMover(fail=True), catalog=cat)).run() == "failed"
+    assert j.history[-2:] == ["cleanup", "failed"]
+    assert "500 while reading extents" in j.resources["error"]
+    assert e.snapshots == {}  # the snapshot went away
+    assert all(t.phase == types.ImageTransferPhase.FINISHED_SUCCESS for t in e.transfers.values())
+    assert [r["status"] for r in cat.rows.values()] == ["failed"]
+
+
+async def test_cancel_during_transfer_ends_canceled_after_cleanup():
+    e = FakeEngine()
+    j = Journal()
+    m = backup_machine(j, deps(e, mover=FakeMover(hang=True)))
+    task = asyncio.create_task(m.run())
+    while j.state != "transfer" or not e.transfers:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    m.request_cancel()
+    assert await asyncio.wait_for(task, 5) == "canceled"
+    assert j.history[-2:] == ["cleanup", "canceled"]
+    assert all(b.phase == types.BackupPhase.SUCCEEDED for b in e.backups.values())  # finalized
+
+
+async def test_resume_in_snapshot_state_finds_the_snapshot_instead_of_creating_another():
+    e = FakeEngine(cow=False)
+    j = Journal()
+    m = backup_machine(j, deps(e))
+    # a first run that died right after POST /snapshots, before recording the id
+    desc = f"ovault backup job={m.job_id} vm=vm1 machine={m.machine_id}"
+    await e.create_snapshot("vm1", desc, ["d1"], "x")
+    j2 = Journal(state="snapshot", resources={
+        "disks": {"d1": {"alias": "boot", "size": 8 << 20, "format": "raw", "backup": "none",
+                         "sparse": True, "bootable": True, "interface": "virtio_scsi",
+                         "storage_domain": "sd1"}},
+        "method": "snapshot", "backup_id": str(uuid.uuid4()), "snapshot": {"description": desc}})
+    m2 = BackupMachine(j2, deps(e), vm_id="vm1", job_id=m.job_id, machine_id=m.machine_id)
+    assert await m2.run() == "succeeded"
+    assert len([c for c in e.calls if c[0] == "create_snapshot"]) == 1
+
+
+async def test_lost_compare_and_swap_stops_the_machine():
+    j = Journal(lose_at="metadata")
+    with pytest.raises(LostOwnership):
+        await backup_machine(j, deps(FakeEngine())).run()
+    assert j.state == "snapshot"
+
+
+async def test_restore_new_vm_creates_attaches_and_compensates_on_failure():
+    e = FakeEngine()
+    j = Journal()
+    req = {"backup_id": str(uuid.uuid4()), "kind": "new", "name": "vm1-copy"}
+    m = RestoreMachine(j, deps(e), vm_id="vm1", job_id=str(uuid.uuid4()),
+                       machine_id=str(uuid.uuid4()), request=req)
+    assert await m.run() == "succeeded"
+    (vm,) = [v for v in e.vms.values() if v.name == "vm1-copy"]
+    new_disk = j.resources["plan"]["d1"]["target_disk"]
+    assert vm.attached == [new_disk] and ("add_disk", new_disk) in e.calls
+
+    e2 = FakeEngine()
+    j2 = Journal()
+    m2 = RestoreMachine(j2, deps(e2, mover=FakeMover(fail=True)), vm_id="vm1",
+                        job_id=str(uuid.uuid4()), machine_id=str(uuid.uuid4()),
+                        request={**req, "name": "vm1-copy2"})
+    assert await m2.run() == "failed"
+    assert e2.vms == {}  # the half-made VM was removed
+    assert ("remove_disk", j2.resources["plan"]["d1"]["target_disk"]) in e2.calls
+
+
+async def test_in_place_restore_refuses_a_running_vm():
+    e = FakeEngine()
+    e.vms["vm1"] = NS(id="vm1", name="vm1", status=types.VmStatus.UP)
+    j = Journal()
+    m = RestoreMachine(j, deps(e), vm_id="vm1", job_id=str(uuid.uuid4()),
+                       machine_id=str(uuid.uuid4()),
+                       request={"backup_id": str(uuid.uuid4()), "kind": "in_place"})
+    assert await m.run() == "failed"
+    assert "power it off" in j.resources["error"]
+    assert not [c for c in e.calls if c[0] == "create_transfer"]
+
