@@ -29,7 +29,6 @@ from ..keys import CATALOG, SSO
 
 ROLES = {"viewer": 0, "operator": 1, "admin": 2}
 OPEN_PATHS = {"/healthz", "/readyz"}
-PRINCIPAL = "principal"
 ROLE_ATTR = "ovault_role"
 
 
@@ -42,6 +41,9 @@ class Principal:
 
     def sees(self, vm_id: str) -> bool:
         return self.vm_ids is None or vm_id.lower() in self.vm_ids
+
+
+PRINCIPAL = web.RequestKey("principal", Principal)
 
 
 def allow(role: str):

@@ -123,12 +123,12 @@ async def _send(client: Client, doc: dict) -> None:
 
 async def _sender(ws: web.WebSocketResponse, client: Client, timeout: float) -> None:
     overflow = asyncio.ensure_future(client.overflowed.wait())
+    get = None
     try:
         while True:
             get = asyncio.ensure_future(client.queue.get())
             done, _ = await asyncio.wait([get, overflow], return_when=asyncio.FIRST_COMPLETED)
             if overflow in done:
-                get.cancel()
                 log.warning("websocket client too slow; closing", user=client.principal.name)
                 await ws.close(code=CLOSE_TOO_SLOW, message=b"too slow: reconnect and resubscribe")
                 return
@@ -141,6 +141,8 @@ async def _sender(ws: web.WebSocketResponse, client: Client, timeout: float) -> 
                 return
     finally:
         overflow.cancel()
+        if get is not None:
+            get.cancel()
 
 
 async def _handle(app, client: Client, doc: dict) -> None:
@@ -152,9 +154,11 @@ async def _handle(app, client: Client, doc: dict) -> None:
         await _send(client, {"type": "subscribed", "jobs": []})
     elif kind == "subscribe":
         jobs = doc.get("jobs")
+        # The subscription takes effect, and `subscribed` is queued, before any
+        # await: every update after it reaches the client. The snapshots are
+        # read afterwards, so each is at least as new as what came before it.
         if jobs == "*":
             client.jobs = None
-            snapshot = (await app[CATALOG].jobs.list(state=["queued", "running"], limit=100)).items
         elif isinstance(jobs, list) and len(jobs) <= MAX_SUBSCRIBED:
             try:
                 ids = [str(uuid.UUID(str(j))) for j in jobs]
@@ -162,17 +166,20 @@ async def _handle(app, client: Client, doc: dict) -> None:
                 await _send(client, {"type": "error", "detail": "jobs must be \"*\" or a list of job ids"})
                 return
             client.jobs = set(ids)
-            snapshot = []
-            for jid in ids:
-                try:
-                    snapshot.append(await app[CATALOG].jobs.get(uuid.UUID(jid)))
-                except cat.NotFound:
-                    pass
         else:
             await _send(client, {"type": "error",
                                  "detail": f"jobs must be \"*\" or a list of at most {MAX_SUBSCRIBED} job ids"})
             return
         await _send(client, {"type": "subscribed", "jobs": "*" if client.jobs is None else sorted(client.jobs)})
+        if client.jobs is None:
+            snapshot = (await app[CATALOG].jobs.list(state=["queued", "running"], limit=100)).items
+        else:
+            snapshot = []
+            for jid in sorted(client.jobs):
+                try:
+                    snapshot.append(await app[CATALOG].jobs.get(uuid.UUID(jid)))
+                except cat.NotFound:
+                    pass
         p = client.principal
         for j in snapshot:
             if p.vm_ids is None or all(p.sees(m.vm_id) for m in j.machines):

@@ -63,8 +63,15 @@ class ApiServer:
 
     def _main(self):
         asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self._serve())
-        self.loop.close()
+        try:
+            self.loop.run_until_complete(self._serve())
+            left = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+            for t in left:
+                t.cancel()
+            self.loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        finally:
+            self.loop.close()
 
     async def _serve(self):
         self._stop = asyncio.Event()
@@ -118,7 +125,8 @@ class ApiServer:
             with urllib.request.urlopen(req, timeout=60) as r:
                 status, raw, ctype = r.status, r.read(), r.headers.get("Content-Type", "")
         except urllib.error.HTTPError as e:
-            status, raw, ctype = e.code, e.read(), e.headers.get("Content-Type", "")
+            with e:
+                status, raw, ctype = e.code, e.read(), e.headers.get("Content-Type", "")
         if "json" in ctype and raw:
             return status, json.loads(raw)
         return status, raw.decode()
