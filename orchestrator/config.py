@@ -46,7 +46,7 @@ class Engine:
     workers: int = 4  # SDK connections (one per worker thread)
     retries: int = 4  # transient failures (5xx, connection) retried with backoff
     poll_interval: float = 1.0  # entity polling while waiting for a phase
-    events_interval: float = 2.0  # /events?from= polling
+    events_interval: float = 1.0  # /events?from= polling (wakes waiting machines early)
 
 
 @dataclass

@@ -26,6 +26,7 @@ from .api import (auth, backups, cors, health, jobs, observe, openapi, problem, 
                   webhooks, ws)
 from .config import Config
 from .engine.client import EngineClient
+from .engine.events import EventPoller, Waker
 from .jobs.adapters import MoverPort, StorePort
 from .jobs.runner import JobRunner
 from .api.sso import SsoVerifier
@@ -127,9 +128,11 @@ async def _runner(app: web.Application):
                       token=cfg.movers.token, ca_file=cfg.movers.ca_file,
                       requests=cfg.movers.requests_per_copy, session=session,
                       imageio_ca=cfg.engine.ca_file or None)
+    waker = Waker()
+    poller = asyncio.create_task(EventPoller(app[ENGINE], waker, cfg.engine.events_interval).run())
     runner = JobRunner(catalog=app[CATALOG], engine=app[ENGINE], mover=mover,
                        store=StorePort(app[STORE]), config=cfg, target_id=app[TARGET_ID],
-                       on_event=app[HUB].runner_event)
+                       on_event=app[HUB].runner_event, waker=waker)
     app[RUNNER] = runner
     task = asyncio.create_task(runner.run())
     await _bootstrap_token(app)
@@ -137,6 +140,7 @@ async def _runner(app: web.Application):
     log.info("orchestrator ready", replica=cfg.replica, target=cfg.target.url)
     yield
     app[READY]["started"] = False
+    poller.cancel()
     task.cancel()
     try:
         await task

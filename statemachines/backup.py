@@ -130,7 +130,7 @@ class BackupMachine(VmMachine):
             if cur is None or enum(cur.phase) == "failed":
                 raise StepFailed(f"the engine backup {eb['id']} failed")
             return cur if enum(cur.phase) == "ready" else None
-        b = await wait_until(ready, timeout=self.deps.timeouts.engine_backup,
+        b = await self.wait(ready, timeout=self.deps.timeouts.engine_backup,
                              interval=self.deps.timeouts.poll, what="the engine backup to be ready")
         modes = {d.id: enum(d.backup_mode) or "full" for d in await e.backup_disks(self.vm_id, eb["id"])}
         mode = "incremental" if eb.get("parent_id") and any(m == "incremental" for m in modes.values()) \
@@ -160,7 +160,7 @@ class BackupMachine(VmMachine):
             if s is None:
                 raise StepFailed(f"snapshot {snap['id']} disappeared (its creation failed)")
             return enum(s.snapshot_status) == "ok"
-        await wait_until(ok, timeout=self.deps.timeouts.snapshot, interval=self.deps.timeouts.poll,
+        await self.wait(ok, timeout=self.deps.timeouts.snapshot, interval=self.deps.timeouts.poll,
                          what="the snapshot to be ready")
         images = {d.id: d.image_id for d in await e.snapshot_disks(self.vm_id, snap["id"])}
         missing = [d for d in self.res["disks"] if d not in images]
@@ -250,7 +250,7 @@ class BackupMachine(VmMachine):
             d = sum(p[0] for p in self.disk_progress.values())
             await self.journal.progress(d, total, {k: {"done": v[0], "total": v[1]}
                                                    for k, v in self.disk_progress.items()})
-        async with self.deps.host_slot(t.host.id):
+        async with self.deps.host_slot(t.host.id), self.deps.sd_slot(info.get("storage_domain")):
             result = await self.deps.mover.backup_disk(
                 host_id=t.host.id, transfer_url=t.transfer_url, vm_id=self.vm_id,
                 backup_id=self.res["backup_id"], disk_id=disk_id,
@@ -271,7 +271,7 @@ class BackupMachine(VmMachine):
             if phase not in ("initializing", "resuming"):
                 raise StepFailed(f"image transfer {transfer_id} is {phase}")
             return None
-        return await wait_until(check, timeout=self.deps.timeouts.transfer,
+        return await self.wait(check, timeout=self.deps.timeouts.transfer,
                                 interval=min(0.5, self.deps.timeouts.poll),
                                 what=f"image transfer {transfer_id}")
 
@@ -289,7 +289,7 @@ class BackupMachine(VmMachine):
                     return "gone"
                 p = enum(cur.phase)
                 return p if p.startswith("finished") or p.startswith("cancelled") else None
-            phase = await wait_until(done, timeout=self.deps.timeouts.transfer, interval=0.3,
+            phase = await self.wait(done, timeout=self.deps.timeouts.transfer, interval=0.3,
                                      what=f"image transfer {t_rec['id']} to finish")
             if strict and phase not in ("finished_success", "gone"):
                 raise StepFailed(f"image transfer {t_rec['id']} ended {phase}")
@@ -341,7 +341,7 @@ class BackupMachine(VmMachine):
                 async def done():
                     cur = await e.get_backup(self.vm_id, eb["id"])
                     return cur is None or enum(cur.phase) in ("succeeded", "failed")
-                await wait_until(done, timeout=self.deps.timeouts.engine_backup,
+                await self.wait(done, timeout=self.deps.timeouts.engine_backup,
                                  interval=self.deps.timeouts.poll, what="the engine backup to finish")
             await self.record(engine_backup={**eb, "finalized": True})
         snap = self.res.get("snapshot")
@@ -370,7 +370,7 @@ class BackupMachine(VmMachine):
             try:
                 async def gone():
                     return await e.get_snapshot(self.vm_id, snap_id) is None
-                await wait_until(gone, timeout=self.deps.timeouts.snapshot / attempts,
+                await self.wait(gone, timeout=self.deps.timeouts.snapshot / attempts,
                                  interval=self.deps.timeouts.poll, what="snapshot removal")
                 return
             except StepFailed as err:

@@ -18,6 +18,7 @@ Design (conventions.md, "State machines"):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import traceback
 from typing import Any, Protocol
 
@@ -64,6 +65,7 @@ class VmMachine:
         self.correlation_id = f"ovault-{job_id}"
         self.error: str | None = None
         self.cancel_event = asyncio.Event()
+        self.wake: asyncio.Event | None = None
         self.log = log.bind(job_id=job_id, vm_id=vm_id, machine_id=machine_id)
         transitions = [dict(trigger=t, source=s, dest=d, conditions=["_persist"]) for t, s, d in self.FLOW]
         transitions += [dict(trigger="fail", source=self.WORK_STATES, dest="cleanup",
@@ -98,6 +100,17 @@ class VmMachine:
     # --- driver --------------------------------------------------------------------------
     async def run(self) -> str:
         """Drive the machine from its persisted state to a terminal one."""
+        waker = getattr(getattr(self, "deps", None), "waker", None)
+        sub = (waker.subscribe([self.correlation_id, f"vm:{self.vm_id}"]) if waker
+               else contextlib.nullcontext(None))
+        with sub as wake:
+            self.wake = wake
+            return await self._drive()
+
+    async def wait(self, check, **kw):
+        return await wait_until(check, wake=self.wake, **kw)
+
+    async def _drive(self) -> str:
         while self.state not in TERMINAL:
             if self.state == "cleanup":
                 await self._run_cleanup()
@@ -163,8 +176,13 @@ class VmMachine:
         raise NotImplementedError
 
 
-async def wait_until(check, *, timeout: float, interval: float = 1.0, what: str = "condition"):
-    """Poll `check()` (async) until it returns a truthy value."""
+async def wait_until(check, *, timeout: float, interval: float = 1.0, what: str = "condition",
+                     wake: asyncio.Event | None = None):
+    """Poll `check()` (async) until it returns a truthy value.
+
+    `wake` (set by the engine event poller when an event names this job or VM)
+    ends a wait early; the interval is the fallback when no event comes.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
@@ -173,7 +191,14 @@ async def wait_until(check, *, timeout: float, interval: float = 1.0, what: str 
             return v
         if loop.time() > deadline:
             raise StepFailed(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(interval)
+        if wake is None:
+            await asyncio.sleep(interval)
+        else:
+            try:
+                await asyncio.wait_for(wake.wait(), interval)
+            except asyncio.TimeoutError:
+                pass
+            wake.clear()
 
 
 def any_of(d: dict, *keys: str) -> Any:

@@ -55,3 +55,5 @@ class Deps:
     timeouts: Timeouts = field(default_factory=Timeouts)
     disks_per_vm: int = 2
     host_slot: Callable[[str], AsyncContextManager] = lambda host_id: contextlib.nullcontext()
+    sd_slot: Callable[[str], AsyncContextManager] = lambda sd_id: contextlib.nullcontext()
+    waker: Any = None  # orchestrator.engine.events.Waker: engine events end waits early

@@ -151,7 +151,7 @@ class RestoreMachine(VmMachine):
                 if enum(d.status) == "illegal":
                     raise StepFailed(f"disk {did} became illegal")
                 return enum(d.status) == "ok"
-            await wait_until(ok, timeout=300, interval=self.deps.timeouts.poll, what="the new disk")
+            await self.wait(ok, timeout=300, interval=self.deps.timeouts.poll, what="the new disk")
             await self.record(plan={src_id: {**p, "created": True}})
 
     # --- transfer -------------------------------------------------------------------------
@@ -190,7 +190,7 @@ class RestoreMachine(VmMachine):
             if phase not in ("initializing", "resuming"):
                 raise StepFailed(f"image transfer {t_rec['id']} is {phase}")
             return None
-        t = await wait_until(check, timeout=self.deps.timeouts.transfer, interval=0.3,
+        t = await self.wait(check, timeout=self.deps.timeouts.transfer, interval=0.3,
                              what="the upload transfer")
 
         async def progress(done, size):
@@ -198,7 +198,8 @@ class RestoreMachine(VmMachine):
             await self.journal.progress(sum(v[0] for v in self.disk_progress.values()), total,
                                         {k: {"done": v[0], "total": v[1]}
                                          for k, v in self.disk_progress.items()})
-        async with self.deps.host_slot(t.host.id):
+        sd = self.req.get("storage_domain_id") or p.get("storage_domain")
+        async with self.deps.host_slot(t.host.id), self.deps.sd_slot(sd):
             result = await self.deps.mover.restore_disk(
                 host_id=t.host.id, transfer_url=t.transfer_url, vm_id=self.res["source_vm"],
                 backup_id=self.res["backup_id"], disk_id=src_id, size=p["size"],
@@ -212,7 +213,7 @@ class RestoreMachine(VmMachine):
                 return "finished_success" if enum(d.status) == "ok" else "finished_failure"
             ph = enum(cur.phase)
             return ph if ph.startswith("finished") else None
-        phase = await wait_until(done, timeout=self.deps.timeouts.transfer, interval=0.3,
+        phase = await self.wait(done, timeout=self.deps.timeouts.transfer, interval=0.3,
                                  what="the upload to finish")
         if phase != "finished_success":
             raise StepFailed(f"upload of disk {p['target_disk']} ended {phase}")
@@ -255,7 +256,7 @@ class RestoreMachine(VmMachine):
                 async def ended(tid=t_rec["id"]):
                     cur = await e.get_transfer(tid)
                     return cur is None or enum(cur.phase).startswith("finished")
-                await wait_until(ended, timeout=60, interval=0.3, what="the transfer to end")
+                await self.wait(ended, timeout=60, interval=0.3, what="the transfer to end")
             except Exception as err:
                 problems.append(f"transfer {t_rec['id']}: {err}")
         kind = self.res.get("kind")

@@ -32,7 +32,7 @@ MAX_ATTEMPTS = 5
 
 class JobRunner:
     def __init__(self, *, catalog: cat.Catalog, engine, mover: MoverPort, store: StorePort,
-                 config, target_id=None, on_event=None):
+                 config, target_id=None, on_event=None, waker=None):
         self.catalog, self.engine, self.mover, self.store = catalog, engine, mover, store
         self.cfg = config
         self.owner = config.replica
@@ -40,9 +40,12 @@ class JobRunner:
         self.total = asyncio.Semaphore(config.limits.total)
         self.hosts: dict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(config.limits.per_host))
+        self.sds: dict[str, asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(config.limits.per_storage_domain))
         self.jobs: dict[uuid.UUID, asyncio.Task] = {}
         self.machines: dict[uuid.UUID, list] = {}
         self.on_event = on_event
+        self.waker = waker
         self.wakeup = asyncio.Event()
         self._stopping = False
 
@@ -120,7 +123,8 @@ class JobRunner:
                     timeouts=Timeouts(snapshot=self.cfg.jobs.snapshot_timeout,
                                       transfer=self.cfg.jobs.transfer_timeout,
                                       poll=self.cfg.engine.poll_interval),
-                    disks_per_vm=self.cfg.limits.disks_per_vm, host_slot=self._host_slot)
+                    disks_per_vm=self.cfg.limits.disks_per_vm, host_slot=self._host_slot,
+                    sd_slot=self._sd_slot, waker=self.waker)
         for m in job.machines:
             if m.terminal:
                 continue
@@ -178,6 +182,14 @@ class JobRunner:
     @contextlib.asynccontextmanager
     async def _host_slot(self, host_id: str):
         async with self.hosts[host_id]:
+            yield
+
+    @contextlib.asynccontextmanager
+    async def _sd_slot(self, sd_id: str | None):
+        if sd_id is None:
+            yield
+            return
+        async with self.sds[sd_id]:
             yield
 
     async def _publish(self, type_: str, payload: dict):

@@ -204,3 +204,33 @@ def test_imageio_daemon_killed_mid_transfer(orch, sandbox, conn, no_leftovers):
     # and the next backup works again
     j = orch.wait_job(orch.backup([vm["id"]])["id"])
     assert j["state"] == "succeeded", j
+
+
+def test_conflict_409_on_snapshot_is_retried(orch, sandbox, conn, no_leftovers):
+    vm = sandbox.vm("legacy-erp")
+    sandbox.fault(kind="engine", method="POST", path=r"^/vms/[^/]+/snapshots$", status=409, count=2,
+                  detail="[Cannot create Snapshot. Snapshot is currently being created for VM.]")
+    try:
+        j = orch.wait_job(orch.backup([vm["id"]])["id"])
+    finally:
+        sandbox.clear_faults()
+    assert j["state"] == "succeeded", j
+
+
+def test_cancel_during_transfer_cleans_up(orch, sandbox, conn, no_leftovers):
+    vm = sandbox.vm("web-frontend")
+    # slow the transfer's progress polling so the job is surely mid-transfer
+    sandbox.fault(kind="engine", method="GET", path=r"^/imagetransfers/[^/]+$", delay=1.0, count=6)
+    job = orch.backup([vm["id"]], "full")
+    try:
+        wait(lambda: orch.job(job["id"])["machines"][0]["state"] == "transfer", timeout=60,
+             what="transfer state")
+        orch.api("POST", f"/api/v1/jobs/{job['id']}/cancel", expect=202)
+        j = orch.wait_job(job["id"])
+    finally:
+        sandbox.clear_faults()
+    assert j["state"] == "canceled" and j["machines"][0]["state"] == "canceled", j
+    b = orch.api("GET", f"/api/v1/backups/{j['machines'][0]['backup_id']}", expect=200)
+    assert b["status"] == "failed"
+    backups = conn.system_service().vms_service().vm_service(vm["id"]).backups_service().list()
+    assert all(str(b.phase) in ("BackupPhase.SUCCEEDED", "succeeded") for b in backups)
