@@ -87,6 +87,9 @@ SCHEMAS = {
         "event_type": NSTR, "status": {"type": "string", "enum": ["pending", "delivered", "failed"]},
         "attempts": INT, "next_attempt_at": nullable(TIME), "last_status_code": nullable({"type": "integer"}),
         "last_error": NSTR, "created_at": TIME, "delivered_at": nullable(TIME)}),
+    "Attempt": obj({"attempt": {"type": "integer", "minimum": 1}, "attempted_at": TIME,
+                    "status_code": nullable({"type": "integer"}), "error": NSTR,
+                    "outcome": {"type": "string", "enum": ["delivered", "retry", "gave_up"]}}),
     "Token": obj({"id": UUID, "name": STR, "role": {"type": "string", "enum": ["viewer", "operator", "admin"]},
                   "created_at": TIME, "expires_at": nullable(TIME), "last_used_at": nullable(TIME),
                   "revoked": {"type": "boolean"},
@@ -235,6 +238,9 @@ PATHS = {
         "get": op("Delivery log, newest first", "admin", {"200": _json(page("Delivery"))}, tags=["webhooks"],
                   params=[path("id"), q("status", {"type": "string", "enum": ["pending", "delivered", "failed"]}),
                           LIMIT, q("cursor", {"type": "integer", "minimum": 1})])},
+    "/api/v1/webhooks/{id}/deliveries/{delivery_id}/attempts": {
+        "get": op("Every attempt of one delivery, oldest first", "admin", {"200": _json(page("Attempt"))},
+                  tags=["webhooks"], params=[path("id"), path("delivery_id", {"type": "integer", "minimum": 1})])},
     "/api/v1/webhooks/{id}/deliveries/{delivery_id}/retry": {
         "post": op("Queue a failed delivery again", "admin", {"202": _json(ref("Delivery"))}, tags=["webhooks"],
                    params=[path("id"), path("delivery_id", {"type": "integer", "minimum": 1})])},

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from ..errors import Conflict
+from ..errors import Conflict, NotFound
 from ..keys import CATALOG
 from ..webhooks import Outbox
 from . import validate as v
@@ -115,6 +115,21 @@ async def list_deliveries(request: web.Request):
                                                                  status=status)
     nxt = str(rows[limit - 1][0].id) if len(rows) > limit else None
     return web.json_response({"items": [views.delivery(d, t) for d, t in rows[:limit]], "next_cursor": nxt})
+
+
+@routes.get("/api/v1/webhooks/{id}/deliveries/{delivery_id}/attempts")
+@allow("admin")
+async def list_attempts(request: web.Request):
+    """Every attempt of one delivery, oldest first (status code, error, outcome)."""
+    wid = v.path_uuid(request, "id")
+    did = v.opt_int(request.match_info["delivery_id"], "delivery_id", 1, 2**62)
+    await request.app[CATALOG].webhooks.get(wid)
+    d = await request.app[CATALOG].webhooks.get_delivery(did)
+    if d.webhook_id != wid:
+        raise NotFound("webhook delivery", did)
+    rows = await request.app[CATALOG].webhooks.list_attempts(did)
+    return web.json_response({"items": [{**r, "attempted_at": r["attempted_at"].isoformat()} for r in rows],
+                              "next_cursor": None})
 
 
 @routes.post("/api/v1/webhooks/{id}/deliveries/{delivery_id}/retry")

@@ -143,9 +143,13 @@ class WebhookRepository(Repository):
                              status_code: int) -> Delivery | None:
         """None if the row is not at this attempt any more (a stale answer)."""
         row = await self._db.fetchrow(
-            "UPDATE webhook_deliveries SET status = 'delivered', delivered_at = now(), "
-            "last_status_code = $3, last_error = NULL "
-            "WHERE id = $1 AND attempt = $2 AND status = 'pending' RETURNING *",
+            "WITH u AS (UPDATE webhook_deliveries SET status = 'delivered', delivered_at = now(), "
+            "           last_status_code = $3, last_error = NULL "
+            "           WHERE id = $1 AND attempt = $2 AND status = 'pending' RETURNING *), "
+            "     a AS (INSERT INTO webhook_attempts (delivery_id, attempt, status_code, outcome) "
+            "           SELECT id, attempt, $3, 'delivered' FROM u "
+            "           ON CONFLICT (delivery_id, attempt) DO NOTHING) "
+            "SELECT * FROM u",
             delivery_id, attempt, status_code)
         return None if row is None else Delivery.from_record(row)
 
@@ -159,14 +163,33 @@ class WebhookRepository(Repository):
         give_up = attempt >= max_attempts
         delay = 0.0 if give_up else backoff_delay(attempt, base=base_delay, cap=max_delay)
         row = await self._db.fetchrow(
-            "UPDATE webhook_deliveries "
-            "   SET status = CASE WHEN $5 THEN 'failed' ELSE 'pending' END, "
-            "       next_attempt_at = CASE WHEN $5 THEN next_attempt_at "
-            "                              ELSE now() + make_interval(secs => $6) END, "
-            "       last_status_code = $3, last_error = $4 "
-            " WHERE id = $1 AND attempt = $2 AND status = 'pending' RETURNING *",
+            "WITH u AS (UPDATE webhook_deliveries "
+            "              SET status = CASE WHEN $5 THEN 'failed' ELSE 'pending' END, "
+            "                  next_attempt_at = CASE WHEN $5 THEN next_attempt_at "
+            "                                         ELSE now() + make_interval(secs => $6) END, "
+            "                  last_status_code = $3, last_error = $4 "
+            "            WHERE id = $1 AND attempt = $2 AND status = 'pending' RETURNING *), "
+            "     a AS (INSERT INTO webhook_attempts (delivery_id, attempt, status_code, error, outcome) "
+            "           SELECT id, attempt, $3, $4, CASE WHEN $5 THEN 'gave_up' ELSE 'retry' END FROM u "
+            "           ON CONFLICT (delivery_id, attempt) DO NOTHING) "
+            "SELECT * FROM u",
             delivery_id, attempt, status_code, error[:_MAX_ERROR], give_up, delay)
         return None if row is None else Delivery.from_record(row)
+
+    @wrap_errors
+    async def list_attempts(self, delivery_id: int) -> list[dict]:
+        """Every recorded attempt of one delivery, oldest first."""
+        rows = await self._db.fetch(
+            "SELECT attempt, attempted_at, status_code, error, outcome FROM webhook_attempts "
+            "WHERE delivery_id = $1 ORDER BY attempt", delivery_id)
+        return [dict(r) for r in rows]
+
+    @wrap_errors
+    async def get_delivery(self, delivery_id: int) -> Delivery:
+        row = await self._db.fetchrow("SELECT * FROM webhook_deliveries WHERE id = $1", delivery_id)
+        if row is None:
+            raise NotFound("webhook delivery", delivery_id)
+        return Delivery.from_record(row)
 
     @wrap_errors
     async def list_deliveries(self, webhook_id: uuid.UUID, *, limit: int = 50,

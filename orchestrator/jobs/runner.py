@@ -117,6 +117,12 @@ class JobRunner:
     # --- one job ---------------------------------------------------------------------
     async def _run_job(self, job: cat.Job):
         per_job = asyncio.Semaphore(self.cfg.limits.per_job)
+        try:
+            await self.catalog.events.append(
+                "job.running", {"job_id": str(job.id), "kind": job.kind, "attempt": job.attempts,
+                                "replica": self.owner}, job_id=job.id)
+        except cat.CatalogError as e:
+            log.warning("could not record job.running", job_id=str(job.id), error=str(e))
         machines = []
         deps = Deps(engine=self.engine, mover=self.mover, store=self.store,
                     catalog=CatalogPort(self.catalog, str(job.id), self.target_id),

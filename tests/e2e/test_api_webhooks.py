@@ -82,6 +82,11 @@ async def test_receiver_down_across_a_restart_gets_everything_in_order(sandbox):
         assert len(test) == 1 and test[0]["data"]["webhook_id"] == hook["id"]
         log = api.ok("GET", f"/api/v1/webhooks/{hook['id']}/deliveries?limit=500")["items"]
         assert {x["status"] for x in log} == {"delivered"} and max(x["attempts"] for x in log) >= 2
+        retried = max(log, key=lambda x: x["attempts"])
+        tries = api.ok("GET", f"/api/v1/webhooks/{hook['id']}/deliveries/{retried['id']}/attempts")["items"]
+        assert [t["attempt"] for t in tries] == list(range(1, retried["attempts"] + 1))
+        assert [t["outcome"] for t in tries] == ["retry"] * (len(tries) - 1) + ["delivered"]
+        assert tries[0]["error"] and 200 <= tries[-1]["status_code"] < 300
         text = api.call("GET", "/metrics")[1]
         assert 'ovault_webhook_delivery_attempts_total{outcome="delivered"}' in text
     finally:

@@ -9,7 +9,7 @@ from orchestrator.catalog.schema import Migration, load_migrations
 pytestmark = pytest.mark.integration
 
 TABLES = {"jobs", "machines", "backups", "backup_disks", "targets", "events", "webhooks",
-          "webhook_deliveries", "api_tokens", "schema_migrations"}
+          "webhook_deliveries", "webhook_attempts", "api_tokens", "schema_migrations"}
 
 
 async def _tables(conn) -> set[str]:
