@@ -1,0 +1,158 @@
+// Dashboard: protection at a glance, running jobs live, recent results, target
+// usage and deduplication.
+
+import { can } from '../api.js';
+import { TERMINAL } from '../live.js';
+import { h, clear, bytes, when, ago, stateLabel, jobCard, renderJob, emptyState, alert, errorText } from '../ui.js';
+
+export async function render(ctx) {
+  ctx._wantsLive = true;
+  const kpis = h('div', { class: 'ov-grid ov-grid-6', style: { marginBottom: '16px' } });
+  const vmBody = h('div', { class: 'ov-card-body ov-flush' });
+  const runBody = h('div', { class: 'ov-card-body ov-flush', 'data-region': 'running' });
+  const recentBody = h('div', { class: 'ov-card-body ov-flush', 'data-region': 'recent' });
+  const note = h('div');
+  clear(ctx.root,
+    ctx.header('Backup dashboard', 'Protection of the virtual machines in this oVirt installation'),
+    h('main', { class: 'ov-main' }, note, kpis,
+      h('div', { class: 'ov-grid ov-grid-3-1' },
+        h('section', { class: 'ov-card', 'aria-label': 'Virtual machines' }, h('div', { class: 'ov-card-title' }, 'Virtual machines'), vmBody),
+        h('div', { class: 'ov-grid', style: { alignContent: 'start' } },
+          h('section', { class: 'ov-card', 'aria-label': 'Running jobs' }, h('div', { class: 'ov-card-title' }, 'Running jobs'), runBody),
+          h('section', { class: 'ov-card', 'aria-label': 'Recent results' }, h('div', { class: 'ov-card-title' }, 'Recent results'), recentBody)))));
+
+  const data = { vms: [], jobs: new Map(), backups: [], targets: null };
+  const cards = new Map();
+
+  async function load() {
+    const [vms, jobs, backups, targets] = await Promise.all([
+      ctx.client.get('api/v1/vms'),
+      ctx.client.get('api/v1/jobs?limit=50'),
+      ctx.client.get('api/v1/backups?limit=200').catch(() => ({ items: [] })),
+      ctx.client.optional('api/v1/targets', null).catch(() => null),
+    ]);
+    data.vms = vms.items || [];
+    for (const j of jobs.items || []) data.jobs.set(j.id, j);
+    data.backups = (backups.items || []).filter((b) => b.status !== 'deleted');
+    data.targets = targets && (targets.items || targets);
+  }
+
+  function kpi(label, value, noteText, cls = '', key = '') {
+    return h('div', { class: `ov-card ov-kpi ${cls}`, 'data-kpi': key },
+      h('div', { class: 'ov-kpi-label' }, label), h('div', { class: 'ov-kpi-value' }, value), h('div', { class: 'ov-kpi-note' }, noteText));
+  }
+
+  function renderKpis() {
+    const prot = data.vms.filter((v) => v.protected).length;
+    const unprot = data.vms.length - prot;
+    const jobs = [...data.jobs.values()];
+    const running = jobs.filter((j) => !TERMINAL.has(j.state)).length;
+    const dayAgo = Date.now() - 86400e3;
+    const recent = jobs.filter((j) => TERMINAL.has(j.state) && new Date(j.finished_at || j.created_at).getTime() > dayAgo);
+    const ok = recent.filter((j) => j.state === 'succeeded').length;
+    const bad = recent.filter((j) => j.state === 'failed').length;
+    const t = (Array.isArray(data.targets) ? data.targets : []).map((x) => ({ ...x, ...(x.usage || {}) }));
+    const active = t.filter((x) => x.active !== false);
+    const used = active.reduce((a, x) => a + (x.used_bytes ?? x.stored_bytes ?? 0), 0);
+    const cap = active.reduce((a, x) => a + (x.capacity_bytes || 0), 0);
+    const logical = data.backups.reduce((a, b) => a + (b.size_bytes || 0), 0);
+    const stored = data.backups.reduce((a, b) => a + (b.new_bytes || 0), 0);
+    let dedup = null; let dedupNote = '';
+    const td = active.find((x) => x.dedup_ratio);
+    let dedupLabel = 'Deduplication';
+    if (td) { dedup = td.dedup_ratio; dedupNote = 'reported by the target'; }
+    else if (stored > 0) {
+      // Without target statistics: protected size over new bytes written, which
+      // counts skipped zeroes as well as deduplicated chunks.
+      dedup = logical / stored; dedupLabel = 'Data reduction'; dedupNote = `${bytes(logical)} protected in ${bytes(stored)} stored`;
+    }
+    clear(kpis,
+      kpi('Protected VMs', `${prot} / ${data.vms.length}`,
+        h('div', {}, h('div', { class: 'ov-split', 'aria-hidden': 'true' },
+          h('div', { class: 'ov-split-ok', style: { width: `${data.vms.length ? (prot / data.vms.length) * 100 : 0}%` } }),
+          h('div', { class: 'ov-split-bad', style: { width: `${data.vms.length ? (unprot / data.vms.length) * 100 : 0}%` } }))),
+        prot === data.vms.length && prot ? 'ov-ok' : '', 'protected'),
+      kpi('Unprotected VMs', String(unprot), unprot ? 'no successful backup yet' : 'every VM has a backup', unprot ? 'ov-warn' : 'ov-ok', 'unprotected'),
+      kpi('Running jobs', String(running), running ? 'live below' : 'nothing running', '', 'running'),
+      kpi('Last 24 hours', h('span', {}, h('span', { style: { color: 'var(--ov-green)' } }, String(ok)), ' / ', h('span', { style: { color: bad ? 'var(--ov-red)' : 'inherit' } }, String(bad))),
+        'succeeded / failed jobs', '', 'results'),
+      kpi('Target usage', cap ? `${Math.round((used / cap) * 100)}%` : (active.some((x) => x.usage || x.used_bytes !== undefined) ? bytes(used) : '—'),
+        cap ? `${bytes(used)} of ${bytes(cap)}` : (active.some((x) => x.usage) ? `stored on ${active.map((x) => x.name).join(', ')}` : 'target statistics not available'),
+        cap && used / cap > 0.9 ? 'ov-bad' : '', 'target'),
+      kpi(dedupLabel, dedup ? `${dedup.toFixed(1)}×` : '—', dedupNote || 'no backups yet', '', 'dedup'));
+  }
+
+  function renderVms() {
+    if (!data.vms.length) { clear(vmBody, emptyState('No virtual machines', 'The engine reports no VMs you may see.')); return; }
+    const operate = can.operate(ctx.role);
+    clear(vmBody, h('table', { class: 'ov-table', 'data-table': 'vms' },
+      h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'Status'), h('th', {}, 'Protection'), h('th', {}, 'Last backup'),
+        operate ? h('th', {}, h('span', { class: 'ov-sr' }, 'Actions')) : null)),
+      h('tbody', {}, data.vms.map((v) => h('tr', { 'data-vm': v.id },
+        h('td', { class: 'ov-nowrap' }, h('strong', {}, v.name)),
+        h('td', { class: 'ov-nowrap' }, h('span', { class: `ov-dot${v.status === 'up' ? ' ov-up' : ''}`, 'aria-hidden': 'true' }), ' ', v.status),
+        h('td', {}, v.protected ? stateLabel('succeeded', 'protected') : h('span', { class: 'ov-label ov-gold' }, 'unprotected')),
+        h('td', {}, v.last_backup ? [h('div', { class: 'ov-nowrap' }, when(v.last_backup.created_at)), h('div', { class: 'ov-muted', style: { fontSize: '12px' } }, `${v.last_backup.mode || ''} · ${ago(v.last_backup.created_at)}`)] : h('span', { class: 'ov-muted' }, 'never')),
+        operate ? h('td', { class: 'ov-actions' }, h('button', { class: 'ov-btn ov-secondary ov-small', 'data-action': 'backup',
+          'aria-label': `Back up ${v.name} now`, onclick: (e) => backup(v, e.currentTarget) }, 'Back up now')) : null)))));
+  }
+
+  async function backup(vm, btn) {
+    btn.disabled = true;
+    try {
+      const r = await ctx.client.post('api/v1/backups', { vm_ids: [vm.id], mode: 'auto' });
+      ctx.watchJob(r.job, vm.name);
+      ctx.live().watch(r.job.id);
+      onJob(r.job);
+      ctx.toast('info', `Backup of ${vm.name} started`);
+    } catch (e) {
+      ctx.toast('danger', `Backup of ${vm.name} could not start: ${errorText(e)}`);
+    } finally { btn.disabled = false; }
+  }
+
+  function renderRunning() {
+    const running = [...data.jobs.values()].filter((j) => !TERMINAL.has(j.state));
+    for (const [id, el] of cards) if (!running.find((j) => j.id === id)) { el.remove(); cards.delete(id); }
+    if (!running.length) { clear(runBody, emptyState('No running jobs')); return; }
+    runBody.querySelector('.ov-empty')?.remove();
+    for (const j of running) {
+      let el = cards.get(j.id);
+      if (!el) { el = jobCard(j, { rates: ctx.rates }); cards.set(j.id, el); runBody.prepend(el); } else renderJob(el, j, { rates: ctx.rates });
+    }
+  }
+
+  function renderRecent() {
+    const done = [...data.jobs.values()].filter((j) => TERMINAL.has(j.state))
+      .sort((a, b) => (b.finished_at || b.created_at || '').localeCompare(a.finished_at || a.created_at || '')).slice(0, 8);
+    if (!done.length) { clear(recentBody, emptyState('No finished jobs yet')); return; }
+    clear(recentBody, h('table', { class: 'ov-table' }, h('tbody', {}, done.map((j) => h('tr', { 'data-job': j.id },
+      h('td', {}, j.kind === 'restore' ? 'Restore' : 'Backup'),
+      h('td', {}, (j.machines || []).map((m) => m.vm_name).join(', ')),
+      h('td', {}, stateLabel(j.state)),
+      h('td', { class: 'ov-muted', style: { fontSize: '12px' } }, ago(j.finished_at || j.created_at)))))));
+  }
+
+  let refreshing = null;
+  function onJob(j) {
+    const prev = data.jobs.get(j.id);
+    data.jobs.set(j.id, j);
+    renderRunning();
+    if (TERMINAL.has(j.state) && (!prev || !TERMINAL.has(prev.state))) {
+      renderRecent();
+      // Protection and sizes change when a job ends: refresh them once.
+      clearTimeout(refreshing);
+      refreshing = setTimeout(() => load().then(() => { renderKpis(); renderVms(); }).catch(() => {}), 300);
+    } else if (!prev) renderKpis();
+  }
+
+  try {
+    await load();
+  } catch (e) {
+    clear(note, alert('danger', 'Could not load the dashboard', errorText(e)));
+    return;
+  }
+  renderKpis(); renderVms(); renderRunning(); renderRecent();
+  const live = ctx.live();
+  live.onJob(onJob);
+  live.watchAll(true);
+}
