@@ -172,8 +172,7 @@ async def cmd_token(args) -> int:
     dsn = cfg.database.dsn
     if not dsn:
         pg = cat.EmbeddedPostgres(state_path(cfg, "pg"))
-        if await pg._running():  # a running `serve` owns it: use it, leave it up
-            await pg.start()
+        if await pg.is_running():  # a running `serve` owns it: use it, leave it up
             dsn, pg = pg.dsn, None
         else:
             await pg.start()

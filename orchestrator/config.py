@@ -57,6 +57,7 @@ class Target:
 
 @dataclass
 class Movers:
+    enabled: bool = True  # false: every copy runs in this process ("direct mode")
     token: str = ""  # the orchestrator's credential for every host's ovault-mover
     hosts: dict = field(default_factory=dict)  # engine host id -> mover URL
     ca_file: str = ""  # CA of the movers' TLS certificates

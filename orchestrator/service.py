@@ -124,7 +124,8 @@ async def _runner(app: web.Application):
         ctx = ssl.create_default_context(cafile=cfg.movers.ca_file or None)
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx),
                                         timeout=aiohttp.ClientTimeout(total=60))
-    mover = MoverPort(store=app[STORE], store_url=cfg.target.url, movers=cfg.movers.hosts,
+    mover = MoverPort(store=app[STORE], store_url=cfg.target.url,
+                      movers=cfg.movers.hosts if cfg.movers.enabled else {},
                       token=cfg.movers.token, ca_file=cfg.movers.ca_file,
                       requests=cfg.movers.requests_per_copy, session=session,
                       imageio_ca=cfg.engine.ca_file or None)

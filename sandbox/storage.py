@@ -150,6 +150,27 @@ class Image:
         (self.dir / f"{child.id}.meta").unlink(missing_ok=True)
         return child.id
 
+    async def revert(self, vol_id: str) -> Volume:
+        """Revert to snapshot volume `vol_id`: every volume above it is discarded
+        and a fresh qcow2 overlay is put on it (what committing a snapshot
+        preview leaves). Returns the new active volume."""
+        idx = [v.id for v in self.volumes].index(vol_id)
+        for v in self.volumes[idx + 1:]:
+            v.path.unlink(missing_ok=True)
+            (self.dir / f"{v.id}.meta").unlink(missing_ok=True)
+        del self.volumes[idx + 1:]
+        await self.freeze()
+        return self.top
+
+    async def resize(self, size: int, sparse: bool = True):
+        """Grow the guest-visible size (the active volume's virtual size)."""
+        top = self.top
+        args = ["qemu-img", "resize", "-q", "-f", top.fmt]
+        if top.fmt == RAW and not sparse:
+            args.append("--preallocation=falloc")
+        await run(*args, top.path, str(size))
+        self.size = size
+
     # --- checkpoints (persistent dirty bitmaps) ---------------------------
     async def bitmaps(self, vol: Volume | None = None) -> list[str]:
         vol = vol or self.top
@@ -171,16 +192,18 @@ class Image:
     async def write(self, offset: int, length: int, pattern: int | str, seed: int | None = None):
         """A guest write into the active layer."""
         top = self.top
-        if pattern == "random":
-            rnd = random.Random(seed)
-            with tempfile.NamedTemporaryFile(dir=self.dir, prefix=".w") as f:
-                f.write(rnd.randbytes(length))
-                f.flush()
-                await run("qemu-io", "-f", top.fmt, "-c",
-                          f"write -s {f.name} {offset} {length}", top.path)
-        else:
-            await run("qemu-io", "-f", top.fmt, "-c",
-                      f"write -P {int(pattern)} {offset} {length}", top.path)
+        piece = 64 << 20  # qemu-io takes at most an int's worth of bytes per request
+        rnd = random.Random(seed)
+        for off in range(offset, offset + length, piece):
+            n = min(piece, offset + length - off)
+            if pattern == "random":
+                with tempfile.NamedTemporaryFile(dir=self.dir, prefix=".w") as f:
+                    f.write(rnd.randbytes(n))
+                    f.flush()
+                    await run("qemu-io", "-f", top.fmt, "-c", f"write -s {f.name} {off} {n}", top.path)
+            else:
+                await run("qemu-io", "-f", top.fmt, "-c", f"write -P {int(pattern)} {off} {n}",
+                          top.path)
 
     async def digest(self, vol_id: str | None = None) -> dict:
         """SHA-256 of the guest-visible content (whole virtual size)."""

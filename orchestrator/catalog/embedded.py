@@ -234,6 +234,11 @@ class EmbeddedPostgres:
             raise EmbeddedPostgresError(f"initdb failed ({rc}): {out}")
         os.rename(staging, self.data_dir)
 
+    async def is_running(self) -> bool:
+        """True if a live server (ours or another process's) owns the data dir."""
+        self._resolve_user()
+        return await self._running()
+
     async def _running(self) -> bool:
         """True if a live server owns the data dir (pg_ctl status)."""
         if not (self.data_dir / "postmaster.pid").exists():

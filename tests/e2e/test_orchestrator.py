@@ -234,3 +234,34 @@ def test_cancel_during_transfer_cleans_up(orch, sandbox, conn, no_leftovers):
     assert b["status"] == "failed"
     backups = conn.system_service().vms_service().vm_service(vm["id"]).backups_service().list()
     assert all(str(b.phase) in ("BackupPhase.SUCCEEDED", "succeeded") for b in backups)
+
+
+def test_direct_mode_without_movers(sandbox, conn, state_root, no_leftovers):
+    """Hosts without a mover: the orchestrator runs the copy engine itself."""
+    o = Orchestrator(sandbox.dir, state_root / "direct", env={"OVAULT_MOVERS__ENABLED": "false"}).start()
+    try:
+        vm = sandbox.vm("web-frontend")
+        (att, disk), = disks_of(conn, vm["id"])
+        want = sandbox.digest(disk.id)
+        j = o.wait_job(o.backup([vm["id"]], "full")["id"])
+        assert j["state"] == "succeeded", j
+        b = o.api("GET", f"/api/v1/backups/{machine(j)['backup_id']}", expect=200)
+        assert b["disks"][0]["bytes_read"] > 0
+        # no host's mover saw this backup: the data went through the orchestrator
+        import json as _json
+        import urllib.request
+        for h in sandbox.info["hosts"]:
+            req = urllib.request.Request(h["mover_url"] + "/v1/copies",
+                                         headers={"Authorization": f"Bearer {sandbox.info['mover_token']}"})
+            with urllib.request.urlopen(req, timeout=10) as r:
+                doc = _json.loads(r.read())
+            copies = doc["copies"]
+            assert all(c["backup_id"] != b["id"] for c in copies)
+        j = o.wait_job(o.restore(b["id"], kind="disks")["id"])
+        assert j["state"] == "succeeded", j
+        (new,) = [d for d in conn.system_service().disks_service().list()
+                  if d.description and b["id"] in d.description]
+        assert sandbox.digest(new.id) == want
+        conn.system_service().disks_service().disk_service(new.id).remove()
+    finally:
+        o.stop()
