@@ -22,7 +22,8 @@ from aiohttp import web
 from imageio_ext.store import Store
 
 from . import catalog as cat
-from .api import (auth, backups, cors, health, jobs, observe, openapi, problem, targets, tokens, vms,
+from .api import (auth, backups, cors, health, inventory, jobs, observe, openapi, problem, targets,
+                  tokens, vms,
                   webhooks, ws)
 from .config import Config
 from .engine.client import EngineClient
@@ -183,7 +184,7 @@ def create_app(cfg: Config) -> web.Application:
     return app
 
 
-ROUTE_MODULES = (health, observe, openapi, tokens, vms, backups, jobs, ws, targets, webhooks)
+ROUTE_MODULES = (health, observe, openapi, tokens, vms, inventory, backups, jobs, ws, targets, webhooks)
 
 
 def tls_context(cfg: Config) -> ssl.SSLContext | None:
