@@ -137,6 +137,10 @@ class Metrics:
             for r in rows}
         if self.tracker is not None:
             self.throughput.set(self.tracker.total_rate())
+        self.kick(store)
+
+    def kick(self, store) -> None:
+        """Start a target walk in the background when the last figures are stale."""
         stale = self._stats is None or time.monotonic() - self._stats["at"] > self.stats_cache_seconds
         if stale and store is not None and (self._stats_task is None or self._stats_task.done()):
             self._stats_task = asyncio.create_task(self._walk(store))

@@ -12,7 +12,7 @@ import re
 from aiohttp import web
 
 from ..errors import Conflict
-from ..keys import CATALOG, CONFIG, METRICS, TARGET_ID
+from ..keys import STORE, CATALOG, CONFIG, METRICS, TARGET_ID
 from . import validate as v
 from . import views_admin as views
 from .auth import allow
@@ -32,6 +32,8 @@ def _url(raw) -> str:
 def _view(request, t):
     active = t.id == request.app[TARGET_ID]
     m = request.app.get(METRICS)
+    if m and active:
+        m.kick(request.app.get(STORE))  # figures for the next call when they are stale
     return views.target(t, active=active, stats=m.stats() if (m and active) else None)
 
 
