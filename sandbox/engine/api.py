@@ -16,7 +16,9 @@ import asyncio
 import base64
 import datetime as dt
 import fnmatch
+import json
 import re
+import xml.etree.ElementTree as ET
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ import structlog
 from aiohttp import web
 from ovirtsdk4 import types
 
-from . import ovf, render
+from . import jsonrep, ovf, render
 from .render import T
 from .state import (Attachment, Conflict, Engine, EngineError, NotFound, BadRequest, Nic, Vm,
                     new_id)
@@ -104,8 +106,10 @@ class Faults:
 
 # --- XML helpers -----------------------------------------------------------------------
 def xml_response(obj, status=200, root=None) -> web.Response:
-    return web.Response(status=status, text=render.to_xml(obj, root=root),
-                        content_type="application/xml")
+    r = web.Response(status=status, text=render.to_xml(obj, root=root),
+                     content_type="application/xml")
+    r["collection"] = isinstance(obj, list)  # for the JSON rendering and `follow`
+    return r
 
 
 def fault(status: int, reason: str, detail: str) -> web.Response:
@@ -120,11 +124,36 @@ def action(extra: str = "") -> web.Response:
     return web.Response(status=200, text=body, content_type="application/xml")
 
 
-async def body(request):
+XML_TYPES = ("application/xml", "text/xml")
+JSON_TYPE = "application/json"
+
+
+async def body(request, root: str | None = None):
+    """The request's entity as an SDK object. JSON bodies are mapped to XML with
+    the root element `root` (what the route expects) and read the same way."""
+    raw = await request.read()
+    if request.content_type == JSON_TYPE and raw.strip():
+        if root is None:
+            raise BadRequest("A JSON document is not accepted here")
+        try:
+            raw = jsonrep.json_to_xml(raw, root)
+        except ValueError as e:
+            raise BadRequest(str(e)) from None
     try:
-        return render.parse(await request.read())
+        return render.parse(raw)
     except ValueError as e:
         raise BadRequest(str(e)) from None
+
+
+async def action_body(request) -> types.Action:
+    """The `<action>` of an action request (empty bodies are an empty action)."""
+    raw = await request.read()
+    if not raw.strip():
+        return types.Action()
+    x = await body(request, "action")
+    if not isinstance(x, types.Action):
+        raise BadRequest("Expected an <action> document")
+    return x
 
 
 def boolean(request, name, default=False) -> bool:
@@ -145,60 +174,168 @@ def enum(v):
 
 
 # --- search -----------------------------------------------------------------------------
-def search(items, q: str | None, fields, case_sensitive=False):
-    """A small subset of the engine's search language: `a=b and c!=d`, `*` globs,
-    and free text (matches any listed field)."""
-    if not q:
-        return list(items)
-    terms = re.split(r"\s+and\s+", q.strip(), flags=re.I)
-    out = list(items)
-    for term in terms:
-        m = re.match(r"^\s*([\w.]+)\s*(!=|=)\s*(.*?)\s*$", term)
-        if m:
-            key, op, val = m.group(1).lower(), m.group(2), m.group(3).strip('"')
-            get = fields.get(key)
-            if get is None:
-                continue  # unknown keys are ignored, like unsupported search fields
+# Fields whose values are enums: the engine matches them regardless of case.
+ENUM_FIELDS = {"status", "type", "severity", "phase", "format"}
 
-            def ok(x, get=get, val=val, op=op):
-                got = get(x)
-                got = "" if got is None else str(got)
-                a, b = (got, val) if case_sensitive else (got.lower(), val.lower())
-                hit = fnmatch.fnmatchcase(a, b)
-                return hit if op == "=" else not hit
-            out = [x for x in out if ok(x)]
-        else:
-            text = term.strip().lower()
-            out = [x for x in out if any(text in str(f(x) or "").lower() for f in fields.values())]
+
+def _term_filter(items, term, fields, case_sensitive):
+    m = re.match(r"^\s*([\w.]+)\s*(!=|=)\s*(.*?)\s*$", term)
+    if m:
+        key, op, val = m.group(1).lower(), m.group(2), m.group(3).strip('"')
+        get = fields.get(key)
+        if get is None:
+            return list(items)  # unknown keys are ignored, like unsupported search fields
+        cs = case_sensitive and key not in ENUM_FIELDS
+
+        def ok(x):
+            got = get(x)
+            got = "" if got is None else str(got)
+            a, b = (got, val) if cs else (got.lower(), val.lower())
+            hit = fnmatch.fnmatchcase(a, b)
+            return hit if op == "=" else not hit
+        return [x for x in items if ok(x)]
+    text = term.strip().lower()
+    return [x for x in items if any(text in str(f(x) or "").lower() for f in fields.values())]
+
+
+def search(items, q: str | None, fields, case_sensitive=False):
+    """A subset of the engine's search language: `a=b and c!=d or e=f`, `*` globs,
+    free text (matches any listed field), `sortby FIELD [asc|desc]` and `page N`
+    (with `max` as the page size, see `page`)."""
+    items = list(items)
+    if not q or not q.strip():
+        return items
+    q = q.strip()
+    order = None
+    q = re.sub(r"\s*\bpage\s+\d+\s*$", "", q, flags=re.I).strip()
+    m = re.search(r"\s*\bsortby\s+([\w.]+)(?:\s+(asc|desc))?\s*$", q, flags=re.I)
+    if m:
+        order = (m.group(1).lower(), (m.group(2) or "asc").lower() == "desc")
+        q = q[:m.start()].strip()
+    out = items
+    if q:
+        hits: set[int] = set()
+        for alternative in re.split(r"\s+or\s+", q, flags=re.I):
+            sel = items
+            for term in re.split(r"\s+and\s+", alternative.strip(), flags=re.I):
+                sel = _term_filter(sel, term, fields, case_sensitive)
+            hits.update(id(x) for x in sel)
+        out = [x for x in items if id(x) in hits]
+    if order and order[0] in fields:
+        get = fields[order[0]]
+        out.sort(key=lambda x: str(get(x) or "").lower(), reverse=order[1])
     return out
 
 
 def page(items, request):
     m = request.query.get("max")
+    size = None
     if m not in (None, "", "-1"):
         try:
-            items = items[: int(m)]
+            size = int(m)
         except ValueError:
             raise BadRequest(f"Invalid value for 'max': {m}") from None
-    return items
+    pm = re.search(r"\bpage\s+(\d+)\s*$", request.query.get("search") or "", flags=re.I)
+    if pm and size:
+        start = (max(int(pm.group(1)), 1) - 1) * size
+        return items[start:start + size]
+    return items[:size] if size is not None else items
 
 
 # --- middleware ---------------------------------------------------------------------------
+VERSION_IN_PATH = re.compile(r"^/v(\d+)(/.*)?$")
+UNSUPPORTED_VERSION = ("<html><head><title>Error</title></head><body>Bad Request</body></html>")
+
+
+def negotiate(request) -> str | None:
+    """'xml' or 'json' from the Accept header (first listed wins a tie; none or
+    a wildcard is XML); None when neither is acceptable (406)."""
+    accept = request.headers.get("Accept", "").strip()
+    if not accept:
+        return "xml"
+    best, best_q = None, 0.0
+    for part in accept.split(","):
+        mt, *params = [x.strip() for x in part.split(";")]
+        q = 1.0
+        for prm in params:
+            if prm.startswith("q="):
+                try:
+                    q = float(prm[2:])
+                except ValueError:
+                    q = 0.0
+        mt = mt.lower()
+        kind = ("json" if mt == JSON_TYPE else
+                "xml" if mt in XML_TYPES + ("*/*", "*", "application/*", "text/*") else None)
+        if kind and q > best_q:
+            best, best_q = kind, q
+    return best
+
+
+async def dispatch(request, rel_url: str, method: str = "GET"):
+    """Run the handler of another API path inside this request (same user)."""
+    sub = request.clone(method=method, rel_url=rel_url)
+    mi = await request.app.router.resolve(sub)
+    mi.add_app(request.app)
+    mi.freeze()
+    sub._match_info = mi  # what aiohttp's own dispatcher does
+    return await mi.handler(sub)
+
+
 @web.middleware
 async def middleware(request: web.Request, handler):
     path = request.path
-    if path.startswith(API) and request.app[FAULTS]:
-        rule = request.app[FAULTS].match(request.method, path[len(API):] or "/")
+    if not path.startswith(API):
+        return await handler(request)
+    tail = path[len(API):]
+    # Version: in the path (/v4/...) or the Version header; v3 was removed in 4.3,
+    # and the engine's VersionFilter answers an unsupported one with a bare 400.
+    m = VERSION_IN_PATH.match(tail)
+    version = m.group(1) if m else request.headers.get("Version", "").strip() or "4"
+    if version != "4":
+        return web.Response(status=400, text=UNSUPPORTED_VERSION, content_type="text/html")
+    if m:
+        rest = m.group(2) or ""
+        qs = ("?" + request.query_string) if request.query_string else ""
+        async def versioned(_request, rest=rest, qs=qs):
+            return await dispatch(request, API + rest + qs, request.method)
+        handler, tail = versioned, rest
+    fmt = negotiate(request)
+    resp = await _api(request, handler, tail or "/", fmt)
+    return await _represent(request, resp, fmt or "xml")
+
+
+async def _api(request, handler, tail, fmt):
+    if request.app[FAULTS]:
+        rule = request.app[FAULTS].match(request.method, tail)
         if rule:
             if rule.delay:
                 await asyncio.sleep(rule.delay)
             if rule.status:
                 return fault(rule.status, "Operation Failed", rule.detail)
-    if path.startswith(API):
-        user = authenticate(request)
-        if user is None:
-            return fault(401, "Unauthorized", "Authentication required: invalid or expired token")
-        request["user"] = user
+    user = authenticate(request)
+    if user is None:
+        return fault(401, "Unauthorized", "Authentication required: invalid or expired token")
+    request["user"] = user
+    if fmt is None:
+        return fault(406, "Not Acceptable", "The requested media type is not supported; "
+                     "use application/xml or application/json")
+    if request.method in ("POST", "PUT"):
+        raw = await request.read()
+        if raw.strip():
+            ctype = request.content_type if "Content-Type" in request.headers else "application/xml"
+            if ctype in XML_TYPES:
+                try:
+                    ET.fromstring(raw)
+                except ET.ParseError as e:
+                    return fault(400, "Bad Request", f"Malformed XML document: {e}")
+            elif ctype == JSON_TYPE:
+                try:
+                    json.loads(raw)
+                except (ValueError, UnicodeDecodeError) as e:
+                    return fault(400, "Bad Request", f"Malformed JSON document: {e}")
+            else:
+                return fault(415, "Unsupported Media Type",
+                             f"Cannot consume content type '{ctype}'")
     try:
         return await handler(request)
     except EngineError as e:
@@ -206,8 +343,93 @@ async def middleware(request: web.Request, handler):
     except web.HTTPException:
         raise
     except Exception as e:  # a bug in the simulator: still answer like the engine
-        structlog.get_logger("sandbox.engine").exception("internal error", path=path)
+        structlog.get_logger("sandbox.engine").exception("internal error", path=request.path)
         return fault(500, "Internal Server Error", f"{type(e).__name__}: {e}")
+
+
+async def _represent(request, resp, fmt):
+    """`follow` inlining, then the JSON rendering, of an XML answer."""
+    if not isinstance(resp, web.Response) or resp.content_type != "application/xml" or not resp.text:
+        return resp
+    follow = request.query.get("follow")
+    if follow and request.method == "GET" and resp.status == 200:
+        try:
+            resp.text = await _follow(request, resp.text, follow, resp.get("collection", False))
+        except EngineError as e:
+            return await _represent(request, fault(e.status, e.reason, e.detail), fmt)
+    if fmt == "json":
+        out = web.Response(status=resp.status, content_type=JSON_TYPE,
+                           text=jsonrep.xml_to_json(resp.text, resp.get("collection", False)))
+        for k, v in resp.headers.items():
+            if k.lower() not in ("content-type", "content-length"):
+                out.headers[k] = v
+        return out
+    return resp
+
+
+# --- follow (4.4+): inline linked entities and collections ------------------------------
+async def _fetch(request, href: str) -> ET.Element | None:
+    try:
+        resp = await dispatch(request, href)
+    except (EngineError, web.HTTPException):
+        return None
+    if resp.status != 200 or not getattr(resp, "text", None):
+        return None
+    return ET.fromstring(resp.text)
+
+
+def _is_ref(el: ET.Element) -> bool:
+    return el.get("href") is not None and all(c.tag == "link" for c in el)
+
+
+async def _follow_one(request, el: ET.Element, parts: list[str]):
+    name, rest = parts[0], parts[1:]
+    targets = []
+    child = el.find(name)
+    if child is not None and child.get("href") is not None:  # a reference to one entity
+        if _is_ref(child):
+            full = await _fetch(request, child.get("href"))
+            if full is not None:
+                full.tag = name
+                el[list(el).index(child)] = full
+                child = full
+        targets = [child]
+    elif child is not None:  # an inline list of references
+        for i, item in enumerate(list(child)):
+            if item.get("href") and _is_ref(item):
+                full = await _fetch(request, item.get("href"))
+                if full is not None:
+                    full.tag = item.tag
+                    child[i] = full
+        targets = list(child)
+    else:  # a sub-collection given as a link
+        rel = name.replace("_", "")
+        link = next((l for l in el.findall("link") if l.get("rel") in (rel, name)), None)
+        if link is None:
+            raise BadRequest(f"Can't follow '{name}': the {el.tag} has no such link")
+        coll = await _fetch(request, link.get("href"))
+        if coll is not None:
+            coll.tag = name
+            for k in list(coll.attrib):
+                del coll.attrib[k]
+            el.append(coll)
+            targets = list(coll)
+    if rest:
+        for t in targets:
+            await _follow_one(request, t, rest)
+
+
+async def _follow(request, text: str, follow: str, collection: bool) -> str:
+    root = ET.fromstring(text)
+    entities = list(root) if collection else [root]
+    for path in follow.split(","):
+        parts = [p for p in path.strip().split(".") if p]
+        if not parts:
+            continue
+        for ent in entities:
+            await _follow_one(request, ent, parts)
+    return ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+            + ET.tostring(root, encoding="unicode"))
 
 
 def authenticate(request) -> User | None:
@@ -322,7 +544,8 @@ async def api_root(request):
 def _collection(name, items_fn, render_fn, root, fields):
     async def list_(request):
         e = request.app[ENGINE]
-        items = search(items_fn(e), request.query.get("search"), fields,
+        items = search(items_fn(e), request.query.get("search"),
+                       fields(e) if callable(fields) else fields,
                        boolean(request, "case_sensitive", False))
         return xml_response([render_fn(e, x) for x in page(items, request)], root=root)
 
@@ -337,18 +560,26 @@ def _collection(name, items_fn, render_fn, root, fields):
 
 
 _collection("datacenters", lambda e: e.dcs.values(), render.dc, "data_centers",
-            {"name": lambda x: x.name, "id": lambda x: x.id})
+            lambda e: {"name": lambda x: x.name, "id": lambda x: x.id,
+                       "storage": lambda x: " ".join(s.name for s in e.sds.values()
+                                                     if s.dc_id == x.id),
+                       "storage.name": lambda x: next((s.name for s in e.sds.values()
+                                                       if s.dc_id == x.id), None)})
 _collection("clusters", lambda e: e.clusters.values(), render.cluster, "clusters",
             {"name": lambda x: x.name, "id": lambda x: x.id})
 
 
-def _host_fields(e_getter=None):
+def _host_fields(e):
+    def dc_name(h):
+        c = e.clusters.get(h.cluster_id)
+        return e.dcs[c.dc_id].name if c and c.dc_id in e.dcs else None
     return {"name": lambda h: h.name, "id": lambda h: h.id, "status": lambda h: h.status,
-            "hw_id": lambda h: h.hw_id, "cluster": lambda h: h.cluster_id,
-            "datacenter": lambda h: "Default"}
+            "hw_id": lambda h: h.hw_id,
+            "cluster": lambda h: e.clusters[h.cluster_id].name if h.cluster_id in e.clusters else None,
+            "datacenter": dc_name, "address": lambda h: "127.0.0.1"}
 
 
-_collection("hosts", lambda e: e.hosts.values(), render.host, "hosts", _host_fields())
+_collection("hosts", lambda e: e.hosts.values(), render.host, "hosts", _host_fields)
 _collection("storagedomains", lambda e: e.sds.values(), render.storage_domain, "storage_domains",
             {"name": lambda x: x.name, "id": lambda x: x.id, "type": lambda x: x.type})
 
@@ -442,7 +673,7 @@ def _apply_vm_fields(vm: Vm, x: types.Vm):
 async def vms_add(request):
     require_admin(request)
     e = request.app[ENGINE]
-    x = await body(request)
+    x = await body(request, "vm")
     if not isinstance(x, types.Vm):
         raise BadRequest("Expected a <vm> document")
     cluster_id = _resolve_cluster(e, x.cluster)
@@ -487,7 +718,7 @@ async def vm_update(request):
     require_admin(request)
     e = request.app[ENGINE]
     vm = get_vm(request)
-    x = await body(request)
+    x = await body(request, "vm")
     if x.name and x.name != vm.name and any(v.name == x.name for v in e.vms.values()):
         raise Conflict("[Cannot edit VM. The VM name is already in use.]")
     _apply_vm_fields(vm, x)
@@ -529,7 +760,7 @@ async def att_get(request):
 @routes.post(API + "/vms/{vm}/diskattachments")
 async def att_add(request):
     e, vm = request.app[ENGINE], get_vm(request)
-    x = await body(request)
+    x = await body(request, "disk_attachment")
     if not isinstance(x, types.DiskAttachment) or x.disk is None:
         raise BadRequest("DiskAttachment [disk] required for add")
     if x.interface is None:
@@ -568,9 +799,16 @@ async def nics_list(request):
 @routes.post(API + "/vms/{vm}/nics")
 async def nic_add(request):
     e, vm = request.app[ENGINE], get_vm(request)
-    x = await body(request)
+    x = await body(request, "nic")
+    if not isinstance(x, types.Nic):
+        raise BadRequest("Expected a <nic> document")
+    if x.name and any(o.name == x.name for o in vm.nics):
+        raise Conflict("[Cannot add Interface. The VM already has a network interface with the "
+                       "same name.]")
     n = Nic(new_id(), x.name or f"nic{len(vm.nics) + 1}", enum(x.interface) or "virtio",
-            x.mac.address if x.mac and x.mac.address else e.new_mac())
+            x.mac.address if x.mac and x.mac.address else e.new_mac(),
+            linked=x.linked if x.linked is not None else True,
+            plugged=x.plugged if x.plugged is not None else True)
     vm.nics.append(n)
     return xml_response(render.nic(e, vm, n), status=201)
 
@@ -580,19 +818,21 @@ async def nic_add(request):
 async def snaps_list(request):
     e, vm = request.app[ENGINE], get_vm(request)
     snaps = [e.snapshot(vm, vm.active_snapshot_id)] + list(vm.snapshots)
-    return xml_response([render.snapshot(e, vm, s) for s in snaps], root="snapshots")
+    ac = boolean(request, "all_content")
+    return xml_response([render.snapshot(e, vm, s, ac) for s in snaps], root="snapshots")
 
 
 @routes.get(API + "/vms/{vm}/snapshots/{id}")
 async def snap_get(request):
     e, vm = request.app[ENGINE], get_vm(request)
-    return xml_response(render.snapshot(e, vm, e.snapshot(vm, request.match_info["id"])))
+    return xml_response(render.snapshot(e, vm, e.snapshot(vm, request.match_info["id"]),
+                                        boolean(request, "all_content")))
 
 
 @routes.post(API + "/vms/{vm}/snapshots")
 async def snap_add(request):
     e, vm = request.app[ENGINE], get_vm(request)
-    x = await body(request)
+    x = await body(request, "snapshot")
     if not isinstance(x, types.Snapshot):
         raise BadRequest("Expected a <snapshot> document")
     disk_ids = None
@@ -647,7 +887,7 @@ async def backup_get(request):
 @routes.post(API + "/vms/{vm}/backups")
 async def backup_add(request):
     e, vm = request.app[ENGINE], get_vm(request)
-    x = await body(request)
+    x = await body(request, "backup")
     if not isinstance(x, types.Backup):
         raise BadRequest("Expected a <backup> document")
     b = await e.start_backup(vm.id, [d.id for d in (x.disks or []) if d.id], x.from_checkpoint_id,
@@ -761,7 +1001,7 @@ async def _add_disk(e: Engine, x: types.Disk, correlation_id, sd_id=None):
 @routes.post(API + "/disks")
 async def disk_add(request):
     e = request.app[ENGINE]
-    x = await body(request)
+    x = await body(request, "disk")
     if not isinstance(x, types.Disk):
         raise BadRequest("Expected a <disk> document")
     d = await _add_disk(e, x, corr(request))
@@ -811,7 +1051,7 @@ async def sd_disk_add(request):
     e = request.app[ENGINE]
     if request.match_info["sd"] not in e.sds:
         raise NotFound(f"Storage domain '{request.match_info['sd']}' not found")
-    x = await body(request)
+    x = await body(request, "disk")
     d = await _add_disk(e, x, corr(request), sd_id=request.match_info["sd"])
     return xml_response(render.disk(e, d), status=201)
 
@@ -870,7 +1110,7 @@ async def transfer_get(request):
 @routes.post(API + "/imagetransfers")
 async def transfer_add(request):
     e = request.app[ENGINE]
-    x = await body(request)
+    x = await body(request, "image_transfer")
     if not isinstance(x, types.ImageTransfer):
         raise BadRequest("Expected an <image_transfer> document")
     disk_id = x.disk.id if x.disk else (x.image.id if x.image else None)
@@ -898,8 +1138,10 @@ async def transfer_action(request):
         await e.pause_transfer(tid)
     elif act == "resume":
         await e.resume_transfer(tid)
-    else:
-        e.transfer(tid)
+    else:  # extend the ticket: only a live transfer has one
+        t = e.transfer(tid)
+        if t.phase not in ("transferring", "paused_user", "paused_system", "resuming"):
+            raise Conflict(f"[Cannot extend image transfer ticket. Phase is {t.phase}.]")
     return action()
 
 
@@ -940,7 +1182,7 @@ async def event_get(request):
 @routes.post(API + "/events")
 async def event_add(request):
     e = request.app[ENGINE]
-    x = await body(request)
+    x = await body(request, "event")
     if not isinstance(x, types.Event):
         raise BadRequest("Expected an <event> document")
     for f in ("origin", "severity", "custom_id", "description"):
@@ -968,6 +1210,208 @@ async def job_get(request):
     if j is None:
         raise NotFound(f"Job '{request.match_info['id']}' not found")
     return xml_response(render.job(e, j))
+
+
+# --- data center sub-collections ----------------------------------------------------------------------
+@routes.get(API + "/datacenters/{dc}/storagedomains")
+async def dc_sds(request):
+    e = request.app[ENGINE]
+    dc = e.dcs.get(request.match_info["dc"])
+    if dc is None:
+        raise NotFound(f"Data center '{request.match_info['dc']}' not found")
+    return xml_response([render.storage_domain(e, sd, href=f"{API}/datacenters/{dc.id}/storagedomains/{sd.id}")
+                         for sd in e.sds.values() if sd.dc_id == dc.id], root="storage_domains")
+
+
+@routes.get(API + "/datacenters/{dc}/storagedomains/{id}")
+async def dc_sd(request):
+    e = request.app[ENGINE]
+    dc = e.dcs.get(request.match_info["dc"])
+    sd = e.sds.get(request.match_info["id"])
+    if dc is None or sd is None or sd.dc_id != dc.id:
+        raise NotFound(f"Storage domain '{request.match_info['id']}' not found")
+    return xml_response(render.storage_domain(e, sd, href=f"{API}/datacenters/{dc.id}/storagedomains/{sd.id}"))
+
+
+@routes.get(API + "/datacenters/{dc}/clusters")
+async def dc_clusters(request):
+    e = request.app[ENGINE]
+    if request.match_info["dc"] not in e.dcs:
+        raise NotFound(f"Data center '{request.match_info['dc']}' not found")
+    return xml_response([render.cluster(e, c) for c in e.clusters.values()
+                         if c.dc_id == request.match_info["dc"]], root="clusters")
+
+
+# --- VM NICs (single) ---------------------------------------------------------------------------------
+def _nic(vm, nic_id):
+    for n in vm.nics:
+        if n.id == nic_id:
+            return n
+    raise NotFound(f"NIC '{nic_id}' not found")
+
+
+@routes.get(API + "/vms/{vm}/nics/{id}")
+async def nic_get(request):
+    e, vm = request.app[ENGINE], get_vm(request)
+    return xml_response(render.nic(e, vm, _nic(vm, request.match_info["id"])))
+
+
+@routes.put(API + "/vms/{vm}/nics/{id}")
+async def nic_update(request):
+    e, vm = request.app[ENGINE], get_vm(request)
+    n = _nic(vm, request.match_info["id"])
+    x = await body(request, "nic")
+    if not isinstance(x, types.Nic):
+        raise BadRequest("Expected a <nic> document")
+    running = vm.status not in ("down",)
+    iface = enum(x.interface)
+    if iface and iface != n.interface and running and n.plugged:
+        raise Conflict("[Cannot edit Interface. Changing the interface type of a plugged "
+                       "network interface of a running VM is not supported. Unplug it first.]")
+    if x.name and x.name != n.name and any(o.name == x.name for o in vm.nics if o is not n):
+        raise Conflict("[Cannot edit Interface. The VM already has a network interface with "
+                       "the same name.]")
+    if x.mac and x.mac.address and x.mac.address != n.mac:
+        if running and n.plugged:
+            raise Conflict("[Cannot edit Interface. The MAC address of a plugged network "
+                           "interface of a running VM cannot be changed.]")
+        if any(o.mac == x.mac.address for v in e.vms.values() for o in v.nics if o is not n):
+            raise Conflict("[Cannot edit Interface. MAC Address is already in use.]")
+        n.mac = x.mac.address
+    if x.name:
+        n.name = x.name
+    if iface:
+        n.interface = iface
+    if x.linked is not None:
+        n.linked = x.linked
+    if x.plugged is not None:
+        n.plugged = x.plugged
+    e.event(933, f"Interface {n.name} ({n.interface}) was updated for VM {vm.name}.",
+            vm_id=vm.id, correlation_id=corr(request))
+    return xml_response(render.nic(e, vm, n))
+
+
+@routes.delete(API + "/vms/{vm}/nics/{id}")
+async def nic_remove(request):
+    e, vm = request.app[ENGINE], get_vm(request)
+    n = _nic(vm, request.match_info["id"])
+    if vm.status != "down" and n.plugged:
+        raise Conflict("[Cannot remove Interface. The network interface is plugged to a "
+                       "running VM. Unplug it first.]")
+    vm.nics.remove(n)
+    e.event(935, f"Interface {n.name} ({n.interface}) was removed from VM {vm.name}.",
+            vm_id=vm.id, correlation_id=corr(request))
+    return web.Response(status=200)
+
+
+# --- disk attachment update ---------------------------------------------------------------------------
+@routes.put(API + "/vms/{vm}/diskattachments/{id}")
+async def att_update(request):
+    e, vm = request.app[ENGINE], get_vm(request)
+    a = next((a for a in vm.attachments if a.disk_id == request.match_info["id"]), None)
+    if a is None:
+        raise NotFound(f"Disk attachment '{request.match_info['id']}' not found")
+    x = await body(request, "disk_attachment")
+    if not isinstance(x, types.DiskAttachment):
+        raise BadRequest("Expected a <disk_attachment> document")
+    d = e.disk(a.disk_id)
+    running = vm.status != "down"
+    iface = enum(x.interface)
+    if d.status == "locked" and (x.active is not None or iface or x.disk):
+        raise Conflict(f"[Cannot edit Virtual Disk. Disk {d.alias} is locked. Please try again "
+                       "in a few minutes.]")
+    if iface and iface != a.interface and running and a.active:
+        raise Conflict("[Cannot edit Virtual Disk. Cannot change the interface of a plugged "
+                       "disk of a running VM. Deactivate the disk first.]")
+    if x.bootable and not a.bootable and any(o.bootable for o in vm.attachments if o is not a):
+        raise Conflict("[Cannot edit Virtual Disk. The VM already has a bootable disk.]")
+    if x.disk is not None:  # the disk itself, through its attachment (the classic extend)
+        await _update_disk(e, d, x.disk, corr(request))
+    if iface:
+        a.interface = iface
+    if x.bootable is not None:
+        a.bootable = x.bootable
+    if x.read_only is not None:
+        a.read_only = x.read_only
+    if x.pass_discard is not None:
+        a.pass_discard = x.pass_discard
+    if x.active is not None and x.active != a.active:
+        a.active = x.active
+        if running:
+            verb = "plugged" if a.active else "unplugged"
+            e.event(2010 if a.active else 2011, f"VM {vm.name} disk {d.alias} was "
+                    f"{verb} by admin@internal-authz.", vm_id=vm.id, correlation_id=corr(request))
+        else:
+            e.event(2016 if a.active else 2017, f"Disk {d.alias} was successfully "
+                    f"{'activated' if a.active else 'deactivated'} on VM {vm.name}.",
+                    vm_id=vm.id, correlation_id=corr(request))
+    return xml_response(render.attachment(e, vm, a))
+
+
+async def _update_disk(e: Engine, d, x: types.Disk, correlation_id):
+    if x.provisioned_size is not None and x.provisioned_size != d.provisioned_size:
+        await e.extend_disk(d.id, x.provisioned_size, correlation_id)
+    if x.alias or x.name:
+        d.alias = x.alias or x.name
+    if x.description is not None:
+        d.description = x.description
+    if x.wipe_after_delete is not None:
+        d.wipe_after_delete = x.wipe_after_delete
+    if x.shareable is not None and x.shareable != d.shareable:
+        raise Conflict("[Cannot edit Virtual Disk. Changing the shareable property is not "
+                       "supported for this disk.]")
+    fmt = enum(x.format)
+    if fmt and fmt != d.format:
+        raise Conflict("[Cannot edit Virtual Disk. The disk format cannot be changed.]")
+    backup = enum(x.backup)
+    if backup and backup != d.backup:
+        if backup == "incremental" and d.format != "cow":
+            raise Conflict("[Cannot edit Virtual Disk. Incremental backup is supported only for "
+                           "disks in QCOW2 format.]")
+        d.backup = backup
+
+
+@routes.put(API + "/disks/{id}")
+async def disk_update(request):
+    e = request.app[ENGINE]
+    d = _get_disk(request, request.match_info["id"])
+    x = await body(request, "disk")
+    if not isinstance(x, types.Disk):
+        raise BadRequest("Expected a <disk> document")
+    await _update_disk(e, d, x, corr(request))
+    return xml_response(render.disk(e, d))
+
+
+@routes.post(API + "/disks/{id}/reduce")
+async def disk_reduce(request):
+    d = _get_disk(request, request.match_info["id"])
+    raise Conflict(f"[Cannot reduce Virtual Disk {d.alias}. Reducing an image is not supported "
+                   "for file storage domains.]")
+
+
+# --- snapshot restore, reboot, suspend --------------------------------------------------------------------
+@routes.post(API + "/vms/{vm}/snapshots/{id}/restore")
+async def snap_restore(request):
+    e, vm = request.app[ENGINE], get_vm(request)
+    a = await action_body(request)
+    disk_ids = [d.id for d in a.disks or [] if d.id] or None
+    if a.restore_memory:
+        snap = e.snapshot(vm, request.match_info["id"])
+        if not snap.persist_memorystate:
+            raise Conflict("[Cannot revert to Snapshot. The snapshot has no memory state.]")
+    await e.restore_snapshot(vm.id, request.match_info["id"], corr(request), disk_ids)
+    return action()
+
+
+@routes.post(API + "/vms/{vm}/{action:(reboot|suspend)}")
+async def vm_reboot_suspend(request):
+    vm = get_vm(request)
+    e = request.app[ENGINE]
+    if request.match_info["action"] == "reboot":
+        await e.reboot(vm.id, corr(request))
+    else:
+        await e.suspend(vm.id, corr(request))
+    return action()
 
 
 @routes.route("*", API + "/{tail:.*}")

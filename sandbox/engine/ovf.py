@@ -22,22 +22,27 @@ def _q(prefix, tag):
     return f"{{{NS[prefix]}}}{tag}"
 
 
-def build(vm, disks, nics, sd_id) -> str:
-    """vm: state.Vm; disks: list of (attachment, disk); nics: list of Nic."""
+def build(vm, disks, nics, sd_id, volumes: dict | None = None, snapshot_id: str | None = None) -> str:
+    """vm: state.Vm; disks: list of (attachment, disk); nics: list of Nic;
+    volumes: disk id -> volume id, for a snapshot's OVF (default: the active volumes)."""
+    volumes = volumes or {}
+
+    def vol(d):
+        return volumes.get(d.id) or d.image.top.id
     env = ET.Element(_q("ovf", "Envelope"), {_q("ovf", "version"): "4.4.0.0"})
     refs = ET.SubElement(env, "References")
     for att, d in disks:
-        ET.SubElement(refs, "File", {_q("ovf", "href"): f"{d.id}/{d.image.top.id}",
-                                     _q("ovf", "id"): d.image.top.id,
+        ET.SubElement(refs, "File", {_q("ovf", "href"): f"{d.id}/{vol(d)}",
+                                     _q("ovf", "id"): vol(d),
                                      _q("ovf", "size"): str(d.provisioned_size),
                                      _q("ovf", "description"): d.description or ""})
     sec = ET.SubElement(env, "Section", {_q("xsi", "type"): "ovf:DiskSection_Type"})
     ET.SubElement(sec, "Info").text = "List of Virtual Disks"
     for att, d in disks:
         ET.SubElement(sec, "Disk", {
-            _q("ovf", "diskId"): d.image.top.id, _q("ovf", "size"): str(d.provisioned_size >> 30),
-            _q("ovf", "actual_size"): "0", _q("ovf", "vm_snapshot_id"): vm.active_snapshot_id,
-            _q("ovf", "fileRef"): f"{d.id}/{d.image.top.id}",
+            _q("ovf", "diskId"): vol(d), _q("ovf", "size"): str(d.provisioned_size >> 30),
+            _q("ovf", "actual_size"): "0", _q("ovf", "vm_snapshot_id"): snapshot_id or vm.active_snapshot_id,
+            _q("ovf", "fileRef"): f"{d.id}/{vol(d)}",
             _q("ovf", "format"): "http://www.vmware.com/specifications/vmdk.html#sparse",
             _q("ovf", "volume-format"): "COW" if d.format == "cow" else "RAW",
             _q("ovf", "volume-type"): "Sparse" if d.sparse else "Preallocated",
@@ -74,8 +79,8 @@ def build(vm, disks, nics, sd_id) -> str:
         ET.SubElement(mem, _q("rasd", tag)).text = val
     for att, d in disks:
         it = ET.SubElement(hw, "Item")
-        for tag, val in (("Caption", d.alias), ("InstanceId", d.image.top.id), ("ResourceType", "17"),
-                         ("HostResource", f"{d.id}/{d.image.top.id}"), ("Parent", "00000000-0000-0000-0000-000000000000"),
+        for tag, val in (("Caption", d.alias), ("InstanceId", vol(d)), ("ResourceType", "17"),
+                         ("HostResource", f"{d.id}/{vol(d)}"), ("Parent", "00000000-0000-0000-0000-000000000000"),
                          ("StorageId", sd_id), ("StoragePoolId", "00000000-0000-0000-0000-000000000000")):
             ET.SubElement(it, _q("rasd", tag)).text = val
         ET.SubElement(it, "BootOrder").text = "1" if att.bootable else "0"

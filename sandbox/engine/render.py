@@ -60,7 +60,10 @@ def parse(body: bytes):
 def to_xml(obj, root: str | None = None) -> str:
     text = Writer.write(obj, root=root)
     tree = ET.fromstring(text)
-    _add_links(tree)
+    # Links go on the entities rendered, not on the references they hold
+    # (a disk's <storage_domain href id/> has none, as on the engine).
+    for el in (list(tree) if isinstance(obj, list) else [tree]):
+        _add_links(el)
     return '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n' + ET.tostring(
         tree, encoding="unicode")
 
@@ -72,9 +75,6 @@ def _add_links(el: ET.Element):
         for i, rel in enumerate(rels):
             link = ET.Element("link", {"href": f"{href}/{rel}", "rel": rel})
             el.insert(i, link)
-    for child in list(el):
-        if child.tag != "link":
-            _add_links(child)
 
 
 def _ref(cls, id_, href=None):
@@ -105,12 +105,12 @@ def host(e: Engine, h):
                       type=types.HostType.RHEL, port=54321)
 
 
-def storage_domain(e: Engine, sd):
+def storage_domain(e: Engine, sd, href=None):
     used = sum(d.provisioned_size for d in e.disks.values() if d.sd_id == sd.id)
     import shutil
     free = shutil.disk_usage(sd.dir).free
     return T(types.StorageDomain, 
-        id=sd.id, href=f"{API}/storagedomains/{sd.id}", name=sd.name,
+        id=sd.id, href=href or f"{API}/storagedomains/{sd.id}", name=sd.name,
         type=types.StorageDomainType.DATA, status=types.StorageDomainStatus.ACTIVE,
         external_status=types.ExternalStatus.OK, master=True,
         storage=types.HostStorage(type=types.StorageType.NFS, address="127.0.0.1",
@@ -191,12 +191,24 @@ def vm(e: Engine, v, all_content=False):
     return x
 
 
-def snapshot(e: Engine, v, s: Snapshot):
-    return T(types.Snapshot, 
+def snapshot(e: Engine, v, s: Snapshot, all_content: bool = False):
+    x = T(types.Snapshot,
         id=s.id, href=f"{API}/vms/{v.id}/snapshots/{s.id}", description=s.description,
         snapshot_type=types.SnapshotType(s.type), snapshot_status=types.SnapshotStatus(s.status),
         date=s.date, persist_memorystate=s.persist_memorystate,
         vm=T(types.Vm, id=v.id, href=f"{API}/vms/{v.id}"))
+    if all_content:
+        # The VM's configuration at snapshot time, as the OVF the engine keeps.
+        conf = s.config if s.config is not None else v
+        atts = conf.attachments if s.type != "active" else v.attachments
+        disks = [(a, e.disks[a.disk_id]) for a in atts if a.disk_id in e.disks
+                 and (s.type == "active" or a.disk_id in s.volumes)]
+        sd = disks[0][1].sd_id if disks else next(iter(e.sds))
+        x.initialization = types.Initialization(configuration=types.Configuration(
+            type=types.ConfigurationType.OVF,
+            data=ovf.build(conf, disks, conf.nics, sd,
+                           volumes=s.volumes if s.type != "active" else None, snapshot_id=s.id)))
+    return x
 
 
 def disk_snapshot(e: Engine, d, vol_id: str, snap=None, vm=None, href=None):

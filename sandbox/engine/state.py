@@ -11,6 +11,7 @@ refuses another one (409); a disk under an image transfer is `locked`.
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime as dt
 import random
 import uuid
@@ -162,6 +163,7 @@ class Snapshot:
     date: dt.datetime = field(default_factory=now)
     persist_memorystate: bool = False
     volumes: dict = field(default_factory=dict)  # disk_id -> volume id frozen by it
+    config: Vm | None = None  # the VM's configuration when the snapshot was taken
 
 
 @dataclass
@@ -427,6 +429,41 @@ class Engine:
             self.spawn(create(), job)
         return d
 
+    async def extend_disk(self, disk_id: str, size: int, correlation_id: str | None = None):
+        """Grow a disk (`provisioned_size` on update): asynchronous, the disk is
+        locked meanwhile; shrinking is refused."""
+        d = self.disk(disk_id)
+        size = (size + 511) // 512 * 512
+        if size == d.provisioned_size:
+            return
+        if size < d.provisioned_size:
+            raise Conflict("[Cannot edit Virtual Disk. New disk size must be larger than the "
+                           "current disk size.]")
+        if d.status != "ok":
+            raise Conflict(f"[Cannot edit Virtual Disk. Disk {d.alias} is locked. Please try "
+                           "again in a few minutes.]")
+        vm = self.vm_of_disk(d.id)
+        if vm and vm.busy:
+            raise Conflict(f"[Cannot edit Virtual Disk. VM {vm.name} is locked ({vm.busy}).]")
+        d.status = "locked"
+        job = self.start_job(f"Extending Disk {d.alias}", correlation_id)
+
+        async def go():
+            try:
+                await d.image.resize(size, d.sparse)
+                d.provisioned_size = size
+                await asyncio.sleep(self.timing.disk_add)
+                self.event(371, f"Size of the disk '{d.alias}' was successfully updated to "
+                           f"{size / (1 << 30):g} GB by admin@internal-authz.",
+                           vm_id=vm.id if vm else None, correlation_id=job.correlation_id)
+            except Exception:
+                self.event(372, f"Failed to update size of the disk '{d.alias}'.",
+                           severity="error", correlation_id=job.correlation_id)
+                raise
+            finally:
+                d.status = "ok"
+        self.spawn(go(), job)
+
     async def remove_disk(self, disk_id: str):
         d = self.disk(disk_id)
         if d.status == "locked":
@@ -478,13 +515,13 @@ class Engine:
         vm = self.vm(vm_id)
         if up and vm.status == "up":
             raise Conflict(f"[Cannot run VM. VM {vm.name} is running.]")
-        if vm.busy == "restore":
+        if vm.busy == "restore" or vm.status == "image_locked":
             raise Conflict(f"[Cannot run VM. VM {vm.name} is locked.]")
         job = self.start_job(("Launching" if up else "Stopping") + f" VM {vm.name}", correlation_id)
 
         async def go():
             if up:
-                vm.status = "powering_up"
+                vm.status = "restoring_state" if vm.status == "suspended" else "powering_up"
                 vm.host_id = self.pick_host().id
                 await asyncio.sleep(self.timing.vm_power)
                 vm.status = "up"
@@ -496,6 +533,39 @@ class Engine:
                 vm.status, vm.host_id = "down", None
                 self.event(33, f"VM {vm.name} powered off by admin@internal-authz.",
                            vm_id=vm.id, correlation_id=job.correlation_id)
+        self.spawn(go(), job)
+
+    async def reboot(self, vm_id: str, correlation_id: str | None = None):
+        vm = self.vm(vm_id)
+        if vm.status != "up":
+            raise Conflict(f"[Cannot reboot VM. VM {vm.name} is not running.]")
+        job = self.start_job(f"Rebooting VM {vm.name}", correlation_id)
+        self.event(157, f"User admin@internal-authz initiated reboot of VM {vm.name}.",
+                   vm_id=vm.id, correlation_id=job.correlation_id)
+
+        async def go():
+            vm.status = "reboot_in_progress"
+            await asyncio.sleep(self.timing.vm_power)
+            if vm.status == "reboot_in_progress":
+                vm.status = "up"
+        self.spawn(go(), job)
+
+    async def suspend(self, vm_id: str, correlation_id: str | None = None):
+        vm = self.vm(vm_id)
+        if vm.status != "up":
+            raise Conflict(f"[Cannot hibernate VM. VM {vm.name} is not running.]")
+        if vm.busy:
+            raise Conflict(f"[Cannot hibernate VM. VM {vm.name} is locked ({vm.busy}).]")
+        job = self.start_job(f"Suspending VM {vm.name}", correlation_id)
+        self.event(46, f"Suspending VM {vm.name} was initiated by User admin@internal-authz.",
+                   vm_id=vm.id, correlation_id=job.correlation_id)
+
+        async def go():
+            vm.status = "saving_state"
+            await asyncio.sleep(self.timing.vm_power)
+            vm.status, vm.host_id = "suspended", None
+            self.event(47, f"VM {vm.name} on Host was suspended.", vm_id=vm.id,
+                       correlation_id=job.correlation_id)
         self.spawn(go(), job)
 
     def attach(self, vm_id: str, att: Attachment):
@@ -544,7 +614,8 @@ class Engine:
                 raise Conflict(f"[Cannot create Snapshot. Disk {d} is not attached to VM {vm.name}.]")
         self._claim_vm(vm, "snapshot", "create Snapshot")
         snap = Snapshot(snap_id or new_id(), vm.id, description, status="locked",
-                        persist_memorystate=bool(persist_memorystate and vm.status == "up"))
+                        persist_memorystate=bool(persist_memorystate and vm.status == "up"),
+                        config=vm_config(vm))
         vm.snapshots.append(snap)
         disks = [self.disks[i] for i in disk_ids]
         for d in disks:
@@ -620,6 +691,81 @@ class Engine:
                     d.status = "ok"
                 vm.busy = None
         self.spawn(go(), job)
+
+    async def restore_snapshot(self, vm_id: str, snap_id: str, correlation_id: str | None,
+                               disk_ids: list | None = None):
+        """Preview then commit, as the REST `restore` action does: the disks go
+        back to the snapshot (the active layers are discarded and a new overlay
+        is put on the snapshot volume), the configuration is the snapshot's,
+        snapshots taken after it are removed. Returns when done (the API waits)."""
+        vm = self.vm(vm_id)
+        snap = self.snapshot(vm, snap_id)
+        if snap.type == "active":
+            raise Conflict("[Cannot revert to Snapshot. The active snapshot cannot be restored.]")
+        if snap.status != "ok":
+            raise Conflict(f"[Cannot revert to Snapshot. Snapshot is locked.]")
+        if vm.status != "down":
+            raise Conflict(f"[Cannot revert to Snapshot. VM {vm.name} is not down. "
+                           "VM must be in Down status.]")
+        for t in self.transfers.values():
+            vm_disks = {a.disk_id for a in vm.attachments}
+            if t.disk_id in vm_disks and t.phase in ACTIVE_PHASES:
+                raise Conflict("[Cannot revert to Snapshot. A disk of the VM is locked by an "
+                               "image transfer.]")
+        self._claim_vm(vm, "snapshot restore", "revert to Snapshot")
+        targets = {d: v for d, v in snap.volumes.items() if d in self.disks
+                   and (disk_ids is None or d in disk_ids)}
+        idx = vm.snapshots.index(snap)
+        newer = vm.snapshots[idx + 1:]
+        disks = [self.disks[d] for d in {*targets, *(d for s in newer for d in s.volumes)}
+                 if d in self.disks]
+        for d in disks:
+            d.status = "locked"
+        vm.status = "image_locked"
+        job = self.start_job(f"Restoring VM Snapshot {snap.description} of VM {vm.name}",
+                             correlation_id)
+        self.event(95, f"Snapshot-Preview {snap.description} for VM {vm.name} was initiated by "
+                   "admin@internal-authz.", vm_id=vm.id, correlation_id=job.correlation_id)
+        try:
+            for disk_id, vol in targets.items():
+                await self.disks[disk_id].image.revert(vol)
+            # Snapshots taken after this one are obsolete: their volumes on the
+            # restored disks are gone; on other disks they are merged away.
+            for s in reversed(newer):
+                for disk_id, vol in s.volumes.items():
+                    d = self.disks.get(disk_id)
+                    if disk_id in targets or d is None:
+                        continue
+                    if vol in [v.id for v in d.image.volumes[:-1]]:
+                        await d.image.merge(vol)
+                vm.snapshots.remove(s)
+            if snap.config is not None:
+                c = snap.config
+                for f in ("memory", "cpu_sockets", "cpu_cores", "cpu_threads", "os_type",
+                          "bios_type", "boot_devices", "type", "ha", "description", "comment"):
+                    setattr(vm, f, copy.deepcopy(getattr(c, f)))
+            # The restored disks' bitmaps no longer describe the guest's history.
+            for cp in list(vm.checkpoints):
+                for d in cp.disk_ids:
+                    if d in self.disks:
+                        await self.disks[d].image.remove_bitmap(cp.id)
+            vm.checkpoints.clear()
+            await asyncio.sleep(self.timing.snapshot)
+            self.event(99, f"Snapshot-Preview {snap.description} for VM {vm.name} has been "
+                       "completed.", vm_id=vm.id, correlation_id=job.correlation_id)
+            self.event(100, f"VM {vm.name} restored from Snapshot.", vm_id=vm.id,
+                       correlation_id=job.correlation_id)
+            self.finish_job(job, "finished")
+        except Exception:
+            self.finish_job(job, "failed")
+            self.event(97, f"Failed to restore VM {vm.name} from Snapshot.", severity="error",
+                       vm_id=vm.id, correlation_id=job.correlation_id)
+            raise
+        finally:
+            for d in disks:
+                d.status = "ok"
+            vm.status = "down"
+            vm.busy = None
 
     # --- backups and checkpoints ----------------------------------------------------
     def backup(self, vm: Vm, backup_id: str) -> Backup:
@@ -977,6 +1123,16 @@ class Engine:
         for tid, t in list(self.transfers.items()):
             if t.finished_at and loop_now - t.finished_at > self.timing.transfer_gc:
                 del self.transfers[tid]
+
+
+def vm_config(vm: Vm) -> Vm:
+    """A copy of a VM's configuration (what a snapshot keeps in its OVF)."""
+    c = copy.copy(vm)
+    c.attachments = [copy.copy(a) for a in vm.attachments]
+    c.nics = [copy.copy(n) for n in vm.nics]
+    c.boot_devices = list(vm.boot_devices)
+    c.snapshots, c.checkpoints, c.backups = [], [], []
+    return c
 
 
 ACTIVE_PHASES = {"initializing", "transferring", "resuming", "paused_user", "paused_system",
