@@ -129,3 +129,35 @@ def test_snapshot_examples(example, sandbox, conn, tmp_path, no_leftovers):
     finally:
         snaps.snapshot_service(snap.id).remove()
         wait(lambda: len(snaps.list()) == 1, what="snapshot removed")
+
+
+def test_cancel_transfer(sandbox, conn, tmp_path, no_leftovers):
+    """cancel_transfer.py takes its connection from arguments, not ovirt.conf."""
+    vm = sandbox.vm("legacy-erp")
+    disk = disk_of(conn, vm["id"])
+    ts = conn.system_service().image_transfers_service()
+    t = ts.add(types.ImageTransfer(disk=types.Disk(id=disk.id),
+                                   direction=types.ImageTransferDirection.DOWNLOAD,
+                                   format=types.DiskFormat.RAW))
+    svc = ts.image_transfer_service(t.id)
+    wait(lambda: svc.get().phase == types.ImageTransferPhase.TRANSFERRING)
+    svc.pause()
+    e = sandbox.engine
+    (tmp_path / "pw").write_text(e["password"] + "\n")
+    p = subprocess.run([sys.executable, "cancel_transfer.py", "--engine-url", e["url"],
+                        "--username", e["username"], "--password-file", tmp_path / "pw",
+                        "-c", e["ca_file"], t.id], cwd=examples_dir(), capture_output=True,
+                       text=True, timeout=60, env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert p.returncode == 0 and "Transfer cancelled" in p.stdout, p.stderr[-2000:]
+    wait(lambda: svc.get().phase == types.ImageTransferPhase.FINISHED_CLEANUP)
+    assert conn.system_service().disks_service().disk_service(disk.id).get().status == types.DiskStatus.OK
+
+
+def test_reduce_disk_fails_like_on_a_file_domain(sandbox, conn, tmp_path, example):
+    """reduce_disk.py needs a block storage domain: on the sandbox's file (NFS-like)
+    domain the engine refuses it, as a real one does."""
+    disk = disk_of(conn, sandbox.vm("db-primary")["id"])
+    with pytest.raises(AssertionError) as err:
+        example("reduce_disk.py", disk.id)
+    assert "not supported for file storage domains" in str(err.value)
+    assert "409" in str(err.value)
