@@ -109,10 +109,10 @@ class BackupMachine(VmMachine):
         if b is None:
             try:
                 b = await e.start_backup(self.vm_id, eb["id"], list(self.res["disks"]),
-                                         eb["from_checkpoint"], f"ovault job {self.job_id}",
+                                         eb.get("from_checkpoint"), f"ovault job {self.job_id}",
                                          self.correlation_id)
             except Exception as err:
-                if not eb["from_checkpoint"] or getattr(err, "code", None) != 409 or \
+                if not eb.get("from_checkpoint") or getattr(err, "code", None) != 409 or \
                         "heckpoint" not in str(err):
                     raise
                 # The engine refused the checkpoint (missing or invalid bitmap):

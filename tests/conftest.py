@@ -19,6 +19,12 @@ import pytest
 
 from tests.helpers import Sandbox
 
+# In-process services log through structlog; configured once, quietly, so that
+# threads outliving a test do not print debug lines into the report.
+from orchestrator import logs as _logs
+
+_logs.configure(level="WARNING", fmt="json")
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

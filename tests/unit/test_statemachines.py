@@ -26,9 +26,14 @@ class Journal:
         return True
 
     async def record(self, patch):
+        # JSON merge patch, as the catalog stores it (RFC 7386): null removes a key.
         def merge(d, p):
             for k, v in p.items():
-                if isinstance(v, dict) and isinstance(d.get(k), dict):
+                if v is None:
+                    d.pop(k, None)
+                elif isinstance(v, dict):
+                    if not isinstance(d.get(k), dict):
+                        d[k] = {}
                     merge(d[k], v)
                 else:
                     d[k] = copy.deepcopy(v)
@@ -317,6 +322,23 @@ async def test_resume_in_snapshot_state_finds_the_snapshot_instead_of_creating_a
     m2 = BackupMachine(j2, deps(e), vm_id="vm1", job_id=m.job_id, machine_id=m.machine_id)
     assert await m2.run() == "succeeded"
     assert len([c for c in e.calls if c[0] == "create_snapshot"]) == 1
+
+
+async def test_resume_in_snapshot_state_after_the_engine_backup_was_recorded():
+    e = FakeEngine()
+    j = Journal()
+    m = backup_machine(j, deps(e))
+    await m.record(disks={"d1": {"alias": "boot", "size": 8 << 20, "format": "cow",
+                                 "backup": "incremental", "sparse": True, "bootable": True,
+                                 "interface": "virtio_scsi", "storage_domain": "sd1"}},
+                   method="cbt", backup_id=str(uuid.uuid4()))
+    # killed right after recording the intent (from_checkpoint None is dropped by the merge)
+    await m.record(engine_backup={"id": j.resources["backup_id"], "from_checkpoint": None,
+                                  "parent_id": None})
+    j2 = Journal(state="snapshot", resources=copy.deepcopy(j.resources))
+    m2 = BackupMachine(j2, deps(e), vm_id="vm1", job_id=m.job_id, machine_id=m.machine_id)
+    assert await m2.run() == "succeeded"
+    assert [c for c in e.calls if c[0] == "start_backup"] == [("start_backup", None)]
 
 
 async def test_lost_compare_and_swap_stops_the_machine():
