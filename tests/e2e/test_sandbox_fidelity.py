@@ -109,10 +109,12 @@ def test_json_collections_faults_and_actions(conn, sandbox):
     root = get_json(sandbox, "/")
     assert root["product_info"]["version"]["major"] == "4"
     assert any(link["rel"] == "vms" for link in root["link"])
-    # an action in JSON, and its JSON answer
-    tid = conn.system_service().image_transfers_service()
+    # actions in JSON: the answer is JSON, a failed one a JSON fault
     assert send_json(sandbox, "POST", f"/imagetransfers/{uuid.uuid4()}/extend", {}, 404)["reason"]
-    del tid
+    vm_id = sandbox.vm("web-frontend")["id"]
+    if conn.system_service().vms_service().vm_service(vm_id).get().status == types.VmStatus.UP:
+        assert send_json(sandbox, "POST", f"/vms/{vm_id}/start", {}, 409)["detail"].startswith(
+            "[Cannot run VM.")
 
 
 def test_json_request_bodies_and_nic_service(conn, sandbox):
