@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     cn.add_argument("job")
     client(cn)
 
+    from . import store_cli
+    store_cli.add_arguments(sub)
+
     sb = sub.add_parser("sandbox", help="a complete oVirt lab on this machine")
     sbsub = sb.add_subparsers(dest="sandbox_cmd", required=True)
     from sandbox import cli as sandbox_cli  # the CLI is the only product code that reaches it
@@ -113,6 +116,9 @@ def main(argv=None) -> int:
             return cmd_serve(args)
         if args.cmd == "token":
             return asyncio.run(cmd_token(args))
+        if args.cmd in ("verify", "gc", "export", "mount", "import"):
+            from . import store_cli
+            return asyncio.run(store_cli.run(args))
         from . import client_cli
         return asyncio.run(client_cli.run(args))
     except CliError as e:

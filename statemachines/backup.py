@@ -303,9 +303,12 @@ class BackupMachine(VmMachine):
                 await self._finalize_transfer(disk_id, t_rec)
         await self._release_engine_point_in_time(strict=True)
         if not self.res.get("published"):
+            # The manifest carries the VM configuration too: a target alone is
+            # enough to rebuild a catalog and restore (`ovault import`).
+            row = await self.deps.catalog.get_backup(self.res["backup_id"])
             meta = {"job_id": self.job_id, "method": self.res["method"], "mode": self.res["mode"],
                     "checkpoint_id": (self.res.get("engine_backup") or {}).get("to_checkpoint"),
-                    "vm_name": self.res.get("vm_name")}
+                    "vm_name": self.res.get("vm_name"), "config": row.get("config") or {}}
             disks = [self.res["copies"][d]["result"]["disk"] for d in self.res["disks"]]
             await self.deps.store.publish(self.vm_id, self.res["backup_id"], self.res.get("parent_id"),
                                           disks, meta)

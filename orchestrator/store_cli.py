@@ -1,0 +1,193 @@
+"""Target commands of the `ovault` CLI: verify, gc, export, mount, import.
+
+They work on the backup target directly (configuration: `--config`,
+`--sandbox`, `--state-dir`, as for `serve`), so they also work when no
+orchestrator runs — e.g. a new appliance pointed at an existing target.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import uuid
+
+from imageio_ext.store import Store
+
+from .cli import CliError, load_config
+
+
+def add_arguments(sub):
+    def common(p):
+        p.add_argument("--config")
+        p.add_argument("--sandbox")
+        p.add_argument("--state-dir")
+        p.add_argument("--json", action="store_true")
+
+    v = sub.add_parser("verify", help="re-read and re-hash every chunk of backups")
+    v.add_argument("backups", nargs="*", help="backup ids (default: every backup on the target)")
+    common(v)
+    g = sub.add_parser("gc", help="remove chunks no published backup references")
+    g.add_argument("--grace-hours", type=float, default=24.0,
+                   help="never remove chunks younger than this (protects running backups)")
+    common(g)
+    e = sub.add_parser("export", help="write a backup disk to a raw or qcow2 file")
+    e.add_argument("backup")
+    e.add_argument("disk")
+    e.add_argument("file")
+    e.add_argument("--format", choices=("raw", "qcow2"), default="qcow2")
+    common(e)
+    m = sub.add_parser("mount", help="expose a backup disk read-only over NBD (file-level recovery)")
+    m.add_argument("backup")
+    m.add_argument("disk")
+    m.add_argument("--socket", help="unix socket path (default: a TCP port on 127.0.0.1)")
+    m.add_argument("--port", type=int, default=0)
+    common(m)
+    i = sub.add_parser("import", help="rebuild the catalog from the target's manifests")
+    common(i)
+
+
+async def _store(args) -> tuple[Store, object]:
+    cfg = load_config(args)
+    if not cfg.target.url:
+        raise CliError("no backup target configured (target.url)")
+    return await Store.open(cfg.target.url), cfg
+
+
+async def _find(store: Store, backup_id: str):
+    try:
+        uuid.UUID(backup_id)
+    except ValueError:
+        raise CliError(f"{backup_id!r} is not a backup id") from None
+    for info in await store.list_backups():
+        if info.backup_id == backup_id.lower():
+            return info
+    raise CliError(f"backup {backup_id} is not on the target")
+
+
+async def run(args) -> int:
+    store, cfg = await _store(args)
+    try:
+        return await {"verify": verify, "gc": gc, "export": export, "mount": mount,
+                      "import": import_}[args.cmd](args, store, cfg)
+    finally:
+        await store.close()
+
+
+async def verify(args, store, cfg) -> int:
+    infos = [await _find(store, b) for b in args.backups] if args.backups else await store.list_backups()
+    bad = 0
+    out = []
+    for info in infos:
+        r = await store.verify(info.vm_id, info.backup_id)
+        bad += not r.ok
+        out.append({"backup_id": info.backup_id, "vm_id": info.vm_id, "ok": r.ok,
+                    "chunks_checked": r.chunks_checked, "bytes_checked": r.bytes_checked,
+                    "damaged": [{"digest": d.digest.hex() if isinstance(d.digest, bytes) else d.digest,
+                                 "reason": d.reason} for d in r.damaged],
+                    "bad_indexes": r.bad_indexes})
+        if not args.json:
+            print(f"{info.backup_id}  {'ok     ' if r.ok else 'DAMAGED'}  {r.chunks_checked} chunks, "
+                  f"{r.bytes_checked / 2**20:.1f} MiB re-hashed" +
+                  (f"; {len(r.damaged)} damaged chunks, bad indexes {list(r.bad_indexes)}" if not r.ok else ""))
+    if args.json:
+        print(json.dumps(out, indent=2))
+    elif not infos:
+        print("no backups on the target")
+    return 1 if bad else 0
+
+
+async def gc(args, store, cfg) -> int:
+    r = await store.gc(grace_seconds=args.grace_hours * 3600)
+    doc = {"chunks_removed": r.chunks_removed, "bytes_removed": r.bytes_removed,
+           "chunks_kept_young": r.chunks_kept_young, "referenced": r.referenced,
+           "orphans_removed": r.orphans_removed, "tmp_removed": r.tmp_removed}
+    print(json.dumps(doc, indent=2) if args.json else
+          f"removed {r.chunks_removed} chunks ({r.bytes_removed / 2**20:.1f} MiB), "
+          f"{len(r.orphans_removed)} unpublished backups, {r.tmp_removed} temporary files; "
+          f"kept {r.referenced} referenced and {r.chunks_kept_young} young chunks")
+    return 0
+
+
+async def export(args, store, cfg) -> int:
+    info = await _find(store, args.backup)
+    if info.disk(args.disk.lower()) is None:
+        raise CliError(f"disk {args.disk} is not in backup {args.backup}")
+    r = await store.export_disk(info.vm_id, info.backup_id, args.disk.lower(), args.file, fmt=args.format)
+    print(json.dumps({"path": str(r.path), "format": r.format, "size": r.size, "sha256": r.sha256})
+          if args.json else f"wrote {r.path} ({r.format}, {r.size} bytes, sha256 {r.sha256})")
+    return 0
+
+
+async def mount(args, store, cfg) -> int:
+    from imageio_ext.nbd.server import serve_disk
+    info = await _find(store, args.backup)
+    if info.disk(args.disk.lower()) is None:
+        raise CliError(f"disk {args.disk} is not in backup {args.backup}")
+    reader = await store.open_disk(info.vm_id, info.backup_id, args.disk.lower())
+    export_ = await serve_disk(reader, unix_path=args.socket, host=None if args.socket else "127.0.0.1",
+                               port=args.port)
+    url = getattr(export_, "url", None) or (f"nbd+unix:///?socket={args.socket}" if args.socket else None)
+    print(f"read-only NBD export of disk {args.disk} of backup {args.backup}: {url}")
+    print(f"  qemu-img info {url}    |    guestfish --ro -a {url} -i    (Ctrl-C to stop)", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await export_.close()
+    return 0
+
+
+async def import_(args, store, cfg) -> int:
+    """Every published backup becomes a catalog row (its manifest carries the VM
+    configuration), so a new appliance can restore from an existing target."""
+    from . import catalog as cat
+    from .service import state_path
+    pg = None
+    dsn = cfg.database.dsn
+    if not dsn:
+        pg = cat.EmbeddedPostgres(state_path(cfg, "pg"))
+        if await pg.is_running():
+            dsn, pg = pg.dsn, None
+        else:
+            await pg.start()
+            dsn = pg.dsn
+    pool = await cat.connect(dsn)
+    added = known = 0
+    try:
+        await cat.migrate(pool)
+        c = cat.Catalog(pool)
+        for info in await store.list_backups():
+            bid = uuid.UUID(info.backup_id)
+            try:
+                await c.backups.get(bid)
+                known += 1
+                continue
+            except cat.NotFound:
+                pass
+            meta = info.meta or {}
+            config = meta.get("config") or {}
+            await c.backups.create(
+                backup_id=bid, vm_id=info.vm_id, vm_name=meta.get("vm_name") or config.get("name"),
+                mode=meta.get("mode", "full"), method=meta.get("method", "snapshot"),
+                parent_id=uuid.UUID(info.parent_id) if info.parent_id else None,
+                checkpoint_id=meta.get("checkpoint_id"), config=config)
+            for d in info.disks:
+                dc = (config.get("disks") or {}).get(d.disk_id, {})
+                await c.backups.put_disk(bid, cat.BackupDisk(
+                    disk_id=d.disk_id, provisioned_size=d.size, format=dc.get("format", "raw"),
+                    alias=dc.get("alias"), index_digest=d.index_sha256,
+                    info={k: val for k, val in dc.items() if k != "disk_id"}))
+            await c.backups.complete(bid, size_bytes=sum(d.size for d in info.disks), new_bytes=0,
+                                     consistency="crash", checkpoint_id=meta.get("checkpoint_id"))
+            added += 1
+    finally:
+        await pool.close()
+        if pg is not None:
+            await pg.stop()
+    print(json.dumps({"imported": added, "already_known": known}) if args.json else
+          f"imported {added} backups ({known} were already in the catalog)")
+    return 0
