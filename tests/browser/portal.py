@@ -120,16 +120,21 @@ class Portal:
         await ws.prepare(request)
 
         async def pump(src, dst):
-            async for msg in src:
-                if msg.type == aiohttp.WSMsgType.TEXT:
-                    await dst.send_str(msg.data)
-                elif msg.type == aiohttp.WSMsgType.BINARY:
-                    await dst.send_bytes(msg.data)
-                else:
-                    break
-            await dst.close()
+            try:
+                async for msg in src:
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        await dst.send_str(msg.data)
+                    elif msg.type == aiohttp.WSMsgType.BINARY:
+                        await dst.send_bytes(msg.data)
+                    else:
+                        break
+            finally:  # a side that vanished mid-send must not leave the other open
+                await dst.close()
 
-        await asyncio.gather(pump(ws, upstream), pump(upstream, ws), return_exceptions=True)
+        try:
+            await asyncio.gather(pump(ws, upstream), pump(upstream, ws), return_exceptions=True)
+        finally:
+            await upstream.close()
         return ws
 
     # --- lifecycle --------------------------------------------------------------------

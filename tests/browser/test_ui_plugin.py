@@ -235,6 +235,8 @@ def test_restore_wizard_creates_a_new_vm(page, portal, orchestrator, sandbox, ba
     assert "Restore finished" in result.inner_text(), result.inner_text()
     vms = conn.system_service().vms_service().list(search=f"name={name}")
     assert [v.name for v in vms] == [name]
+    # other suites share this sandbox: leave its inventory as it was
+    conn.system_service().vms_service().vm_service(vms[0].id).remove()
     # The dialog asked the host page (postMessage → MessageReceived) to follow the job and toast its end.
     page.wait_for_function("window.__harness.toasts.some(t => t.type === 'success' && t.msg.startsWith('Restore'))", timeout=15000)
     dialog.locator("[data-action='close']").click()

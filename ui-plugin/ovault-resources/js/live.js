@@ -71,9 +71,27 @@ export class Live {
 
   _emit(job) {
     if (!job || !job.id) return;
+    job = this._monotonic(job);
     this.jobs.set(job.id, job);
     if (TERMINAL.has(job.state)) this.watched.delete(job.id);
     for (const fn of this.listeners) { try { fn(job); } catch (e) { console.error('ovault live listener', e); } }
+  }
+
+  // Progress comes from two sources: live websocket samples and full jobs read
+  // back (snapshots, polls), whose counters the server stores at most twice a
+  // second. A full job may therefore lag behind the last live sample: while a
+  // machine stays in the same state its bar never moves backwards.
+  _monotonic(job) {
+    const prev = this.jobs.get(job.id);
+    if (!prev || !Array.isArray(job.machines)) return job;
+    const before = new Map((prev.machines || []).map((m) => [m.id, m]));
+    job = { ...job, machines: job.machines.map((m) => {
+      const p = before.get(m.id);
+      if (!p || p.state !== m.state || TERMINAL.has(m.state) || !((p.bytes_done || 0) > (m.bytes_done || 0))) return m;
+      return { ...m, bytes_done: p.bytes_done, bytes_total: p.bytes_total || m.bytes_total, progress: p.progress,
+               disks: { ...(m.disks || {}), ...(p.disks || {}) }, rate_bps: p.rate_bps, eta_seconds: p.eta_seconds };
+    }) };
+    return job;
   }
 
   // --- websocket -------------------------------------------------------------
