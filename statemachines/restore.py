@@ -234,8 +234,18 @@ class RestoreMachine(VmMachine):
                     disk=types.Disk(id=p["target_disk"]),
                     bootable=p["bootable"] if kind == "new" else False,
                     interface=types.DiskInterface(p["interface"]), active=True), self.correlation_id)
-        if kind == "new" and self.req.get("power_on") and not self.res.get("powered_on"):
-            await e.start_vm(target, self.correlation_id)
+        if kind == "in_place" and not self.res.get("config_restored"):
+            # the VM's settings as they were at backup time (the name stays)
+            cfg = (await self.deps.catalog.get_backup(self.res["backup_id"]))["config"]
+            vm = types.Vm()
+            self._apply_fields(vm, cfg)
+            vm.description = cfg.get("description")
+            if cfg.get("high_availability") is not None:
+                vm.high_availability = types.HighAvailability(enabled=bool(cfg["high_availability"]))
+            await e.update_vm(self.vm_id, vm, self.correlation_id)
+            await self.record(config_restored=True)
+        if kind in ("new", "in_place") and self.req.get("power_on") and not self.res.get("powered_on"):
+            await e.start_vm(target or self.vm_id, self.correlation_id)
             await self.record(powered_on=True)
         await self.journal.event("restore.succeeded", {"vm_id": target, "kind": kind,
                                                        "backup_id": self.res["backup_id"],

@@ -131,9 +131,12 @@ def test_in_place_and_selected_disk_restore(orch, sandbox, conn, no_leftovers):
     assert j["state"] == "failed" and "power it off" in machine(j)["error"]
     vms.stop()
     wait(lambda: vms.get().status == types.VmStatus.DOWN)
+    memory = vms.get().memory
+    vms.update(types.Vm(memory=memory * 2))  # configuration drift after the backup
     j = orch.wait_job(orch.restore(bid, kind="in_place")["id"])
     assert j["state"] == "succeeded", j
     assert sandbox.digest(disk.id) == want
+    assert vms.get().memory == memory  # configuration restored too
     vms.start()
     wait(lambda: vms.get().status == types.VmStatus.UP)
     # selected disks: a new floating disk with the backed-up content

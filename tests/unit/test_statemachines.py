@@ -171,6 +171,9 @@ class FakeEngine:
     async def start_vm(self, vm_id, cid):
         pass
 
+    async def update_vm(self, vm_id, vm, cid):
+        self.calls.append(("update_vm", vm_id, vm.memory))
+
 
 class FakeMover:
     def __init__(self, fail=False, hang=False):
@@ -210,7 +213,7 @@ class FakeCatalog:
 
     async def get_backup(self, backup_id):
         return {"id": backup_id, "vm_id": "vm1", "status": "succeeded",
-                "config": {"name": "vm1", "cluster_id": "c1", "ovf": "<ovf/>",
+                "config": {"name": "vm1", "cluster_id": "c1", "ovf": "<ovf/>", "memory": 3 << 30,
                            "disks": {"d1": {"alias": "boot", "size": 8 << 20, "format": "cow",
                                             "backup": "incremental", "bootable": True,
                                             "interface": "virtio_scsi", "storage_domain": "sd1"}}}}
@@ -367,6 +370,20 @@ async def test_restore_new_vm_creates_attaches_and_compensates_on_failure():
     assert await m2.run() == "failed"
     assert e2.vms == {}  # the half-made VM was removed
     assert ("remove_disk", j2.resources["plan"]["d1"]["target_disk"]) in e2.calls
+
+
+async def test_in_place_restore_writes_the_disks_and_restores_the_configuration():
+    e = FakeEngine()
+    j = Journal()
+    mover = FakeMover()
+    m = RestoreMachine(j, deps(e, mover=mover), vm_id="vm1", job_id=str(uuid.uuid4()),
+                       machine_id=str(uuid.uuid4()),
+                       request={"backup_id": str(uuid.uuid4()), "kind": "in_place"})
+    assert await m.run() == "succeeded"
+    assert [c["disk_id"] for c in mover.copies] == ["d1"]
+    assert [c for c in e.calls if c[0] == "create_transfer"] == [("create_transfer", "upload")]
+    assert ("update_vm", "vm1", 3 << 30) in e.calls
+    assert not [c for c in e.calls if c[0] in ("add_disk", "add_vm")]
 
 
 async def test_in_place_restore_refuses_a_running_vm():
