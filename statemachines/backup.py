@@ -248,7 +248,8 @@ class BackupMachine(VmMachine):
         async def progress(done, size):
             self.disk_progress[disk_id] = [done, size]
             d = sum(p[0] for p in self.disk_progress.values())
-            await self.journal.progress(d, total, {k: {"done": v[0], "total": v[1]}
+            await self.journal.progress(d, total, {k: {"done": v[0], "total": v[1],
+                                                       "alias": self.res["disks"][k]["alias"]}
                                                    for k, v in self.disk_progress.items()})
         async with self.deps.host_slot(t.host.id), self.deps.sd_slot(info.get("storage_domain")):
             result = await self.deps.mover.backup_disk(

@@ -196,7 +196,8 @@ class RestoreMachine(VmMachine):
         async def progress(done, size):
             self.disk_progress[src_id] = [done, size]
             await self.journal.progress(sum(v[0] for v in self.disk_progress.values()), total,
-                                        {k: {"done": v[0], "total": v[1]}
+                                        {k: {"done": v[0], "total": v[1],
+                                             "alias": self.res["plan"][k]["alias"]}
                                          for k, v in self.disk_progress.items()})
         sd = self.req.get("storage_domain_id") or p.get("storage_domain")
         async with self.deps.host_slot(t.host.id), self.deps.sd_slot(sd):

@@ -13,7 +13,6 @@ from aiohttp import web
 
 from ..errors import Conflict, NotFound
 from ..keys import CATALOG
-from ..webhooks import Outbox
 from . import validate as v
 from . import views_admin as views
 from .auth import PRINCIPAL, allow
@@ -111,7 +110,7 @@ async def list_deliveries(request: web.Request):
     status = v.enum(q.get("status"), "status", ("pending", "delivered", "failed"))
     before = v.opt_int(q.get("cursor"), "cursor", 1, 2**62)
     limit = v.limit(request)
-    rows = await Outbox(request.app[CATALOG].db).list_deliveries(wid, limit=limit + 1, before=before,
+    rows = await request.app[CATALOG].webhooks.list_deliveries_page(wid, limit=limit + 1, before=before,
                                                                  status=status)
     nxt = str(rows[limit - 1][0].id) if len(rows) > limit else None
     return web.json_response({"items": [views.delivery(d, t) for d, t in rows[:limit]], "next_cursor": nxt})
@@ -138,7 +137,7 @@ async def retry_delivery(request: web.Request):
     wid = v.path_uuid(request, "id")
     did = v.opt_int(request.match_info["delivery_id"], "delivery_id", 1, 2**62)
     await request.app[CATALOG].webhooks.get(wid)
-    d = await Outbox(request.app[CATALOG].db).redeliver(wid, did)
+    d = await request.app[CATALOG].webhooks.redeliver(wid, did)
     if d is None:
         raise Conflict(f"delivery {did} of webhook {wid} does not exist or has not failed")
     return web.json_response(views.delivery(d), status=202)
@@ -152,7 +151,7 @@ async def test_webhook(request: web.Request):
     w = await request.app[CATALOG].webhooks.get(wid)
     if not w.enabled:
         raise Conflict(f"webhook {wid} is disabled")
-    event_id, delivery_id = await Outbox(request.app[CATALOG].db).enqueue_test(
+    event_id, delivery_id = await request.app[CATALOG].webhooks.enqueue_test(
         wid, {"webhook_id": str(wid), "requested_by": request[PRINCIPAL].name})
     return web.json_response({"event_id": event_id, "delivery_id": delivery_id}, status=202)
 

@@ -75,7 +75,8 @@ class ProgressTracker:
                               "progress": round(dd / dt_, 4) if dt_ else 0.0,
                               "rate_bps": None if drate is None else int(drate),
                               "eta_seconds": _eta(dd, dt_, drate),
-                              "state": "done" if dt_ and dd >= dt_ else ("copying" if dd else "waiting")}
+                              "state": "done" if dt_ and dd >= dt_ else ("copying" if dd else "waiting"),
+                              **({"alias": d["alias"]} if d.get("alias") else {})}
         self._forget()
         return {"type": "progress", "job_id": p.get("job_id"), "machine_id": key,
                 "vm_id": p.get("vm_id"), "bytes_done": done, "bytes_total": total,

@@ -4,11 +4,11 @@
     signing.verify(secret, request.headers["X-Ovault-Signature"], raw_body)
 
 The outbox rows are written by `catalog.EventRepository.append` in the event's
-own transaction; this package only reads them (`outbox.Outbox`), sends them
+own transaction and claimed, in order per (webhook, job), by
+`catalog.WebhookRepository.claim_due`; this package sends them
 (`worker.DeliveryWorker`) and signs them (`signing`).
 """
 from . import payload, signing
-from .outbox import Outbox
 from .worker import DeliveryWorker
 
-__all__ = ["DeliveryWorker", "Outbox", "payload", "signing"]
+__all__ = ["DeliveryWorker", "payload", "signing"]

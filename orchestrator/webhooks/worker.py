@@ -20,7 +20,6 @@ import structlog
 
 from .. import catalog as cat
 from . import payload, signing
-from .outbox import Outbox
 
 log = structlog.get_logger("ovault.webhooks")
 USER_AGENT = "ovault-webhooks/1"
@@ -29,7 +28,6 @@ USER_AGENT = "ovault-webhooks/1"
 class DeliveryWorker:
     def __init__(self, catalog: cat.Catalog, cfg, *, metrics=None):
         self.catalog = catalog
-        self.outbox = Outbox(catalog.db)
         self.cfg = cfg  # config.Webhooks
         self.metrics = metrics
         self.wakeup = asyncio.Event()
@@ -66,7 +64,7 @@ class DeliveryWorker:
                 due = []
                 if free > 0:
                     try:
-                        due = await self.outbox.claim_ordered(limit=free, claim_seconds=claim_seconds)
+                        due = await self.catalog.webhooks.claim_due(limit=free, claim_seconds=claim_seconds)
                     except cat.CatalogError as e:
                         log.warning("claiming webhook deliveries failed", error=str(e))
                 for d in due:

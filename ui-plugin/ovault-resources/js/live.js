@@ -145,7 +145,7 @@ export class Live {
       if (msg.disks) {
         machine.disks = { ...(machine.disks || {}) };
         for (const [d, p] of Object.entries(msg.disks)) {
-          machine.disks[d] = { ...(machine.disks[d] || {}), done: p.bytes_done ?? p.done, total: p.bytes_total ?? p.total, rate_bps: p.rate_bps };
+          machine.disks[d] = { ...(machine.disks[d] || {}), done: p.bytes_done ?? p.done, total: p.bytes_total ?? p.total, rate_bps: p.rate_bps, ...(p.alias ? { alias: p.alias } : {}) };
         }
       }
       if (job.state === 'queued') job.state = 'running';

@@ -129,7 +129,7 @@ export function renderJob(card, job, ctx = {}) {
       (job.machines || []).map((m) => h('div', { class: 'ov-machine', 'data-machine': m.id },
         progressBar(`${job.id}/${m.id}`, m.vm_name || m.vm_id),
         h('div', { class: 'ov-disks' }, Object.keys(m.disks || {}).map((d) =>
-          progressBar(`${job.id}/${m.id}/${d}`, (ctx.diskNames && ctx.diskNames[d]) || `disk ${short(d)}`, { small: true }))))),
+          progressBar(`${job.id}/${m.id}/${d}`, (ctx.diskNames && ctx.diskNames[d]) || (m.disks[d] && m.disks[d].alias) || `disk ${short(d)}`, { small: true }))))),
       job.error ? h('div', { class: 'ov-error' }, job.error) : null);
   }
   for (const m of job.machines || []) {
