@@ -7,6 +7,7 @@ Screenshots of every place at 1280×800 go to docs/images/ui-*.png.
 from __future__ import annotations
 
 import re
+import os
 import time
 import uuid
 from pathlib import Path
@@ -16,7 +17,11 @@ import pytest
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[2]
-IMAGES = ROOT / "docs" / "images"
+# Screenshots go to build/screenshots on every run; OVAULT_UPDATE_DOC_IMAGES=1 writes
+# them over docs/images instead (a test run never dirties the checkout by itself).
+IMAGES = (Path(__file__).resolve().parents[2] / "docs" / "images"
+          if os.environ.get("OVAULT_UPDATE_DOC_IMAGES") == "1"
+          else Path(__file__).resolve().parents[2] / "build" / "screenshots")
 PLACES = ["ovault-dashboard", "ovault-backups", "ovault-jobs", "ovault-restores", "ovault-targets", "ovault-settings"]
 
 
