@@ -150,7 +150,7 @@ async def _scenario(api: DemoApi, lab, info) -> bool:
     t_full = time.monotonic() - t
     ok &= j1["state"] == "succeeded"
 
-    say("\n-- 2. guests write: 16 MiB random + 4 MiB zeroed pattern on each VM's boot disk")
+    say("\n-- 2. guests write: 16 MiB of random data and 4 MiB of a repeated byte on each VM's boot disk")
     for name, vm_id in vms.items():
         vm = admin.vms[vm_id]
         disk = next(a.disk_id for a in vm.attachments if a.bootable)
