@@ -1,23 +1,20 @@
-# Two entry points do all the set-up on a fresh Debian 12 machine (root):
-#   make demo   - install everything, then run `ovault demo`
-#   make test   - install everything, then run the whole test suite
-# Both are idempotent: scripts/setup.sh only installs what is missing.
-PY := .venv/bin/python
+# Convenience targets; `./dev` does the work (and needs no make on a fresh machine).
 DEMO_ARGS ?=
+PYTEST_ARGS ?=
 
-.PHONY: setup demo test quick lint clean
+.PHONY: setup demo test quick clean
 
 setup:
-	bash scripts/setup.sh
+	./dev setup
 
-demo: setup
-	.venv/bin/ovault demo $(DEMO_ARGS)
+demo:
+	./dev demo $(DEMO_ARGS)
 
-test: setup
-	.venv/bin/python -m pytest tests $(PYTEST_ARGS)
+test:
+	./dev test $(PYTEST_ARGS)
 
-quick: setup
-	.venv/bin/python -m pytest tests -m "not e2e and not browser" $(PYTEST_ARGS)
+quick:
+	./dev quick $(PYTEST_ARGS)
 
 clean:
-	rm -rf .venv .pytest_cache build *.egg-info
+	rm -rf .venv .pytest_cache build *.egg-info .cache

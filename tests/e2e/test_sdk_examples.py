@@ -26,7 +26,7 @@ MiB = 1 << 20
 def examples_dir() -> Path:
     found = sorted(ROOT.glob(".cache/sdk/ovirt_engine_sdk_python-*/examples"))
     if not found:
-        pytest.fail("SDK examples missing: run scripts/setup.sh (make test does)")
+        pytest.fail("SDK examples missing: run scripts/setup.sh (./dev test does)")
     return found[-1]
 
 
