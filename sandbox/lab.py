@@ -156,7 +156,9 @@ class Lab:
         token_file.write_text(self.mover_token + "\n")
         token_file.chmod(0o600)
         root = str(Path(__file__).resolve().parent.parent)
-        env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               # the movers may touch this lab's target only
+               "OVAULT_MOVER_ALLOWED_STORES": f"nfs://127.0.0.1{self.nfs_export},{self.nfs_export}"}
 
         async def one(dm):
             port = free_port()

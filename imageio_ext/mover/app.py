@@ -91,6 +91,8 @@ async def create_copy(request: web.Request) -> web.Response:
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise InvalidRequest("the body is not JSON") from None
     spec = CopySpec.from_dict(body)
+    if not request.app[CONFIG].store_allowed(spec.store):
+        raise InvalidRequest(f"store {spec.store!r} is not one of this mover's allowed_stores")
     job_id = body.get("id")
     if job_id is not None and not (isinstance(job_id, str) and is_uuid(job_id.lower())):
         raise InvalidRequest("id must be a UUID")

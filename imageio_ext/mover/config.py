@@ -46,6 +46,10 @@ class MoverConfig:
     events_interval: float = 1.0
     # Log format: "console" (readable) or "json".
     log_format: str = "console"
+    # Backup targets this mover may write to or read from, comma-separated URLs or
+    # paths (a copy's `store` must equal one or lie below it). Empty: any target the
+    # authenticated orchestrator names (set it in production).
+    allowed_stores: str = ""
 
     SECRET = ("token",)
 
@@ -102,6 +106,13 @@ class MoverConfig:
             raise ConfigError("max_copies and requests_per_copy must be >= 1")
         if self.log_format not in ("console", "json"):
             raise ConfigError("log_format is console or json")
+
+    def store_allowed(self, store: str) -> bool:
+        allowed = [a.strip().rstrip("/") for a in self.allowed_stores.split(",") if a.strip()]
+        if not allowed:
+            return True
+        s = store.rstrip("/")
+        return any(s == a or s.startswith(a + "/") for a in allowed) and "/../" not in s + "/"
 
     def masked(self) -> dict:
         d = dataclasses.asdict(self)

@@ -136,3 +136,23 @@ def test_config_fails_fast(tmp_path):
     cfg = MoverConfig.load(str(f), env={"OVAULT_MOVER_MAX_COPIES": "7"})
     assert (cfg.port, cfg.max_copies) == (1234, 7)
     assert cfg.masked()["token"] == "********"
+
+
+async def test_only_allowed_stores_are_accepted(monkeypatch):
+    fake = FakeCopies()
+    monkeypatch.setattr(jobs_mod, "run_copy", fake)
+
+    async def no_store(self, url):
+        return None
+    monkeypatch.setattr(jobs_mod.JobManager, "store", no_store)
+    cfg = MoverConfig.load(env={}, overrides={"token": TOKEN, "allowed_stores": "nfs://nas/export,/srv/b"})
+    async with TestClient(TestServer(create_app(cfg))) as c:
+        for store in ("nfs://nas/exported", "/srv", "/srv/b/../etc", "nfs://other/export"):
+            r = await c.post("/v1/copies", json=spec(store=store), headers=AUTH)
+            assert r.status == 400, store
+            assert "allowed_stores" in (await r.json())["detail"]
+        for store in ("nfs://nas/export", "nfs://nas/export/sub", "/srv/b/x"):
+            r = await c.post("/v1/copies", json=spec(store=store), headers=AUTH)
+            assert r.status == 202, (store, await r.text())
+        fake.gate.set()
+    assert fake.calls >= 1
