@@ -35,7 +35,11 @@ class _CatalogCollector:
     def collect(self):
         jobs = GaugeMetricFamily("ovault_jobs", "Jobs in the catalog by kind and state",
                                  labels=["kind", "state"])
-        for (kind, state), n in sorted(self.m._jobs.items()):
+        # every (kind, state) series exists from the start, at 0 (no gaps in graphs)
+        counts = {(k, s): 0 for k in ("backup", "restore")
+                  for s in ("queued", "running", "succeeded", "failed", "canceled")}
+        counts.update(self.m._jobs)
+        for (kind, state), n in sorted(counts.items()):
             jobs.add_metric([kind, state], n)
         yield jobs
         h = HistogramMetricFamily("ovault_job_duration_seconds",
@@ -123,18 +127,12 @@ class Metrics:
     # --- scrape ------------------------------------------------------------------------
     async def refresh(self, catalog, store) -> None:
         """Read the catalog's numbers; start a target walk when the last one is stale."""
-        rows = await catalog.db.fetch("SELECT kind, state, count(*) AS n FROM jobs GROUP BY kind, state")
-        self._jobs = {(r["kind"], r["state"]): r["n"] for r in rows}
-        cols = ", ".join(f"count(*) FILTER (WHERE d <= {b}) AS b{i}" for i, b in enumerate(DURATION_BUCKETS))
-        rows = await catalog.db.fetch(
-            f"SELECT kind, state, count(*) AS n, coalesce(sum(d), 0) AS total, {cols} FROM ("
-            "  SELECT kind, state, extract(epoch FROM finished_at - started_at)::float8 AS d FROM jobs"
-            "   WHERE finished_at IS NOT NULL AND started_at IS NOT NULL) x GROUP BY kind, state")
+        self._jobs = await catalog.jobs.count_by_state()
         self._durations = {
-            (r["kind"], r["state"]): (
-                [(str(float(b)), r[f"b{i}"]) for i, b in enumerate(DURATION_BUCKETS)] + [("+Inf", r["n"])],
-                float(r["total"]), r["n"])
-            for r in rows}
+            key: ([(str(float(b)), n) for b, n in zip(DURATION_BUCKETS, counts)] + [("+Inf", total_n)],
+                  total_s, total_n)
+            for key, (counts, total_s, total_n) in
+            (await catalog.jobs.duration_histogram(DURATION_BUCKETS)).items()}
         if self.tracker is not None:
             self.throughput.set(self.tracker.total_rate())
         self.kick(store)

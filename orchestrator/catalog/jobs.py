@@ -140,6 +140,28 @@ class JobRepository(Repository):
             by_job.setdefault(m["job_id"], []).append(Machine.from_record(m))
         return [Job.from_record(r, machines=tuple(by_job.get(r["id"], ()))) for r in rows]
 
+    # -- statistics (metrics) --------------------------------------------------
+
+    @wrap_errors
+    async def count_by_state(self) -> dict[tuple[str, str], int]:
+        """(kind, state) -> number of jobs."""
+        rows = await self._db.fetch("SELECT kind, state, count(*) AS n FROM jobs GROUP BY kind, state")
+        return {(r["kind"], r["state"]): r["n"] for r in rows}
+
+    @wrap_errors
+    async def duration_histogram(self, buckets: Sequence[float]
+                                 ) -> dict[tuple[str, str], tuple[list[int], float, int]]:
+        """(kind, state) -> (cumulative counts per bucket upper bound in seconds,
+        sum of durations, count) over finished jobs."""
+        cols = ", ".join(f"count(*) FILTER (WHERE d <= {float(b)!r}) AS b{i}"
+                         for i, b in enumerate(buckets))
+        rows = await self._db.fetch(
+            f"SELECT kind, state, count(*) AS n, coalesce(sum(d), 0) AS total, {cols} FROM ("
+            "  SELECT kind, state, extract(epoch FROM finished_at - started_at)::float8 AS d FROM jobs"
+            "   WHERE finished_at IS NOT NULL AND started_at IS NOT NULL) x GROUP BY kind, state")
+        return {(r["kind"], r["state"]): ([r[f"b{i}"] for i in range(len(buckets))], float(r["total"]),
+                                          r["n"]) for r in rows}
+
     # -- leases ----------------------------------------------------------------
 
     @wrap_errors
