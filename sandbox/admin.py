@@ -15,7 +15,7 @@ import uuid
 from aiohttp import web
 
 from .engine import api as engine_api
-from .engine.state import ACTIVE_PHASES, EngineError
+from .engine.model import ACTIVE_PHASES, EngineError
 
 routes = web.RouteTableDef()
 LAB = web.AppKey("lab", object)

@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import secrets
-import socket
 import ssl
 import time
 import uuid
@@ -21,8 +20,9 @@ from aiohttp import web
 
 from . import content
 from .engine import api as engine_api
-from .engine.state import (Attachment, Cluster, DataCenter, Engine, Host, Nic, StorageDomain,
-                           Timing, Vm)
+from .engine.model import (Attachment, Cluster, DataCenter, Host, Nic, StorageDomain, Timing,
+                           Vm)
+from .engine.state import Engine
 from .hosts import ImageioDaemon, free_port
 from .pki import make_pki
 from .proc import Registry, run
@@ -209,7 +209,7 @@ class Lab:
             disk_id = str(uuid.uuid4())
             img = await self._make_image(sd, disk_id, size, fmt, seed=f"{name}-{label}",
                                          template=boot)
-            from .engine.state import Disk
+            from .engine.model import Disk
             disk = Disk(disk_id, f"{name}_{label}", size, fmt, True, backup, sd.id, img,
                         description=f"{label} disk of {name}")
             e.disks[disk_id] = disk

@@ -17,7 +17,8 @@ from ovirtsdk4.reader import Reader
 from ovirtsdk4.writer import Writer
 
 from . import ovf
-from .state import BLANK, Engine, Snapshot, Transfer
+from .model import BLANK, Snapshot, Transfer
+from .state import Engine
 
 API = "/ovirt-engine/api"
 

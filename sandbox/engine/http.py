@@ -1,0 +1,470 @@
+"""The engine simulator's HTTP plumbing: SSO users and tokens, fault
+injection, XML/JSON representation, search, the middleware (auth, faults,
+API versions, content negotiation, `follow`) and request helpers shared by the
+resource modules (`inventory`, `vms`, `disks`).
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import fnmatch
+import json
+import re
+import xml.etree.ElementTree as ET
+import secrets
+import time
+from dataclasses import dataclass, field
+from xml.sax.saxutils import escape
+
+import structlog
+from aiohttp import web
+from ovirtsdk4 import types
+
+from . import jsonrep, render
+from .model import BadRequest, EngineError, NotFound, Vm, new_id
+from .state import Engine
+
+API = render.API
+ENGINE = web.AppKey("engine", Engine)
+SSO = web.AppKey("sso", object)
+FAULTS = web.AppKey("faults", object)
+
+
+# --- users, tokens --------------------------------------------------------------------
+@dataclass
+class User:
+    name: str  # user@domain
+    password: str
+    id: str = field(default_factory=new_id)
+    admin: bool = True
+    vm_ids: set = field(default_factory=set)  # what a non-admin may see
+
+
+class Sso:
+    def __init__(self, users: list[User], token_ttl: int = 3600):
+        self.users = {u.name: u for u in users}
+        self.tokens: dict[str, tuple[User, float]] = {}
+        self.ttl = token_ttl
+
+    def login(self, username: str, password: str) -> str | None:
+        if "@" not in username:
+            username += "@internal"
+        u = self.users.get(username)
+        if u is None or not secrets.compare_digest(u.password, password):
+            return None
+        tok = secrets.token_urlsafe(48)
+        self.tokens[tok] = (u, time.time() + self.ttl)
+        return tok
+
+    def user(self, token: str) -> User | None:
+        hit = self.tokens.get(token)
+        if not hit or hit[1] < time.time():
+            self.tokens.pop(token, None)
+            return None
+        return hit[0]
+
+
+# --- fault injection ------------------------------------------------------------------
+@dataclass
+class FaultRule:
+    id: str
+    method: str  # "*" or a method
+    path: str  # regex, matched against the path below /ovirt-engine/api
+    status: int | None = None
+    delay: float = 0.0
+    count: int | None = None  # None = until removed
+    detail: str = "Injected fault"
+
+
+class Faults:
+    def __init__(self):
+        self.rules: list[FaultRule] = []
+
+    def match(self, method: str, path: str) -> FaultRule | None:
+        for r in self.rules:
+            if r.method not in ("*", method):
+                continue
+            if not re.search(r.path, path):
+                continue
+            if r.count is not None:
+                if r.count <= 0:
+                    continue
+                r.count -= 1
+            return r
+        return None
+
+
+# --- XML helpers -----------------------------------------------------------------------
+def xml_response(obj, status=200, root=None) -> web.Response:
+    r = web.Response(status=status, text=render.to_xml(obj, root=root),
+                     content_type="application/xml")
+    r["collection"] = isinstance(obj, list)  # for the JSON rendering and `follow`
+    return r
+
+
+def fault(status: int, reason: str, detail: str) -> web.Response:
+    body = (f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<fault><reason>'
+            f'{escape(reason)}</reason><detail>{escape(detail)}</detail></fault>')
+    return web.Response(status=status, text=body, content_type="application/xml")
+
+
+def action(extra: str = "") -> web.Response:
+    body = (f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+            f'<action><status>complete</status>{extra}</action>')
+    return web.Response(status=200, text=body, content_type="application/xml")
+
+
+XML_TYPES = ("application/xml", "text/xml")
+JSON_TYPE = "application/json"
+
+
+async def body(request, root: str | None = None):
+    """The request's entity as an SDK object. JSON bodies are mapped to XML with
+    the root element `root` (what the route expects) and read the same way."""
+    raw = await request.read()
+    if request.content_type == JSON_TYPE and raw.strip():
+        if root is None:
+            raise BadRequest("A JSON document is not accepted here")
+        try:
+            raw = jsonrep.json_to_xml(raw, root)
+        except ValueError as e:
+            raise BadRequest(str(e)) from None
+    try:
+        return render.parse(raw)
+    except ValueError as e:
+        raise BadRequest(str(e)) from None
+
+
+async def action_body(request) -> types.Action:
+    """The `<action>` of an action request (empty bodies are an empty action)."""
+    raw = await request.read()
+    if not raw.strip():
+        return types.Action()
+    x = await body(request, "action")
+    if not isinstance(x, types.Action):
+        raise BadRequest("Expected an <action> document")
+    return x
+
+
+def boolean(request, name, default=False) -> bool:
+    v = request.query.get(name)
+    if v is None and name == "all_content":
+        v = request.headers.get("All-Content")
+    if v is None:
+        return default
+    return v.lower() in ("true", "1", "yes")
+
+
+def corr(request):
+    return request.query.get("correlation_id")
+
+
+def enum(v):
+    return v.value if hasattr(v, "value") else v
+
+
+# --- search -----------------------------------------------------------------------------
+# Fields whose values are enums: the engine matches them regardless of case.
+ENUM_FIELDS = {"status", "type", "severity", "phase", "format"}
+
+
+def _term_filter(items, term, fields, case_sensitive):
+    m = re.match(r"^\s*([\w.]+)\s*(!=|=)\s*(.*?)\s*$", term)
+    if m:
+        key, op, val = m.group(1).lower(), m.group(2), m.group(3).strip('"')
+        get = fields.get(key)
+        if get is None:
+            return list(items)  # unknown keys are ignored, like unsupported search fields
+        cs = case_sensitive and key not in ENUM_FIELDS
+
+        def ok(x):
+            got = get(x)
+            got = "" if got is None else str(got)
+            a, b = (got, val) if cs else (got.lower(), val.lower())
+            hit = fnmatch.fnmatchcase(a, b)
+            return hit if op == "=" else not hit
+        return [x for x in items if ok(x)]
+    text = term.strip().lower()
+    return [x for x in items if any(text in str(f(x) or "").lower() for f in fields.values())]
+
+
+def search(items, q: str | None, fields, case_sensitive=False):
+    """A subset of the engine's search language: `a=b and c!=d or e=f`, `*` globs,
+    free text (matches any listed field), `sortby FIELD [asc|desc]` and `page N`
+    (with `max` as the page size, see `page`)."""
+    items = list(items)
+    if not q or not q.strip():
+        return items
+    q = q.strip()
+    order = None
+    q = re.sub(r"\s*\bpage\s+\d+\s*$", "", q, flags=re.I).strip()
+    m = re.search(r"\s*\bsortby\s+([\w.]+)(?:\s+(asc|desc))?\s*$", q, flags=re.I)
+    if m:
+        order = (m.group(1).lower(), (m.group(2) or "asc").lower() == "desc")
+        q = q[:m.start()].strip()
+    out = items
+    if q:
+        hits: set[int] = set()
+        for alternative in re.split(r"\s+or\s+", q, flags=re.I):
+            sel = items
+            for term in re.split(r"\s+and\s+", alternative.strip(), flags=re.I):
+                sel = _term_filter(sel, term, fields, case_sensitive)
+            hits.update(id(x) for x in sel)
+        out = [x for x in items if id(x) in hits]
+    if order and order[0] in fields:
+        get = fields[order[0]]
+        out.sort(key=lambda x: str(get(x) or "").lower(), reverse=order[1])
+    return out
+
+
+def page(items, request):
+    m = request.query.get("max")
+    size = None
+    if m not in (None, "", "-1"):
+        try:
+            size = int(m)
+        except ValueError:
+            raise BadRequest(f"Invalid value for 'max': {m}") from None
+    pm = re.search(r"\bpage\s+(\d+)\s*$", request.query.get("search") or "", flags=re.I)
+    if pm and size:
+        start = (max(int(pm.group(1)), 1) - 1) * size
+        return items[start:start + size]
+    return items[:size] if size is not None else items
+
+
+# --- middleware ---------------------------------------------------------------------------
+VERSION_IN_PATH = re.compile(r"^/v(\d+)(/.*)?$")
+UNSUPPORTED_VERSION = ("<html><head><title>Error</title></head><body>Bad Request</body></html>")
+
+
+def negotiate(request) -> str | None:
+    """'xml' or 'json' from the Accept header (first listed wins a tie; none or
+    a wildcard is XML); None when neither is acceptable (406)."""
+    accept = request.headers.get("Accept", "").strip()
+    if not accept:
+        return "xml"
+    best, best_q = None, 0.0
+    for part in accept.split(","):
+        mt, *params = [x.strip() for x in part.split(";")]
+        q = 1.0
+        for prm in params:
+            if prm.startswith("q="):
+                try:
+                    q = float(prm[2:])
+                except ValueError:
+                    q = 0.0
+        mt = mt.lower()
+        kind = ("json" if mt == JSON_TYPE else
+                "xml" if mt in XML_TYPES + ("*/*", "*", "application/*", "text/*") else None)
+        if kind and q > best_q:
+            best, best_q = kind, q
+    return best
+
+
+async def dispatch(request, rel_url: str, method: str = "GET"):
+    """Run the handler of another API path inside this request (same user)."""
+    sub = request.clone(method=method, rel_url=rel_url)
+    mi = await request.app.router.resolve(sub)
+    mi.add_app(request.app)
+    mi.freeze()
+    sub._match_info = mi  # what aiohttp's own dispatcher does
+    return await mi.handler(sub)
+
+
+@web.middleware
+async def middleware(request: web.Request, handler):
+    path = request.path
+    if not path.startswith(API):
+        return await handler(request)
+    tail = path[len(API):]
+    # Version: in the path (/v4/...) or the Version header; v3 was removed in 4.3,
+    # and the engine's VersionFilter answers an unsupported one with a bare 400.
+    m = VERSION_IN_PATH.match(tail)
+    version = m.group(1) if m else request.headers.get("Version", "").strip() or "4"
+    if version != "4":
+        return web.Response(status=400, text=UNSUPPORTED_VERSION, content_type="text/html")
+    if m:
+        rest = m.group(2) or ""
+        qs = ("?" + request.query_string) if request.query_string else ""
+        async def versioned(_request, rest=rest, qs=qs):
+            return await dispatch(request, API + rest + qs, request.method)
+        handler, tail = versioned, rest
+    fmt = negotiate(request)
+    resp = await _api(request, handler, tail or "/", fmt)
+    return await _represent(request, resp, fmt or "xml")
+
+
+async def _api(request, handler, tail, fmt):
+    if request.app[FAULTS]:
+        rule = request.app[FAULTS].match(request.method, tail)
+        if rule:
+            if rule.delay:
+                await asyncio.sleep(rule.delay)
+            if rule.status:
+                return fault(rule.status, "Operation Failed", rule.detail)
+    user = authenticate(request)
+    if user is None:
+        return fault(401, "Unauthorized", "Authentication required: invalid or expired token")
+    request["user"] = user
+    if fmt is None:
+        return fault(406, "Not Acceptable", "The requested media type is not supported; "
+                     "use application/xml or application/json")
+    if request.method in ("POST", "PUT"):
+        raw = await request.read()
+        if raw.strip():
+            ctype = request.content_type if "Content-Type" in request.headers else "application/xml"
+            if ctype in XML_TYPES:
+                try:
+                    ET.fromstring(raw)
+                except ET.ParseError as e:
+                    return fault(400, "Bad Request", f"Malformed XML document: {e}")
+            elif ctype == JSON_TYPE:
+                try:
+                    json.loads(raw)
+                except (ValueError, UnicodeDecodeError) as e:
+                    return fault(400, "Bad Request", f"Malformed JSON document: {e}")
+            else:
+                return fault(415, "Unsupported Media Type",
+                             f"Cannot consume content type '{ctype}'")
+    try:
+        return await handler(request)
+    except EngineError as e:
+        return fault(e.status, e.reason, e.detail)
+    except web.HTTPException:
+        raise
+    except Exception as e:  # a bug in the simulator: still answer like the engine
+        structlog.get_logger("sandbox.engine").exception("internal error", path=request.path)
+        return fault(500, "Internal Server Error", f"{type(e).__name__}: {e}")
+
+
+async def _represent(request, resp, fmt):
+    """`follow` inlining, then the JSON rendering, of an XML answer."""
+    if not isinstance(resp, web.Response) or resp.content_type != "application/xml" or not resp.text:
+        return resp
+    follow = request.query.get("follow")
+    if follow and request.method == "GET" and resp.status == 200:
+        try:
+            resp.text = await _follow(request, resp.text, follow, resp.get("collection", False))
+        except EngineError as e:
+            return await _represent(request, fault(e.status, e.reason, e.detail), fmt)
+    if fmt == "json":
+        out = web.Response(status=resp.status, content_type=JSON_TYPE,
+                           text=jsonrep.xml_to_json(resp.text, resp.get("collection", False)))
+        for k, v in resp.headers.items():
+            if k.lower() not in ("content-type", "content-length"):
+                out.headers[k] = v
+        return out
+    return resp
+
+
+# --- follow (4.4+): inline linked entities and collections ------------------------------
+async def _fetch(request, href: str) -> ET.Element | None:
+    try:
+        resp = await dispatch(request, href)
+    except (EngineError, web.HTTPException):
+        return None
+    if resp.status != 200 or not getattr(resp, "text", None):
+        return None
+    return ET.fromstring(resp.text)
+
+
+def _is_ref(el: ET.Element) -> bool:
+    return el.get("href") is not None and all(c.tag == "link" for c in el)
+
+
+async def _follow_one(request, el: ET.Element, parts: list[str]):
+    name, rest = parts[0], parts[1:]
+    targets = []
+    child = el.find(name)
+    if child is not None and child.get("href") is not None:  # a reference to one entity
+        if _is_ref(child):
+            full = await _fetch(request, child.get("href"))
+            if full is not None:
+                full.tag = name
+                el[list(el).index(child)] = full
+                child = full
+        targets = [child]
+    elif child is not None:  # an inline list of references
+        for i, item in enumerate(list(child)):
+            if item.get("href") and _is_ref(item):
+                full = await _fetch(request, item.get("href"))
+                if full is not None:
+                    full.tag = item.tag
+                    child[i] = full
+        targets = list(child)
+    else:  # a sub-collection given as a link
+        rel = name.replace("_", "")
+        link = next((l for l in el.findall("link") if l.get("rel") in (rel, name)), None)
+        if link is None:
+            raise BadRequest(f"Can't follow '{name}': the {el.tag} has no such link")
+        coll = await _fetch(request, link.get("href"))
+        if coll is not None:
+            coll.tag = name
+            for k in list(coll.attrib):
+                del coll.attrib[k]
+            el.append(coll)
+            targets = list(coll)
+    if rest:
+        for t in targets:
+            await _follow_one(request, t, rest)
+
+
+async def _follow(request, text: str, follow: str, collection: bool) -> str:
+    root = ET.fromstring(text)
+    entities = list(root) if collection else [root]
+    for path in follow.split(","):
+        parts = [p for p in path.strip().split(".") if p]
+        if not parts:
+            continue
+        for ent in entities:
+            await _follow_one(request, ent, parts)
+    return ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+            + ET.tostring(root, encoding="unicode"))
+
+
+def authenticate(request) -> User | None:
+    sso: Sso = request.app[SSO]
+    auth = request.headers.get("Authorization", "")
+    if auth.startswith("Bearer "):
+        return sso.user(auth[7:].strip())
+    if auth.startswith("Basic "):
+        try:
+            name, _, pw = base64.b64decode(auth[6:]).decode().partition(":")
+        except Exception:
+            return None
+        if "@" not in name:
+            name += "@internal"
+        u = sso.users.get(name)
+        if u and secrets.compare_digest(u.password, pw):
+            return u
+    return None
+
+
+def visible_vms(request):
+    e, user = request.app[ENGINE], request["user"]
+    return [v for v in e.vms.values() if user.admin or v.id in user.vm_ids]
+
+
+def get_vm(request) -> Vm:
+    e, user = request.app[ENGINE], request["user"]
+    vm = e.vm(request.match_info["vm"])
+    if not user.admin and vm.id not in user.vm_ids:
+        raise NotFound(f"VM '{vm.id}' not found")
+    return vm
+
+
+def require_admin(request):
+    if not request["user"].admin:
+        raise EngineError("User is not authorized to perform this action.", status=403,
+                          reason="Forbidden")
+
+
+
+
+def find(items, item_id: str, what: str):
+    """The item with this id, or the engine's 404."""
+    for x in items:
+        if x.id == item_id:
+            return x
+    raise NotFound(f"{what} '{item_id}' not found")
+
