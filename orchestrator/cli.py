@@ -16,7 +16,6 @@ import json
 import os
 import signal
 import sys
-from pathlib import Path
 
 from . import logs
 

@@ -14,7 +14,6 @@ import json
 import shutil
 import signal
 import ssl
-import sys
 import time
 from pathlib import Path
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sys
 import uuid
 
 from imageio_ext.store import Store

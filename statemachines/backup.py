@@ -24,9 +24,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import ovirtsdk4.types as types
 
-from .base import StepFailed, VmMachine, wait_until
+from .base import StepFailed, VmMachine
 from .ports import Deps
 
 ACTIVE = {"initializing", "transferring", "resuming", "paused_user", "paused_system",
@@ -241,7 +240,7 @@ class BackupMachine(VmMachine):
                                                 correlation_id=self.correlation_id)
             t_rec = {"id": t.id, "host_id": t.host.id if t.host else None, "finalized": False}
             await self.record(transfers={disk_id: t_rec})
-        t = await self._wait_transferring(t_rec["id"])
+        t = await self.wait_transferring(t_rec["id"])
         t_rec = {**t_rec, "host_id": t.host.id}
         incremental = self.res.get("disk_modes", {}).get(disk_id) == "incremental"
 
@@ -260,21 +259,6 @@ class BackupMachine(VmMachine):
                 copy_id=str(uuid.uuid5(uuid.UUID(self.machine_id), disk_id)), progress=progress)
         await self.record(copies={disk_id: {"done": True, "result": result}})
         await self._finalize_transfer(disk_id, t_rec)
-
-    async def _wait_transferring(self, transfer_id: str):
-        async def check():
-            t = await self.engine.get_transfer(transfer_id)
-            if t is None:
-                raise StepFailed(f"image transfer {transfer_id} vanished")
-            phase = enum(t.phase)
-            if phase == "transferring":
-                return t
-            if phase not in ("initializing", "resuming"):
-                raise StepFailed(f"image transfer {transfer_id} is {phase}")
-            return None
-        return await self.wait(check, timeout=self.deps.timeouts.transfer,
-                                interval=min(0.5, self.deps.timeouts.poll),
-                                what=f"image transfer {transfer_id}")
 
     async def _finalize_transfer(self, disk_id: str, t_rec: dict, *, strict=True):
         e = self.engine

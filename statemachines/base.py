@@ -110,6 +110,23 @@ class VmMachine:
     async def wait(self, check, **kw):
         return await wait_until(check, wake=self.wake, **kw)
 
+    async def wait_transferring(self, transfer_id: str):
+        """Wait for an image transfer to reach `transferring` (what the SDK's
+        helpers do); any other phase than initializing/resuming is a failure."""
+        async def check():
+            t = await self.deps.engine.get_transfer(transfer_id)
+            if t is None:
+                raise StepFailed(f"image transfer {transfer_id} vanished")
+            phase = t.phase.value if hasattr(t.phase, "value") else t.phase
+            if phase == "transferring":
+                return t
+            if phase not in ("initializing", "resuming"):
+                raise StepFailed(f"image transfer {transfer_id} is {phase}")
+            return None
+        return await self.wait(check, timeout=self.deps.timeouts.transfer,
+                               interval=min(0.5, self.deps.timeouts.poll),
+                               what=f"image transfer {transfer_id}")
+
     async def _drive(self) -> str:
         while self.state not in TERMINAL:
             if self.state == "cleanup":

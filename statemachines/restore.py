@@ -23,7 +23,7 @@ import uuid
 import ovirtsdk4.types as types
 
 from .backup import ACTIVE, enum
-from .base import StepFailed, VmMachine, wait_until
+from .base import StepFailed, VmMachine
 from .ports import Deps
 
 
@@ -180,18 +180,7 @@ class RestoreMachine(VmMachine):
             t_rec = {"id": t.id}
             await self.record(transfers={src_id: t_rec})
 
-        async def check():
-            t = await e.get_transfer(t_rec["id"])
-            if t is None:
-                raise StepFailed(f"image transfer {t_rec['id']} vanished")
-            phase = enum(t.phase)
-            if phase == "transferring":
-                return t
-            if phase not in ("initializing", "resuming"):
-                raise StepFailed(f"image transfer {t_rec['id']} is {phase}")
-            return None
-        t = await self.wait(check, timeout=self.deps.timeouts.transfer, interval=0.3,
-                             what="the upload transfer")
+        t = await self.wait_transferring(t_rec["id"])
 
         async def progress(done, size):
             self.disk_progress[src_id] = [done, size]
