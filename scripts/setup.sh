@@ -24,7 +24,8 @@ if ((${#missing[@]})); then
   echo "setup: installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # With recommends, as the packages were installed and tested on this kind of machine.
+  apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 # The Debian postgresql package starts a system cluster through its service
