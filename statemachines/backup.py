@@ -343,27 +343,35 @@ class BackupMachine(VmMachine):
             await self.record(snapshot={**snap, "removed": True})
 
     async def _remove_snapshot(self, snap_id: str, attempts: int = 6):
-        """Leftover snapshots are the top complaint about oVirt backups: insist."""
+        """Leftover snapshots are the top complaint about oVirt backups: insist.
+
+        A snapshot that is `locked` is either still being created (a cleanup
+        right after a cancel) or being removed; either way the thing to do is
+        to wait until it is `ok` (then ask for removal) or gone (done). A
+        removal the engine refuses or fails leaves it `ok`: ask again, with
+        backoff, `attempts` times."""
         e = self.engine
         last = None
         for i in range(attempts):
-            s = await e.get_snapshot(self.vm_id, snap_id)
-            if s is None:
+            async def settled():
+                cur = await e.get_snapshot(self.vm_id, snap_id)
+                if cur is None:
+                    return "gone"
+                return "ok" if enum(cur.snapshot_status) == "ok" else None
+            if await self.wait(settled, timeout=self.deps.timeouts.snapshot, interval=self.deps.timeouts.poll,
+                               what=f"snapshot {snap_id} to settle") == "gone":
                 return
-            if enum(s.snapshot_status) == "ok":
-                try:
-                    await e.remove_snapshot(self.vm_id, snap_id, self.correlation_id)
-                except Exception as err:
-                    last = err
+            if i:
+                await asyncio.sleep(min(30, 2 ** i))  # the engine refused or failed the last try
             try:
-                async def gone():
-                    return await e.get_snapshot(self.vm_id, snap_id) is None
-                await self.wait(gone, timeout=self.deps.timeouts.snapshot / attempts,
-                                 interval=self.deps.timeouts.poll, what="snapshot removal")
-                return
-            except StepFailed as err:
+                await e.remove_snapshot(self.vm_id, snap_id, self.correlation_id)
+            except Exception as err:
                 last = err
-            await asyncio.sleep(min(30, 2 ** i))
+                continue
+            if await self.wait(settled, timeout=self.deps.timeouts.snapshot, interval=self.deps.timeouts.poll,
+                               what="snapshot removal") == "gone":
+                return
+            last = StepFailed("the engine failed to remove it")  # ok again: the merge failed
         raise StepFailed(f"snapshot {snap_id} of VM {self.vm_id} could not be removed: {last}")
 
     # --- cleanup ---------------------------------------------------------------------------

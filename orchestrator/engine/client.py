@@ -69,18 +69,33 @@ class EngineClient:
         await asyncio.get_running_loop().run_in_executor(None, close_all)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
+    async def _run(self, fn: Callable[[], Any]):
+        """Run `fn` in the pool. If the caller is cancelled while the request
+        is already on its way, wait for it to end before passing the
+        cancellation on: a thread cannot be stopped, and a machine's cleanup
+        must find in the engine whatever that request created (a snapshot made
+        after cleanup looked for it would be left behind)."""
+        cf = self._pool.submit(fn)
+        af = asyncio.wrap_future(cf)
+        try:
+            return await asyncio.shield(af)
+        except asyncio.CancelledError:
+            if not cf.cancel():  # already running: let it land
+                await asyncio.wait([af])
+                if not af.cancelled():
+                    af.exception()  # its outcome is not ours to report any more
+            raise
+
     async def call(self, what: str, fn: Callable[[sdk.Connection], Any], *,
                    correlation_id: str | None = None, retry_conflict: bool = False,
                    not_found: tuple[str, str] | None = None, retries: int | None = None):
         """Run `fn(connection)` in the pool; map SDK errors to ours."""
         attempts = (self.cfg.retries if retries is None else retries) + 1
-        loop = asyncio.get_running_loop()
         for attempt in range(1, attempts + 1):
             t0 = time.monotonic()
             kind = None
             try:
-                result = await loop.run_in_executor(self._pool, lambda: fn(self._conn()))
-                return result
+                return await self._run(lambda: fn(self._conn()))
             except sdk.NotFoundError as e:
                 kind = "not_found"
                 if not_found:

@@ -239,6 +239,29 @@ def test_cancel_during_transfer_cleans_up(orch, sandbox, conn, no_leftovers):
     assert all(str(b.phase) in ("BackupPhase.SUCCEEDED", "succeeded") for b in backups)
 
 
+def test_cancel_while_the_snapshot_request_is_in_flight(orch, sandbox, conn, no_leftovers):
+    """The engine is slow to answer POST /snapshots and the job is canceled
+    meanwhile: the snapshot it then creates is still found and removed."""
+    vm = sandbox.vm("legacy-erp")
+    start = ([e.index for e in conn.system_service().events_service().list(max=1)] or [0])[0]
+    sandbox.fault(kind="engine", method="POST", path=r"^/vms/[^/]+/snapshots$", delay=3.0, count=1)
+    try:
+        job = orch.backup([vm["id"]], "full")
+        wait(lambda: orch.job(job["id"])["machines"][0]["state"] == "snapshot", timeout=60,
+             what="snapshot state")
+        time.sleep(1.0)  # the POST is now held by the engine
+        orch.api("POST", f"/api/v1/jobs/{job['id']}/cancel", expect=202)
+        j = orch.wait_job(job["id"])
+    finally:
+        sandbox.clear_faults()
+    assert j["state"] == "canceled", j
+    created = [e for e in conn.system_service().events_service().list(from_=start, max=1000)
+               if e.code == 45 and e.vm and e.vm.id == vm["id"]]
+    assert len(created) == 1  # the held request did create a snapshot...
+    snaps = conn.system_service().vms_service().vm_service(vm["id"]).snapshots_service().list()
+    assert [s.snapshot_type for s in snaps] == [types.SnapshotType.ACTIVE]  # ...and it is gone
+
+
 def test_direct_mode_without_movers(sandbox, conn, state_root, no_leftovers):
     """Hosts without a mover: the orchestrator runs the copy engine itself."""
     o = Orchestrator(sandbox.dir, state_root / "direct", env={"OVAULT_MOVERS__ENABLED": "false"}).start()

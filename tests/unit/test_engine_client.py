@@ -1,0 +1,73 @@
+"""EngineClient plumbing without an engine: what a cancelled caller leaves behind."""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from orchestrator.config import Engine
+from orchestrator.engine.client import EngineClient
+
+
+async def test_cancel_waits_for_a_request_already_on_its_way():
+    """A machine cancelled during POST /snapshots must not run its cleanup
+    before that POST has landed: cleanup looks the snapshot up by description."""
+    client = EngineClient(Engine(workers=1))
+    started, landed = threading.Event(), []
+
+    def slow_post():
+        started.set()
+        time.sleep(0.5)
+        landed.append(time.monotonic())
+        return "snapshot-id"
+
+    task = asyncio.create_task(client._run(slow_post))
+    await asyncio.to_thread(started.wait, 5)
+    task.cancel()
+    t0 = time.monotonic()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    else:
+        raise AssertionError("the caller's cancellation was swallowed")
+    assert landed and landed[0] <= time.monotonic()
+    assert time.monotonic() - t0 >= 0.3  # it waited for the request, not just returned
+    await client.close()
+
+
+async def test_cancel_drops_a_request_not_yet_started():
+    client = EngineClient(Engine(workers=1))
+    gate, ran = threading.Event(), []
+    blocker = asyncio.create_task(client._run(lambda: gate.wait(5)))
+    queued = asyncio.create_task(client._run(lambda: ran.append(1)))
+    await asyncio.sleep(0.05)
+    queued.cancel()
+    try:
+        await queued
+    except asyncio.CancelledError:
+        pass
+    gate.set()
+    assert await blocker is True
+    await asyncio.sleep(0.05)
+    assert ran == []  # never sent
+    await client.close()
+
+
+async def test_errors_of_a_cancelled_request_are_not_reported_twice():
+    client = EngineClient(Engine(workers=1))
+    started = threading.Event()
+
+    def failing():
+        started.set()
+        time.sleep(0.2)
+        raise RuntimeError("engine said no")
+
+    task = asyncio.create_task(client._run(failing))
+    await asyncio.to_thread(started.wait, 5)
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    await client.close()
