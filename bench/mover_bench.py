@@ -129,7 +129,7 @@ async def main(args) -> None:
     lab = await ImageioLab(base / "lab").start()
     store_dir = base / "store"
     store_dir.mkdir()
-    async with await Store.open(store_dir, create=True):
+    async with await Store.open(store_dir, create=True, chunk_size=args.chunk_mib * MiB):
         pass
     store_url = str(store_dir)
     results = {"machine": {"cores": os.cpu_count(), "size": size}, "rows": []}
@@ -163,8 +163,16 @@ async def main(args) -> None:
             changed = int(size * 0.05) // MiB
             cmds = []
             slots = rnd.sample(range(size // MiB), changed)
-            for s in slots:
-                cmds += ["-c", f"write -P {rnd.randrange(1, 255)} {s}M 1M"]
+            # New, unique data in every changed block (half random, half text-like), as
+            # guest writes are: a constant pattern would compress and dedup to nothing.
+            src = base / "writes"
+            src.mkdir(exist_ok=True)
+            half = len(slots) // 2
+            blocks = list(_blocks("random", "bench-inc-random", half)) + \
+                list(_blocks("text", "bench-inc-text", len(slots) - half))
+            for i, (s, b) in enumerate(zip(slots, blocks)):
+                (src / f"w{i}").write_bytes(b)
+                cmds += ["-c", f"write -s {src / f'w{i}'} {s}M 1M"]
             t0 = time.monotonic()
             for i in range(0, len(cmds), 400):
                 subprocess.run(["qemu-io", "-f", "qcow2", *cmds[i:i + 400], str(disk)], check=True,
@@ -305,4 +313,5 @@ if __name__ == "__main__":
     ap.add_argument("--size-gib", type=int, default=4)
     ap.add_argument("--dir", default="/var/tmp/ovault-bench")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--chunk-mib", type=int, default=4, help="chunk size of the bench's store (default 4)")
     asyncio.run(main(ap.parse_args()))

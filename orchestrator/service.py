@@ -19,7 +19,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from imageio_ext.store import Store
+from imageio_ext.store import Store, StoreNotInitialized
 
 from . import catalog as cat
 from .api import (auth, backups, cors, health, inventory, jobs, observe, openapi, problem, targets,
@@ -101,7 +101,10 @@ async def _webhooks(app: web.Application):
 
 async def _store(app: web.Application):
     cfg: Config = app[CONFIG]
-    store = await Store.open(cfg.target.url, create=True)
+    try:
+        store = await Store.open(cfg.target.url)
+    except StoreNotInitialized:  # a new target: this configuration decides its chunk size
+        store = await Store.open(cfg.target.url, create=True, chunk_size=cfg.target.chunk_size_kib * 1024)
     app[STORE] = store
     targets = app[CATALOG].targets
     try:

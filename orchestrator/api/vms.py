@@ -23,8 +23,9 @@ def _enum(x):
     return x.value if hasattr(x, "value") else x
 
 
-async def _view(request, vm) -> dict:
-    last = await request.app[CATALOG].backups.last_succeeded(vm.id)
+async def _view(request, vm, last=...) -> dict:
+    if last is ...:
+        last = await request.app[CATALOG].backups.last_succeeded(vm.id)
     return {"id": vm.id, "name": vm.name, "status": _enum(vm.status),
             "host_id": vm.host.id if vm.host else None,
             "cluster_id": vm.cluster.id if vm.cluster else None,
@@ -64,8 +65,9 @@ async def list_vms(request: web.Request):
     if after is not None:
         vms = [vm for vm in vms if f"{vm.name or ''}\0{vm.id}" > after]
     out, nxt = [], None
+    last = await request.app[CATALOG].backups.last_succeeded_many(vm.id for vm in vms)
     for vm in vms:
-        item = await _view(request, vm)
+        item = await _view(request, vm, last.get(vm.id))
         if protected is not None and item["protected"] != protected:
             continue
         if len(out) == limit:

@@ -121,6 +121,14 @@ class BackupRepository(Repository):
         return None if row is None else (await self._attach([row]))[0]
 
     @wrap_errors
+    async def last_succeeded_many(self, vm_ids: Iterable[str]) -> dict[str, Backup]:
+        """`last_succeeded` of many VMs in one query (the VM list's protection status)."""
+        rows = await self._db.fetch(
+            "SELECT DISTINCT ON (vm_id) * FROM backups WHERE vm_id = ANY($1::text[]) "
+            "  AND status = 'succeeded' ORDER BY vm_id, created_at DESC, id DESC", list(vm_ids))
+        return {b.vm_id: b for b in await self._attach(rows)}
+
+    @wrap_errors
     async def list(self, *, vm_id: str | None = None, vm_ids: Iterable[str] | None = None,
                    status: str | Iterable[str] | None = None, job_id: uuid.UUID | None = None,
                    target_id: uuid.UUID | None = None,

@@ -104,3 +104,20 @@ async def test_targets_crud_and_conflicts(catalog):
     await catalog.targets.delete(t.id)
     with pytest.raises(NotFound, match="target .* not found"):
         await catalog.targets.get(t.id)
+
+
+async def test_last_succeeded_many_matches_last_succeeded(catalog):
+    """The VM list asks once for every VM; the answer equals asking per VM."""
+    made = {}
+    for vm, n in (("vm-a", 3), ("vm-b", 1), ("vm-c", 2)):
+        for i in range(n):
+            b = await catalog.backups.create(vm_id=vm, vm_name=vm, mode="full", method="snapshot")
+            if vm != "vm-c" or i == 0:  # vm-c's newest one is still running
+                await catalog.backups.complete(b.id, size_bytes=1, new_bytes=1, consistency="crash")
+            made.setdefault(vm, []).append(b.id)
+    many = await catalog.backups.last_succeeded_many(["vm-a", "vm-b", "vm-c", "vm-none"])
+    assert set(many) == {"vm-a", "vm-b", "vm-c"}
+    for vm in ("vm-a", "vm-b", "vm-c"):
+        assert many[vm].id == (await catalog.backups.last_succeeded(vm)).id
+    assert many["vm-a"].id == made["vm-a"][-1] and many["vm-c"].id == made["vm-c"][0]
+    assert await catalog.backups.last_succeeded_many([]) == {}
