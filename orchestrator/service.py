@@ -99,12 +99,18 @@ async def _webhooks(app: web.Application):
     await worker.stop()
 
 
+async def open_store(cfg: Config) -> Store:
+    """The configured target's store; a new target is initialised with the
+    configured chunk size, an existing store keeps its own."""
+    try:
+        return await Store.open(cfg.target.url)
+    except StoreNotInitialized:
+        return await Store.open(cfg.target.url, create=True, chunk_size=cfg.target.chunk_size_kib * 1024)
+
+
 async def _store(app: web.Application):
     cfg: Config = app[CONFIG]
-    try:
-        store = await Store.open(cfg.target.url)
-    except StoreNotInitialized:  # a new target: this configuration decides its chunk size
-        store = await Store.open(cfg.target.url, create=True, chunk_size=cfg.target.chunk_size_kib * 1024)
+    store = await open_store(cfg)
     app[STORE] = store
     targets = app[CATALOG].targets
     try:

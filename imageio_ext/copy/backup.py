@@ -10,10 +10,11 @@ Flow for one disk (see docs/mover.md):
 2. Extents: ``context=zero`` for a full copy; ``context=dirty`` for an
    incremental one whose parent holds this disk (the writer then inherits
    every untouched slot from the parent index).
-3. `plan_backup` turns them into chunk-aligned steps; ``requests`` workers
-   read data spans concurrently and hand whole chunks to the `DiskWriter`,
-   whose own bound (``max_inflight``) makes a slow target slow the readers.
-   Memory is at most ``requests + max_inflight`` chunks.
+3. `plan_backup` turns them into chunk-aligned steps (adjacent data chunks
+   merged into reads of up to ``read_size``); ``requests`` workers read data
+   spans concurrently and hand whole chunks to the `DiskWriter`, whose own
+   bound (``max_inflight``) makes a slow target slow the readers. Memory is
+   at most ``requests`` reads plus ``max_inflight`` chunks.
 4. ``commit`` writes the index. If a chunk inherited from the parent has been
    garbage-collected meanwhile, the writer names the slots; they are read
    again in full and commit is retried.
@@ -53,6 +54,7 @@ async def backup_disk(
     incremental: bool = False,
     requests: int = 4,  # parallel reads from imageio
     max_inflight: int | None = None,  # chunks being hashed/compressed/written; default = requests
+    read_size: int = 4 * 1024 * 1024,  # smaller chunks are read together, in requests of up to this
     progress: ProgressCallback | None = None,
     clock: Callable[[], float] = time.monotonic,
     transport: str = "",
@@ -76,7 +78,7 @@ async def backup_disk(
     except StoreError as e:
         raise wrap_store_error(e) from e
 
-    steps = plan_backup(extents, size, store.chunk_size, dirty_only=use_dirty)
+    steps = plan_backup(extents, size, store.chunk_size, dirty_only=use_dirty, max_read=read_size)
     meter = Meter(size, progress, clock=clock)
     unchanged = size - sum(s.length for s in steps)
     meter.skip(unchanged)

@@ -66,8 +66,30 @@ def check_extents(extents: Iterable[ImageExtent], size: int) -> list[ImageExtent
     return out
 
 
-def plan_backup(extents: Iterable[ImageExtent], size: int, chunk_size: int, *, dirty_only: bool = False) -> list[Step]:
-    ext = check_extents(extents, size)
+def plan_backup(extents: Iterable[ImageExtent], size: int, chunk_size: int, *, dirty_only: bool = False,
+                max_read: int | None = None) -> list[Step]:
+    """Steps of one slot each; with ``max_read``, adjacent data slots whose
+    bytes run on without a known-zero gap are merged into one step of up to
+    ``max_read`` bytes (one imageio request for several chunks)."""
+    steps = _slot_steps(check_extents(extents, size), size, chunk_size, dirty_only)
+    return _merge_reads(steps, max_read) if max_read and max_read > chunk_size else steps
+
+
+def _merge_reads(steps: list[Step], max_read: int) -> list[Step]:
+    out: list[Step] = []
+    for s in steps:
+        last = out[-1] if out else None
+        if (last is not None and s.kind == "data" and last.kind == "data"
+                and last.offset + last.length == s.offset  # adjacent slots
+                and last.read_end == s.offset and s.read_start == s.offset  # no zero gap between
+                and s.offset + s.length - last.offset <= max_read):
+            out[-1] = Step("data", last.offset, last.length + s.length, last.read_start, s.read_end)
+        else:
+            out.append(s)
+    return out
+
+
+def _slot_steps(ext: list[ImageExtent], size: int, chunk_size: int, dirty_only: bool) -> list[Step]:
     steps: list[Step] = []
     k = 0  # first extent that may overlap the current slot
     for slot_start in range(0, size, chunk_size):

@@ -61,6 +61,7 @@ async def test_full_backup_reads_only_data_and_stores_each_chunk_once(store):
     # read: 2 x 512 KiB of random data, one cluster, one allocated-zero cluster
     assert r.bytes_read == 2 * 512 * KiB + 2 * CLUSTER
     assert sum(l for _, l in img.reads) == r.bytes_read
+    assert len(img.reads) == 4  # each 2-chunk random run in one request, each cluster in one
     assert r.new_chunks == 3 and r.dedup_chunks == 2  # 2 random chunks + the 'x' chunk; second copy dedups
     assert r.bytes_zeroed == SIZE - 5 * CS - CS  # everything else (incl. the allocated-zero slot read)
     assert seen and seen[-1].bytes_done == SIZE == seen[-1].bytes_total

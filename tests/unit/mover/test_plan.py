@@ -42,3 +42,23 @@ def test_dirty_only_skips_clean_slots_and_reads_whole_dirty_slot_data():
 def test_extents_that_do_not_tile_the_disk_are_refused(ext):
     with pytest.raises(BadExtents):
         plan_backup(ext, 4 * MiB, CS)
+
+
+def test_small_chunks_are_read_together_up_to_max_read_never_across_zero_gaps():
+    cs = 1 * MiB
+    ext = [ImageExtent(0, 6 * MiB, False),  # data: slots 0-5
+           ImageExtent(6 * MiB, 512 * 1024, True),  # a zero gap at the start of slot 6
+           ImageExtent(6 * MiB + 512 * 1024, 3 * MiB + 512 * 1024, False),  # slots 6-9
+           ImageExtent(10 * MiB, 2 * MiB, True)]  # zero slots 10-11
+    single = plan_backup(ext, 12 * MiB, cs)
+    merged = plan_backup(ext, 12 * MiB, cs, max_read=4 * MiB)
+    assert merged == [
+        Step("data", 0, 4 * MiB, 0, 4 * MiB),
+        Step("data", 4 * MiB, 2 * MiB, 4 * MiB, 6 * MiB),
+        Step("data", 6 * MiB, 4 * MiB, 6 * MiB + 512 * 1024, 10 * MiB),  # its own zero head is not read
+        Step("zero", 10 * MiB, 2 * MiB),
+    ]
+    # the same slots and the same bytes, in fewer requests
+    assert sum(s.length for s in merged) == sum(s.length for s in single) == 12 * MiB
+    assert sum(s.read_length for s in merged) == sum(s.read_length for s in single)
+    assert plan_backup(ext, 12 * MiB, cs, max_read=cs) == single
