@@ -234,6 +234,10 @@ class RestoreMachine(VmMachine):
                 vm.high_availability = types.HighAvailability(enabled=bool(cfg["high_availability"]))
             await e.update_vm(self.vm_id, vm, self.correlation_id)
             await self.record(config_restored=True)
+        if kind == "new" and self.req.get("owner_user_id") and not self.res.get("owner_granted"):
+            # the SSO user who restored it manages it, as if they had created it
+            await e.grant_vm_role(target, self.req["owner_user_id"], "UserVmManager", self.correlation_id)
+            await self.record(owner_granted=True)
         if kind in ("new", "in_place") and self.req.get("power_on") and not self.res.get("powered_on"):
             await e.start_vm(target or self.vm_id, self.correlation_id)
             await self.record(powered_on=True)

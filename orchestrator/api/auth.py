@@ -38,6 +38,7 @@ class Principal:
     role: str
     kind: str = "token"  # "token" (ovault API token) or "sso" (oVirt engine user)
     vm_ids: frozenset | None = None  # None: every VM (admins, API tokens)
+    engine_user_id: str | None = None  # SSO non-admins: the engine's id of the user
 
     def sees(self, vm_id: str) -> bool:
         return self.vm_ids is None or vm_id.lower() in self.vm_ids
@@ -79,7 +80,8 @@ async def authenticate(app: web.Application, token: str) -> Principal:
     if user is None:
         raise Unauthorized("invalid, expired or revoked token")
     return Principal(name=user.name, role="admin" if user.admin else "operator", kind="sso",
-                     vm_ids=None if user.admin else user.vm_ids)
+                     vm_ids=None if user.admin else user.vm_ids,
+                     engine_user_id=None if user.admin else user.engine_user_id)
 
 
 @web.middleware

@@ -126,6 +126,10 @@ async def restore(request: web.Request):
         raise NotFound("VM", req["target_vm_id"])
     if kind == "in_place" and req["name"]:
         raise v.Invalid("an in-place restore keeps the VM's name")
+    if kind == "new" and p.engine_user_id:
+        # ovault creates the VM with its own engine account; the SSO user who
+        # asked must be able to see and manage it, as if they had created it.
+        req["owner_user_id"] = p.engine_user_id
     vm_id = b.vm_id
     job = await request.app[CATALOG].jobs.create(
         "restore", [cat.NewMachine(vm_id=vm_id, vm_name=b.vm_name, context={})],

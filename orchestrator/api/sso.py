@@ -7,7 +7,9 @@ plugin sends it to us as `Authorization: Bearer <token>`. We ask the engine:
   `user_id` (`name@domain`) and `ovirt.admin`;
 - for a non-admin, `GET /ovirt-engine/api/vms` *with the user's own token*
   and `Filter: true`: the engine answers with exactly the VMs that user may
-  see (user-level permissions), so that set is the user's VM visibility.
+  see (user-level permissions), so that set is the user's VM visibility;
+  and `GET /ovirt-engine/api` the same way, whose `authenticated_user` is the
+  user's engine id (a VM they restore is granted to them by that id).
 
 Both answers are cached for `api.sso_cache_seconds` under the SHA-256 of the
 token (never the token itself), so a revoked/logged-out token or a changed
@@ -40,6 +42,7 @@ class SsoUser:
     principal_id: str
     admin: bool
     vm_ids: frozenset | None  # None: every VM (admins)
+    engine_user_id: str | None = None  # the engine's id of this user (non-admins: to grant roles)
 
 
 class SsoVerifier:
@@ -119,13 +122,27 @@ class SsoVerifier:
             name = str(info.get("user_id") or ovirt.get("user_id") or "unknown")
             admin = bool(ovirt.get("admin"))
             vm_ids = None if admin else await self._visible_vms(token)
+            engine_user_id = None if admin else await self._engine_user_id(token)
             log.info("sso user verified", user=name, admin=admin,
                      vms=None if vm_ids is None else len(vm_ids))
             return SsoUser(name=name, principal_id=str(ovirt.get("principal_id") or ""),
-                           admin=admin, vm_ids=vm_ids)
+                           admin=admin, vm_ids=vm_ids, engine_user_id=engine_user_id)
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
             raise EngineUnavailable(f"cannot validate the SSO token with the engine: "
                                     f"{type(e).__name__}: {e}") from e
+
+    async def _engine_user_id(self, token: str) -> str | None:
+        """The API root's `authenticated_user` as the user sees it: the id the
+        engine's permissions name this user by."""
+        async with self._http().get(self.api_url,
+                                    headers={"Authorization": f"Bearer {token}",
+                                             "Accept": "application/xml", "Filter": "true",
+                                             "Version": "4"}) as r:
+            if r.status >= 400:
+                return None
+            body = await r.read()
+        u = ET.fromstring(body).find("authenticated_user")
+        return u.get("id") if u is not None else None
 
     async def _visible_vms(self, token: str) -> frozenset | None:
         """The ids of the VMs the engine shows this user; None if the token is refused."""

@@ -279,6 +279,19 @@ class EngineClient:
         return await self.call("vm.add", lambda c: c.system_service().vms_service().add(
             vm, query={"correlation_id": correlation_id}), correlation_id=correlation_id)
 
+    async def grant_vm_role(self, vm_id: str, user_id: str, role: str, correlation_id: str):
+        """Give a user a role (by name) on a VM. Granting it twice is harmless:
+        the engine's 409 "permission already exists" counts as done."""
+        try:
+            await self.call("vm.permission.add", lambda c: c.system_service().vms_service()
+                            .vm_service(vm_id).permissions_service()
+                            .add(types.Permission(role=types.Role(name=role), user=types.User(id=user_id)),
+                                 query={"correlation_id": correlation_id}),
+                            correlation_id=correlation_id)
+        except EngineError as e:
+            if getattr(e, "code", None) != 409:
+                raise
+
     async def update_vm(self, vm_id: str, vm: types.Vm, correlation_id: str) -> types.Vm:
         return await self.call("vm.update", lambda c: c.system_service().vms_service()
                                .vm_service(vm_id).update(vm, query={"correlation_id": correlation_id}),

@@ -225,8 +225,22 @@ class Vm:
     snapshots: list = field(default_factory=list)
     checkpoints: list = field(default_factory=list)
     backups: list = field(default_factory=list)
+    permissions: list = field(default_factory=list)  # Permission
     active_snapshot_id: str = field(default_factory=new_id)
     busy: str | None = None  # a running snapshot/backup operation
+
+
+# The engine's predefined roles that ovault grants (ids are the engine's fixed ones).
+ROLES = {"UserVmManager": "def00006-0000-0000-0000-def000000006",
+         "UserRole": "00000000-0000-0000-0001-000000000001",
+         "DiskOperator": "def0000a-0000-0000-0000-def00000000e"}
+
+
+@dataclass
+class Permission:
+    id: str
+    role: str  # a name of ROLES
+    user_id: str
 
 
 @dataclass

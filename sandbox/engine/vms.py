@@ -6,10 +6,10 @@ from aiohttp import web
 from ovirtsdk4 import types
 
 from . import ovf, render
-from .model import Attachment, BadRequest, Conflict, NotFound, Nic, Vm, new_id
+from .model import ROLES, Attachment, BadRequest, Conflict, NotFound, Nic, Permission, Vm, new_id
 from .state import Engine
 from .disks import add_disk, update_disk
-from .http import (API, ENGINE, action, action_body, body, boolean, corr, enum, find, get_vm, page, require_admin, search, visible_vms, xml_response)
+from .http import (API, ENGINE, SSO, action, action_body, body, boolean, corr, enum, find, get_vm, page, require_admin, search, visible_vms, xml_response)
 
 routes = web.RouteTableDef()
 
@@ -216,6 +216,38 @@ async def nic_add(request):
             plugged=x.plugged if x.plugged is not None else True)
     vm.nics.append(n)
     return xml_response(render.nic(e, vm, n), status=201)
+
+
+# --- permissions (what ovault grants the user who restored a VM) ------------------------------------
+@routes.get(API + "/vms/{vm}/permissions")
+async def perms_list(request):
+    vm = get_vm(request)
+    return xml_response([render.permission(vm, p) for p in vm.permissions], root="permissions")
+
+
+@routes.post(API + "/vms/{vm}/permissions")
+async def perm_add(request):
+    """Granting a role on a VM to a user makes the VM visible to that user
+    (the engine's user-level filtering is permission-based)."""
+    require_admin(request)
+    vm = get_vm(request)
+    x = await body(request, "permission")
+    if not isinstance(x, types.Permission) or x.role is None or x.user is None or not x.user.id:
+        raise BadRequest("Permission [role, user.id] required for add")
+    by_id = {v: k for k, v in ROLES.items()}
+    role = x.role.name or by_id.get(x.role.id or "")
+    if role not in ROLES:
+        raise NotFound(f"Entity not found: Role {x.role.name or x.role.id}")
+    users = [u for u in request.app[SSO].users.values() if u.id == x.user.id]
+    if not users:
+        raise NotFound(f"Entity not found: User {x.user.id}")
+    for p in vm.permissions:
+        if p.role == role and p.user_id == x.user.id:
+            raise Conflict("[Cannot add Permission. Permission already exists.]")
+    p = Permission(new_id(), role, x.user.id)
+    vm.permissions.append(p)
+    users[0].vm_ids.add(vm.id)
+    return xml_response(render.permission(vm, p), status=201)
 
 
 # --- snapshots ---------------------------------------------------------------------------------------

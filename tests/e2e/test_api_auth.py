@@ -136,6 +136,62 @@ def test_sso_user_sees_only_the_engine_s_vms(api, sandbox):
         time.sleep(0.3)
 
 
+def _engine_vms_seen_by(sandbox, token: str) -> set[str]:
+    req = urllib.request.Request(sandbox.engine["api"] + "/vms", headers={
+        "Authorization": f"Bearer {token}", "Filter": "true", "Accept": "application/json"})
+    with urllib.request.urlopen(req, context=sandbox.ssl, timeout=30) as r:
+        return {v["id"] for v in json.loads(r.read()).get("vm", [])}
+
+
+def test_a_vm_restored_by_an_sso_user_is_theirs_in_the_engine(api, sandbox):
+    """ovault creates the VM with its own account; the engine must still show
+    it to the user who restored it (UserVmManager on it, as if they made it)."""
+    mine = sandbox.vm("web-frontend")["id"]
+    name = f"op-{uuid.uuid4().hex[:6]}@internal"
+    sandbox.admin("POST", "/users", {"name": name, "password": "pw-123456", "admin": False, "vm_ids": [mine]})
+    tok = _sso_token(sandbox, name, "pw-123456")
+    job = api.ok("POST", "/api/v1/backups", {"vm_ids": [mine], "mode": "full"}, token=tok, expect=202)["job"]
+    done = _wait_job(api, job["id"])
+    assert done["state"] == "succeeded", done
+    bid = done["machines"][0]["backup_id"]
+    new_name = f"mine-restored-{uuid.uuid4().hex[:4]}"
+    job = api.ok("POST", f"/api/v1/backups/{bid}/restore", {"kind": "new", "name": new_name},
+                 token=tok, expect=202)["job"]
+    done = _wait_job(api, job["id"])
+    assert done["state"] == "succeeded", done
+    conn = sandbox.connect()
+    try:
+        (vm,) = conn.system_service().vms_service().list(search=f"name={new_name}")
+        perms = conn.system_service().vms_service().vm_service(vm.id).permissions_service().list()
+        user_id = [p.user.id for p in perms if p.user is not None]
+        assert len(user_id) == 1  # exactly one grant, to that user
+        assert _engine_vms_seen_by(sandbox, tok) == {mine, vm.id}
+    finally:
+        conn.system_service().vms_service().vm_service(vm.id).remove()
+        conn.close()
+    # An admin's restore grants nothing (admins see every VM anyway).
+    job = api.ok("POST", f"/api/v1/backups/{bid}/restore", {"kind": "new", "name": new_name + "-a"},
+                 expect=202)["job"]
+    assert _wait_job(api, job["id"])["state"] == "succeeded"
+    conn = sandbox.connect()
+    try:
+        (vm,) = conn.system_service().vms_service().list(search=f"name={new_name}-a")
+        assert conn.system_service().vms_service().vm_service(vm.id).permissions_service().list() == []
+        conn.system_service().vms_service().vm_service(vm.id).remove()
+    finally:
+        conn.close()
+
+
+def _wait_job(api, job_id: str, timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        j = api.ok("GET", f"/api/v1/jobs/{job_id}")
+        if j["state"] in ("succeeded", "failed", "canceled"):
+            return j
+        assert time.monotonic() < deadline, f"job {job_id} did not end: {j}"
+        time.sleep(0.3)
+
+
 def test_sso_admin_is_admin_and_bad_sso_token_is_401(api, sandbox):
     e = sandbox.engine
     tok = _sso_token(sandbox, e["username"], e["password"])
