@@ -6,6 +6,7 @@ own `ovault serve` on the same sandbox.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -62,8 +63,9 @@ class Orchestrator:
             time.sleep(0.3)
 
 
-@pytest.fixture(scope="module")
-def orchestrator(sandbox):
+@contextlib.contextmanager
+def run_orchestrator(sandbox, env: dict | None = None):
+    """`ovault serve --sandbox` in its own state directory, until the block ends."""
     # As root the embedded PostgreSQL runs as `postgres`, which must be able to walk in.
     state = Path(tempfile.mkdtemp(prefix="ovault-ui-", dir="/tmp"))
     os.chmod(state, 0o755)
@@ -72,7 +74,8 @@ def orchestrator(sandbox):
         Path(target["path"]).mkdir(parents=True, exist_ok=True)
     log = open(state / "serve.log", "wb")
     p = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "serve", "--sandbox", str(sandbox.dir),
-                          "--state-dir", str(state)], cwd=ROOT, stdout=log, stderr=log, start_new_session=True)
+                          "--state-dir", str(state)], cwd=ROOT, stdout=log, stderr=log, start_new_session=True,
+                         env={**os.environ, **(env or {})})
     try:
         deadline = time.monotonic() + 60
         client = state / "client.json"
@@ -99,6 +102,12 @@ def orchestrator(sandbox):
             p.wait(10)
         log.close()
         shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def orchestrator(sandbox):
+    with run_orchestrator(sandbox) as o:
+        yield o
 
 
 @pytest.fixture(scope="module")
