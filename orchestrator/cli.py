@@ -94,7 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     from sandbox import cli as sandbox_cli  # the CLI is the only product code that reaches it
     sandbox_cli.add_arguments(sbsub)
     demo = sub.add_parser("demo", help="bring up the sandbox and the orchestrator and show ovault working")
-    demo.add_argument("--dir", default="demo", help="state directory (default ./demo)")
+    # Not inside the checkout: the embedded PostgreSQL runs as `postgres`, which
+    # cannot enter a checkout under a 0700 home such as Debian's /root.
+    demo.add_argument("--dir", default="/var/tmp/ovault-demo",
+                      help="state directory (default /var/tmp/ovault-demo)")
     demo.add_argument("--exit", action="store_true", help="stop once the report is printed")
     return p
 

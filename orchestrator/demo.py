@@ -73,7 +73,11 @@ async def _demo(d: Path, exit_now: bool) -> int:
         app = create_app(cfg)
         from aiohttp import web
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
+        try:
+            await runner.setup()
+        except Exception as e:
+            say(f"ovault demo: the orchestrator could not start: {e}")
+            return 1
         ctx = tls_context(cfg)
         site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
         await site.start()

@@ -12,7 +12,8 @@ APT_PACKAGES=(
   postgresql                           # the catalog (embedded cluster by default)
   chromium                             # browser tests of the UI plugin
   openssl                              # sandbox CA and certificates
-  make gcc python3-dev python3-venv libcurl4-openssl-dev libssl-dev  # building wheels
+  # building wheels; ovirt-engine-sdk-python is an sdist with a C extension on libxml2
+  make gcc python3-dev python3-venv libcurl4-openssl-dev libssl-dev libxml2-dev
   procps psmisc curl
 )
 

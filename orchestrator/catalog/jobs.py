@@ -12,6 +12,11 @@ Which lock guards what:
 |                      | concurrent disk tasks never erase each other's keys      |
 | rollup, cancel       | `SELECT … FOR UPDATE` of the job row                     |
 
+A job's move to a terminal state and its `job.<state>` event (the webhook
+and websocket notice) are written in one transaction, whichever path ends it
+(rollup of its machines, cancel of a queued job, giving up): the notice is
+never lost to a crash or a cancelled task, and never sent twice.
+
 Time is the database's `now()`, never a replica's clock, so leases mean the
 same thing on every replica.
 """
@@ -30,6 +35,12 @@ from .models import (MACHINE_STATES, TERMINAL, Job, JobKind, JobState, Machine, 
 from .paging import Where, check_limit, encode_cursor
 
 __all__ = ["JobRepository", "rollup_state"]
+
+
+async def _ended(c, job_id: uuid.UUID, kind: str, state: str, error: str | None) -> None:
+    from .events import EventRepository  # same transaction, other aggregate
+    await EventRepository(c).append(f"job.{state}", {"job_id": str(job_id), "kind": kind,
+                                                    "state": state, "error": error}, job_id=job_id)
 
 _TERMINAL_SQL = "('succeeded', 'failed', 'canceled')"
 _MAX_ERROR = 4000
@@ -255,6 +266,8 @@ class JobRepository(Repository):
                                                    ELSE lease_expires_at END
                      WHERE id = $1 RETURNING *
                     """, job_id, str(new), error)
+                if job["state"] in TERMINAL:
+                    await _ended(c, job_id, job["kind"], job["state"], job["error"])
             return Job.from_record(job, machines=tuple(Machine.from_record(m) for m in ms))
 
     @wrap_errors
@@ -277,6 +290,7 @@ class JobRepository(Repository):
                 await c.execute(
                     "UPDATE jobs SET state = 'canceled', cancel_requested = true, "
                     "finished_at = now(), updated_at = now() WHERE id = $1", job_id)
+                await _ended(c, job_id, job["kind"], "canceled", None)
             elif job["state"] != "canceled":
                 await c.execute(
                     "UPDATE jobs SET cancel_requested = true, updated_at = now() WHERE id = $1",
@@ -289,10 +303,11 @@ class JobRepository(Repository):
         unfinished machine become `failed` with `error`. Resources the machines
         recorded stay in place for an operator or a cleanup pass to see."""
         async with self._transaction() as c:
-            job = await c.fetchrow("SELECT state FROM jobs WHERE id = $1 FOR UPDATE", job_id)
+            job = await c.fetchrow("SELECT state, kind FROM jobs WHERE id = $1 FOR UPDATE", job_id)
             if job is None:
                 raise NotFound("job", job_id)
             if job["state"] not in TERMINAL:
+                await _ended(c, job_id, job["kind"], "failed", error[:_MAX_ERROR])
                 await c.execute(
                     "UPDATE machines SET state = 'failed', version = version + 1, error = $2, "
                     "finished_at = now(), updated_at = now() "

@@ -106,6 +106,11 @@ class JobRunner:
                     log.warning("lease renewal failed", job_id=str(job_id), error=str(e))
                     continue
                 if job is None:
+                    try:
+                        if (await self.catalog.jobs.get(job_id)).state in cat.TERMINAL:
+                            continue  # it just ended here: a finished job holds no lease
+                    except cat.CatalogError:
+                        pass
                     log.warning("lease lost; stopping the job here", job_id=str(job_id))
                     t = self.jobs.get(job_id)
                     if t:
@@ -175,12 +180,7 @@ class JobRunner:
                 return
             if any(isinstance(r, asyncio.CancelledError) for r in results):
                 return
-            final = await self.catalog.jobs.rollup(job.id)
-            await self.catalog.events.append(f"job.{final.state}", {"job_id": str(job.id),
-                                                                   "kind": job.kind,
-                                                                   "state": final.state,
-                                                                   "error": final.error},
-                                             job_id=job.id)
+            final = await self.catalog.jobs.rollup(job.id)  # writes job.<state> with it
             log.info("job finished", job_id=str(job.id), state=final.state, error=final.error)
         finally:
             self.machines.pop(job.id, None)

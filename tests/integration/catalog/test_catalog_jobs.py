@@ -258,6 +258,32 @@ async def test_fail_job_gives_up_on_unfinished_machines(catalog):
         "vm-1": ("succeeded", None), "vm-2": ("failed", "claimed 5 times, owner died each time")}
 
 
+async def test_every_end_of_a_job_writes_exactly_one_job_event_with_it(catalog):
+    """The terminal state and its job.<state> event are one transaction, whatever ends it."""
+    async def ends(job_id):
+        evs = await catalog.events.list_after(0, limit=500)
+        return [(e.type, e.payload["state"], e.payload["kind"]) for e in evs
+                if e.job_id == job_id and e.type in ("job.succeeded", "job.failed", "job.canceled")]
+    done = await _backup_job(catalog, "vm-1")
+    [got] = await catalog.jobs.claim("r", lease_seconds=60)
+    assert await ends(done.id) == []
+    await _walk(catalog, got.machines[0], "snapshot", "metadata", "transfer", "finalize", "succeeded")
+    await catalog.jobs.rollup(done.id)
+    await catalog.jobs.rollup(done.id)  # asked again: no second notice
+    assert await ends(done.id) == [("job.succeeded", "succeeded", "backup")]
+
+    queued = await _backup_job(catalog, "vm-2")
+    await catalog.jobs.request_cancel(queued.id)
+    await catalog.jobs.request_cancel(queued.id)
+    assert await ends(queued.id) == [("job.canceled", "canceled", "backup")]
+
+    given_up = await _backup_job(catalog, "vm-3")
+    await catalog.jobs.claim("r", lease_seconds=60)
+    await catalog.jobs.fail(given_up.id, "gave up")
+    await catalog.jobs.fail(given_up.id, "gave up")
+    assert await ends(given_up.id) == [("job.failed", "failed", "backup")]
+
+
 async def test_list_filter_and_paginate_jobs(catalog, pool):
     made = []
     for i in range(7):
