@@ -342,11 +342,17 @@ EXPORT {{
             f"log {self.log_path}:\n{self._log_tail()}"
         )
 
-    def _log_tail(self, n: int = 20) -> str:
+    def _log_tail(self, n: int = 10) -> str:
+        """ganesha's own complaints (FATAL/CRIT/MAJ/WARN lines), then its last
+        lines: the cause is often well before the connection noise at the end."""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+            lines = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return "(no log)"
+        worst = [ln for ln in lines if any(f" :{lvl} :" in ln for lvl in ("FATAL", "CRIT", "MAJ", "WARN"))]
+        tail = [ln for ln in lines[-n:] if ln not in worst[-n:]]
+        out = (["problems ganesha logged:"] + worst[-n:] + ["last lines:"]) if worst else []
+        return "\n".join(out + tail)
 
     async def _terminate(self) -> None:
         proc, self._proc = self._proc, None
