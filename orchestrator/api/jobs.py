@@ -24,10 +24,10 @@ async def list_jobs(request: web.Request):
     state = v.enum(q.get("state"), "state", ("queued", "running", "succeeded", "failed", "canceled"))
     kind = v.enum(q.get("kind"), "kind", ("backup", "restore"))
     vm_id = v.uuid_str(q["vm_id"], "vm_id") if "vm_id" in q else None
-    # A restricted (SSO) user's page is filtered after the fact: it may hold
-    # fewer than `limit` items while `next_cursor` still leads on.
+    # A restricted (SSO) user's jobs are chosen by the query itself, so pages are full.
     page = await request.app[CATALOG].jobs.list(kind=kind, state=state, vm_id=vm_id,
-                                                limit=v.limit(request), cursor=q.get("cursor"))
+                                                limit=v.limit(request), cursor=q.get("cursor"),
+                                                only_vms=p.vm_ids)
     return web.json_response({"items": [views.job(j) for j in page.items if _visible(p, j)],
                               "next_cursor": page.next_cursor})
 

@@ -114,8 +114,10 @@ class JobRepository(Repository):
                    vm_id: str | None = None, created_by: str | None = None,
                    created_after: datetime | None = None, created_before: datetime | None = None,
                    limit: int = 50, cursor: str | None = None,
-                   with_machines: bool = True) -> Page[Job]:
-        """Newest first; keyset pagination through `Page.next_cursor`."""
+                   with_machines: bool = True,
+                   only_vms: Iterable[str] | None = None) -> Page[Job]:
+        """Newest first; keyset pagination through `Page.next_cursor`.
+        `only_vms`: jobs whose every VM is in this set (what a restricted user sees)."""
         check_limit(limit)
         w = Where()
         if kind is not None:
@@ -124,6 +126,9 @@ class JobRepository(Repository):
             w.add("j.state = ANY({}::text[])", [state] if isinstance(state, str) else list(state))
         if vm_id is not None:
             w.add("EXISTS (SELECT 1 FROM machines m WHERE m.job_id = j.id AND m.vm_id = {})", vm_id)
+        if only_vms is not None:
+            w.add("NOT EXISTS (SELECT 1 FROM machines m WHERE m.job_id = j.id "
+                  "AND NOT lower(m.vm_id) = ANY({}::text[]))", [x.lower() for x in only_vms])
         if created_by is not None:
             w.add("j.created_by = {}", created_by)
         if created_after is not None:

@@ -317,3 +317,22 @@ async def test_list_filter_and_paginate_jobs(catalog, pool):
         await catalog.jobs.list(cursor="garbage!")
     with pytest.raises(Invalid):
         await catalog.jobs.list(limit=0)
+
+
+async def test_list_only_jobs_of_visible_vms_gives_full_pages(catalog):
+    """A restricted user's page is filled from their VMs' jobs, not cut short after reading."""
+    mine = []
+    for i in range(6):
+        mine.append((await _backup_job(catalog, "VM-A" if i % 2 else "vm-b")).id)
+        await _backup_job(catalog, "vm-other")
+    await _backup_job(catalog, "vm-b", "vm-other")  # one VM not visible: the job is not
+    seen, cursor = [], None
+    while True:
+        page = await catalog.jobs.list(limit=4, cursor=cursor, only_vms={"vm-a", "vm-b"})
+        assert len(page.items) == 4 or page.next_cursor is None
+        seen += [j.id for j in page.items]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == list(reversed(mine))
+    assert (await catalog.jobs.list(only_vms=set())).items == ()
