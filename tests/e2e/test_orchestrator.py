@@ -244,12 +244,13 @@ def test_cancel_while_the_snapshot_request_is_in_flight(orch, sandbox, conn, no_
     meanwhile: the snapshot it then creates is still found and removed."""
     vm = sandbox.vm("legacy-erp")
     start = ([e.index for e in conn.system_service().events_service().list(max=1)] or [0])[0]
-    sandbox.fault(kind="engine", method="POST", path=r"^/vms/[^/]+/snapshots$", delay=3.0, count=1)
+    rule = sandbox.fault(kind="engine", method="POST", path=r"^/vms/[^/]+/snapshots$", delay=3.0, count=1)
     try:
         job = orch.backup([vm["id"]], "full")
-        wait(lambda: orch.job(job["id"])["machines"][0]["state"] == "snapshot", timeout=60,
-             what="snapshot state")
-        time.sleep(1.0)  # the POST is now held by the engine
+
+        def post_held():  # the rule was used up: the engine holds the POST now
+            return [r["count"] for r in sandbox.admin("GET", "/faults") if r["id"] == rule["id"]] == [0]
+        wait(post_held, timeout=60, what="POST /snapshots to reach the engine")
         orch.api("POST", f"/api/v1/jobs/{job['id']}/cancel", expect=202)
         j = orch.wait_job(job["id"])
     finally:
