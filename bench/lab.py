@@ -4,7 +4,6 @@ exports with imageio tickets, the way vdsm serves image transfers.
 """
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import uuid
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 from sandbox.hosts import ImageioDaemon, NbdExport
 from sandbox.pki import make_pki
 from sandbox.proc import Registry
+from sandbox.storage import image_sha256  # noqa: F401  (the benches' content check)
 
 
 class Transfer:
@@ -71,15 +71,3 @@ def qemu_io(path: Path, fmt: str, *cmds: str) -> None:
     for c in cmds:
         args += ["-c", c]
     subprocess.run(args + [str(path)], check=True, capture_output=True)
-
-
-def image_sha256(path: Path, fmt: str) -> str:
-    """SHA-256 of the guest-visible content (qemu-img convert to a temp raw)."""
-    raw = Path(str(path) + ".sha.raw")
-    subprocess.run(["qemu-img", "convert", "-U", "-f", fmt, "-O", "raw", str(path), str(raw)], check=True)
-    h = hashlib.sha256()
-    with open(raw, "rb") as f:
-        while b := f.read(8 << 20):
-            h.update(b)
-    raw.unlink()
-    return h.hexdigest()

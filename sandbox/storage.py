@@ -13,16 +13,18 @@ it, and a merge carries them down (what vdsm does around snapshots).
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
 import random
+import subprocess
 import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .proc import run
+from .proc import CommandFailed, run
 
 QCOW2, RAW = "qcow2", "raw"
 
@@ -217,11 +219,24 @@ class Image:
 
 
 async def digest_image(path: Path, fmt: str, size: int | None = None) -> dict:
+    return await asyncio.to_thread(image_content, path, fmt)
+
+
+def image_content(path: Path, fmt: str = "qcow2") -> dict:
+    """SHA-256 and size of an image's guest-visible content (backing files
+    followed, unallocated ranges read as zeros), through a temporary raw copy."""
     with tempfile.TemporaryDirectory(dir=Path(path).parent) as tmp:
         raw = Path(tmp) / "raw"
-        await run("qemu-img", "convert", "-U", "-q", "-f", fmt, "-O", "raw", path, raw)
-        import asyncio
-        return await asyncio.to_thread(_hash_file, raw)
+        argv = ["qemu-img", "convert", "-U", "-q", "-f", fmt, "-O", "raw", str(path), str(raw)]
+        p = subprocess.run(argv, capture_output=True)
+        if p.returncode != 0:
+            raise CommandFailed(argv, p.returncode, p.stderr.decode(errors="replace"))
+        return _hash_file(raw)
+
+
+def image_sha256(path: Path, fmt: str = "qcow2") -> str:
+    """The hex SHA-256 of an image's guest-visible content (what tests and benches compare)."""
+    return image_content(path, fmt)["sha256"]
 
 
 def _hash_file(path: Path) -> dict:

@@ -47,18 +47,8 @@ class BackupMachine(VmMachine):
             ("finalize_done", "finalize", "succeeded")]
 
     def __init__(self, journal, deps: Deps, *, vm_id, job_id, machine_id, mode="auto"):
-        super().__init__(journal, vm_id=vm_id, job_id=job_id, machine_id=machine_id)
-        self.deps = deps
+        super().__init__(journal, deps, vm_id=vm_id, job_id=job_id, machine_id=machine_id)
         self.mode = mode
-        self.disk_progress: dict[str, list[int]] = {}
-
-    @property
-    def engine(self):
-        return self.deps.engine
-
-    # --- queued -------------------------------------------------------------------------
-    async def step_queued(self):
-        return "start"
 
     # --- snapshot -----------------------------------------------------------------------
     async def step_snapshot(self):

@@ -59,8 +59,10 @@ class VmMachine:
     FLOW: list[tuple[str, str, str]] = []  # (trigger, source, dest)
     WORK_STATES: list[str] = []
 
-    def __init__(self, journal: Journal, *, vm_id: str, job_id: str, machine_id: str):
+    def __init__(self, journal: Journal, deps: Any, *, vm_id: str, job_id: str, machine_id: str):
         self.journal = journal
+        self.deps = deps  # ports.Deps: engine, mover, catalog, store, limits
+        self.disk_progress: dict[str, list[int]] = {}  # disk -> [bytes done, bytes total]
         self.vm_id, self.job_id, self.machine_id = vm_id, job_id, machine_id
         self.correlation_id = f"ovault-{job_id}"
         self.error: str | None = None
@@ -183,6 +185,13 @@ class VmMachine:
             self.error = f"{self.error}; {msg}" if self.error else msg
             await self.journal.event(f"{self.kind}.cleanup_failed", {"error": str(e)})
         await self.trigger("cleaned_canceled" if outcome == "canceled" else "cleaned_failed")
+
+    @property
+    def engine(self):
+        return self.deps.engine
+
+    async def step_queued(self):
+        return "start"
 
     def request_cancel(self):
         self.cancel_event.set()

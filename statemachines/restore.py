@@ -35,17 +35,8 @@ class RestoreMachine(VmMachine):
             ("transfer_done", "transfer", "finalize"), ("finalize_done", "finalize", "succeeded")]
 
     def __init__(self, journal, deps: Deps, *, vm_id, job_id, machine_id, request: dict):
-        super().__init__(journal, vm_id=vm_id, job_id=job_id, machine_id=machine_id)
-        self.deps = deps
+        super().__init__(journal, deps, vm_id=vm_id, job_id=job_id, machine_id=machine_id)
         self.req = request
-        self.disk_progress: dict[str, list[int]] = {}
-
-    @property
-    def engine(self):
-        return self.deps.engine
-
-    async def step_queued(self):
-        return "start"
 
     # --- prepare ----------------------------------------------------------------------
     async def step_prepare(self):

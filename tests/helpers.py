@@ -1,13 +1,14 @@
 """Small synchronous helpers for tests that drive the sandbox."""
 from __future__ import annotations
 
-import hashlib
 import json
 import ssl
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
+
+from sandbox.storage import image_sha256 as image_digest  # noqa: F401  (tests compare content)
 
 
 class Sandbox:
@@ -59,19 +60,6 @@ class Sandbox:
 
     def clear_faults(self):
         return self.admin("DELETE", "/faults")
-
-
-def image_digest(path: Path, fmt: str = "qcow2") -> str:
-    """SHA-256 of an image's guest-visible content (follows backing files)."""
-    raw = Path(str(path) + ".digest.raw")
-    subprocess.run(["qemu-img", "convert", "-f", fmt, "-O", "raw", str(path), str(raw)],
-                   check=True, cwd=Path(path).parent)
-    h = hashlib.sha256()
-    with open(raw, "rb") as f:
-        while b := f.read(8 << 20):
-            h.update(b)
-    raw.unlink()
-    return h.hexdigest()
 
 
 def allocated_ranges(path: Path) -> list[tuple[int, int]]:
