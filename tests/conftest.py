@@ -27,6 +27,21 @@ _logs.configure(level="WARNING", fmt="json")
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The tier of a test is the folder it lives in; the marker follows from it, so
+# `-m` selections (./dev quick) cannot miss a test that forgot its pytestmark.
+_TIERS = {"unit": "unit", "integration": "integration", "e2e": "e2e", "browser": "browser"}
+
+
+def pytest_collection_modifyitems(config, items):
+    tests_dir = Path(__file__).resolve().parent
+    for item in items:
+        try:
+            tier = Path(str(item.path)).resolve().relative_to(tests_dir).parts[0]
+        except ValueError:
+            continue
+        if tier in _TIERS:
+            item.add_marker(_TIERS[tier])
+
 
 def _processes_under(path: str) -> list[str]:
     out = subprocess.run(["pgrep", "-af", path], capture_output=True, text=True).stdout

@@ -455,6 +455,18 @@ class StoreBehaviour:
 
     # -- export ----------------------------------------------------------------------
 
+    async def test_export_raw(self, store, tmp_path):
+        tmp_path = tmp_path / "out"
+        tmp_path.mkdir()
+        vm, bid, disk = uid(), uid(), uid()
+        content = make_disk(19, 5.5, zero_slots=(2,), text_slots=(3,))
+        await backup(store, vm, bid, {disk: content})
+        raw = await store.export_disk(vm, bid, disk, tmp_path / "d.raw", "raw")
+        assert raw.sha256 == sha(content)
+        assert sha((tmp_path / "d.raw").read_bytes()) == sha(content)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["d.raw"]  # no temp left
+
+    @pytest.mark.integration  # runs qemu-img
     async def test_export_raw_and_qcow2(self, store, tmp_path):
         tmp_path = tmp_path / "out"
         tmp_path.mkdir()
