@@ -39,12 +39,7 @@ def enum(v):
 
 class BackupMachine(VmMachine):
     kind = "backup"
-    STATES = ["queued", "snapshot", "metadata", "transfer", "finalize", "cleanup",
-              "succeeded", "failed", "canceled"]
-    WORK_STATES = ["snapshot", "metadata", "transfer", "finalize"]
-    FLOW = [("start", "queued", "snapshot"), ("snapshot_done", "snapshot", "metadata"),
-            ("metadata_done", "metadata", "transfer"), ("transfer_done", "transfer", "finalize"),
-            ("finalize_done", "finalize", "succeeded")]
+    WORK_STATES = ("snapshot", "metadata", "transfer", "finalize")
 
     def __init__(self, journal, deps: Deps, *, vm_id, job_id, machine_id, mode="auto"):
         super().__init__(journal, deps, vm_id=vm_id, job_id=job_id, machine_id=machine_id)

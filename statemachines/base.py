@@ -25,9 +25,9 @@ from typing import Any, Protocol
 import structlog
 from transitions.extensions.asyncio import AsyncMachine
 
-log = structlog.get_logger("ovault.machine")
+from .lifecycle import CLEANUP, QUEUED, TERMINAL, machine_flow, machine_states
 
-TERMINAL = ("succeeded", "failed", "canceled")
+log = structlog.get_logger("ovault.machine")
 
 
 class Journal(Protocol):
@@ -35,7 +35,10 @@ class Journal(Protocol):
     state: str
     resources: dict
 
-    async def transition(self, from_state: str, to_state: str, error: str | None) -> bool: ...
+    async def transition(self, from_state: str, to_state: str, error: str | None,
+                         event: tuple[str, dict]) -> bool:
+        """Compare-and-swap the state and write `event` (type, payload) in the
+        same transaction; False if the swap lost (nothing is written then)."""
     async def record(self, patch: dict) -> None: ...
     async def progress(self, bytes_done: int, bytes_total: int, disks: dict) -> None: ...
     async def event(self, type_: str, payload: dict) -> None: ...
@@ -54,10 +57,18 @@ class LostOwnership(Exception):
 
 
 class VmMachine:
-    """Base of BackupMachine and RestoreMachine."""
-    STATES: list[str] = []
-    FLOW: list[tuple[str, str, str]] = []  # (trigger, source, dest)
-    WORK_STATES: list[str] = []
+    """Base of BackupMachine and RestoreMachine.
+
+    A subclass declares its `WORK_STATES` in order; its `STATES` and forward
+    `FLOW` follow from them (`lifecycle`)."""
+    WORK_STATES: tuple[str, ...] = ()
+    STATES: tuple[str, ...] = ()
+    FLOW: tuple[tuple[str, str, str], ...] = ()  # (trigger, source, dest)
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        cls.STATES = machine_states(cls.WORK_STATES)
+        cls.FLOW = machine_flow(cls.WORK_STATES)
 
     def __init__(self, journal: Journal, deps: Any, *, vm_id: str, job_id: str, machine_id: str):
         self.journal = journal
@@ -70,26 +81,29 @@ class VmMachine:
         self.wake: asyncio.Event | None = None
         self.log = log.bind(job_id=job_id, vm_id=vm_id, machine_id=machine_id)
         transitions = [dict(trigger=t, source=s, dest=d, conditions=["_persist"]) for t, s, d in self.FLOW]
-        transitions += [dict(trigger="fail", source=self.WORK_STATES, dest="cleanup",
+        transitions += [dict(trigger="fail", source=list(self.WORK_STATES), dest=CLEANUP,
                              conditions=["_persist"]),
-                        dict(trigger="cancel", source=self.WORK_STATES + ["queued"], dest="cleanup",
+                        dict(trigger="cancel", source=[*self.WORK_STATES, QUEUED], dest=CLEANUP,
                              conditions=["_persist"]),
-                        dict(trigger="cleaned_failed", source="cleanup", dest="failed",
+                        dict(trigger="cleaned_failed", source=CLEANUP, dest="failed",
                              conditions=["_persist"]),
-                        dict(trigger="cleaned_canceled", source="cleanup", dest="canceled",
+                        dict(trigger="cleaned_canceled", source=CLEANUP, dest="canceled",
                              conditions=["_persist"])]
-        self.machine = AsyncMachine(model=self, states=self.STATES, transitions=transitions,
+        self.machine = AsyncMachine(model=self, states=list(self.STATES), transitions=transitions,
                                     initial=journal.state, auto_transitions=False,
                                     send_event=True, queued=False)
 
     # --- persistence -------------------------------------------------------------------
     async def _persist(self, event) -> bool:
         src, dst = event.transition.source, event.transition.dest
-        ok = await self.journal.transition(src, dst, self.error if dst in ("cleanup", "failed") else None)
+        # The state and its `<kind>.state` event commit together: a notice is
+        # never lost to a crash between them, nor sent for a swap that lost.
+        ok = await self.journal.transition(
+            src, dst, self.error if dst in (CLEANUP, "failed") else None,
+            (f"{self.kind}.state", {"from": src, "to": dst, "error": self.error}))
         if not ok:
             raise LostOwnership(f"machine {self.machine_id}: {src} -> {dst} lost")
         self.log.info("state", frm=src, to=dst, error=self.error)
-        await self.journal.event(f"{self.kind}.state", {"from": src, "to": dst, "error": self.error})
         return True
 
     @property
@@ -131,7 +145,7 @@ class VmMachine:
 
     async def _drive(self) -> str:
         while self.state not in TERMINAL:
-            if self.state == "cleanup":
+            if self.state == CLEANUP:
                 await self._run_cleanup()
                 continue
             if self.cancel_event.is_set():
@@ -226,9 +240,3 @@ async def wait_until(check, *, timeout: float, interval: float = 1.0, what: str 
                 pass
             wake.clear()
 
-
-def any_of(d: dict, *keys: str) -> Any:
-    for k in keys:
-        if d.get(k) is not None:
-            return d[k]
-    return None

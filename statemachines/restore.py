@@ -29,10 +29,7 @@ from .ports import Deps
 
 class RestoreMachine(VmMachine):
     kind = "restore"
-    STATES = ["queued", "prepare", "transfer", "finalize", "cleanup", "succeeded", "failed", "canceled"]
-    WORK_STATES = ["prepare", "transfer", "finalize"]
-    FLOW = [("start", "queued", "prepare"), ("prepare_done", "prepare", "transfer"),
-            ("transfer_done", "transfer", "finalize"), ("finalize_done", "finalize", "succeeded")]
+    WORK_STATES = ("prepare", "transfer", "finalize")
 
     def __init__(self, journal, deps: Deps, *, vm_id, job_id, machine_id, request: dict):
         super().__init__(journal, deps, vm_id=vm_id, job_id=job_id, machine_id=machine_id)

@@ -42,7 +42,7 @@ async def _ended(c, job_id: uuid.UUID, kind: str, state: str, error: str | None)
     await EventRepository(c).append(f"job.{state}", {"job_id": str(job_id), "kind": kind,
                                                     "state": state, "error": error}, job_id=job_id)
 
-_TERMINAL_SQL = "('succeeded', 'failed', 'canceled')"
+_TERMINAL_SQL = "(" + ", ".join(f"'{s}'" for s in sorted(TERMINAL)) + ")"
 _MAX_ERROR = 4000
 
 
@@ -334,19 +334,30 @@ class JobRepository(Repository):
 
     @wrap_errors
     async def transition(self, machine_id: uuid.UUID, *, from_state: str, to_state: str,
-                         version: int, error: str | None = None,
-                         owner: str | None = None) -> Machine | None:
+                         version: int, error: str | None = None, owner: str | None = None,
+                         event: tuple[str, Mapping[str, Any]] | None = None) -> Machine | None:
         """Compare-and-swap the machine's state; None if another writer won.
 
         Wins only if the row is still in `from_state` at `version` (and, with
         `owner`, only while that owner holds an unexpired lease on the job).
         The winner gets the new row, whose `version` is `version + 1`.
+        `event` (type, payload) is appended to the event log in the same
+        transaction, only when the swap wins.
         """
         if from_state in TERMINAL:
             raise Invalid(f"machine {machine_id} is {from_state}: a finished machine never moves")
-        if to_state not in MACHINE_STATES[JobKind.BACKUP] | MACHINE_STATES[JobKind.RESTORE]:
+        if not any(to_state in states for states in MACHINE_STATES.values()):
             raise Invalid(f"unknown machine state {to_state!r}")
-        row = await self._db.fetchrow(
+        async with self._transaction() as c:
+            row = await self._swap(c, machine_id, from_state, to_state, version, error, owner)
+            if row is not None and event is not None:
+                from .events import EventRepository  # same transaction, other aggregate
+                await EventRepository(c).append(event[0], event[1], job_id=row["job_id"])
+        return None if row is None else Machine.from_record(row)
+
+    @staticmethod
+    async def _swap(c, machine_id, from_state, to_state, version, error, owner):
+        return await c.fetchrow(
             f"""
             UPDATE machines m
                SET state = $2, version = m.version + 1, updated_at = now(),
@@ -360,7 +371,6 @@ class JobRepository(Repository):
                                               AND j.lease_expires_at > now()))
             RETURNING m.*
             """, machine_id, to_state, from_state, version, error, owner)
-        return None if row is None else Machine.from_record(row)
 
     async def _patch(self, column: str, machine_id: uuid.UUID, patch: Mapping[str, Any],
                      owner: str | None) -> Machine:

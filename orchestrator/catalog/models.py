@@ -1,7 +1,8 @@
 """What the repositories return: frozen dataclasses, and the state names as enums.
 
-The enum values are API (REST, websocket, webhooks) and mirror the CHECK
-constraints in migrations/0001_initial.sql.
+The enum values are API (REST, websocket, webhooks). The job and machine states
+come from the machine classes (statemachines/); the schema's CHECK constraints
+are held to them by tests/integration/catalog/test_catalog_lifecycle.py.
 """
 from __future__ import annotations
 
@@ -12,51 +13,35 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Mapping, Sequence, TypeVar
 
+from statemachines import JOB_STATES, MACHINES, BackupMachine, RestoreMachine
+from statemachines import TERMINAL as _TERMINAL
+
 T = TypeVar("T")
 
 
 class JobKind(enum.StrEnum):
+    """What a job does. Every machine kind (`statemachines.MACHINES`) is one."""
     BACKUP = "backup"
     RESTORE = "restore"
 
 
-class JobState(enum.StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELED = "canceled"
+def _states(name: str, states: Sequence[str], doc: str) -> type[enum.StrEnum]:
+    cls = enum.StrEnum(name, [(s.upper(), s) for s in states], module=__name__)
+    cls.__doc__ = doc
+    return cls
 
 
-class BackupState(enum.StrEnum):
-    """States of a BackupMachine (architecture §2)."""
-    QUEUED = "queued"
-    SNAPSHOT = "snapshot"
-    METADATA = "metadata"
-    TRANSFER = "transfer"
-    FINALIZE = "finalize"
-    CLEANUP = "cleanup"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELED = "canceled"
+# The lifecycles are declared by the machines (statemachines/); these enums
+# are derived from them, in the machines' order.
+JobState = _states("JobState", JOB_STATES, "States of a job (statemachines/lifecycle.py).")
+BackupState = _states("BackupState", BackupMachine.STATES,
+                      "States of a BackupMachine (statemachines/backup.py).")
+RestoreState = _states("RestoreState", RestoreMachine.STATES,
+                       "States of a RestoreMachine (statemachines/restore.py).")
 
-
-class RestoreState(enum.StrEnum):
-    """States of a RestoreMachine (architecture §3)."""
-    QUEUED = "queued"
-    PREPARE = "prepare"
-    TRANSFER = "transfer"
-    FINALIZE = "finalize"
-    CLEANUP = "cleanup"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELED = "canceled"
-
-
-TERMINAL = frozenset({"succeeded", "failed", "canceled"})
+TERMINAL = frozenset(_TERMINAL)
 MACHINE_STATES: Mapping[str, frozenset[str]] = {
-    JobKind.BACKUP: frozenset(s.value for s in BackupState),
-    JobKind.RESTORE: frozenset(s.value for s in RestoreState),
+    JobKind(kind): frozenset(m.STATES) for kind, m in MACHINES.items()
 }
 
 

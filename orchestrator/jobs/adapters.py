@@ -1,7 +1,8 @@
 """The machines' ports, implemented over the catalog, the store and the movers.
 
 - `CatalogJournal`: one machine's durable record (CAS transitions under the
-  job's lease, resources merged as JSON, progress, events).
+  job's lease, each committed with its event; resources merged as JSON,
+  progress, events).
 - `CatalogPort`: the backups table as the machines need it.
 - `StorePort`: publishing a backup whose disks the movers committed.
 - `MoverPort`: a copy on the transfer host's `ovault-mover` when one is
@@ -38,9 +39,12 @@ class CatalogJournal:
         self._last_progress = 0.0
         self.publish = publish
 
-    async def transition(self, from_state: str, to_state: str, error: str | None) -> bool:
+    async def transition(self, from_state: str, to_state: str, error: str | None,
+                         event: tuple[str, dict]) -> bool:
+        type_, payload = event
         m = await self.catalog.jobs.transition(self.id, from_state=from_state, to_state=to_state,
-                                               version=self.version, error=error, owner=self.owner)
+                                               version=self.version, error=error, owner=self.owner,
+                                               event=(type_, self._payload(payload)))
         if m is None:
             return False
         self.state, self.version = m.state, m.version
@@ -63,9 +67,10 @@ class CatalogJournal:
                                                     "bytes_total": bytes_total, "disks": disks})
 
     async def event(self, type_: str, payload: dict) -> None:
-        await self.catalog.events.append(type_, {"machine_id": str(self.id), "vm_id": self.vm_id,
-                                                 "job_id": self.job_id, **payload},
-                                         job_id=uuid.UUID(self.job_id))
+        await self.catalog.events.append(type_, self._payload(payload), job_id=uuid.UUID(self.job_id))
+
+    def _payload(self, payload: dict) -> dict:
+        return {"machine_id": str(self.id), "vm_id": self.vm_id, "job_id": self.job_id, **payload}
 
 
 def _merge(dst: dict, patch: dict):

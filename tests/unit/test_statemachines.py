@@ -17,12 +17,13 @@ class Journal:
         self.state, self.resources = state, resources or {}
         self.history, self.events, self.lose_at = [state], [], lose_at
 
-    async def transition(self, frm, to, error):
+    async def transition(self, frm, to, error, event):
         assert frm == self.state
         if to == self.lose_at:
             return False
         self.state = to
         self.history.append(to)
+        self.events.append(event[0])
         return True
 
     async def record(self, patch):
