@@ -118,8 +118,3 @@ def _slot_steps(ext: list[ImageExtent], size: int, chunk_size: int, dirty_only: 
         else:
             steps.append(Step("data", slot_start, slot_end - slot_start, lo, hi))
     return steps
-
-
-def split_runs(offset: int, length: int, chunk_size: int) -> list[tuple[int, int]]:
-    """Cut a chunk-aligned run into (offset, length) pieces of one chunk."""
-    return [(o, min(chunk_size, offset + length - o)) for o in range(offset, offset + length, chunk_size)]

@@ -1,7 +1,8 @@
 """The ovault backup store: content-addressed, deduplicated, verifiable.
 
 Public face of the package; everything not listed in ``__all__`` is private.
-The on-target format is specified in docs/store-format.md.
+The on-target format is specified in docs/store-format.md; `store` lists the
+modules the store is made of.
 """
 
 from .errors import (
@@ -24,27 +25,27 @@ from .errors import (
     TargetUnavailable,
     WriterStateError,
 )
+from .chunkstore import ChunkStore, PutResult
 from .export import ExportResult, export_disk
 from .fidx import ZERO_DIGEST, FixedIndex
+from .gc import DEFAULT_GC_GRACE, GcReport
 from .manifest import DEFAULT_CHUNK_SIZE, BackupInfo, DiskInfo, StoreConfig
 from .nfs_target import NfsTarget
 from .path_target import PathTarget
+from .publish import Backups
 from .reader import DiskReader, Extent
-from .store import (
-    DEFAULT_GC_GRACE,
-    DamagedChunk,
-    GcReport,
-    PutResult,
-    Store,
-    StoreStats,
-    VerifyReport,
-)
-from .target import DirEntry, FileStat, Target, open_target
+from .registry import open_target
+from .stats import StoreStats
+from .store import Store
+from .target import DirEntry, FileStat, Target
+from .verify import DamagedChunk, VerifyReport
 from .writer import BackupWriter, DiskWriter
 
 __all__ = [
-    # store and helpers
+    # store and its parts
     "Store",
+    "ChunkStore",
+    "Backups",
     "BackupWriter",
     "DiskWriter",
     "DiskReader",

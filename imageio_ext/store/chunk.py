@@ -19,17 +19,6 @@ import zstandard
 
 from .errors import ChunkCorrupted
 from .fidx import ZERO_DIGEST
-from .ids import check_digest_hex
-
-
-def chunk_path(digest: bytes) -> str:
-    h = digest.hex()
-    return f"chunks/{h[0:2]}/{h[2:4]}/{h}"
-
-
-def chunk_path_hex(h: str) -> str:
-    check_digest_hex(h)
-    return f"chunks/{h[0:2]}/{h[2:4]}/{h}"
 
 
 class ChunkCodec:

@@ -17,6 +17,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from .errors import ExportFailed
 from .fidx import ZERO_DIGEST
@@ -42,8 +43,15 @@ def _write_at(fd: int, data: bytes, offset: int) -> None:
 
 
 async def export_disk(
-    reader: DiskReader, dest: str | os.PathLike, fmt: str = "raw", *, overwrite: bool = False, qemu_img: str = "qemu-img"
+    reader: DiskReader,
+    dest: str | os.PathLike,
+    fmt: str = "raw",
+    *,
+    overwrite: bool = False,
+    qemu_img: str = "qemu-img",
+    progress: Callable[[int, int], None] | None = None,
 ) -> ExportResult:
+    """Write ``reader``'s disk to ``dest``; ``progress(done, total)`` counts bytes read."""
     if fmt not in FORMATS:
         raise ExportFailed(str(dest), f"format {fmt!r} is not one of {FORMATS}")
     dest = Path(dest).absolute()
@@ -59,10 +67,14 @@ async def export_disk(
     try:
         try:
             os.ftruncate(fd, reader.size)
+            if progress is not None:
+                progress(0, reader.size)
             async for offset, data in reader.iter_chunks():
-                await reader.store.cpu(h.update, data)
+                await reader.chunks.cpu(h.update, data)
                 if reader.index.get(offset // reader.chunk_size) != ZERO_DIGEST:
                     await asyncio.to_thread(_write_at, fd, data, offset)
+                if progress is not None:
+                    progress(offset + len(data), reader.size)
             await asyncio.to_thread(os.fsync, fd)
         finally:
             os.close(fd)

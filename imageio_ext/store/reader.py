@@ -1,6 +1,6 @@
 """Reading one disk of a published backup.
 
-Every chunk is verified against its digest as it is read (`Store.get_chunk`),
+Every chunk is verified against its digest as it is read (`ChunkStore.get`),
 so a restore never writes data the store cannot vouch for. Zero slots are
 synthesised without I/O. Memory is bounded by ``readahead`` chunks.
 """
@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 from typing import AsyncIterator, NamedTuple
 
+from .chunkstore import ChunkStore
 from .errors import InvalidRange
 from .fidx import ZERO_DIGEST, FixedIndex
 from .manifest import BackupInfo
@@ -23,8 +24,8 @@ class Extent(NamedTuple):
 
 
 class DiskReader:
-    def __init__(self, store, info: BackupInfo, disk_id: str, index: FixedIndex, *, readahead: int = 4):
-        self.store = store
+    def __init__(self, chunks: ChunkStore, info: BackupInfo, disk_id: str, index: FixedIndex, *, readahead: int = 4):
+        self.chunks = chunks
         self.info = info
         self.disk_id = disk_id
         self.index = index
@@ -48,7 +49,7 @@ class DiskReader:
     async def read_chunk(self, i: int) -> bytes:
         if not 0 <= i < self.index.count:
             raise InvalidRange(i * self.chunk_size, self.chunk_size, f"chunk {i} outside the disk")
-        return await self.store.get_chunk(self.index.get(i), self.index.chunk_len(i))
+        return await self.chunks.get(self.index.get(i), self.index.chunk_len(i))
 
     async def read(self, offset: int, length: int) -> bytes:
         """Any byte range inside the disk."""
@@ -90,5 +91,5 @@ class DiskReader:
         """SHA-256 hex of the whole guest-visible content (zeros included)."""
         h = hashlib.sha256()
         async for _, data in self.iter_chunks():
-            await self.store.cpu(h.update, data)
+            await self.chunks.cpu(h.update, data)
         return h.hexdigest()

@@ -22,7 +22,8 @@ Paths are relative POSIX paths ("chunks/ab/cd/<digest>"), checked by
 ``.<name>.tmp.<random>`` (see `tmp_name`); gc removes stale ones.
 
 Implementations: `PathTarget` (a local or mounted directory) and `NfsTarget`
-(``nfs://server/export/path`` through libnfs in user space).
+(``nfs://server/export/path`` through libnfs in user space); `registry`
+picks one for a URL or path.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import abc
 import secrets
 from dataclasses import dataclass
 
-from .errors import InvalidPath
+from .errors import InvalidPath, NotFound
 
 TMP_MARKER = ".tmp."
 
@@ -114,8 +115,6 @@ class Target(abc.ABC):
     async def stat(self, path: str) -> FileStat: ...
 
     async def exists(self, path: str) -> bool:
-        from .errors import NotFound
-
         try:
             await self.stat(path)
         except NotFound:
@@ -142,23 +141,3 @@ class Target(abc.ABC):
     async def touch(self, path: str) -> None:
         """Set mtime of an existing file to the target's current time."""
 
-
-def open_target(url_or_path: str, **options) -> Target:
-    """Return the Target for ``nfs://server/export[/path]``, ``file:///path`` or a path.
-
-    Options are passed to the implementation (``io_workers``, ``timeout``...).
-    Nothing is contacted until the first operation or ``connect()``.
-    """
-    import os
-    from urllib.parse import urlsplit
-
-    s = os.fspath(url_or_path)
-    if s.startswith("nfs://"):
-        from .nfs_target import NfsTarget
-
-        return NfsTarget(s, **options)
-    if s.startswith("file://"):
-        s = urlsplit(s).path
-    from .path_target import PathTarget
-
-    return PathTarget(s, **options)

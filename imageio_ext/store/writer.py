@@ -26,8 +26,8 @@ Rules:
 - Bounded memory: at most ``max_inflight`` chunks are being hashed,
   compressed or written per DiskWriter; ``write()`` waits for room.
 - Commit touches every chunk the index references that this writer did not
-  write or touch within ``store.touch_refresh`` seconds, so gc treats them as
-  young until the manifest is published. If one of them has vanished (its last
+  write or touch within the chunk store's ``touch_refresh`` seconds, so gc
+  treats them as young until the manifest is published. If one of them has vanished (its last
   user was deleted and gc ran), commit raises `ChunkMissing` whose
   ``offsets`` are the slots to re-send; those slots become unwritten, the
   writer stays open and commit can be retried.
@@ -39,10 +39,12 @@ import asyncio
 import time
 from typing import Any
 
+from .chunkstore import ChunkStore
 from .errors import ChunkMissing, IncompleteDisk, InvalidRange, WriterStateError
 from .fidx import ZERO_DIGEST, FixedIndex
 from .ids import check_uuid
 from .manifest import BackupInfo, DiskInfo, utc_now_iso
+from .publish import Backups
 
 # Slot states.
 _UNSET = 0
@@ -60,12 +62,11 @@ class DiskWriter:
         *,
         max_inflight: int = 4,
     ):
-        store = backup.store
         self.backup = backup
-        self.store = store
+        self.chunks = backup.chunks
         self.disk_id = disk_id
         self.size = size
-        self.chunk_size = store.chunk_size
+        self.chunk_size = self.chunks.chunk_size
         self.index = FixedIndex.empty(size, self.chunk_size)
         self._state = bytearray(self.index.count)  # _UNSET
         self.incremental = parent_index is not None
@@ -145,7 +146,7 @@ class DiskWriter:
 
     async def _store_slot(self, i: int, piece: bytes) -> None:
         try:
-            res = await self.store.put_chunk_ex(piece)
+            res = await self.chunks.put(piece)
             if res.digest == ZERO_DIGEST:
                 self.zero_chunks_written += 1
             elif res.new:
@@ -195,15 +196,10 @@ class DiskWriter:
             if dg == ZERO_DIGEST:
                 continue
             t = self._touched.get(dg)
-            if s == _INHERITED or t is None or now - t > self.store.touch_refresh:
+            if s == _INHERITED or t is None or now - t > self.chunks.touch_refresh:
                 stale.setdefault(dg, []).append(i)
 
-        async def touch(dg: bytes) -> bytes | None:
-            return None if await self.store.touch_chunk(dg) else dg
-
-        from .store import bounded_map
-
-        gone = [dg for dg in await bounded_map(touch, list(stale), self.store.io_concurrency) if dg]
+        gone = await self.chunks.touch_all(stale)
         for dg in stale:
             if dg not in gone:
                 self._touched[dg] = now
@@ -215,7 +211,9 @@ class DiskWriter:
                     offsets.append(i * self.chunk_size)
             raise ChunkMissing(gone[0].hex() + (f" (and {len(gone) - 1} more)" if len(gone) > 1 else ""), sorted(offsets))
 
-        index_sha = await self.store.write_index(self.backup.vm_id, self.backup.backup_id, self.disk_id, self.index)
+        index_sha = await self.backup.backups.write_index(
+            self.backup.vm_id, self.backup.backup_id, self.disk_id, self.index
+        )
         zero = sum(1 for i in range(self.index.count) if self.index.get(i) == ZERO_DIGEST)
         self.info = DiskInfo(
             disk_id=self.disk_id,
@@ -233,8 +231,18 @@ class DiskWriter:
 class BackupWriter:
     """Writes one backup of one VM. Created by `Store.begin_backup`."""
 
-    def __init__(self, store, vm_id: str, backup_id: str, parent: BackupInfo | None, *, max_inflight: int = 4):
-        self.store = store
+    def __init__(
+        self,
+        chunks: ChunkStore,
+        backups: Backups,
+        vm_id: str,
+        backup_id: str,
+        parent: BackupInfo | None,
+        *,
+        max_inflight: int = 4,
+    ):
+        self.chunks = chunks
+        self.backups = backups
         self.vm_id = vm_id
         self.backup_id = backup_id
         self.parent = parent
@@ -261,7 +269,7 @@ class BackupWriter:
             raise InvalidRange(0, size if isinstance(size, int) else 0, "disk size must be a positive integer")
         parent_index = None
         if self.parent is not None and self.parent.disk(disk_id) is not None:
-            parent_index = await self.store.read_backup_index(self.parent, disk_id)
+            parent_index = await self.backups.read_backup_index(self.parent, disk_id)
         dw = DiskWriter(self, disk_id, size, parent_index, max_inflight=self.max_inflight)
         self.disks[disk_id] = dw
         return dw
@@ -282,7 +290,7 @@ class BackupWriter:
             meta=dict(meta or {}),
         )
         info.to_json()  # fail on unserialisable meta before touching the target
-        await self.store.publish_manifest(info)
+        await self.backups.publish_manifest(info)
         self.info = info
         self.closed = True
         return info
@@ -295,9 +303,4 @@ class BackupWriter:
         self.closed = True
         for w in self.disks.values():
             await w.cancel()
-        from .store import MANIFEST_NAME, backup_dir
-
-        bdir = backup_dir(self.vm_id, self.backup_id)
-        if await self.store.target.exists(f"{bdir}/{MANIFEST_NAME}"):
-            return  # published by someone else with the same id: not ours to remove
-        await self.store._remove_dir(bdir)
+        await self.backups.discard(self.vm_id, self.backup_id)

@@ -1,0 +1,167 @@
+"""The chunk store: put, get and touch content-addressed chunks on a target.
+
+- A chunk is named by the SHA-256 of its plaintext (`layout.chunk_path`) and
+  written through `Target.write_file` (temp name + fsync + rename), so a chunk
+  file is either absent or complete. Zero chunks are never stored; their
+  digest is `ZERO_DIGEST`.
+- Putting a chunk that exists is skipped (dedup) but *touches* it (mtime =
+  target clock), like Proxmox Backup Server's insert_chunk: a touched chunk
+  counts as young for gc, which is what keeps in-flight backups safe.
+- Reading decompresses and re-hashes: a chunk that does not match its name is
+  `ChunkCorrupted`, never returned.
+- Hashing and zstd run in a thread pool (`cpu`); both release the GIL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Iterable, TypeVar
+
+from .chunk import ChunkCodec
+from .errors import ChunkCorrupted, ChunkMissing, NotFound, StoreNotInitialized
+from .fidx import ZERO_DIGEST
+from .layout import chunk_path
+from .target import Target
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+async def bounded_map(fn: Callable[[T], Awaitable[R]], items: Iterable[T], limit: int) -> list[R]:
+    """Run ``fn`` over ``items`` with at most ``limit`` in flight; keep order."""
+    sem = asyncio.Semaphore(limit)
+
+    async def one(x: T) -> R:
+        async with sem:
+            return await fn(x)
+
+    return list(await asyncio.gather(*(one(x) for x in items)))
+
+
+@dataclass(frozen=True)
+class PutResult:
+    digest: bytes
+    new: bool  # False: deduplicated (or zero)
+    stored_bytes: int  # compressed bytes written, 0 if not new
+
+
+class ChunkStore:
+    """The ``chunks/`` tree of one target. `configure` it with the store's chunk size."""
+
+    def __init__(
+        self,
+        target: Target,
+        *,
+        cpu_workers: int | None = None,  # threads for SHA-256 and zstd
+        compression_level: int = 1,  # zstd 1..3 is the useful range for disks
+        io_concurrency: int = 8,  # chunk I/O in flight for verify, gc, touches
+        touch_refresh: float = 3600.0,  # writers re-touch chunks touched longer ago
+    ):
+        self.target = target
+        self.compression_level = compression_level
+        self.io_concurrency = io_concurrency
+        self.touch_refresh = touch_refresh
+        self._pool = ThreadPoolExecutor(
+            max_workers=cpu_workers or min(4, os.cpu_count() or 1), thread_name_prefix="ovault-cpu"
+        )
+        self._codec: ChunkCodec | None = None
+        self._inflight: dict[bytes, asyncio.Future] = {}  # digest -> first put in progress
+
+    def configure(self, chunk_size: int) -> None:
+        if self._codec is None or self._codec.chunk_size != chunk_size:
+            self._codec = ChunkCodec(chunk_size, self.compression_level)
+
+    @property
+    def codec(self) -> ChunkCodec:
+        if self._codec is None:
+            raise StoreNotInitialized(self.target.url)
+        return self._codec
+
+    @property
+    def chunk_size(self) -> int:
+        return self.codec.chunk_size
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    async def cpu(self, fn: Callable[..., R], *args) -> R:
+        """Run CPU-bound ``fn`` in the store's thread pool."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def map(self, fn: Callable[[T], Awaitable[R]], items: Iterable[T]) -> list[R]:
+        """`bounded_map` at this store's I/O concurrency."""
+        return await bounded_map(fn, items, self.io_concurrency)
+
+    # -- writing -------------------------------------------------------------
+
+    async def put(self, data: bytes) -> PutResult:
+        """Hash and store one chunk (zeros are only hashed)."""
+        if len(data) > self.chunk_size:
+            raise ValueError(f"chunk of {len(data)} bytes exceeds chunk size {self.chunk_size}")
+        digest = await self.cpu(self.codec.digest, data)
+        if digest == ZERO_DIGEST:
+            return PutResult(digest, False, 0)
+        return await self.put_hashed(digest, data)
+
+    async def put_hashed(self, digest: bytes, data: bytes) -> PutResult:
+        """Store ``data`` known to hash to ``digest`` unless already present.
+
+        Concurrent puts of one digest in this process (a disk with repeated
+        content, two disks cloned from one template) share one write: the
+        later ones wait for the first and count as deduplicated.
+        """
+        pending = self._inflight.get(digest)
+        if pending is not None:
+            await asyncio.shield(pending)
+            return await self.put_hashed(digest, data)  # touches it, or writes it if the first failed
+        fut = asyncio.get_running_loop().create_future()
+        self._inflight[digest] = fut
+        try:
+            if await self.touch(digest):
+                return PutResult(digest, False, 0)
+            blob = await self.cpu(self.codec.compress, data)
+            await self.target.write_file(chunk_path(digest), blob)
+            return PutResult(digest, True, len(blob))
+        finally:
+            del self._inflight[digest]
+            fut.set_result(None)
+
+    async def touch(self, digest: bytes) -> bool:
+        """Mark a chunk as recently used; False if it does not exist."""
+        try:
+            await self.target.touch(chunk_path(digest))
+        except NotFound:
+            return False
+        return True
+
+    async def touch_all(self, digests: Iterable[bytes]) -> list[bytes]:
+        """Touch every chunk; return the digests of those that no longer exist."""
+
+        async def one(dg: bytes) -> bytes | None:
+            return None if await self.touch(dg) else dg
+
+        return [dg for dg in await self.map(one, list(digests)) if dg is not None]
+
+    # -- reading -------------------------------------------------------------
+
+    async def get(self, digest: bytes, length: int | None = None) -> bytes:
+        """Read, decompress and verify one chunk.
+
+        ZERO_DIGEST needs ``length`` (zero chunks are not stored). When
+        ``length`` is given, a chunk of another length is reported corrupted.
+        """
+        if digest == ZERO_DIGEST:
+            if length is None:
+                raise ValueError("the zero digest needs a length")
+            return bytes(length)
+        try:
+            blob = await self.target.read_file(chunk_path(digest))
+        except NotFound:
+            raise ChunkMissing(digest.hex()) from None
+        data = await self.cpu(self.codec.decode, digest, blob)
+        if length is not None and len(data) != length:
+            raise ChunkCorrupted(digest.hex(), f"is {len(data)} bytes, index slot needs {length}")
+        return data

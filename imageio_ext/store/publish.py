@@ -1,0 +1,163 @@
+"""Indexes and manifests: how a backup comes to exist on a target, and goes.
+
+- Each disk's fixed index (``<disk>.fidx``) is written atomically before the
+  manifest; its SHA-256 is recorded in the manifest.
+- A backup exists only once ``manifest.json`` is renamed into place. Before
+  publishing, every index it names is read back and checked against its
+  recorded SHA-256: a dangling backup is never published.
+- Deleting unpublishes first (removes the manifest, atomic), then removes the
+  indexes. Chunks are left for gc. A crash in between leaves an orphan
+  directory that gc removes after the grace period.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Iterable
+
+import structlog
+
+from .chunkstore import ChunkStore
+from .errors import BackupExists, BackupNotFound, DiskNotFound, IndexCorrupted, ManifestCorrupted, NotFound
+from .fidx import FixedIndex
+from .ids import check_uuid
+from .layout import backup_dir, index_path, manifest_path, remove_dir, scan_backup_dirs
+from .manifest import BackupInfo, DiskInfo, utc_now_iso
+from .target import Target
+
+log = structlog.get_logger(__name__)
+
+
+class Backups:
+    """The published (and being written) backups of one target."""
+
+    def __init__(self, target: Target, chunks: ChunkStore):
+        self.target = target
+        self.chunks = chunks  # indexes must match its chunk size
+
+    # -- indexes -------------------------------------------------------------
+
+    async def write_index(self, vm_id: str, backup_id: str, disk_id: str, index: FixedIndex) -> str:
+        """Write ``<disk>.fidx`` atomically; return the file's SHA-256 hex."""
+        data = index.encode()
+        await self.target.write_file(index_path(vm_id, backup_id, disk_id), data)
+        return hashlib.sha256(data).hexdigest()
+
+    async def read_index(
+        self, vm_id: str, backup_id: str, disk_id: str, *, expect_sha256: str | None = None
+    ) -> FixedIndex:
+        path = index_path(vm_id, backup_id, disk_id)
+        try:
+            data = await self.target.read_file(path)
+        except NotFound:
+            raise IndexCorrupted(path, "index file is missing") from None
+        if expect_sha256 is not None and hashlib.sha256(data).hexdigest() != expect_sha256:
+            raise IndexCorrupted(path, "file SHA-256 differs from the one recorded in the manifest")
+        index = FixedIndex.decode(data, path)
+        cs = self.chunks.chunk_size
+        if index.chunk_size != cs:
+            raise IndexCorrupted(path, f"chunk size {index.chunk_size} differs from the store's {cs}")
+        return index
+
+    async def read_backup_index(self, info: BackupInfo, disk_id: str) -> FixedIndex:
+        """The index of one disk of a published backup, checked against its manifest."""
+        disk = info.disk(disk_id)
+        if disk is None:
+            raise DiskNotFound(info.backup_id, disk_id)
+        index = await self.read_index(info.vm_id, info.backup_id, disk_id, expect_sha256=disk.index_sha256)
+        if index.size != disk.size:
+            raise IndexCorrupted(f"{disk_id}.fidx", f"size {index.size} differs from manifest {disk.size}")
+        return index
+
+    # -- manifests -----------------------------------------------------------
+
+    async def prepare(self, vm_id: str, backup_id: str) -> None:
+        """Create the directory of a backup about to be written."""
+        if await self.target.exists(manifest_path(vm_id, backup_id)):
+            raise BackupExists(vm_id, backup_id)
+        await self.target.makedirs(backup_dir(vm_id, backup_id))
+
+    async def publish_manifest(self, info: BackupInfo) -> None:
+        """Publish a backup: check its indexes are in place, then rename the manifest in."""
+        mpath = manifest_path(info.vm_id, info.backup_id)
+        if await self.target.exists(mpath):
+            raise BackupExists(info.vm_id, info.backup_id)
+        for d in info.disks:
+            # Cheap insurance against an index removed by a misconfigured gc
+            # (grace shorter than the backup): never publish a dangling backup.
+            await self.read_index(info.vm_id, info.backup_id, d.disk_id, expect_sha256=d.index_sha256)
+        await self.target.write_file(mpath, info.to_json())
+
+    async def publish_disks(
+        self,
+        vm_id: str,
+        backup_id: str,
+        disks: Iterable[DiskInfo | dict],
+        *,
+        parent_id: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> BackupInfo:
+        """Publish a backup whose disks were committed by separate writers."""
+        vm_id = check_uuid(vm_id, "VM")
+        backup_id = check_uuid(backup_id, "backup")
+        if parent_id is not None:
+            parent_id = check_uuid(parent_id, "backup")
+        infos = tuple(d if isinstance(d, DiskInfo) else DiskInfo.from_dict(d, "publish_backup") for d in disks)
+        if not infos:
+            raise ValueError("a backup needs at least one disk")
+        if len({d.disk_id for d in infos}) != len(infos):
+            raise ValueError("duplicate disk ids")
+        info = BackupInfo(vm_id=vm_id, backup_id=backup_id, created=utc_now_iso(), parent_id=parent_id,
+                          disks=infos, meta=dict(meta or {}))
+        info.to_json()  # fail on unserialisable meta before touching the target
+        await self.publish_manifest(info)
+        return info
+
+    async def get(self, vm_id: str, backup_id: str) -> BackupInfo:
+        vm_id = check_uuid(vm_id, "VM")
+        backup_id = check_uuid(backup_id, "backup")
+        mpath = manifest_path(vm_id, backup_id)
+        try:
+            data = await self.target.read_file(mpath)
+        except NotFound:
+            raise BackupNotFound(vm_id, backup_id) from None
+        return BackupInfo.from_json(data, mpath, vm_id=vm_id, backup_id=backup_id)
+
+    async def published(self, vm_id: str | None = None, *, strict: bool = False) -> list[BackupInfo]:
+        """Every published backup, from the manifests alone (catalog import).
+
+        A damaged manifest is skipped with a warning, or raised if ``strict``.
+        Sorted by (vm_id, created, backup_id).
+        """
+        found = []
+        for d in await scan_backup_dirs(self.target, vm_id):
+            if not d.published:
+                continue
+            try:
+                found.append(await self.get(d.vm_id, d.backup_id))
+            except BackupNotFound:
+                continue  # deleted meanwhile
+            except ManifestCorrupted as e:
+                if strict:
+                    raise
+                log.warning("store.manifest_corrupted", vm_id=d.vm_id, backup_id=d.backup_id, error=str(e))
+        found.sort(key=lambda b: (b.vm_id, b.created, b.backup_id))
+        return found
+
+    async def delete(self, vm_id: str, backup_id: str) -> None:
+        """Unpublish (remove manifest.json: atomic), then remove the indexes."""
+        try:
+            await self.target.remove(manifest_path(vm_id, backup_id))
+        except NotFound:
+            raise BackupNotFound(vm_id, backup_id) from None
+        await remove_dir(self.target, backup_dir(vm_id, backup_id))
+
+    async def discard(self, vm_id: str, backup_id: str) -> None:
+        """Remove the directory of a backup that was never published.
+
+        A directory that has a manifest (published by someone else with the
+        same id) is left alone.
+        """
+        if await self.target.exists(manifest_path(vm_id, backup_id)):
+            return
+        await remove_dir(self.target, backup_dir(vm_id, backup_id))
