@@ -34,6 +34,10 @@ class Listen:
 @dataclass
 class Database:
     dsn: str = ""  # empty: a private PostgreSQL cluster in <state_dir>/pg
+    # The private cluster is watched every `supervise_interval` seconds and
+    # started again when it died, retrying with backoff up to `restart_backoff_max`.
+    supervise_interval: float = 1.0
+    restart_backoff_max: float = 30.0
 
 
 @dataclass

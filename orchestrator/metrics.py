@@ -85,6 +85,8 @@ class Metrics:
         self.ws_clients = Gauge("ovault_websocket_clients", "Connected websocket clients", registry=r)
         self.ws_dropped_total = Counter("ovault_websocket_dropped_messages",
                                         "Messages not queued for slow websocket clients", registry=r)
+        self.catalog_restarts = Counter("ovault_catalog_restarts",
+                                        "Restarts of the embedded PostgreSQL after it died", registry=r)
         self.stats_errors = Counter("ovault_target_stats_errors", "Failed target statistics walks",
                                     registry=r)
         r.register(_CatalogCollector(self))

@@ -31,6 +31,7 @@ from .engine.events import EventPoller, Waker
 from .jobs.adapters import MoverPort, StorePort
 from .jobs.runner import JobRunner
 from .api.sso import SsoVerifier
+from .catalog.supervisor import PostgresSupervisor
 from .keys import (CATALOG, CONFIG, DELIVERY, DSN, ENGINE, HUB, METRICS, READY, RUNNER, SSO, STORE,
                    TARGET_ID)
 from .live import Hub, ProgressTracker
@@ -56,12 +57,21 @@ async def _database(app: web.Application):
         await pg.start()
         dsn = pg.dsn
     pool = await cat.connect(dsn, min_size=1, max_size=10)
+    watch = None
     try:
         await cat.migrate(pool)
         app[CATALOG] = cat.Catalog(pool)
         app[DSN] = dsn
+        if pg is not None:  # ours to keep running (catalog/supervisor.py)
+            sup = PostgresSupervisor(pg, interval=cfg.database.supervise_interval,
+                                     backoff_max=cfg.database.restart_backoff_max,
+                                     on_restart=app[METRICS].catalog_restarts.inc)
+            watch = asyncio.create_task(sup.run())
         yield
     finally:
+        if watch is not None:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
         await pool.close()
         if pg is not None:
             await pg.stop()

@@ -234,6 +234,11 @@ class EmbeddedPostgres:
             raise EmbeddedPostgresError(f"initdb failed ({rc}): {out}")
         os.rename(staging, self.data_dir)
 
+    def postmaster_alive(self) -> bool:
+        """The pid in postmaster.pid is a live postgres process (a /proc look-up,
+        cheap enough to poll; `is_running` asks pg_ctl)."""
+        return self._pid_is_postgres(self.pid)
+
     async def is_running(self) -> bool:
         """True if a live server (ours or another process's) owns the data dir."""
         self._resolve_user()
