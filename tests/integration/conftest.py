@@ -1,4 +1,5 @@
-"""One embedded PostgreSQL for the whole session; a fresh database per test.
+"""One embedded PostgreSQL for the whole session; a fresh database per test
+(shared by the catalog and API tests of this tier).
 
 A database migrated once serves as the template for the per-test databases
 (CREATE DATABASE … TEMPLATE is a file copy, much faster than migrating each
