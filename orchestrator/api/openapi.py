@@ -1,8 +1,9 @@
 """The OpenAPI 3 document, served at /api/openapi.json.
 
 Written by hand next to the handlers (not generated from them), and held to
-them by tests: every registered route must be documented and every documented
-operation registered (tests/unit/api/test_openapi.py), and schemathesis
+them by tests: the document validates with openapi-spec-validator, every
+registered route must be documented and every documented operation registered
+(tests/unit/api/test_openapi.py), and schemathesis
 fuzzes the running service against it (tests/e2e/test_api_fuzz.py).
 Errors are `application/problem+json` under `default` on every operation.
 """
@@ -28,8 +29,12 @@ def ref(name: str) -> dict:
 
 
 def obj(props: dict, required=None, extra=True) -> dict:
-    out = {"type": "object", "properties": props,
-           "required": list(props) if required is None else required}
+    """An object schema; every property required unless `required` says which
+    (OpenAPI 3.0 forbids an empty `required` list: none required omits it)."""
+    required = list(props) if required is None else list(required)
+    out = {"type": "object", "properties": props}
+    if required:
+        out["required"] = required
     if not extra:
         out["additionalProperties"] = False
     return out

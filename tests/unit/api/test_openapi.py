@@ -4,6 +4,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from openapi_spec_validator import validate
+from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 
 from orchestrator import config
 from orchestrator.api.auth import ROLES, declared_role
@@ -21,6 +23,17 @@ def _routes():
             continue
         out[(r.method.lower(), r.resource.canonical)] = r.handler
     return out
+
+
+def test_the_document_is_valid_openapi():
+    validate(DOCUMENT)  # raises with the offending path on any violation
+
+
+def test_the_validator_would_catch_an_empty_required_list():
+    broken = {**DOCUMENT, "components": {**DOCUMENT["components"], "schemas": {
+        **DOCUMENT["components"]["schemas"], "Broken": {"type": "object", "properties": {}, "required": []}}}}
+    with pytest.raises(OpenAPIValidationError):
+        validate(broken)
 
 
 def test_every_route_is_documented_and_every_operation_routed():
