@@ -20,6 +20,7 @@ from .models import (TERMINAL, ApiToken, Backup, BackupDisk, BackupMethod, Backu
                      BackupState, BackupStatus, Consistency, Delivery, DeliveryStatus,
                      DueDelivery, Event, Job, JobKind, JobState, Machine, NewMachine, Page,
                      RestoreState, Role, Target, Webhook)
+from .policies import Policy, PolicyRepository, Tick
 from .targets import TargetRepository
 from .tokens import TokenRepository
 from .webhooks import WebhookRepository, backoff_delay
@@ -29,12 +30,12 @@ __all__ = [
     "EmbeddedPostgres", "connect", "migrate", "Executor", "Catalog",
     # repositories
     "JobRepository", "BackupRepository", "EventRepository", "EventListener", "CHANNEL",
-    "WebhookRepository", "TokenRepository", "TargetRepository",
+    "WebhookRepository", "TokenRepository", "TargetRepository", "PolicyRepository",
     # pure helpers
     "rollup_state", "backoff_delay",
     # models
     "Job", "Machine", "NewMachine", "Backup", "BackupDisk", "Target", "Event", "Webhook",
-    "Delivery", "DueDelivery", "ApiToken", "Page", "TERMINAL",
+    "Delivery", "DueDelivery", "ApiToken", "Page", "TERMINAL", "Policy", "Tick",
     "JobKind", "JobState", "BackupState", "RestoreState", "BackupMode", "BackupMethod",
     "BackupStatus", "Consistency", "DeliveryStatus", "Role",
     # errors

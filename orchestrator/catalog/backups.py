@@ -147,7 +147,8 @@ class BackupRepository(Repository):
             statuses = [status] if isinstance(status, str) else list(status)
             w.add("b.status = ANY({}::text[])", statuses)
         elif not include_deleted:
-            w.add("b.status <> {}", "deleted")
+            # a backup being deleted is hidden at once (its manifest may be gone)
+            w.add("b.status <> ALL({}::text[])", ["deleted", "deleting"])
         if job_id is not None:
             w.add("b.job_id = {}", job_id)
         if target_id is not None:

@@ -11,6 +11,7 @@ from .db import Executor
 from .errors import translate
 from .events import EventRepository
 from .jobs import JobRepository
+from .policies import PolicyRepository
 from .targets import TargetRepository
 from .tokens import TokenRepository
 from .webhooks import WebhookRepository
@@ -36,6 +37,7 @@ class Catalog:
         self.webhooks = WebhookRepository(db)
         self.tokens = TokenRepository(db)
         self.targets = TargetRepository(db)
+        self.policies = PolicyRepository(db)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator["Catalog"]:

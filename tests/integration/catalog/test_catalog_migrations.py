@@ -9,7 +9,8 @@ from orchestrator.catalog.schema import Migration, load_migrations
 pytestmark = pytest.mark.integration
 
 TABLES = {"jobs", "machines", "backups", "backup_disks", "targets", "events", "webhooks",
-          "webhook_deliveries", "webhook_attempts", "api_tokens", "schema_migrations"}
+          "webhook_deliveries", "webhook_attempts", "api_tokens", "schema_migrations",
+          "policies", "policy_ticks", "maintenance_ticks", "vm_protection"}
 
 
 async def _tables(conn) -> set[str]:
