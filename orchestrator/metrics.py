@@ -2,14 +2,20 @@
 
 Two kinds:
 - this replica's own work (counters and histograms updated as things happen):
-  HTTP requests, engine calls, bytes moved and throughput of the copies this
-  replica drives, webhook attempts it made, websocket clients;
+  HTTP requests, engine calls, bytes copied by the copies this replica drives,
+  webhook attempts it made, websocket clients;
 - cluster-wide state read from the catalog at scrape time (every replica
   reports the same values — aggregate them with `max`, not `sum`): jobs by
-  state, job durations (a histogram over every finished job in the catalog),
-  and the target's usage and dedup ratio from `Store.stats()`, which walks the
-  whole target and is therefore refreshed in the background at most every
+  state, job durations (a gauge histogram over the finished jobs the catalog
+  holds now: rebuilt at every scrape, so it may shrink), and the target's usage
+  and dedup ratio from `Store.stats()`, which walks the whole target and is
+  therefore refreshed in the background at most every
   `api.stats_cache_seconds`, never on the scrape path.
+
+Names follow Prometheus' conventions (tests/unit/test_metrics_names.py checks
+them): the base unit last (`_seconds`, `_bytes`, `_ratio`), counters end in
+`_total`, no rate gauges (throughput is `rate(ovault_moved_bytes_total[1m])`),
+and what is rebuilt at scrape time is a gauge or a gauge histogram.
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ import time
 
 import structlog
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, generate_latest)
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
 
 log = structlog.get_logger("ovault.metrics")
 
@@ -42,9 +48,9 @@ class _CatalogCollector:
         for (kind, state), n in sorted(counts.items()):
             jobs.add_metric([kind, state], n)
         yield jobs
-        h = HistogramMetricFamily("ovault_job_duration_seconds",
-                                  "Run time of finished jobs (started to finished)",
-                                  labels=["kind", "state"])
+        h = GaugeHistogramMetricFamily("ovault_job_duration_seconds",
+                                       "Run time of the finished jobs in the catalog (started to finished)",
+                                       labels=["kind", "state"])
         for (kind, state), (buckets, total, count) in sorted(self.m._durations.items()):
             h.add_metric([kind, state], buckets, total)
         yield h
@@ -66,28 +72,25 @@ class _CatalogCollector:
 class Metrics:
     def __init__(self, stats_cache_seconds: float = 300.0):
         r = self.registry = CollectorRegistry()
-        self.http_requests = Counter("ovault_http_requests", "HTTP requests answered",
+        self.http_requests = Counter("ovault_http_requests_total", "HTTP requests answered",
                                      ["method", "route", "status"], registry=r)
         self.http_seconds = Histogram("ovault_http_request_seconds", "HTTP request latency",
                                       ["method", "route"], registry=r)
         self.engine_seconds = Histogram("ovault_engine_call_seconds", "oVirt engine call latency",
                                         ["operation"], registry=r)
-        self.engine_errors = Counter("ovault_engine_call_errors", "oVirt engine calls that failed",
+        self.engine_errors = Counter("ovault_engine_call_errors_total", "oVirt engine calls that failed",
                                      ["operation", "kind"], registry=r)
-        self.bytes_moved = Counter("ovault_bytes_moved", "Disk bytes copied by jobs on this replica",
+        self.bytes_moved = Counter("ovault_moved_bytes_total", "Disk bytes copied by jobs on this replica",
                                    registry=r)
-        self.throughput = Gauge("ovault_throughput_bytes_per_second",
-                                "Current copy throughput of this replica", registry=r)
-        self.webhook_attempts = Counter("ovault_webhook_delivery_attempts",
-                                        "Webhook delivery attempts by outcome", ["outcome"], registry=r)
-        self.webhook_failures = Counter("ovault_webhook_delivery_failures",
-                                        "Webhook delivery attempts that failed", registry=r)
+        self.webhook_attempts = Counter("ovault_webhook_delivery_attempts_total",
+                                        "Webhook delivery attempts by outcome (delivered, retry, gave_up, "
+                                        "unrecorded)", ["outcome"], registry=r)
         self.ws_clients = Gauge("ovault_websocket_clients", "Connected websocket clients", registry=r)
-        self.ws_dropped_total = Counter("ovault_websocket_dropped_messages",
+        self.ws_dropped_total = Counter("ovault_websocket_dropped_messages_total",
                                         "Messages not queued for slow websocket clients", registry=r)
-        self.catalog_restarts = Counter("ovault_catalog_restarts",
+        self.catalog_restarts = Counter("ovault_catalog_restarts_total",
                                         "Restarts of the embedded PostgreSQL after it died", registry=r)
-        self.stats_errors = Counter("ovault_target_stats_errors", "Failed target statistics walks",
+        self.stats_errors = Counter("ovault_target_stats_errors_total", "Failed target statistics walks",
                                     registry=r)
         r.register(_CatalogCollector(self))
         self.stats_cache_seconds = stats_cache_seconds
@@ -96,7 +99,6 @@ class Metrics:
         self._stats: dict | None = None
         self._stats_task: asyncio.Task | None = None
         self._last: dict[str, int] = {}
-        self.tracker = None  # live.ProgressTracker of this replica's own samples
 
     # --- hooks ----------------------------------------------------------------------
     def engine_call(self, operation: str, seconds: float, error: str | None) -> None:
@@ -115,13 +117,9 @@ class Metrics:
         self._last[key] = done
         if len(self._last) > 10_000:
             self._last.clear()
-        if self.tracker is not None:
-            self.tracker.message({**p, "t": time.time()})
 
     def webhook_attempt(self, outcome: str) -> None:
         self.webhook_attempts.labels(outcome).inc()
-        if outcome != "delivered":
-            self.webhook_failures.inc()
 
     def ws_dropped(self) -> None:
         self.ws_dropped_total.inc()
@@ -135,8 +133,6 @@ class Metrics:
                   total_s, total_n)
             for key, (counts, total_s, total_n) in
             (await catalog.jobs.duration_histogram(DURATION_BUCKETS)).items()}
-        if self.tracker is not None:
-            self.throughput.set(self.tracker.total_rate())
         self.kick(store)
 
     def kick(self, store) -> None:

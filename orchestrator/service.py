@@ -34,7 +34,7 @@ from .api.sso import SsoVerifier
 from .catalog.supervisor import PostgresSupervisor
 from .keys import (CATALOG, CONFIG, DELIVERY, DSN, ENGINE, HUB, METRICS, READY, RUNNER, SSO, STORE,
                    TARGET_ID)
-from .live import Hub, ProgressTracker
+from .live import Hub
 from .metrics import Metrics
 from .webhooks import DeliveryWorker
 
@@ -194,9 +194,7 @@ def create_app(cfg: Config) -> web.Application:
                           client_max_size=1 << 20)
     app[CONFIG] = cfg
     app[READY] = {"started": False}
-    metrics = Metrics(cfg.api.stats_cache_seconds)
-    metrics.tracker = ProgressTracker()
-    app[METRICS] = metrics
+    app[METRICS] = Metrics(cfg.api.stats_cache_seconds)
     app.cleanup_ctx.extend([_database, _engine, _store, _live, _webhooks, _runner])
     for module in ROUTE_MODULES:
         app.add_routes(module.routes)

@@ -91,11 +91,6 @@ class ProgressTracker:
         for k in [k for k, m in self._m.items() if m.seen < old]:
             del self._m[k]
 
-    def total_rate(self, within: float = 5.0) -> float:
-        """Sum of the current rates of machines heard from in the last `within` seconds."""
-        now = time.monotonic()
-        return sum(m.total.rate or 0.0 for m in self._m.values() if now - m.seen <= within)
-
 
 def _iso(t: float) -> str:
     import datetime as dt
