@@ -60,7 +60,8 @@ def _serve(args) -> int:
 
 
 def _copy(args) -> int:
-    from .copy import CopyError, run_copy
+    from .copy import run_copy
+    from .errors import OvaultError
 
     _logging()
     raw = sys.stdin.read() if args.spec == "-" else open(args.spec).read()
@@ -73,7 +74,7 @@ def _copy(args) -> int:
     try:
         res = asyncio.run(run_copy(json.loads(raw), local_socket=args.imageio_socket,
                                    requests=args.requests, progress=progress))
-    except CopyError as e:
+    except OvaultError as e:
         print(json.dumps({"error": e.to_dict()}))
         return 1
     if args.progress:

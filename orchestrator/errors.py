@@ -1,73 +1,41 @@
-"""The orchestrator's error family.
+"""The orchestrator's errors: the shared family (`imageio_ext.errors`) plus
+the meanings only the orchestrator has (the engine, the movers).
 
 Every error a user can see is an `OvaultError`: a message template over its
-attributes, a stable problem `type` slug and an HTTP status. The API's
-problem middleware (`api/problem.py`) is the one place that turns them (and
-the catalog's and the store's errors) into `application/problem+json`.
+attributes, a stable ``code`` (its problem ``type`` is ``PROBLEM_BASE`` + the
+code with hyphens) and an HTTP status. The API's problem middleware
+(`api/problem.py`) is the one place that turns them into
+`application/problem+json`, by class.
 """
 from __future__ import annotations
 
-from typing import Any
+from imageio_ext.errors import (BadRequest, ConfigError, Conflict, Forbidden, Invalid, NotFound,
+                                OvaultError, TargetFull, TargetPermissionDenied, TargetUnavailable,
+                                Unauthorized, Unavailable, from_dict)
+
+__all__ = [
+    "PROBLEM_BASE", "OvaultError", "Invalid", "BadRequest", "NotFound", "Conflict", "Unauthorized",
+    "Forbidden", "Unavailable", "TargetUnavailable", "TargetFull", "TargetPermissionDenied",
+    "ConfigError", "EngineError", "EngineUnavailable", "MoverError", "from_dict",
+]
 
 PROBLEM_BASE = "https://ovault.dev/problems/"
 
 
-class OvaultError(Exception):
-    msg = "{self.reason}"
-    type = "error"
-    title = "Error"
-    status = 500
-
-    def __init__(self, reason: str = "", **attrs: Any):
-        self.reason = reason
-        for k, v in attrs.items():
-            setattr(self, k, v)
-        super().__init__(self.msg.format(self=self))
-
-
-class Invalid(OvaultError):
-    type, title, status = "invalid-request", "Invalid request", 422
-
-
-class BadRequest(OvaultError):
-    type, title, status = "bad-request", "Bad request", 400
-
-
-class NotFound(OvaultError):
-    msg = "{self.entity} {self.key} not found"
-    type, title, status = "not-found", "Not found", 404
-
-    def __init__(self, entity: str, key: Any):
-        super().__init__(entity=entity, key=key)
-
-
-class Conflict(OvaultError):
-    type, title, status = "conflict", "Conflict", 409
-
-
-class Unauthorized(OvaultError):
-    type, title, status = "unauthorized", "Authentication required", 401
-
-
-class Forbidden(OvaultError):
-    type, title, status = "forbidden", "Forbidden", 403
-
-
 class EngineError(OvaultError):
-    """The oVirt engine refused or failed a call."""
+    """The oVirt engine refused or failed a call; ``http_status`` is the
+    engine's own answer when there was one (409 for a conflict, ...)."""
+    http_status: int | None = None
     msg = "engine: {self.reason}"
-    type, title, status = "engine-error", "oVirt engine error", 502
+    code, title, status = "engine_error", "oVirt engine error", 502
 
 
 class EngineUnavailable(EngineError):
-    type, title, status = "engine-unavailable", "oVirt engine unreachable", 503
+    code, title, status = "engine_unavailable", "oVirt engine unreachable", 503
 
 
 class MoverError(OvaultError):
+    """A mover cannot be reached or answered outside its contract (a copy that
+    failed on purpose arrives as the copy's own error class instead)."""
     msg = "data mover: {self.reason}"
-    type, title, status = "mover-error", "Data mover error", 502
-
-
-class ConfigError(OvaultError):
-    msg = "configuration: {self.reason}"
-    type, title, status = "config-error", "Configuration error", 500
+    code, title, status = "mover_error", "Data mover error", 502

@@ -29,8 +29,8 @@ from __future__ import annotations
 import time
 from typing import Callable, Protocol
 
-from ..store import BackupExists, ChunkMissing, Store, StoreError
-from .errors import InvalidRequest, wrap_store_error
+from ..store import BackupExists, ChunkMissing, Store
+from .errors import InvalidRequest
 from .plan import ImageExtent, Step, plan_backup
 from .pool import run_workers
 from .progress import Meter, ProgressCallback
@@ -63,20 +63,17 @@ async def backup_disk(
     if incremental and parent_backup_id is None:
         raise InvalidRequest("an incremental backup needs parent_backup_id")
     try:
-        try:
-            bw = await store.begin_backup(vm_id, backup_id, parent_id=parent_backup_id,
-                                          max_inflight=max_inflight or requests)
-        except BackupExists:
-            return await _already_published(store, vm_id, backup_id, disk_id, size, transport, clock() - t0)
-        use_dirty = incremental and bw.parent is not None and bw.parent.disk(disk_id) is not None
-        extents = await source.extents("dirty" if use_dirty else "zero")
-        if size is None:
-            size = extents[-1].end if extents else 0
-        if not isinstance(size, int) or size <= 0:
-            raise InvalidRequest(f"disk size must be a positive integer, got {size!r}")
-        dw = await bw.add_disk(disk_id, size)
-    except StoreError as e:
-        raise wrap_store_error(e) from e
+        bw = await store.begin_backup(vm_id, backup_id, parent_id=parent_backup_id,
+                                      max_inflight=max_inflight or requests)
+    except BackupExists:
+        return await _already_published(store, vm_id, backup_id, disk_id, size, transport, clock() - t0)
+    use_dirty = incremental and bw.parent is not None and bw.parent.disk(disk_id) is not None
+    extents = await source.extents("dirty" if use_dirty else "zero")
+    if size is None:
+        size = extents[-1].end if extents else 0
+    if not isinstance(size, int) or size <= 0:
+        raise InvalidRequest(f"disk size must be a positive integer, got {size!r}")
+    dw = await bw.add_disk(disk_id, size)
 
     steps = plan_backup(extents, size, store.chunk_size, dirty_only=use_dirty, max_read=read_size)
     meter = Meter(size, progress, clock=clock)
@@ -114,9 +111,6 @@ async def backup_disk(
                 cs = store.chunk_size
                 resend = [Step("data", o, min(cs, size - o), o, o + min(cs, size - o)) for o in e.offsets]
                 await run_workers(do, resend, requests)
-    except StoreError as e:
-        await dw.cancel()
-        raise wrap_store_error(e) from e
     except BaseException:
         await dw.cancel()
         raise

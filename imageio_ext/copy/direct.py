@@ -9,9 +9,8 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from ..store import Store, StoreError
+from ..store import Store
 from .backup import backup_disk
-from .errors import wrap_store_error
 from .imageio import ImageioClient
 from .progress import ProgressCallback
 from .restore import restore_disk
@@ -20,11 +19,8 @@ from .spec import CopySpec
 
 
 async def open_store(url: str, **options) -> Store:
-    """`Store.open` with errors of the copy family."""
-    try:
-        return await Store.open(url, **options)
-    except StoreError as e:
-        raise wrap_store_error(e) from e
+    """`Store.open` (kept as the copy engine's name for it)."""
+    return await Store.open(url, **options)
 
 
 async def run_copy(
@@ -36,7 +32,8 @@ async def run_copy(
     progress: ProgressCallback | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> CopyResult:
-    """Run one backup or restore copy to the end; raise a `CopyError` on failure.
+    """Run one backup or restore copy to the end; raise an `OvaultError` on failure
+    (a `CopyError`, a store error, `TargetFull`, ...).
 
     Cancel it by cancelling the task that awaits it.
     """

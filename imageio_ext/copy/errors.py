@@ -1,51 +1,54 @@
-"""The copy engine's error family.
+"""The copy engine's errors.
 
-Every error a copy ends with on purpose is a `CopyError`. Each subclass is one
-meaning with a stable ``code`` (the mover API reports it as ``error.code``),
-and renders its message from a template over typed attributes, like the
-store's errors. Store errors that reach a copy are wrapped (``__cause__`` is
-kept) so a caller needs to know only this family.
+They belong to ovault's one error family (`imageio_ext.errors`): each class
+is one meaning with a stable ``code`` (the mover API reports it as
+``error.code``) and renders its message from a template over typed
+attributes. Store errors reach a copy's caller as they are (they are of the
+same family, with their own codes); the names below that stand for them are
+kept for callers that import them from here.
 """
 
 from __future__ import annotations
 
-from ..store import errors as store_errors
+from ..errors import Invalid, OvaultError, Unavailable
+from ..store.errors import BackupNotFound, Damaged, StoreError, TargetUnavailable
+
+__all__ = [
+    "CopyError", "InvalidRequest", "ImageioError", "TransferNotFound", "ImageioUnavailable",
+    "DirtyExtentsUnavailable", "BadExtents", "TargetUnavailable", "CorruptedBackup",
+    "BackupNotFound", "StoreFailed",
+]
+
+CorruptedBackup = Damaged  # a chunk, index or manifest read back from the store is damaged
+StoreFailed = StoreError
 
 
-class CopyError(Exception):
-    """Base of every deliberate copy error."""
+class CopyError(OvaultError):
+    """Base of the errors only a copy has (imageio's answers, the request)."""
 
-    code = "copy_error"
-    msg = "Copy failed"
-
-    def __str__(self) -> str:
-        return self.msg.format(self=self)
-
-    def to_dict(self) -> dict:
-        return {"code": self.code, "message": str(self)}
+    code, title = "copy_error", "Copy failed"
+    msg = "Copy failed: {self.reason}"
 
 
-class InvalidRequest(CopyError):
+class InvalidRequest(Invalid, CopyError):
     """The copy request itself is wrong (missing field, bad id, bad size)."""
 
-    code = "invalid_request"
+    status = 400
     msg = "Invalid copy request: {self.reason}"
 
     def __init__(self, reason: str):
-        self.reason = reason
+        super().__init__(reason)
 
 
 class ImageioError(CopyError):
     """ovirt-imageio answered with an HTTP error."""
 
-    code = "imageio_error"
-    msg = "ovirt-imageio {self.method} {self.what} failed: HTTP {self.status} {self.reason}"
+    code, title, status = "imageio_error", "ovirt-imageio error", 502
+    msg = "ovirt-imageio {self.method} {self.what} failed: HTTP {self.http_status} {self.reason}"
 
     def __init__(self, method: str, what: str, status: int, reason: str):
-        self.method = method
-        self.what = what  # path without the host, e.g. /images/<ticket>
-        self.status = status
-        self.reason = reason.strip()[:500]
+        # what: the path without the host, e.g. /images/<ticket>
+        super().__init__(reason.strip()[:500], method=method, what=what, http_status=status)
 
 
 class TransferNotFound(ImageioError):
@@ -54,25 +57,25 @@ class TransferNotFound(ImageioError):
     code = "transfer_not_found"
 
 
-class ImageioUnavailable(CopyError):
+class ImageioUnavailable(Unavailable, CopyError):
     """The imageio daemon cannot be reached or dropped the connection."""
 
-    code = "imageio_unavailable"
+    code, title = "imageio_unavailable", "ovirt-imageio unavailable"
     msg = "ovirt-imageio at {self.url} is unavailable: {self.reason}"
 
     def __init__(self, url: str, reason: str):
-        self.url = url
-        self.reason = reason
+        super().__init__(reason, url=url)
 
 
 class DirtyExtentsUnavailable(CopyError):
     """An incremental copy needs a transfer of a backup with dirty=true."""
 
     code = "dirty_extents_unavailable"
-    msg = "The transfer does not offer dirty extents (is it a transfer of an incremental VM backup?): {self.reason}"
+    msg = ("The transfer does not offer dirty extents (is it a transfer of an incremental VM backup?): "
+           "{self.reason}")
 
     def __init__(self, reason: str):
-        self.reason = reason
+        super().__init__(reason)
 
 
 class BadExtents(CopyError):
@@ -82,58 +85,4 @@ class BadExtents(CopyError):
     msg = "imageio extents are not usable: {self.reason}"
 
     def __init__(self, reason: str):
-        self.reason = reason
-
-
-class TargetUnavailable(CopyError):
-    """The backup target (NFS server, mount) cannot be reached."""
-
-    code = "target_unavailable"
-    msg = "Backup target is unavailable: {self.reason}"
-
-    def __init__(self, reason: str):
-        self.reason = reason
-
-
-class CorruptedBackup(CopyError):
-    """A chunk or index read back from the store failed its digest check."""
-
-    code = "chunk_corrupted"
-    msg = "Backup data is damaged: {self.reason}"
-
-    def __init__(self, reason: str):
-        self.reason = reason
-
-
-class BackupNotFound(CopyError):
-    """The backup (or its parent, or the disk in it) does not exist in the store."""
-
-    code = "backup_not_found"
-    msg = "{self.reason}"
-
-    def __init__(self, reason: str):
-        self.reason = reason
-
-
-class StoreFailed(CopyError):
-    """Any other store error."""
-
-    code = "store_error"
-    msg = "Store error: {self.reason}"
-
-    def __init__(self, reason: str):
-        self.reason = reason
-
-
-def wrap_store_error(e: store_errors.StoreError) -> CopyError:
-    """The copy error for a store error (caller raises it ``from e``)."""
-    if isinstance(e, store_errors.TargetUnavailable):
-        return TargetUnavailable(str(e))
-    if isinstance(e, (store_errors.ChunkCorrupted, store_errors.ChunkMissing, store_errors.IndexCorrupted,
-                      store_errors.ManifestCorrupted)):
-        return CorruptedBackup(str(e))
-    if isinstance(e, (store_errors.BackupNotFound, store_errors.DiskNotFound, store_errors.StoreNotInitialized)):
-        return BackupNotFound(str(e))
-    if isinstance(e, (store_errors.InvalidId, store_errors.InvalidRange)):
-        return InvalidRequest(str(e))
-    return StoreFailed(str(e))
+        super().__init__(reason)

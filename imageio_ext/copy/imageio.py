@@ -285,7 +285,7 @@ class ImageioClient:
         try:
             _, body = await self._request("GET", f"/extents?context={context}")
         except ImageioError as e:
-            if context == "dirty" and e.status in (404, 400, 501):
+            if context == "dirty" and e.http_status in (404, 400, 501):
                 raise DirtyExtentsUnavailable(str(e)) from e
             raise
         out = []

@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 from typing import Callable, Protocol
 
-from ..store import Store, StoreError
-from .errors import InvalidRequest, wrap_store_error
+from ..store import Store
+from .errors import InvalidRequest
 from .pool import run_workers
 from .progress import Meter, ProgressCallback
 from .result import CopyResult
@@ -42,10 +42,7 @@ async def restore_disk(
     transport: str = "",
 ) -> CopyResult:
     t0 = clock()
-    try:
-        reader = await store.open_disk(vm_id, backup_id, disk_id)
-    except StoreError as e:
-        raise wrap_store_error(e) from e
+    reader = await store.open_disk(vm_id, backup_id, disk_id)
     if size is not None and size < reader.size:
         raise InvalidRequest(f"target disk ({size} bytes) is smaller than the backup disk ({reader.size} bytes)")
     cs = reader.chunk_size
@@ -72,11 +69,8 @@ async def restore_disk(
             await sink.write(offset, data)
             meter.add(length, read=length, written=length)
 
-    try:
-        await run_workers(do, steps, requests)
-        await sink.flush()
-    except StoreError as e:
-        raise wrap_store_error(e) from e
+    await run_workers(do, steps, requests)
+    await sink.flush()
     meter.report()
     return CopyResult(
         op="restore", vm_id=reader.info.vm_id, backup_id=reader.info.backup_id, disk_id=disk_id.lower(),

@@ -26,7 +26,8 @@ import socket
 import structlog
 from aiohttp import web
 
-from ..copy import CopyError, CopySpec, InvalidRequest
+from ..copy import CopySpec, InvalidRequest
+from ..errors import OvaultError
 from ..store.ids import is_uuid
 from .config import MoverConfig
 from .jobs import FINAL, JobConflict, JobManager
@@ -51,9 +52,8 @@ async def errors_mw(request: web.Request, handler):
         return await handler(request)
     except web.HTTPException:
         raise
-    except CopyError as e:
-        status = 400 if isinstance(e, InvalidRequest) else 500
-        return problem(status, e.code, type(e).__name__, str(e))
+    except OvaultError as e:
+        return problem(e.status, e.code, e.title, str(e))
     except JobConflict as e:
         return problem(409, "conflict", "Conflict", str(e))
     except Exception:

@@ -23,8 +23,9 @@ from typing import Callable
 
 import structlog
 
-from ..copy import CopyError, CopyResult, CopySpec, Progress, run_copy
+from ..copy import CopyResult, CopySpec, Progress, run_copy
 from ..copy.direct import open_store
+from ..errors import OvaultError, os_error_text
 from ..store import Store
 from .config import MoverConfig
 
@@ -158,12 +159,13 @@ class JobManager:
             job.state = CANCELED
             job.error = {"code": "canceled", "message": "The copy was canceled"}
             lg.info("copy.canceled")
-        except CopyError as e:
+        except OvaultError as e:
             job.state, job.error = FAILED, e.to_dict()
             lg.warning("copy.failed", code=e.code, error=str(e))
-        except Exception as e:  # a bug: keep the mover alive, report without internals
+        except Exception as e:  # a bug: keep the mover alive, report what it was, not where
             job.state = FAILED
-            job.error = {"code": "internal_error", "message": f"Internal error ({type(e).__name__}); see the mover log"}
+            what = os_error_text(e) if isinstance(e, OSError) else type(e).__name__
+            job.error = {"code": "internal_error", "message": f"Internal error ({what}); see the mover log"}
             lg.exception("copy.crashed")
         finally:
             job.ended, job.ended_mono = time.time(), self.clock()

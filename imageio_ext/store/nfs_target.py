@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 from . import _libnfs
+from ..errors import target_error
 from .errors import NotFound, TargetUnavailable
 from .target import DirEntry, FileStat, Target, check_rel, parent_of, tmp_name
 
@@ -145,7 +146,10 @@ class NfsTarget(Target):
             if e.errno in _TRANSPORT_ERRNOS:
                 self._drop_ctx()
                 raise TargetUnavailable(self.url, str(e)) from e
-            raise
+            mapped = target_error(e, self.url)  # full, read-only, permission denied
+            if mapped is None:
+                raise
+            raise mapped from e
 
     async def _run(self, path: str, fn):
         if self._closed:

@@ -14,6 +14,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ..errors import target_error
 from .errors import NotFound, TargetUnavailable
 from .target import DirEntry, FileStat, Target, check_rel, parent_of, tmp_name
 
@@ -40,7 +41,7 @@ class PathTarget(Target):
     def _translate(self, path: str, e: OSError):
         if e.errno == errno.ENOENT:
             return NotFound(path)
-        return e
+        return target_error(e, self.url) or e  # full, read-only, permission denied
 
     async def connect(self) -> None:
         if not await self._run(os.path.isdir, str(self.root)):

@@ -1,8 +1,13 @@
 """The one place where errors become HTTP: application/problem+json (RFC 9457).
 
-Domain errors (ours, the catalog's, the store's, the copy engine's) map to a
-stable `type`; anything else is a 500 that hides internals and is logged with
-its traceback.
+Every error of ovault's family (`imageio_ext.errors.OvaultError`: the
+orchestrator's, the catalog's, the store's, the copy engine's) carries its
+status, title and stable ``code``; the problem ``type`` is `PROBLEM_BASE` plus
+the code with hyphens, and the body repeats the ``code``. The mapping is by
+class, never by class name. An error whose text may carry internals
+(``expose = False``, e.g. a bare database error) and anything outside the
+family become a 500 that says nothing about the inside and is logged with its
+traceback.
 """
 from __future__ import annotations
 
@@ -11,16 +16,11 @@ import json
 import structlog
 from aiohttp import web
 
-from .. import catalog as cat
 from ..errors import PROBLEM_BASE, OvaultError
 
 log = structlog.get_logger("ovault.api")
 
-CATALOG_MAP = {cat.NotFound: (404, "not-found", "Not found"),
-               cat.Conflict: (409, "conflict", "Conflict"),
-               cat.Invalid: (422, "invalid-request", "Invalid request"),
-               cat.Unavailable: (503, "database-unavailable", "Database unavailable"),
-               cat.Retryable: (503, "retry", "Try again")}
+HTTP_SLUGS = {404: "not-found", 405: "method-not-allowed", 413: "too-large", 415: "unsupported-media-type"}
 
 
 def problem(status: int, type_: str, title: str, detail: str, **extra) -> web.Response:
@@ -28,23 +28,23 @@ def problem(status: int, type_: str, title: str, detail: str, **extra) -> web.Re
     return web.Response(status=status, text=json.dumps(body), content_type="application/problem+json")
 
 
+def error_response(e: OvaultError) -> web.Response:
+    """The problem+json answer for a domain error (one whose text may be shown)."""
+    return problem(e.status, e.slug, e.title, str(e), code=e.code)
+
+
 @web.middleware
 async def problem_middleware(request: web.Request, handler):
     try:
         return await handler(request)
     except OvaultError as e:
-        return problem(e.status, e.type, e.title, str(e))
-    except cat.CatalogError as e:
-        for cls, (status, type_, title) in CATALOG_MAP.items():
-            if isinstance(e, cls):
-                return problem(status, type_, title, str(e))
-        log.exception("catalog error", path=request.path)
-        return problem(500, "internal", "Internal error", "a database error occurred; see the logs")
+        if e.expose or e.status < 500:  # a 4xx is about the request: always said
+            return error_response(e)
+        log.exception("internal error", path=request.path, method=request.method, code=e.code)
+        return problem(500, "internal", "Internal error", "an internal error occurred; see the logs")
     except web.HTTPException as e:
         if e.status >= 400 and e.content_type != "application/problem+json":
-            slug = {404: "not-found", 405: "method-not-allowed", 413: "too-large",
-                    415: "unsupported-media-type"}.get(e.status, "http-error")
-            return problem(e.status, slug, e.reason, e.text or e.reason)
+            return problem(e.status, HTTP_SLUGS.get(e.status, "http-error"), e.reason, e.text or e.reason)
         raise
     except Exception:
         log.exception("unhandled error", path=request.path, method=request.method)

@@ -57,7 +57,7 @@ async def list_vms(request: web.Request):
     try:
         found = await request.app[ENGINE].list_vms(search=search)
     except EngineError as e:
-        if getattr(e, "code", None) == 400:  # the engine could not parse the search
+        if getattr(e, "http_status", None) == 400:  # the engine could not parse the search
             raise v.Invalid(f"search: {e.reason}") from None
         raise
     vms = sorted((vm for vm in found if p.sees(vm.id)),

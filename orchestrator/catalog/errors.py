@@ -13,6 +13,10 @@ the repository edge to one of the classes below and keeps the original as
 | lost/refused connection, server shutting down| `Unavailable` (a `Retryable`) |
 | a looked-up row that is not there            | `NotFound`    |
 | anything else                                | `CatalogError`|
+
+`NotFound`, `Conflict` and `Invalid` are the shared meanings of
+`imageio_ext.errors` (``except orchestrator.errors.NotFound`` catches them)
+and `CatalogError`s (``except CatalogError`` does too).
 """
 from __future__ import annotations
 
@@ -20,6 +24,9 @@ import functools
 from typing import Any, Awaitable, Callable, TypeVar
 
 import asyncpg
+
+from imageio_ext import errors
+from imageio_ext.errors import OvaultError
 
 __all__ = [
     "CatalogError",
@@ -36,49 +43,52 @@ __all__ = [
 ]
 
 
-class CatalogError(Exception):
-    """Base of every catalog error. `msg` is a template over the attributes."""
+class CatalogError(OvaultError):
+    """Base of every catalog error. `msg` is a template over the attributes.
+
+    A bare `CatalogError` is a database failure without a meaning of its own;
+    its text may quote SQL, so the API hides it (``expose``)."""
 
     msg = "Catalog error: {self.reason}"
-
-    def __init__(self, reason: str = "", **attrs: Any):
-        self.reason = reason
-        for k, v in attrs.items():
-            setattr(self, k, v)
-        super().__init__(self.msg.format(self=self))
+    code, title, status, expose = "catalog_error", "Database error", 500, False
 
 
-class NotFound(CatalogError):
-    msg = "{self.entity} {self.key} not found"
+class NotFound(errors.NotFound, CatalogError):
+    """A looked-up row is not there (the shared meaning, raised by the catalog)."""
 
-    def __init__(self, entity: str, key: Any):
-        super().__init__(entity=entity, key=key)
+    expose = True
 
 
-class Conflict(CatalogError):
+class Conflict(errors.Conflict, CatalogError):
     msg = "Conflict: {self.reason}"
+    expose = True
 
 
-class Invalid(CatalogError, ValueError):
+class Invalid(errors.Invalid, CatalogError):
     msg = "Invalid value: {self.reason}"
+    expose = True
 
 
 class Retryable(CatalogError):
     """The operation may succeed if the caller runs it again (whole transaction)."""
 
     msg = "Transient database failure, retry: {self.reason}"
+    code, title, status, expose = "retry", "Try again", 503, True
 
 
 class Unavailable(Retryable):
     msg = "Database unavailable: {self.reason}"
+    code, title = "database_unavailable", "Database unavailable"
 
 
 class MigrationError(CatalogError):
     msg = "Migration failed: {self.reason}"
+    code = "migration_failed"
 
 
 class EmbeddedPostgresError(CatalogError):
     msg = "Embedded PostgreSQL: {self.reason}"
+    code, expose = "embedded_postgres", True
 
 
 def _describe(exc: BaseException) -> str:
@@ -142,3 +152,4 @@ class LeaseLost(Conflict):
     """The caller no longer holds the job's lease: another replica owns it now."""
 
     msg = "Lease on job lost by {self.owner}"
+    code = "lease_lost"

@@ -100,11 +100,11 @@ class EngineClient:
                 kind = "not_found"
                 if not_found:
                     raise NotFound(*not_found) from e
-                raise EngineError(describe(e), code=404) from e
+                raise EngineError(describe(e), http_status=404) from e
             except sdk.AuthError as e:
                 kind = "auth"
                 # The SDK logs in again once by itself; a second failure is real.
-                raise EngineError(f"authentication failed: {describe(e)}", code=401) from e
+                raise EngineError(f"authentication failed: {describe(e)}", http_status=401) from e
             except (sdk.ConnectionError, sdk.TimeoutError) as e:
                 kind = "unavailable"
                 err = EngineUnavailable(describe(e))
@@ -115,9 +115,9 @@ class EngineClient:
                 if code in TRANSIENT_CODES:
                     err = EngineUnavailable(f"{describe(e)} (HTTP {code})")
                 elif code == 409 and retry_conflict:
-                    err = EngineError(describe(e), code=409)
+                    err = EngineError(describe(e), http_status=409)
                 else:
-                    raise EngineError(describe(e), code=code) from e
+                    raise EngineError(describe(e), http_status=code) from e
                 err.__cause__ = e
             finally:
                 dt = time.monotonic() - t0
@@ -289,7 +289,7 @@ class EngineClient:
                                  query={"correlation_id": correlation_id}),
                             correlation_id=correlation_id)
         except EngineError as e:
-            if getattr(e, "code", None) != 409:
+            if getattr(e, "http_status", None) != 409:
                 raise
 
     async def update_vm(self, vm_id: str, vm: types.Vm, correlation_id: str) -> types.Vm:

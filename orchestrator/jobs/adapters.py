@@ -18,11 +18,11 @@ from typing import Awaitable, Callable
 import aiohttp
 import structlog
 
-from imageio_ext.copy import CopyError, run_copy
-from imageio_ext.store import Store
+from imageio_ext.copy import run_copy
+from imageio_ext.store import BackupExists, Store
 
 from .. import catalog as cat
-from ..errors import MoverError
+from ..errors import MoverError, from_dict
 
 log = structlog.get_logger("ovault.jobs")
 
@@ -140,10 +140,8 @@ class StorePort:
         try:
             info = await self.store.publish_backup(vm_id, backup_id, disks, parent_id=parent_id,
                                                    meta=meta)
-        except Exception as e:
-            if type(e).__name__ == "BackupExists":  # published before a crash
-                return {"backup_id": backup_id}
-            raise
+        except BackupExists:  # published before a crash
+            return {"backup_id": backup_id}
         return {"backup_id": info.backup_id}
 
     async def discard(self, vm_id, backup_id) -> None:
@@ -194,8 +192,6 @@ class MoverPort:
                 t.add_done_callback(pending.discard)
         try:
             result = await run_copy(spec, store=self.store, requests=self.requests, progress=on_progress)
-        except CopyError as e:
-            raise MoverError(str(e)) from e
         finally:
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
@@ -223,7 +219,10 @@ class MoverPort:
                     if doc["state"] == "succeeded":
                         return doc.get("result") or {}
                     if doc["state"] in ("failed", "canceled"):
-                        raise MoverError(f"copy {cid} on {base} {doc['state']}: {doc.get('error')}")
+                        # The copy's own error class and words (TargetFull, ImageioUnavailable, ...).
+                        log.warning("mover.copy_ended", mover=base, copy_id=cid, state=doc["state"],
+                                    error=doc.get("error"))
+                        raise from_dict(doc.get("error"), default=MoverError)
                     await asyncio.sleep(0.5)
             except asyncio.CancelledError:
                 try:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import uuid
 
@@ -9,6 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from imageio_ext.copy import CopyResult, ImageioUnavailable, Progress
+from imageio_ext.errors import TargetFull
 from imageio_ext.mover import ConfigError, MoverConfig, create_app
 from imageio_ext.mover import jobs as jobs_mod
 
@@ -156,3 +158,23 @@ async def test_only_allowed_stores_are_accepted(monkeypatch):
             assert r.status == 202, (store, await r.text())
         fake.gate.set()
     assert fake.calls >= 1
+
+
+async def test_failures_name_their_cause(client):
+    client.fake.gate.set()
+    for fail, want in [
+        (OSError(errno.EIO, "Input/output error"),
+         {"code": "internal_error", "message": "Internal error ([Errno 5] Input/output error); see the mover log"}),
+        (RuntimeError("a bug with a secret inside"),
+         {"code": "internal_error", "message": "Internal error (RuntimeError); see the mover log"}),
+        (TargetFull("nfs://h/t", "[Errno 28] No space left on device"),
+         {"code": "target_full", "message": "Backup target nfs://h/t is full: [Errno 28] No space left on device"}),
+    ]:
+        client.fake.fail = fail
+        job = await (await client.post("/v1/copies", json=spec(), headers=AUTH)).json()
+        for _ in range(200):
+            got = await (await client.get(f"/v1/copies/{job['id']}", headers=AUTH)).json()
+            if got["state"] == "failed":
+                break
+            await asyncio.sleep(0.01)
+        assert got["error"] == want
