@@ -17,3 +17,4 @@ HUB = web.AppKey("hub", Any)  # live.Hub: websocket clients and cross-replica ev
 METRICS = web.AppKey("metrics", Any)  # metrics.Metrics
 DELIVERY = web.AppKey("delivery", Any)  # webhooks.DeliveryWorker
 DSN = web.AppKey("dsn", str)
+POLICIES = web.AppKey("policies", Any)  # policies.PolicyService

@@ -30,6 +30,7 @@ from .engine.client import EngineClient
 from .engine.events import EventPoller, Waker
 from .jobs.adapters import MoverPort, StorePort
 from .jobs.runner import JobRunner
+from .api import policies
 from .api.sso import SsoVerifier
 from .catalog.supervisor import PostgresSupervisor
 from .keys import (CATALOG, CONFIG, DELIVERY, DSN, ENGINE, HUB, METRICS, READY, RUNNER, SSO, STORE,
@@ -201,7 +202,8 @@ def create_app(cfg: Config) -> web.Application:
     return app
 
 
-ROUTE_MODULES = (health, observe, openapi, tokens, vms, inventory, backups, jobs, ws, targets, webhooks)
+ROUTE_MODULES = (health, observe, openapi, tokens, vms, inventory, backups, jobs, ws, targets, webhooks,
+                 policies)
 
 
 def tls_context(cfg: Config) -> ssl.SSLContext | None:

@@ -9,6 +9,7 @@ from ..keys import CATALOG, ENGINE, RUNNER, STORE
 from . import validate as v
 from . import views
 from .auth import allow, require
+from .policies import policy_service
 
 routes = web.RouteTableDef()
 MODES = ("auto", "full", "incremental")
@@ -76,20 +77,18 @@ async def get_backup(request: web.Request):
 @routes.delete("/api/v1/backups/{id}")
 @allow("operator")
 async def delete_backup(request: web.Request):
+    """Two steps (policies.PolicyService.delete_backup): hidden at once, manifest
+    removed, then the row; a protected backup is a 409."""
     p = require(request, "operator")
     b = await _backup(request, p)
     if b.status == "running":
         raise Conflict(f"backup {b.id} is still running")
-    if b.status == "succeeded":
-        store = request.app[STORE]
-        try:
-            await store.delete_backup(b.vm_id, str(b.id))
-        except Exception as e:
-            if type(e).__name__ not in ("BackupNotFound", "NotFound"):
-                raise
-    b = await request.app[CATALOG].backups.mark_deleted(b.id)
-    await request.app[CATALOG].events.append("backup.deleted", {"backup_id": str(b.id), "vm_id": b.vm_id})
-    return web.json_response(views.backup(b))
+    if getattr(b, "protected", False):
+        raise Conflict(f"backup {b.id} is protected; unmark it first "
+                       f"(PATCH {{\"protected\": false}})")
+    if b.status != "deleted":
+        await policy_service(request.app).delete_backup(b.id, requested_by=p.name)
+    return web.json_response(views.backup(await request.app[CATALOG].backups.get(b.id)))
 
 
 @routes.post("/api/v1/backups/{id}/restore")

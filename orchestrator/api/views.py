@@ -34,6 +34,7 @@ def backup(b) -> dict:
             "created_at": iso(b.created_at), "completed_at": iso(b.completed_at),
             "size_bytes": b.size_bytes, "new_bytes": b.new_bytes,
             "fallback_reason": b.fallback_reason, "error": b.error,
+            "protected": getattr(b, "protected", False),
             "disks": [{"disk_id": d.disk_id, "alias": d.alias, "provisioned_size": d.provisioned_size,
                        "format": d.format, "bytes_read": d.bytes_read, "bytes_written": d.bytes_written,
                        "bootable": (d.info or {}).get("bootable"),

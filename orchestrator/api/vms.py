@@ -13,7 +13,9 @@ from aiohttp import web
 from ..errors import EngineError, NotFound
 from ..keys import CATALOG, ENGINE
 from . import validate as v
+from ..policies.membership import VmRef, assign
 from .auth import allow, require
+from .policies import policy_service
 from .views import iso
 
 routes = web.RouteTableDef()
@@ -23,10 +25,40 @@ def _enum(x):
     return x.value if hasattr(x, "value") else x
 
 
-async def _view(request, vm, last=...) -> dict:
+async def _protection(request, vms, refs=None) -> dict:
+    """vm_id -> ((status, policy), last backup, assignment) for engine VMs."""
+    svc = policy_service(request.app)
+    policies = await request.app[CATALOG].policies.list()
+    a = assign(policies, refs if refs is not None else [VmRef.from_sdk(vm) for vm in vms])
+    last = await request.app[CATALOG].backups.last_succeeded_many(vm.id for vm in vms)
+    by_id = {x.id: x for x in policies}
+    out = {}
+    for vm in vms:
+        b = last.get(vm.id)
+        out[vm.id] = svc.protection(vm.id, a, by_id, b.created_at if b else None), b, a
+    return out
+
+
+def _policy_fields(svc, status, pol, a, vm_id) -> dict:
+    nxt = svc.next_runs(pol, 1) if pol is not None else []
+    return {"policy_id": str(pol.id) if pol is not None else None,
+            "policy": pol.name if pol is not None else None,
+            "next_run": nxt[0].isoformat() if nxt else None,
+            "protection": status,
+            "policy_conflict": [str(x) for x in a.conflicts.get(vm_id, [])]}
+
+
+async def _view(request, vm, last=..., prot=None) -> dict:
+    if prot is None:
+        # one VM from the engine comes without its tags: take them from the inventory
+        refs = [r for r in await policy_service(request.app).inventory() if r.id == vm.id]
+        (status, pol), last, a = (await _protection(request, [vm], refs or None))[vm.id]
+    else:
+        (status, pol), _, a = prot
     if last is ...:
         last = await request.app[CATALOG].backups.last_succeeded(vm.id)
-    return {"id": vm.id, "name": vm.name, "status": _enum(vm.status),
+    return {**_policy_fields(policy_service(request.app), status, pol, a, vm.id),
+            "id": vm.id, "name": vm.name, "status": _enum(vm.status),
             "host_id": vm.host.id if vm.host else None,
             "cluster_id": vm.cluster.id if vm.cluster else None,
             "memory": vm.memory, "protected": last is not None,
@@ -55,7 +87,7 @@ async def list_vms(request: web.Request):
     limit = v.limit(request, default=500)
     after = _cursor_name(q.get("cursor"))
     try:
-        found = await request.app[ENGINE].list_vms(search=search)
+        found = await policy_service(request.app).list_vms(search=search)
     except EngineError as e:
         if getattr(e, "http_status", None) == 400:  # the engine could not parse the search
             raise v.Invalid(f"search: {e.reason}") from None
@@ -65,9 +97,9 @@ async def list_vms(request: web.Request):
     if after is not None:
         vms = [vm for vm in vms if f"{vm.name or ''}\0{vm.id}" > after]
     out, nxt = [], None
-    last = await request.app[CATALOG].backups.last_succeeded_many(vm.id for vm in vms)
+    prot = await _protection(request, vms)
     for vm in vms:
-        item = await _view(request, vm, last.get(vm.id))
+        item = await _view(request, vm, prot[vm.id][1], prot[vm.id])
         if protected is not None and item["protected"] != protected:
             continue
         if len(out) == limit:

@@ -205,6 +205,7 @@ class Backup:
     error: str | None
     config: dict
     disks: tuple[BackupDisk, ...] = ()
+    protected: bool = False          # never pruned, not deletable until unmarked
 
     from_record = classmethod(_from_record)
 

@@ -136,6 +136,12 @@ class EngineClient:
     async def list_vms(self, search: str | None = None) -> list[types.Vm]:
         return await self.call("vms.list", lambda c: c.system_service().vms_service().list(search=search))
 
+    async def list_vms_with_tags(self, search: str | None = None) -> list[types.Vm]:
+        """Every VM with its tags inlined (`follow=tags`, one request): what policy
+        membership rules (tags, clusters, names) are evaluated against."""
+        return await self.call("vms.list", lambda c: c.system_service().vms_service()
+                               .list(search=search, follow="tags"))
+
     async def get_vm(self, vm_id: str, all_content: bool = False) -> types.Vm:
         return await self.call("vm.get", lambda c: c.system_service().vms_service().vm_service(vm_id)
                                .get(all_content=all_content), not_found=("VM", vm_id))

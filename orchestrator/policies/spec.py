@@ -29,7 +29,7 @@ DEFAULT_WINDOW_MINUTES = 60
 def _strings(v: Any, name: str, *, max_items: int = 1000, max_len: int = 200) -> tuple[str, ...]:
     if v is None:
         return ()
-    if not isinstance(v, list) or len(v) > max_items:
+    if not isinstance(v, (list, tuple)) or len(v) > max_items:
         raise Invalid(f"{name} must be a list of at most {max_items} strings")
     out = []
     for x in v:
