@@ -1,15 +1,26 @@
-"""/api/v1/jobs: list, inspect, cancel."""
+"""/api/v1/jobs: list, inspect, cancel.
+
+Machines of a running job carry `rate_bps` and `eta_seconds` (and so do their
+disks), computed by the live hub's progress tracker (`live/progress.py`), the
+one place ovault computes them."""
 from __future__ import annotations
 
 from aiohttp import web
 
 from ..errors import NotFound
-from ..keys import CATALOG
+from ..keys import CATALOG, HUB
 from . import validate as v
 from . import views
 from .auth import allow, require
 
 routes = web.RouteTableDef()
+
+
+def live_view(app: web.Application, j) -> dict:
+    """The REST view of a job, with the current rates and ETAs of its machines."""
+    out = views.job(j)
+    hub = app.get(HUB)
+    return hub.tracker.annotate(out) if hub is not None else out
 
 
 def _visible(p, job) -> bool:
@@ -28,7 +39,7 @@ async def list_jobs(request: web.Request):
     page = await request.app[CATALOG].jobs.list(kind=kind, state=state, vm_id=vm_id,
                                                 limit=v.limit(request), cursor=q.get("cursor"),
                                                 only_vms=p.vm_ids)
-    return web.json_response({"items": [views.job(j) for j in page.items if _visible(p, j)],
+    return web.json_response({"items": [live_view(request.app, j) for j in page.items if _visible(p, j)],
                               "next_cursor": page.next_cursor})
 
 
@@ -44,7 +55,7 @@ async def _job(request, p):
 @allow("viewer")
 async def get_job(request: web.Request):
     p = require(request, "viewer")
-    return web.json_response(views.job(await _job(request, p)))
+    return web.json_response(live_view(request.app, await _job(request, p)))
 
 
 @routes.post("/api/v1/jobs/{id}/cancel")
@@ -54,4 +65,4 @@ async def cancel_job(request: web.Request):
     j = await _job(request, p)
     j = await request.app[CATALOG].jobs.request_cancel(j.id)
     await request.app[CATALOG].events.append("job.cancel_requested", {"job_id": str(j.id)}, job_id=j.id)
-    return web.json_response(views.job(await request.app[CATALOG].jobs.get(j.id)), status=202)
+    return web.json_response(live_view(request.app, await request.app[CATALOG].jobs.get(j.id)), status=202)

@@ -55,7 +55,11 @@ SCHEMAS = {
         "bytes_done": INT, "bytes_total": INT, "progress": {"type": "number", "minimum": 0},
         "disks": {"type": "object", "additionalProperties": {"type": "object"}},
         "backup_id": NSTR, "started_at": nullable(TIME), "finished_at": nullable(TIME),
-        "resources": {"type": "object"}}),
+        "resources": {"type": "object"},
+        # on /api/v1/jobs answers: the server's current rate and ETA (null when unknown)
+        "rate_bps": nullable(INT), "eta_seconds": nullable({"type": "number", "minimum": 0})},
+        required=["id", "vm_id", "vm_name", "state", "error", "bytes_done", "bytes_total", "progress", "disks",
+                  "backup_id", "started_at", "finished_at", "resources"]),
     "Job": obj({
         "id": UUID, "kind": {"type": "string", "enum": ["backup", "restore"]},
         "state": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "canceled"]},

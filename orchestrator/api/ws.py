@@ -24,8 +24,8 @@ from .. import catalog as cat
 from ..errors import OvaultError
 from ..keys import CATALOG, CONFIG, HUB, METRICS
 from ..live import CLOSE_SEND_TIMEOUT, CLOSE_TOO_SLOW, Client
-from . import views
 from .auth import PRINCIPAL, allow, authenticate, bearer
+from .jobs import live_view
 
 log = structlog.get_logger("ovault.api.ws")
 routes = web.RouteTableDef()
@@ -183,7 +183,7 @@ async def _handle(app, client: Client, doc: dict) -> None:
         p = client.principal
         for j in snapshot:
             if p.vm_ids is None or all(p.sees(m.vm_id) for m in j.machines):
-                await _send(client, {"type": "job.snapshot", "job": views.job(j)})
+                await _send(client, {"type": "job.snapshot", "job": live_view(app, j)})
     elif kind == "auth":
         await _send(client, {"type": "error", "detail": "already authenticated"})
     else:

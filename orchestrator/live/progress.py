@@ -1,17 +1,28 @@
-"""Throughput and ETA from progress samples.
+"""Throughput and ETA from progress samples: the one place they are computed.
+
+Every replica's hub hears every machine's progress samples (LISTEN), so each
+one knows every running machine's rate. The websocket's `progress` messages
+carry it (`message`), and the REST job view gets the same figures
+(`annotate`, for `GET /api/v1/jobs…` and the websocket's `job.snapshot`):
+`rate_bps` and `eta_seconds` per machine and per disk. The CLI and the UI plugin
+show these and compute none of their own.
 
 Samples carry the publishing replica's wall-clock time, so the rate does not
 depend on how late a NOTIFY reached us. The rate is an exponentially weighted
 moving average of bytes/second between samples (alpha 0.5: it follows a
-changing rate within a few seconds without jumping on every sample).
+changing rate within a few seconds without jumping on every sample). A rate
+not refreshed for `STALE_SECONDS` is unknown (null), not the last value.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 
+from statemachines.lifecycle import TERMINAL
+
 ALPHA = 0.5
 FORGET_SECONDS = 600.0
+STALE_SECONDS = 15.0
 
 
 @dataclass
@@ -83,6 +94,27 @@ class ProgressTracker:
                 "progress": round(done / total, 4) if total else 0.0,
                 "rate_bps": None if rate is None else int(rate), "eta_seconds": _eta(done, total, rate),
                 "disks": disks, "time": _iso(t)}
+
+    def annotate(self, job: dict) -> dict:
+        """Add `rate_bps` and `eta_seconds` to a REST job view (`api.views.job`),
+        per machine and per disk, from the samples heard for its machines.
+        Finished machines and machines not heard from lately get null rates."""
+        now = time.monotonic()
+        for m in job.get("machines") or ():
+            live = self._m.get(str(m.get("id")))
+            fresh = live is not None and now - live.seen <= STALE_SECONDS and m.get("state") not in TERMINAL
+            rate = live.total.rate if fresh else None
+            m["rate_bps"] = None if rate is None else int(rate)
+            m["eta_seconds"] = _eta(int(m.get("bytes_done") or 0), int(m.get("bytes_total") or 0), rate)
+            for disk_id, d in (m.get("disks") or {}).items():
+                if not isinstance(d, dict):
+                    continue
+                r = live.disks.get(disk_id) if fresh else None
+                drate = r.rate if r is not None else None
+                d["rate_bps"] = None if drate is None else int(drate)
+                d["eta_seconds"] = _eta(int(d.get("done") or d.get("bytes_done") or 0),
+                                        int(d.get("total") or d.get("bytes_total") or 0), drate)
+        return job
 
     def _forget(self):
         if len(self._m) < 256:

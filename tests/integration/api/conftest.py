@@ -1,8 +1,8 @@
 """The orchestrator's real application (`service.create_app`: its middlewares and
 every route) on aiohttp's test server, against the real catalog (a fresh
 PostgreSQL database per test, tests/integration/conftest.py) and a real store on
-a local directory. Only the engine, the SSO verifier and the job runner are
-small fakes: these tests are about the HTTP edge (auth, validation, paging,
+a local directory. Only the engine, the SSO verifier, the job runner and the
+live hub (just its progress tracker) are small fakes: these tests are about the HTTP edge (auth, validation, paging,
 problem+json), not about what the engine does.
 """
 from __future__ import annotations
@@ -20,7 +20,8 @@ from orchestrator import service
 from orchestrator.api.sso import SsoUser
 from orchestrator.config import Config
 from orchestrator.errors import NotFound
-from orchestrator.keys import CATALOG, DSN, ENGINE, READY, RUNNER, SSO, STORE, TARGET_ID
+from orchestrator.keys import CATALOG, DSN, ENGINE, HUB, READY, RUNNER, SSO, STORE, TARGET_ID
+from orchestrator.live import ProgressTracker
 
 
 @dataclass
@@ -81,6 +82,7 @@ class Api:
     engine: FakeEngine
     sso: FakeSso
     runner: FakeRunner
+    tracker: ProgressTracker  # the live hub's: progress samples heard by this replica
 
     @property
     def catalog(self):
@@ -106,7 +108,7 @@ async def api(catalog, dsn, tmp_path):
     cfg = Config(state_dir=str(tmp_path / "state"))
     cfg.target.url = str(tmp_path / "target")
     (tmp_path / "target").mkdir()
-    engine, sso, runner = FakeEngine(), FakeSso(), FakeRunner()
+    engine, sso, runner, tracker = FakeEngine(), FakeSso(), FakeRunner(), ProgressTracker()
 
     async def resources(app: web.Application):
         app[CATALOG] = catalog
@@ -114,6 +116,7 @@ async def api(catalog, dsn, tmp_path):
         app[ENGINE] = engine
         app[SSO] = sso
         app[RUNNER] = runner
+        app[HUB] = SimpleNamespace(tracker=tracker)  # the websocket is tested with the sandbox
         store = await Store.open(cfg.target.url, create=True, chunk_size=64 * 1024)
         app[STORE] = store
         app[TARGET_ID] = (await catalog.targets.create(cfg.target.name, cfg.target.url, {})).id
@@ -129,6 +132,6 @@ async def api(catalog, dsn, tmp_path):
     await client.start_server()
     try:
         _, admin = await catalog.tokens.create("test-admin", "admin")
-        yield Api(client, app, admin, engine, sso, runner)
+        yield Api(client, app, admin, engine, sso, runner, tracker)
     finally:
         await client.close()

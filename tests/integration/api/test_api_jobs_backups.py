@@ -124,3 +124,30 @@ async def test_restore_checks_the_request_and_queues_a_job(api):
     assert (job["kind"], job["request"]) == ("restore", {"backup_id": str(ok.id), "kind": "new",
                                                          "name": "web-copy", "power_on": False})
     assert api.runner.pokes == 1
+
+
+async def test_a_running_jobs_rate_and_eta_come_from_the_server(api):
+    """The figures the websocket's progress messages carry, on the REST job view
+    too: the CLI and the UI plugin show them and compute none."""
+    vm = api.engine.add_vm("big")
+    _, _, body = await api.call("POST", "/api/v1/backups", json={"vm_ids": [vm]})
+    job = body["job"]
+    machine_id = job["machines"][0]["id"]
+    assert job["machines"][0].get("rate_bps") is None
+    claimed = await api.catalog.jobs.claim("test-replica", lease_seconds=30)
+    assert [j.id for j in claimed] == [uuid.UUID(job["id"])]
+    await api.catalog.jobs.update_progress(uuid.UUID(machine_id), bytes_done=300 << 20, bytes_total=1 << 30,
+                                           disks={"d1": {"done": 300 << 20, "total": 1 << 30}})
+    sample = {"job_id": job["id"], "machine_id": machine_id, "vm_id": vm, "bytes_total": 1 << 30}
+    api.tracker.message({**sample, "bytes_done": 100 << 20, "t": 1000.0, "disks": {"d1": {"done": 100 << 20,
+                                                                                          "total": 1 << 30}}})
+    ws = api.tracker.message({**sample, "bytes_done": 300 << 20, "t": 1002.0,
+                              "disks": {"d1": {"done": 300 << 20, "total": 1 << 30}}})
+    assert ws["rate_bps"] == 100 << 20
+    status, _, got = await api.call("GET", f"/api/v1/jobs/{job['id']}")
+    assert status == 200
+    (m,) = got["machines"]
+    assert (m["bytes_done"], m["rate_bps"], m["eta_seconds"]) == (300 << 20, 100 << 20, ws["eta_seconds"])
+    assert (m["disks"]["d1"]["rate_bps"], m["disks"]["d1"]["eta_seconds"]) == (100 << 20, ws["eta_seconds"])
+    _, _, listed = await api.call("GET", "/api/v1/jobs")
+    assert listed["items"][0]["machines"][0]["rate_bps"] == 100 << 20

@@ -57,6 +57,29 @@ def test_progress_rate_and_eta():
     assert third["rate_bps"] == 500 and third["eta_seconds"] == 0.0 and third["disks"]["d"]["state"] == "done"
 
 
+def test_the_rest_job_view_gets_the_same_rate_and_eta_as_the_websocket(monkeypatch):
+    from orchestrator.live import progress
+    t = ProgressTracker()
+    m = {"job_id": "j", "machine_id": "m1", "vm_id": "v", "bytes_total": 1000}
+    t.message({**m, "bytes_done": 0, "t": 100.0, "disks": {"d": {"done": 0, "total": 1000}}})
+    ws = t.message({**m, "bytes_done": 200, "t": 101.0, "disks": {"d": {"done": 200, "total": 1000}}})
+    job = {"machines": [
+        {"id": "m1", "state": "transferring", "bytes_done": 200, "bytes_total": 1000,
+         "disks": {"d": {"done": 200, "total": 1000}}},
+        {"id": "m2", "state": "queued", "bytes_done": 0, "bytes_total": 0, "disks": {}},
+        {"id": "m1", "state": "succeeded", "bytes_done": 1000, "bytes_total": 1000, "disks": {}}]}
+    t.annotate(job)
+    running, unheard, ended = job["machines"]
+    assert (running["rate_bps"], running["eta_seconds"]) == (ws["rate_bps"], ws["eta_seconds"]) == (200, 4.0)
+    assert (running["disks"]["d"]["rate_bps"], running["disks"]["d"]["eta_seconds"]) == (200, 4.0)
+    assert (unheard["rate_bps"], unheard["eta_seconds"]) == (None, None)
+    assert (ended["rate_bps"], ended["eta_seconds"]) == (None, 0.0)
+    # a machine not heard from for a while has no current rate, not its last one
+    monkeypatch.setattr(progress, "STALE_SECONDS", -1.0)
+    job = {"machines": [{"id": "m1", "state": "transferring", "bytes_done": 200, "bytes_total": 1000}]}
+    assert t.annotate(job)["machines"][0]["rate_bps"] is None
+
+
 def test_state_events_become_machine_and_job_messages():
     now = dt.datetime.now(dt.timezone.utc)
     jid = uuid.uuid4()
