@@ -19,8 +19,8 @@ from pathlib import Path
 
 import aiohttp
 
-from .config import Config, apply_sandbox
-from .service import create_app, tls_context
+from orchestrator.config import Config, apply_sandbox
+from orchestrator.service import create_app, tls_context
 
 MARKER = ".ovault-demo"
 MiB = 1 << 20
@@ -46,7 +46,7 @@ def run(args) -> int:
 
 
 async def _demo(d: Path, exit_now: bool) -> int:
-    from sandbox.lab import Lab, LabConfig
+    from .lab import Lab, LabConfig
     if d.exists():
         if not (d / MARKER).exists() and any(d.iterdir()):
             say(f"ovault demo: {d} exists and is not a demo directory; choose another --dir")

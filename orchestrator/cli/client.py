@@ -1,129 +1,46 @@
-"""Client commands of the `ovault` CLI: they talk to `ovault serve` over REST."""
+"""Client commands: `backup`, `restore`, `backups`, `jobs`, `cancel`.
+
+They talk to a running `ovault serve` over its REST API (`api.Api`). Human
+output by default, ``--json`` for scripts, progress while waiting (``--wait``).
+"""
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import ssl
-import sys
-import time
-from pathlib import Path
 
-import aiohttp
-
-from .cli import CliError
+from .api import Api
+from .common import CliError, add_client_options, human
+from .progress import Progress
 
 TERMINAL = ("succeeded", "failed", "canceled")
 
 
-class Api:
-    def __init__(self, args):
-        url, token, ca = args.server, args.token, args.ca_file
-        state = args.state_dir or (str(Path(args.sandbox) / "ovault") if args.sandbox else None)
-        if state is None and not url:
-            state = os.environ.get("OVAULT_STATE_DIR", "/var/lib/ovault")
-        if state and (not url or not token):
-            cj = Path(state) / "client.json"
-            if not cj.exists():
-                raise CliError(f"no running orchestrator found ({cj} is missing); start "
-                               "`ovault serve` or pass --server and --token")
-            info = json.loads(cj.read_text())
-            url = url or info["url"]
-            ca = ca or info.get("ca_file")
-            if not token and info.get("token_file") and Path(info["token_file"]).exists():
-                token = Path(info["token_file"]).read_text().strip()
-        if not url or not token:
-            raise CliError("need --server and --token (or OVAULT_SERVER and OVAULT_TOKEN)")
-        self.url, self.token = url.rstrip("/"), token
-        self.ssl = ssl.create_default_context(cafile=ca) if ca else None
-        self.session: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self):
-        self.session = aiohttp.ClientSession(
-            headers={"Authorization": f"Bearer {self.token}"},
-            connector=aiohttp.TCPConnector(ssl=self.ssl) if self.ssl else None,
-            timeout=aiohttp.ClientTimeout(total=120))
-        return self
-
-    async def __aexit__(self, *exc):
-        await self.session.close()
-
-    async def req(self, method, path, body=None, params=None):
-        try:
-            async with self.session.request(method, self.url + path, json=body, params=params) as r:
-                text = await r.text()
-                doc = json.loads(text) if text else None
-                if r.status >= 400:
-                    detail = doc.get("detail") if isinstance(doc, dict) else text
-                    raise CliError(f"{method} {path}: {r.status} {detail}")
-                return doc
-        except aiohttp.ClientError as e:
-            raise CliError(f"cannot reach {self.url}: {e}") from None
-
-    async def resolve_vms(self, names_or_ids):
-        vms = (await self.req("GET", "/api/v1/vms"))["items"]
-        by_name = {v["name"]: v["id"] for v in vms}
-        ids = {v["id"] for v in vms}
-        out = []
-        for x in names_or_ids:
-            if x in ids:
-                out.append(x)
-            elif x in by_name:
-                out.append(by_name[x])
-            else:
-                raise CliError(f"no VM named or numbered {x!r}")
-        return out
-
-
-def human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return str(n)
-
-
-class Progress:
-    """One line per VM, redrawn in place on a terminal; state changes otherwise."""
-
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.lines = 0
-        self.last: dict = {}
-        self.samples: dict = {}
-
-    def draw(self, job: dict):
-        rows = []
-        for m in job["machines"]:
-            key = m["id"]
-            now = time.monotonic()
-            prev = self.samples.get(key)
-            rate = 0.0
-            if prev and now > prev[0]:
-                rate = max(0.0, (m["bytes_done"] - prev[1]) / (now - prev[0]))
-            self.samples[key] = (now, m["bytes_done"])
-            frac = m.get("progress") or 0.0
-            bar = "#" * int(frac * 30)
-            eta = ""
-            if rate > 0 and m["bytes_total"]:
-                eta = f" ETA {int((m['bytes_total'] - m['bytes_done']) / rate)}s"
-            name = (m.get("vm_name") or m["vm_id"])[:20]
-            rows.append(f"{name:<20} {m['state']:<9} [{bar:<30}] {frac * 100:5.1f}% "
-                        f"{human(m['bytes_done'])}/{human(m['bytes_total'])} "
-                        f"{human(rate)}/s{eta}" + (f"  {m['error']}" if m.get("error") else ""))
-        if self.tty:
-            if self.lines:
-                self.stream.write(f"\x1b[{self.lines}F")
-            for r in rows:
-                self.stream.write("\x1b[2K" + r + "\n")
-            self.lines = len(rows)
-        else:
-            for m, r in zip(job["machines"], rows):
-                if self.last.get(m["id"]) != m["state"]:
-                    self.stream.write(r + "\n")
-                    self.last[m["id"]] = m["state"]
-        self.stream.flush()
+def register(sub) -> None:
+    bk = sub.add_parser("backup", help="back up VMs (names or ids)")
+    bk.add_argument("vms", nargs="+")
+    bk.add_argument("--mode", choices=("auto", "full", "incremental"), default="auto")
+    bk.add_argument("--wait", action="store_true", help="wait for the job, with progress")
+    rs = sub.add_parser("restore", help="restore a backup")
+    rs.add_argument("backup")
+    rs.add_argument("--name", help="name of the new VM (kind new)")
+    rs.add_argument("--kind", choices=("new", "in_place", "disks"), default="new")
+    rs.add_argument("--disk", action="append", dest="disk_ids", help="disk id (repeatable)")
+    rs.add_argument("--cluster", dest="cluster_id")
+    rs.add_argument("--storage-domain", dest="storage_domain_id")
+    rs.add_argument("--target-vm", dest="target_vm_id")
+    rs.add_argument("--power-on", action="store_true")
+    rs.add_argument("--wait", action="store_true", help="wait for the job, with progress")
+    bl = sub.add_parser("backups", help="list backups")
+    bl.add_argument("--vm", help="VM name or id")
+    bl.add_argument("--limit", type=int, default=50)
+    jl = sub.add_parser("jobs", help="list jobs, or show one")
+    jl.add_argument("job", nargs="?")
+    jl.add_argument("--limit", type=int, default=20)
+    cn = sub.add_parser("cancel", help="cancel a job")
+    cn.add_argument("job")
+    for p in (bk, rs, bl, jl, cn):
+        add_client_options(p)
+        p.set_defaults(func=lambda args: asyncio.run(run(args)))
 
 
 async def wait_job(api: Api, job_id: str, quiet: bool) -> dict:

@@ -1,4 +1,4 @@
-"""Target commands of the `ovault` CLI: verify, gc, export, mount, import.
+"""Target commands: `verify`, `gc`, `export`, `mount`, `import`.
 
 They work on the backup target directly (configuration: `--config`,
 `--sandbox`, `--state-dir`, as for `serve`), so they also work when no
@@ -13,15 +13,11 @@ import uuid
 
 from imageio_ext.store import Store
 
-from .cli import CliError, load_config
+from .common import CliError, add_config_options, load_config
 
 
-def add_arguments(sub):
-    def common(p):
-        p.add_argument("--config")
-        p.add_argument("--sandbox")
-        p.add_argument("--state-dir")
-        p.add_argument("--json", action="store_true")
+def register(sub) -> None:
+    common = add_config_options
 
     v = sub.add_parser("verify", help="re-read and re-hash every chunk of backups")
     v.add_argument("backups", nargs="*", help="backup ids (default: every backup on the target)")
@@ -44,6 +40,8 @@ def add_arguments(sub):
     common(m)
     i = sub.add_parser("import", help="rebuild the catalog from the target's manifests")
     common(i)
+    for p in (v, g, e, m, i):
+        p.set_defaults(func=lambda args: asyncio.run(run(args)))
 
 
 async def _store(args) -> tuple[Store, object]:
@@ -143,8 +141,8 @@ async def mount(args, store, cfg) -> int:
 async def import_(args, store, cfg) -> int:
     """Every published backup becomes a catalog row (its manifest carries the VM
     configuration), so a new appliance can restore from an existing target."""
-    from . import catalog as cat
-    from .service import state_path
+    from .. import catalog as cat
+    from ..service import state_path
     pg = None
     dsn = cfg.database.dsn
     if not dsn:
