@@ -5,7 +5,8 @@
 - `POST /sandbox/faults` engine errors/latency, imageio kill/restart, NFS stop/start,
   checkpoint invalidation; `GET`/`DELETE /sandbox/faults[/{id}]`
 - `GET  /sandbox/leftovers` what a backup product may have left behind
-- `POST /sandbox/users` an SSO user, optionally non-admin with chosen VMs
+- `POST /sandbox/users` an SSO user, optionally non-admin with chosen VMs, optionally only
+  in the directory (`engine_user: false`: added to the engine later with `POST /users`)
 It answers JSON and is meant for loopback use by tests and the demo.
 """
 from __future__ import annotations
@@ -148,9 +149,11 @@ async def users_add(request):
     lab = request.app[LAB]
     b = await request.json()
     u = engine_api.User(b["name"], b["password"], admin=bool(b.get("admin", False)),
-                        vm_ids=set(b.get("vm_ids", [])))
+                        vm_ids=set(b.get("vm_ids", [])),
+                        engine_user=bool(b.get("engine_user", True)))
     lab.sso.users[u.name] = u
-    return web.json_response({"id": u.id, "name": u.name, "admin": u.admin}, status=201)
+    return web.json_response({"id": u.id, "name": u.name, "admin": u.admin,
+                              "engine_user": u.engine_user}, status=201)
 
 
 def install(app: web.Application, lab):

@@ -36,14 +36,17 @@ PROFILES = [
     dict(name="db-primary", memory=4 * GiB, cpu=(1, 2, 1), os="rhel_8x64", bios="q35_ovmf",
          boot=["hd"], ha=True, nics=[("nic1", "virtio")],
          disks=[("boot", "cow", "incremental", "virtio_scsi", True, 1.0),
-                ("data", "cow", "incremental", "virtio", False, 0.5)]),
+                ("data", "cow", "incremental", "virtio", False, 0.5)], tags=["gold"]),
     dict(name="legacy-erp", memory=2 * GiB, cpu=(1, 1, 1), os="windows_2019x64",
          bios="q35_sea_bios", boot=["hd", "cdrom"], ha=False, nics=[("nic1", "e1000")],
-         disks=[("boot", "raw", "none", "sata", True, 1.0)]),
+         disks=[("boot", "raw", "none", "sata", True, 1.0)], tags=["legacy"]),
     dict(name="web-frontend", memory=8 * GiB, cpu=(2, 2, 1), os="debian_10", bios="q35_sea_bios",
          boot=["network", "hd"], ha=False, nics=[("nic1", "virtio"), ("nic2", "virtio")],
-         disks=[("boot", "cow", "incremental", "virtio_scsi", True, 1.0)]),
+         disks=[("boot", "cow", "incremental", "virtio_scsi", True, 1.0)], tags=["gold"]),
 ]
+# Engine tags of the sample lab: (name, description); VMs carry them per profile.
+SAMPLE_TAGS = [("gold", "Sample tag: the lab's most protected VMs"),
+               ("legacy", "Sample tag: old systems")]
 
 
 @dataclass
@@ -193,6 +196,10 @@ class Lab:
         await self.nfs.start()
 
     async def _make_vms(self, e: Engine, cl: Cluster, sd: StorageDomain):
+        from .engine.model import Tag
+        for name, description in SAMPLE_TAGS:
+            t = Tag(str(uuid.uuid4()), name, description)
+            e.tags[t.id] = t
         await asyncio.gather(*(self._make_vm(e, cl, sd, i) for i in range(self.cfg.vms)))
 
     async def _make_vm(self, e: Engine, cl: Cluster, sd: StorageDomain, i: int):
@@ -204,6 +211,7 @@ class Lab:
                 description=f"sample VM {name}")
         for nic_name, iface in p["nics"]:
             vm.nics.append(Nic(str(uuid.uuid4()), nic_name, iface, e.new_mac()))
+        vm.tag_ids = {t.id for t in e.tags.values() if t.name in p["tags"]}
         for label, fmt, backup, iface, boot, scale in p["disks"]:
             size = max(64 * MiB, int(self.cfg.disk_size * scale) // MiB * MiB)
             disk_id = str(uuid.uuid4())

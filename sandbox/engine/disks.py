@@ -7,29 +7,41 @@ from ovirtsdk4 import types
 from . import render
 from .model import BadRequest, Conflict, NotFound
 from .state import Engine
-from .http import (API, ENGINE, action, body, boolean, corr, enum, page, require_admin, search, visible_vms, xml_response)
+from .http import (API, ENGINE, action, is_admin, body, boolean, corr, enum, page, require_admin, search, visible_vms, xml_response)
 
 routes = web.RouteTableDef()
 
 
 # --- disks -------------------------------------------------------------------------------------------
-DISK_FIELDS = {"name": lambda d: d.alias, "alias": lambda d: d.alias, "id": lambda d: d.id,
-               "status": lambda d: d.status, "description": lambda d: d.description,
-               "storage": lambda d: d.sd_id}
+def disk_fields(e) -> dict:
+    """The disk search fields clients use (the engine's names): `vm_names` is
+    the names of the VMs the disk is attached to (`ovirt_disk_info
+    pattern: vm_names=NAME`), `storage` the storage domain's name."""
+    def vm_names(d):
+        return [v.name for v in e.vms.values() if any(a.disk_id == d.id for a in v.attachments)]
+    return {"name": lambda d: d.alias, "alias": lambda d: d.alias, "id": lambda d: d.id,
+            "status": lambda d: d.status, "description": lambda d: d.description,
+            "storage": lambda d: e.sds[d.sd_id].name if d.sd_id in e.sds else None,
+            "vm_names": vm_names, "number_of_vms": lambda d: len(vm_names(d)),
+            "format": lambda d: d.format, "content_type": lambda d: d.content_type,
+            "provisioned_size": lambda d: d.provisioned_size,
+            "shareable": lambda d: str(d.shareable).lower(),
+            "wipe_after_delete": lambda d: str(d.wipe_after_delete).lower()}
 
 
 def _visible_disks(request):
     e, user = request.app[ENGINE], request["user"]
-    if user.admin:
+    if is_admin(e, user):
         return list(e.disks.values())
     mine = {a.disk_id for v in visible_vms(request) for a in v.attachments}
+    mine |= {p.object_id for p in e.permissions if p.user_id == user.id and p.object_type == "disk"}
     return [d for d in e.disks.values() if d.id in mine]
 
 
 @routes.get(API + "/disks")
 async def disks_list(request):
     e = request.app[ENGINE]
-    items = search(_visible_disks(request), request.query.get("search"), DISK_FIELDS,
+    items = search(_visible_disks(request), request.query.get("search"), disk_fields(e),
                    boolean(request, "case_sensitive"))
     return xml_response([render.disk(e, d) for d in page(items, request)], root="disks")
 
@@ -104,7 +116,8 @@ async def disk_snapshots(request):
 async def sd_disks(request):
     e = request.app[ENGINE]
     items = [d for d in _visible_disks(request) if d.sd_id == request.match_info["sd"]]
-    items = search(items, request.query.get("search"), DISK_FIELDS)
+    items = search(items, request.query.get("search"), disk_fields(e),
+                   boolean(request, "case_sensitive"))
     return xml_response([render.disk(e, d) for d in items], root="disks")
 
 

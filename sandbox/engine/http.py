@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import fnmatch
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -37,7 +36,21 @@ class User:
     password: str
     id: str = field(default_factory=new_id)
     admin: bool = True
-    vm_ids: set = field(default_factory=set)  # what a non-admin may see
+    vm_ids: set = field(default_factory=set)  # granted by the lab's admin API
+    engine_user: bool = True  # added to the engine (`/users`); False: in the directory only
+
+    @property
+    def principal(self) -> str:
+        return self.name.partition("@")[0]
+
+    @property
+    def authz(self) -> str:
+        """The engine's authz name of the user's profile (`internal` → `internal-authz`)."""
+        return (self.name.partition("@")[2] or "internal") + "-authz"
+
+    @property
+    def user_name(self) -> str:
+        return f"{self.principal}@{self.authz}"
 
 
 class Sso:
@@ -163,73 +176,8 @@ def enum(v):
     return v.value if hasattr(v, "value") else v
 
 
-# --- search -----------------------------------------------------------------------------
-# Fields whose values are enums: the engine matches them regardless of case.
-ENUM_FIELDS = {"status", "type", "severity", "phase", "format"}
-
-
-def _term_filter(items, term, fields, case_sensitive):
-    m = re.match(r"^\s*([\w.]+)\s*(!=|=)\s*(.*?)\s*$", term)
-    if m:
-        key, op, val = m.group(1).lower(), m.group(2), m.group(3).strip('"')
-        get = fields.get(key)
-        if get is None:
-            return list(items)  # unknown keys are ignored, like unsupported search fields
-        cs = case_sensitive and key not in ENUM_FIELDS
-
-        def ok(x):
-            got = get(x)
-            got = "" if got is None else str(got)
-            a, b = (got, val) if cs else (got.lower(), val.lower())
-            hit = fnmatch.fnmatchcase(a, b)
-            return hit if op == "=" else not hit
-        return [x for x in items if ok(x)]
-    text = term.strip().lower()
-    return [x for x in items if any(text in str(f(x) or "").lower() for f in fields.values())]
-
-
-def search(items, q: str | None, fields, case_sensitive=False):
-    """A subset of the engine's search language: `a=b and c!=d or e=f`, `*` globs,
-    free text (matches any listed field), `sortby FIELD [asc|desc]` and `page N`
-    (with `max` as the page size, see `page`)."""
-    items = list(items)
-    if not q or not q.strip():
-        return items
-    q = q.strip()
-    order = None
-    q = re.sub(r"\s*\bpage\s+\d+\s*$", "", q, flags=re.I).strip()
-    m = re.search(r"\s*\bsortby\s+([\w.]+)(?:\s+(asc|desc))?\s*$", q, flags=re.I)
-    if m:
-        order = (m.group(1).lower(), (m.group(2) or "asc").lower() == "desc")
-        q = q[:m.start()].strip()
-    out = items
-    if q:
-        hits: set[int] = set()
-        for alternative in re.split(r"\s+or\s+", q, flags=re.I):
-            sel = items
-            for term in re.split(r"\s+and\s+", alternative.strip(), flags=re.I):
-                sel = _term_filter(sel, term, fields, case_sensitive)
-            hits.update(id(x) for x in sel)
-        out = [x for x in items if id(x) in hits]
-    if order and order[0] in fields:
-        get = fields[order[0]]
-        out.sort(key=lambda x: str(get(x) or "").lower(), reverse=order[1])
-    return out
-
-
-def page(items, request):
-    m = request.query.get("max")
-    size = None
-    if m not in (None, "", "-1"):
-        try:
-            size = int(m)
-        except ValueError:
-            raise BadRequest(f"Invalid value for 'max': {m}") from None
-    pm = re.search(r"\bpage\s+(\d+)\s*$", request.query.get("search") or "", flags=re.I)
-    if pm and size:
-        start = (max(int(pm.group(1)), 1) - 1) * size
-        return items[start:start + size]
-    return items[:size] if size is not None else items
+# --- search: see search.py (re-exported for the resource modules) ----------------------
+from .search import page, search  # noqa: E402,F401
 
 
 # --- middleware ---------------------------------------------------------------------------
@@ -440,21 +388,40 @@ def authenticate(request) -> User | None:
     return None
 
 
+def is_admin(e: Engine, user: User) -> bool:
+    """An administrator: flagged so in the lab, or holding SuperUser on the system."""
+    return user.admin or any(p.user_id == user.id and p.role == "SuperUser"
+                             and p.object_type == "system" for p in e.permissions)
+
+
+def sees_vm(e: Engine, user: User, vm: Vm) -> bool:
+    """What the engine's user-level filtering shows: a VM on which the user holds
+    a role directly or inherited (its cluster, its data center, the system)."""
+    if is_admin(e, user) or vm.id in user.vm_ids:
+        return True
+    cl = e.clusters.get(vm.cluster_id)
+    objects = {("vm", vm.id), ("cluster", vm.cluster_id), ("system", None)}
+    if cl:
+        objects.add(("data_center", cl.dc_id))
+    return any(p.user_id == user.id and (p.object_type, p.object_id) in objects
+               for p in e.permissions)
+
+
 def visible_vms(request):
     e, user = request.app[ENGINE], request["user"]
-    return [v for v in e.vms.values() if user.admin or v.id in user.vm_ids]
+    return [v for v in e.vms.values() if sees_vm(e, user, v)]
 
 
 def get_vm(request) -> Vm:
     e, user = request.app[ENGINE], request["user"]
     vm = e.vm(request.match_info["vm"])
-    if not user.admin and vm.id not in user.vm_ids:
+    if not sees_vm(e, user, vm):
         raise NotFound(f"VM '{vm.id}' not found")
     return vm
 
 
 def require_admin(request):
-    if not request["user"].admin:
+    if not is_admin(request.app[ENGINE], request["user"]):
         raise EngineError("User is not authorized to perform this action.", status=403,
                           reason="Forbidden")
 

@@ -11,7 +11,7 @@ from ovirtsdk4 import types
 from . import render
 from .render import T
 from .model import BadRequest, NotFound
-from .http import (API, ENGINE, SSO, body, boolean, enum, page, search, xml_response)
+from .http import (API, ENGINE, SSO, body, is_admin, boolean, enum, page, search, xml_response)
 
 routes = web.RouteTableDef()
 
@@ -46,7 +46,8 @@ async def sso_token_info(request):
                               "scope": "ovirt-app-api",
                               "ovirt": {"principal_id": u.id, "user_id": u.id,
                                         "user_authz": domain + "-authz",
-                                        "group_ids": [], "admin": u.admin}})
+                                        "group_ids": [],
+                                        "admin": is_admin(request.app[ENGINE], u)}})
 
 
 @routes.post("/ovirt-engine/services/sso-logout")
@@ -106,59 +107,52 @@ def _collection(name, items_fn, render_fn, root, fields):
     routes.get(f"{API}/{name}/{{id}}")(get)
 
 
+def _dc_name(e, dc_id):
+    return e.dcs[dc_id].name if dc_id in e.dcs else None
+
+
 _collection("datacenters", lambda e: e.dcs.values(), render.dc, "data_centers",
-            lambda e: {"name": lambda x: x.name, "id": lambda x: x.id,
-                       "storage": lambda x: " ".join(s.name for s in e.sds.values()
-                                                     if s.dc_id == x.id),
-                       "storage.name": lambda x: next((s.name for s in e.sds.values()
-                                                       if s.dc_id == x.id), None)})
+            lambda e: {"name": lambda x: x.name, "id": lambda x: x.id, "status": lambda x: "up",
+                       "storage": lambda x: [s.name for s in e.sds.values() if s.dc_id == x.id],
+                       "storage.name": lambda x: [s.name for s in e.sds.values()
+                                                  if s.dc_id == x.id],
+                       "cluster": lambda x: [c.name for c in e.clusters.values()
+                                             if c.dc_id == x.id]})
 _collection("clusters", lambda e: e.clusters.values(), render.cluster, "clusters",
-            {"name": lambda x: x.name, "id": lambda x: x.id})
+            lambda e: {"name": lambda x: x.name, "id": lambda x: x.id,
+                       "datacenter": lambda x: _dc_name(e, x.dc_id)})
 
 
 def _host_fields(e):
+    from .tags import tag_names_matching
+
     def dc_name(h):
         c = e.clusters.get(h.cluster_id)
-        return e.dcs[c.dc_id].name if c and c.dc_id in e.dcs else None
+        return _dc_name(e, c.dc_id) if c else None
     return {"name": lambda h: h.name, "id": lambda h: h.id, "status": lambda h: h.status,
             "hw_id": lambda h: h.hw_id,
             "cluster": lambda h: e.clusters[h.cluster_id].name if h.cluster_id in e.clusters else None,
-            "datacenter": dc_name, "address": lambda h: "127.0.0.1"}
+            "datacenter": dc_name, "address": lambda h: "127.0.0.1",
+            "tag": lambda h: tag_names_matching(e, h.tag_ids)}
 
 
 _collection("hosts", lambda e: e.hosts.values(), render.host, "hosts", _host_fields)
 _collection("storagedomains", lambda e: e.sds.values(), render.storage_domain, "storage_domains",
-            {"name": lambda x: x.name, "id": lambda x: x.id, "type": lambda x: x.type})
+            lambda e: {"name": lambda x: x.name, "id": lambda x: x.id, "type": lambda x: x.type,
+                       "status": lambda x: "active", "datacenter": lambda x: _dc_name(e, x.dc_id)})
 
-
-@routes.get(API + "/networks")
-async def networks(request):
-    e = request.app[ENGINE]
-    return xml_response([T(types.Network, id=e.network_id, href=f"{API}/networks/{e.network_id}",
-                                       name="ovirtmgmt", vm=True,
-                                       data_center=types.DataCenter(id=next(iter(e.dcs))))],
-                        root="networks")
-
-
-@routes.get(API + "/vnicprofiles")
-async def vnic_profiles(request):
-    e = request.app[ENGINE]
-    return xml_response([T(types.VnicProfile, id=e.vnic_profile_id, name="ovirtmgmt",
-                                           href=f"{API}/vnicprofiles/{e.vnic_profile_id}",
-                                           network=types.Network(id=e.network_id))],
-                        root="vnic_profiles")
-
-
-@routes.get(API + "/templates")
-async def templates(request):
-    return xml_response([T(types.Template, id=render.BLANK, name="Blank",
-                                        href=f"{API}/templates/{render.BLANK}",
-                                        description="Blank template")], root="templates")
 
 # --- events and jobs --------------------------------------------------------------------------------------
-EVENT_FIELDS = {"description": lambda v: v.description, "correlation_id": lambda v: v.correlation_id,
-                "severity": lambda v: v.severity, "code": lambda v: v.code,
-                "vm.id": lambda v: v.vm_id, "index": lambda v: v.index}
+def event_fields(e) -> dict:
+    """The engine's audit-log search fields (`type` is the code, `message` the
+    text, `event_vm`/`event_host` names), plus `code`, `description` and `vm.id`."""
+    return {"description": lambda v: v.description, "message": lambda v: v.description,
+            "correlation_id": lambda v: v.correlation_id, "severity": lambda v: v.severity,
+            "code": lambda v: v.code, "type": lambda v: v.code, "origin": lambda v: v.origin,
+            "custom_event_id": lambda v: v.custom_id, "vm.id": lambda v: v.vm_id,
+            "index": lambda v: v.index, "usrname": lambda v: v.user,
+            "event_vm": lambda v: e.vms[v.vm_id].name if v.vm_id in e.vms else None,
+            "event_host": lambda v: e.hosts[v.host_id].name if v.host_id in e.hosts else None}
 
 
 @routes.get(API + "/events")
@@ -176,7 +170,7 @@ async def events_list(request):
         evs = [x for x in evs if x.index > n]
     else:
         evs = list(reversed(evs))
-    evs = search(evs, request.query.get("search"), EVENT_FIELDS)
+    evs = search(evs, request.query.get("search"), event_fields(e))
     return xml_response([render.event(e, x) for x in page(evs, request)], root="events")
 
 
@@ -202,24 +196,6 @@ async def event_add(request):
                  custom_id=x.custom_id, vm_id=x.vm.id if x.vm else None,
                  correlation_id=x.correlation_id)
     return xml_response(render.event(e, ev), status=201)
-
-
-@routes.get(API + "/jobs")
-async def jobs_list(request):
-    e = request.app[ENGINE]
-    items = search(list(e.jobs.values()), request.query.get("search"),
-                   {"correlation_id": lambda j: j.correlation_id, "status": lambda j: j.status,
-                    "description": lambda j: j.description})
-    return xml_response([render.job(e, j) for j in page(items, request)], root="jobs")
-
-
-@routes.get(API + "/jobs/{id}")
-async def job_get(request):
-    e = request.app[ENGINE]
-    j = e.jobs.get(request.match_info["id"])
-    if j is None:
-        raise NotFound(f"Job '{request.match_info['id']}' not found")
-    return xml_response(render.job(e, j))
 
 
 # --- data center sub-collections ----------------------------------------------------------------------

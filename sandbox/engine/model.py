@@ -88,6 +88,7 @@ class Host:
     daemon: ImageioDaemon
     status: str = "up"
     hw_id: str = field(default_factory=new_id)
+    tag_ids: set = field(default_factory=set)
 
 
 @dataclass
@@ -225,22 +226,53 @@ class Vm:
     snapshots: list = field(default_factory=list)
     checkpoints: list = field(default_factory=list)
     backups: list = field(default_factory=list)
-    permissions: list = field(default_factory=list)  # Permission
+    tag_ids: set = field(default_factory=set)
+    numa_nodes: list = field(default_factory=list)  # {"id", "index", "memory", "cores", "pins"}
     active_snapshot_id: str = field(default_factory=new_id)
     busy: str | None = None  # a running snapshot/backup operation
 
 
-# The engine's predefined roles that ovault grants (ids are the engine's fixed ones).
-ROLES = {"UserVmManager": "def00006-0000-0000-0000-def000000006",
+# The engine's predefined roles (ids are the engine's fixed ones); the flag
+# says whether the role is administrative (its holders use the admin portal).
+ROLES = {"SuperUser": "00000000-0000-0000-0000-000000000001",
          "UserRole": "00000000-0000-0000-0001-000000000001",
+         "PowerUserRole": "00000000-0000-0000-0001-000000000002",
+         "ClusterAdmin": "def00001-0000-0000-0000-def000000001",
+         "DataCenterAdmin": "def00002-0000-0000-0000-def000000002",
+         "StorageAdmin": "def00003-0000-0000-0000-def000000003",
+         "HostAdmin": "def00004-0000-0000-0000-def000000004",
+         "NetworkAdmin": "def00005-0000-0000-0000-def000000005",
+         "UserVmManager": "def00006-0000-0000-0000-def000000006",
          "DiskOperator": "def0000a-0000-0000-0000-def00000000e"}
+ADMIN_ROLES = {"SuperUser", "ClusterAdmin", "DataCenterAdmin", "StorageAdmin", "HostAdmin",
+               "NetworkAdmin"}
+ROLE_DESCRIPTIONS = {
+    "SuperUser": "Roles management administrator", "UserRole": "Standard User Role",
+    "PowerUserRole": "User Role, allowed to create VMs, Templates and Disks",
+    "ClusterAdmin": "Administrator Role, permission for all the objects underneath a specific "
+                    "Cluster", "DataCenterAdmin": "Administrator of a specific Data Center",
+    "StorageAdmin": "Administrator of a specific Storage Domain",
+    "HostAdmin": "Administrator of a specific Host", "NetworkAdmin": "Network Administrator",
+    "UserVmManager": "User Role, with permission for any operation on Vms",
+    "DiskOperator": "User Role, permissions for all operations on a specific disk"}
 
 
 @dataclass
 class Permission:
     id: str
     role: str  # a name of ROLES
-    user_id: str
+    user_id: str | None
+    object_type: str = "vm"  # system | data_center | cluster | storage_domain | vm | disk | ...
+    object_id: str | None = None  # None for system
+    group_id: str | None = None
+
+
+@dataclass
+class Tag:
+    id: str
+    name: str
+    description: str = ""
+    parent_id: str | None = None  # None: under the root tag
 
 
 @dataclass
@@ -269,6 +301,22 @@ class Job:
     start: dt.datetime = field(default_factory=now)
     end: dt.datetime | None = None
     external: bool = False
+    steps: list = field(default_factory=list)  # Step
+    auto_cleared: bool = True
+
+
+@dataclass
+class Step:
+    id: str
+    description: str
+    type: str = "executing"
+    status: str = "started"
+    number: int = 1
+    parent_id: str | None = None
+    external: bool = True
+    start: dt.datetime = field(default_factory=now)
+    end: dt.datetime | None = None
+    progress: int | None = None
 
 
 
@@ -279,6 +327,7 @@ def vm_config(vm: Vm) -> Vm:
     c.nics = [copy.copy(n) for n in vm.nics]
     c.boot_devices = list(vm.boot_devices)
     c.snapshots, c.checkpoints, c.backups = [], [], []
+    c.tag_ids = set(vm.tag_ids)
     return c
 
 
@@ -286,3 +335,18 @@ ACTIVE_PHASES = {"initializing", "transferring", "resuming", "paused_user", "pau
                  "finalizing_success", "finalizing_failure", "finalizing_cleanup",
                  "cancelled_user", "cancelled_system"}
 FINAL_PHASES = {"finished_success", "finished_failure", "finished_cleanup"}
+
+
+@dataclass
+class Template:
+    """A template: a VM configuration and its own copies of the disks."""
+    id: str
+    name: str
+    config: Vm  # memory, CPU, OS, NICs, attachments (of the template's disks)
+    cluster_id: str | None
+    description: str = ""
+    version_number: int = 1
+    version_name: str | None = None
+    base_id: str | None = None  # the base template of a version; None: itself
+    status: str = "ok"
+    created: dt.datetime = field(default_factory=now)

@@ -293,11 +293,3 @@ def job(e: Engine, j):
                      status=types.JobStatus(j.status), start_time=j.start, end_time=j.end,
                      last_updated=j.end or j.start, external=j.external, auto_cleared=True,
                      owner=T(types.User, id=e.admin_user_id, href=f"{API}/users/{e.admin_user_id}"))
-
-
-def permission(vm, p):
-    from .model import ROLES
-    return T(types.Permission, id=p.id, href=f"{API}/vms/{vm.id}/permissions/{p.id}",
-             role=T(types.Role, id=ROLES[p.role], href=f"{API}/roles/{ROLES[p.role]}"),
-             user=T(types.User, id=p.user_id, href=f"{API}/users/{p.user_id}"),
-             vm=T(types.Vm, id=vm.id, href=f"{API}/vms/{vm.id}"))

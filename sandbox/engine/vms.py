@@ -5,25 +5,49 @@ from __future__ import annotations
 from aiohttp import web
 from ovirtsdk4 import types
 
-from . import ovf, render
-from .model import ROLES, Attachment, BadRequest, Conflict, NotFound, Nic, Permission, Vm, new_id
+from . import ovf, render, templates
+from .model import Attachment, BadRequest, Conflict, NotFound, Nic, Vm, new_id, vm_config
 from .state import Engine
 from .disks import add_disk, update_disk
-from .http import (API, ENGINE, SSO, action, action_body, body, boolean, corr, enum, find, get_vm, page, require_admin, search, visible_vms, xml_response)
+from .http import (API, ENGINE, action, action_body, body, boolean, corr, enum, find, get_vm, page, require_admin, search, visible_vms, xml_response)
 
 routes = web.RouteTableDef()
 
 
 # --- VMs -------------------------------------------------------------------------------------------
-VM_FIELDS = {"name": lambda v: v.name, "id": lambda v: v.id, "status": lambda v: v.status,
-             "cluster": lambda v: v.cluster_id, "description": lambda v: v.description}
+def vm_fields(e) -> dict:
+    """The VM search fields clients use (the engine's names)."""
+    from .tags import tag_names_matching
+
+    def cluster(v):
+        c = e.clusters.get(v.cluster_id)
+        return c.name if c else None
+
+    def dc(v):
+        c = e.clusters.get(v.cluster_id)
+        return e.dcs[c.dc_id].name if c and c.dc_id in e.dcs else None
+
+    def storage(v):
+        return [e.sds[e.disks[a.disk_id].sd_id].name for a in v.attachments
+                if a.disk_id in e.disks and e.disks[a.disk_id].sd_id in e.sds]
+
+    def template(v):
+        from .templates import templates
+        return next((t.name for t in templates(e) if t.id == v.template_id), None)
+    return {"name": lambda v: v.name, "id": lambda v: v.id, "status": lambda v: v.status,
+            "description": lambda v: v.description, "comment": lambda v: v.comment,
+            "cluster": cluster, "datacenter": dc, "storage": storage,
+            "host": lambda v: e.hosts[v.host_id].name if v.host_id in e.hosts else None,
+            "tag": lambda v: tag_names_matching(e, v.tag_ids), "type": lambda v: v.type,
+            "os": lambda v: v.os_type, "memory": lambda v: v.memory // (1 << 20),
+            "template": template, "creationdate": lambda v: v.created.isoformat()}
 
 
 @routes.get(API + "/vms")
 async def vms_list(request):
     e = request.app[ENGINE]
     items = search(sorted(visible_vms(request), key=lambda v: v.name),
-                   request.query.get("search"), VM_FIELDS, boolean(request, "case_sensitive"))
+                   request.query.get("search"), vm_fields(e), boolean(request, "case_sensitive"))
     ac = boolean(request, "all_content")
     return xml_response([render.vm(e, v, ac) for v in page(items, request)], root="vms")
 
@@ -109,24 +133,112 @@ async def vms_add(request):
                 attach.append(Attachment(d["disk_id"], d["bootable"], d["interface"]))
     if not vm.name:
         raise BadRequest("Vm [name] required for add")
-    _apply_vm_fields(vm, x)
-    if x.template and x.template.name not in (None, "Blank") and x.template.id not in (None, render.BLANK):
-        raise NotFound(f"Template '{x.template.name or x.template.id}' not found")
+    if any(v.name == vm.name for v in e.vms.values()):
+        raise Conflict("[Cannot add VM. The VM name is already in use, please choose "
+                       "a unique name and try again.]")
+    snap_src = None
+    if x.snapshots:  # clone from a snapshot: its configuration and copies of its disks
+        snap_src = _snapshot_source(e, x.snapshots[0].id)
+        src_vm, snap = snap_src
+        conf_src = snap.config or src_vm
+        for f in ("memory", "cpu_sockets", "cpu_cores", "cpu_threads", "os_type", "bios_type",
+                  "type", "ha", "description", "comment"):
+            setattr(vm, f, getattr(conf_src, f))
+        vm.boot_devices = list(conf_src.boot_devices)
+        for n in conf_src.nics:
+            vm.nics.append(Nic(new_id(), n.name, n.interface, e.new_mac(), n.network))
+        vm.template_id = src_vm.template_id
+        tpl = None
+    else:
+        tpl = templates.find_template(e, x.template)
+        if conf is None or not conf.data:
+            templates.apply_template_config(e, vm, tpl)
+    _apply_vm_fields(vm, _checked(e, x))
+    if snap_src is not None:
+        src_vm, snap = snap_src
+        vm.template_id = src_vm.template_id
+        atts = (snap.config.attachments if snap.config else src_vm.attachments)
+        for a in atts:
+            if a.disk_id not in snap.volumes or a.disk_id not in e.disks:
+                continue
+            src = e.disks[a.disk_id]
+            if src.status != "ok":
+                raise Conflict(f"[Cannot add VM. Disk {src.alias} is locked.]")
+        e.add_vm(vm, corr(request))
+        vm.status = "image_locked"
+        try:
+            for a in atts:
+                if a.disk_id not in snap.volumes or a.disk_id not in e.disks:
+                    continue
+                src = e.disks[a.disk_id]
+                d = await e.copy_disk(src, snap.volumes[a.disk_id], f"{src.alias}_{vm.name}",
+                                      corr(request))
+                vm.attachments.append(Attachment(d.id, a.bootable, a.interface, a.active))
+        finally:
+            vm.status = "down"
+        return xml_response(render.vm(e, vm), status=201)
+    if tpl is not None and tpl.id != render.BLANK:
+        attach += await templates.instantiate(e, vm, tpl, corr(request))
     e.add_vm(vm, corr(request))
     for a in attach:
         e.attach(vm.id, a)
     return xml_response(render.vm(e, vm), status=201)
 
 
+def _snapshot_source(e: Engine, snap_id: str):
+    for v in e.vms.values():
+        for s in v.snapshots:
+            if s.id == snap_id:
+                if s.status != "ok":
+                    raise Conflict("[Cannot add VM. The snapshot is locked.]")
+                return v, s
+    raise NotFound(f"Entity not found: Snapshot {snap_id}")
+
+
+def _checked(e: Engine, x: types.Vm) -> types.Vm:
+    """Validate a VM document before anything is changed (a failed add or
+    update changes nothing)."""
+    if x.memory is not None and x.memory <= 0:
+        raise BadRequest("Vm [memory] must be positive")
+    if x.cpu and x.cpu.topology:
+        for f in ("sockets", "cores", "threads"):
+            n = getattr(x.cpu.topology, f)
+            if n is not None and n <= 0:
+                raise BadRequest(f"Vm [cpu.topology.{f}] must be positive")
+    if x.bios and x.bios.type:
+        enum(x.bios.type)
+    if x.cluster is not None and (x.cluster.id or x.cluster.name):
+        _resolve_cluster(e, x.cluster)
+    return x
+
+
 @routes.put(API + "/vms/{vm}")
 async def vm_update(request):
+    """Everything is checked before anything changes: a refused update leaves
+    the VM as it was."""
     require_admin(request)
     e = request.app[ENGINE]
     vm = get_vm(request)
     x = await body(request, "vm")
+    if not isinstance(x, types.Vm):
+        raise BadRequest("Expected a <vm> document")
     if x.name and x.name != vm.name and any(v.name == x.name for v in e.vms.values()):
         raise Conflict("[Cannot edit VM. The VM name is already in use.]")
+    _checked(e, x)
+    if x.template is not None and (x.template.id or x.template.name):
+        t = templates.find_template(e, x.template)
+        if t.id != vm.template_id:
+            raise Conflict("[Cannot edit VM. The template of a VM cannot be changed.]")
+    staged = vm_config(vm)
+    _apply_vm_fields(staged, x)
+    cluster_id = _resolve_cluster(e, x.cluster) if x.cluster and (x.cluster.id or x.cluster.name) \
+        else vm.cluster_id
+    if cluster_id != vm.cluster_id and vm.status != "down":
+        raise Conflict("[Cannot edit VM. The cluster of a running VM cannot be changed.]")
     _apply_vm_fields(vm, x)
+    vm.cluster_id = cluster_id
+    e.event(35, f"VM {vm.name} configuration was updated by admin@internal-authz.", vm_id=vm.id,
+            correlation_id=corr(request))
     return xml_response(render.vm(e, vm))
 
 
@@ -216,38 +328,6 @@ async def nic_add(request):
             plugged=x.plugged if x.plugged is not None else True)
     vm.nics.append(n)
     return xml_response(render.nic(e, vm, n), status=201)
-
-
-# --- permissions (what ovault grants the user who restored a VM) ------------------------------------
-@routes.get(API + "/vms/{vm}/permissions")
-async def perms_list(request):
-    vm = get_vm(request)
-    return xml_response([render.permission(vm, p) for p in vm.permissions], root="permissions")
-
-
-@routes.post(API + "/vms/{vm}/permissions")
-async def perm_add(request):
-    """Granting a role on a VM to a user makes the VM visible to that user
-    (the engine's user-level filtering is permission-based)."""
-    require_admin(request)
-    vm = get_vm(request)
-    x = await body(request, "permission")
-    if not isinstance(x, types.Permission) or x.role is None or x.user is None or not x.user.id:
-        raise BadRequest("Permission [role, user.id] required for add")
-    by_id = {v: k for k, v in ROLES.items()}
-    role = x.role.name or by_id.get(x.role.id or "")
-    if role not in ROLES:
-        raise NotFound(f"Entity not found: Role {x.role.name or x.role.id}")
-    users = [u for u in request.app[SSO].users.values() if u.id == x.user.id]
-    if not users:
-        raise NotFound(f"Entity not found: User {x.user.id}")
-    for p in vm.permissions:
-        if p.role == role and p.user_id == x.user.id:
-            raise Conflict("[Cannot add Permission. Permission already exists.]")
-    p = Permission(new_id(), role, x.user.id)
-    vm.permissions.append(p)
-    users[0].vm_ids.add(vm.id)
-    return xml_response(render.permission(vm, p), status=201)
 
 
 # --- snapshots ---------------------------------------------------------------------------------------
