@@ -33,7 +33,8 @@ from .jobs.runner import JobRunner
 from .api import policies
 from .api.sso import SsoVerifier
 from .catalog.supervisor import PostgresSupervisor
-from .keys import (CATALOG, CONFIG, DELIVERY, DSN, ENGINE, HUB, METRICS, READY, RUNNER, SSO, STORE,
+from .keys import (CATALOG, CONFIG, DELIVERY, DSN, ENGINE, HUB, METRICS, POLICIES, READY, RUNNER,
+                   SSO, STORE,
                    TARGET_ID)
 from .live import Hub
 from .metrics import Metrics
@@ -173,6 +174,18 @@ async def _runner(app: web.Application):
         await session.close()
 
 
+async def _policies(app: web.Application):
+    """The policy service and this replica's scheduler (orchestrator/policies/)."""
+    from .policies.scheduler import Scheduler
+    from .policies.service import PolicyService
+    svc = PolicyService(app[CATALOG], app[ENGINE], store=app[STORE], poke=app[RUNNER].poke)
+    app[POLICIES] = svc
+    task = asyncio.create_task(Scheduler(app[CATALOG], svc, replica=app[CONFIG].replica).run())
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
 async def _bootstrap_token(app: web.Application):
     """First start: an admin token for the local CLI, readable by root only."""
     cfg: Config = app[CONFIG]
@@ -196,7 +209,7 @@ def create_app(cfg: Config) -> web.Application:
     app[CONFIG] = cfg
     app[READY] = {"started": False}
     app[METRICS] = Metrics(cfg.api.stats_cache_seconds)
-    app.cleanup_ctx.extend([_database, _engine, _store, _live, _webhooks, _runner])
+    app.cleanup_ctx.extend([_database, _engine, _store, _live, _webhooks, _runner, _policies])
     for module in ROUTE_MODULES:
         app.add_routes(module.routes)
     return app

@@ -1,0 +1,163 @@
+"""The policy scheduler: durable in PostgreSQL, every tick fired exactly once across
+replicas.
+
+Every replica runs one `Scheduler`. A pass, for each enabled policy:
+
+1. lists the fire times between the policy's cursor (`scheduled_through`) and now;
+2. evaluates the membership against the engine (before any transaction: no
+   connection is held while the engine answers);
+3. in ONE transaction: claims the newest due fire time
+   (`INSERT … ON CONFLICT (policy_id, fire_at) DO NOTHING`), creates the backup
+   job(s) tagged with the policy, records the tick's outcome and moves the
+   cursor. The replica whose INSERT returns the row fires the tick; another
+   replica gets nothing back and moves on. A replica killed half-way rolls the
+   whole transaction back, so the tick stays unclaimed and the next pass (here or
+   on another replica) fires it: none lost, none doubled.
+
+Older due fire times (downtime) fold into that one run, recorded `late` with the
+number folded. A VM whose previous run still goes is skipped with the reason; a
+tick where nothing could start is recorded `skipped`. A fired run whose job has
+still not started `window_minutes` after its fire time is canceled and recorded
+`missed`. After a policy job ends, its VMs are pruned by the policy's retention
+(once, across replicas: a `maintenance_ticks` row per job). Half-done deletions
+are finished on every pass.
+"""
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+import structlog
+
+from .. import catalog as cat
+from .schedule import Schedule
+from .service import PolicyService, utcnow
+
+log = structlog.get_logger("ovault.scheduler")
+
+__all__ = ["Scheduler"]
+
+ON_TIME = timedelta(seconds=90)     # fired this long after its time still counts as on time
+
+
+class Scheduler:
+    def __init__(self, catalog: cat.Catalog, service: PolicyService, *, replica: str,
+                 clock: Callable[[], datetime] = utcnow, interval: float = 15.0):
+        self.catalog, self.service, self.replica = catalog, service, replica
+        self.clock, self.interval = clock, interval
+        self.wakeup = asyncio.Event()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.pass_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("scheduler pass failed")
+            try:
+                await asyncio.wait_for(self.wakeup.wait(), self.interval)
+            except asyncio.TimeoutError:
+                pass
+            self.wakeup.clear()
+
+    async def pass_once(self) -> list[cat.Tick]:
+        fired = []
+        now = self.clock()
+        policies = await self.catalog.policies.list(enabled=True)
+        assignment = None
+        for p in policies:
+            sched = Schedule.parse(p.schedule, p.timezone)
+            due = list(sched.between(p.scheduled_through, now))
+            if not due:
+                continue
+            if assignment is None:
+                assignment = await self.service.assignment(
+                    await self.catalog.policies.list())
+            tick = await self._fire(p, due, now, assignment)
+            if tick is not None:
+                fired.append(tick)
+        await self._expire_windows(now)
+        await self._prune_finished()
+        await self.service.finish_deletions()
+        return fired
+
+    async def _fire(self, p: cat.Policy, due: list[datetime], now: datetime, a) -> cat.Tick | None:
+        fire_at = due[-1]
+        folded = len(due) - 1
+        late = folded > 0 or now - fire_at > ON_TIME
+        async with self.catalog.transaction() as tx:
+            tick = await tx.policies.claim_tick(
+                p.id, fire_at, status="late" if late else "fired", replica=self.replica,
+                details={"folded": folded} if folded else None)
+            await tx.policies.advance(p.id, fire_at)
+            if tick is None:
+                return None       # another replica fired it
+            svc = PolicyService(tx, self.service.engine, store=self.service.store,
+                                clock=self.clock)
+            res = await svc.run(p, created_by=f"policy:{p.name}", a=a)
+            details: dict[str, Any] = {"jobs": [str(j.id) for j in res.jobs]}
+            if res.skipped:
+                details["skipped"] = res.skipped
+            if res.jobs:
+                reason = (f"catch-up run for {folded + 1} fire times missed while no replica ran"
+                          if folded else ("started late" if late else None))
+                tick = await tx.policies.finish_tick(tick.id, job_id=res.jobs[0].id,
+                                                     reason=reason, details=details)
+            else:
+                why = "; ".join(f"{k}: {r}" for k, r in sorted(res.skipped.items())) \
+                    or "the policy has no members"
+                tick = await tx.policies.finish_tick(tick.id, status="skipped", reason=why,
+                                                     details=details)
+        log.info("policy tick", policy=p.name, fire_at=fire_at.isoformat(), status=tick.status,
+                 job_id=str(tick.job_id) if tick.job_id else None, replica=self.replica)
+        if tick.job_id and self.service.poke:
+            self.service.poke()
+        return tick
+
+    async def _expire_windows(self, now: datetime) -> None:
+        """A run still queued after its window: cancel it and record the tick missed."""
+        rows = await self.catalog.db.fetch(
+            "SELECT t.id, t.job_id, t.fire_at, p.window_minutes, p.name FROM policy_ticks t "
+            "JOIN policies p ON p.id = t.policy_id JOIN jobs j ON j.id = t.job_id "
+            "WHERE t.status IN ('fired', 'late') AND j.state = 'queued' "
+            "AND t.fire_at + make_interval(mins => p.window_minutes) < $1", now)
+        for r in rows:
+            try:
+                await self.catalog.jobs.request_cancel(r["job_id"])
+            except cat.CatalogError as e:
+                log.warning("could not cancel a run past its window", error=str(e))
+                continue
+            await self.catalog.policies.finish_tick(
+                r["id"], status="missed",
+                reason=f"could not start within window_minutes={r['window_minutes']}")
+            await self.catalog.events.append("policy.run.missed", {
+                "policy": r["name"], "job_id": str(r["job_id"]),
+                "fire_at": r["fire_at"].isoformat()}, job_id=r["job_id"])
+
+    async def _prune_finished(self) -> None:
+        """Once per finished policy job (across replicas): prune its VMs, and say
+        the run finished (webhook `policy.run.finished`)."""
+        rows = await self.catalog.db.fetch(
+            "SELECT j.id, j.state, j.finished_at, j.policy_id FROM jobs j "
+            "WHERE j.policy_id IS NOT NULL AND j.finished_at IS NOT NULL "
+            "AND j.finished_at > now() - interval '1 day' AND NOT EXISTS ("
+            "  SELECT 1 FROM maintenance_ticks m WHERE m.task = 'prune:' || j.id::text) "
+            "ORDER BY j.finished_at LIMIT 50")
+        for r in rows:
+            if not await self.catalog.policies.claim_maintenance(
+                    f"prune:{r['id']}", r["finished_at"], self.replica):
+                continue
+            job = await self.catalog.jobs.get(r["id"])
+            policy = await self.catalog.policies.get(r["policy_id"])
+            await self.catalog.events.append("policy.run.finished", {
+                "policy_id": str(policy.id), "policy": policy.name, "job_id": str(job.id),
+                "state": job.state, "error": job.error}, job_id=job.id)
+            results = []
+            for m in job.machines:
+                if m.state == "succeeded":
+                    res = await self.service.prune_vm(m.vm_id, policy)
+                    results.append({"vm_id": m.vm_id, "deleted": res.get("deleted", [])})
+            await self.catalog.policies.finish_maintenance(
+                f"prune:{r['id']}", r["finished_at"], {"vms": results})
