@@ -4,11 +4,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from .. import catalog as cat
+from ..catalog.vmlocks import VmBusy, create_job_locked
 from ..errors import Conflict, NotFound
 from ..keys import CATALOG, ENGINE, RUNNER, STORE
 from . import validate as v
 from . import views
 from .auth import allow, require
+from .problem import problem
+from .restore_checks import check_restore, locked_vms
 from .policies import policy_service
 
 routes = web.RouteTableDef()
@@ -37,10 +40,11 @@ async def start_backup(request: web.Request):
             raise NotFound("VM", vm_id)
         vm = await engine.get_vm(vm_id)
         machines.append(cat.NewMachine(vm_id=vm_id, vm_name=vm.name))
-    job = await request.app[CATALOG].jobs.create("backup", machines, request={"vm_ids": ids, "mode": mode},
-                                                 created_by=p.name)
-    await request.app[CATALOG].events.append("job.queued", {"job_id": str(job.id), "kind": "backup"},
-                                             job_id=job.id)
+    try:
+        job = await create_job_locked(request.app[CATALOG], "backup", machines, lock_vms=ids,
+                                      request={"vm_ids": ids, "mode": mode}, created_by=p.name)
+    except VmBusy as e:
+        return busy(e)
     request.app[RUNNER].poke()
     return web.json_response({"job": views.job(job)}, status=202)
 
@@ -129,11 +133,24 @@ async def restore(request: web.Request):
         # ovault creates the VM with its own engine account; the SSO user who
         # asked must be able to see and manage it, as if they had created it.
         req["owner_user_id"] = p.engine_user_id
-    vm_id = b.vm_id
-    job = await request.app[CATALOG].jobs.create(
-        "restore", [cat.NewMachine(vm_id=vm_id, vm_name=b.vm_name, context={})],
-        request={k: val for k, val in req.items() if val is not None}, created_by=p.name)
-    await request.app[CATALOG].events.append("job.queued", {"job_id": str(job.id), "kind": "restore"},
-                                             job_id=job.id)
+    try:
+        # Refusals that need no job (busy VM, name taken, unknown cluster, a
+        # running VM for in place) are answered now, not by a failed job.
+        await check_restore(request.app[ENGINE], request.app[CATALOG], b, req)
+        # The VM written to is held for the whole job (the backed-up VM in
+        # place, or the VM the restored disks are attached to).
+        job = await create_job_locked(
+            request.app[CATALOG], "restore",
+            [cat.NewMachine(vm_id=b.vm_id, vm_name=b.vm_name, context={})],
+            lock_vms=locked_vms(kind, b.vm_id, req["target_vm_id"]),
+            request={k: val for k, val in req.items() if val is not None}, created_by=p.name)
+    except VmBusy as e:
+        return busy(e)
     request.app[RUNNER].poke()
     return web.json_response({"job": views.job(job)}, status=202)
+
+
+def busy(e: VmBusy) -> web.Response:
+    """409: the VM is held by another job, which the answer names."""
+    return problem(409, "vm-busy", "VM busy", f"{e}; wait for it to end or cancel it",
+                   code="vm_busy", vm_id=e.vm_id, job_id=str(e.job_id), job_kind=e.kind)

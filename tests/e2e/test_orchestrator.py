@@ -126,9 +126,9 @@ def test_in_place_and_selected_disk_restore(orch, sandbox, conn, no_leftovers):
     bid = machine(j)["backup_id"]
     sandbox.write(vm["id"], 0, 8 * MiB, pattern=0xEE)  # the guest wrecks its boot sector
     assert sandbox.digest(disk.id) != want
-    # in place needs the VM down: refused while it runs, with a clear reason
-    j = orch.wait_job(orch.restore(bid, kind="in_place")["id"])
-    assert j["state"] == "failed" and "power it off" in machine(j)["error"]
+    # in place needs the VM down: refused up front while it runs, with a clear reason
+    r = orch.api("POST", f"/api/v1/backups/{bid}/restore", {"kind": "in_place"})
+    assert r["status"] == 409 and "power it off" in r["detail"], r
     vms.stop()
     wait(lambda: vms.get().status == types.VmStatus.DOWN)
     memory = vms.get().memory

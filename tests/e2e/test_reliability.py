@@ -83,3 +83,90 @@ def test_postmaster_sigkilled_during_transfer_job_resumes(orch, sandbox, no_left
     log = (orch.state_dir / "serve.log").read_text()
     assert "embedded PostgreSQL restarted" in log
     # no_leftovers: no transfer, engine backup, lock or ovault snapshot stays
+
+
+def _jobs_count(orch) -> int:
+    return len(orch.api("GET", "/api/v1/jobs?limit=500", expect=200)["items"])
+
+
+def test_one_operation_per_vm(orch, sandbox, no_leftovers):
+    vm = sandbox.vm("legacy-erp")
+    first = orch.wait_job(orch.backup([vm["id"]])["id"])
+    assert first["state"] == "succeeded", first
+    bid = first["machines"][0]["backup_id"]
+    rows_before = orch.backups(vm["id"])
+
+    # Three backups of one VM at once: one runs, two are refused up front.
+    sandbox.fault(**HOLD_TRANSFER)
+    try:
+        results = []
+
+        def submit():
+            results.append(orch.api("POST", "/api/v1/backups", {"vm_ids": [vm["id"]]}))
+        threads = [threading.Thread(target=submit) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        accepted = [r["job"] for r in results if "job" in r]
+        refused = [r for r in results if "job" not in r]
+        assert len(accepted) == 1 and len(refused) == 2, results
+        running = accepted[0]
+        for r in refused:
+            assert r["status"] == 409 and r["type"].endswith("/vm-busy"), r
+            assert (r["job_id"], r["job_kind"], r["vm_id"]) == (running["id"], "backup", vm["id"])
+            assert running["id"] in r["detail"] and "backup" in r["detail"]
+
+        # While it runs: an in-place restore and a disks restore into that VM
+        # are refused naming the backup's job; no job is created for them.
+        wait(lambda: orch.job(running["id"])["machines"][0]["state"] == "transfer", timeout=60,
+             what="backup in transfer")
+        n = _jobs_count(orch)
+        for body in ({"kind": "in_place"}, {"kind": "disks", "target_vm_id": vm["id"]}):
+            r = orch.api("POST", f"/api/v1/backups/{bid}/restore", body)
+            assert r["status"] == 409 and r["job_id"] == running["id"], r
+            assert r["job_kind"] == "backup" and "legacy-erp" in r["detail"], r
+        assert _jobs_count(orch) == n
+    finally:
+        sandbox.clear_faults()
+    j = orch.wait_job(running["id"], timeout=240)
+    assert j["state"] == "succeeded", j
+    # no failed backup rows: exactly one more backup, and it succeeded
+    rows = orch.backups(vm["id"])
+    assert len(rows) == len(rows_before) + 1 and {r["status"] for r in rows} == {"succeeded"}
+    # the lock went with the job: the next backup is accepted at once
+    again = orch.wait_job(orch.backup([vm["id"]])["id"], timeout=240)
+    assert again["state"] == "succeeded", again
+
+
+def test_restore_checks_before_the_202(orch, sandbox, no_leftovers):
+    vm = sandbox.vm("web-frontend")
+    j = orch.wait_job(orch.backup([vm["id"]])["id"])
+    assert j["state"] == "succeeded", j
+    bid = j["machines"][0]["backup_id"]
+    n = _jobs_count(orch)
+    other = sandbox.vm("db-primary")
+    unknown = "00000000-0000-4000-8000-00000000abcd"
+    cases = [
+        ({"kind": "new", "name": other["name"]}, 409, f"a VM named '{other['name']}' already exists"),
+        ({"kind": "new", "name": "fresh-name", "cluster_id": unknown}, 422, f"cluster_id {unknown}"),
+        ({"kind": "new", "name": "fresh-name", "storage_domain_id": unknown}, 422,
+         f"storage_domain_id {unknown}"),
+        ({"kind": "in_place"}, 409, "power it off before an in-place restore"),
+        ({"kind": "disks", "target_vm_id": unknown}, 422, f"target_vm_id {unknown}: no such VM"),
+    ]
+    for body, status, text in cases:
+        r = orch.api("POST", f"/api/v1/backups/{bid}/restore", body)
+        assert r["status"] == status and text in r["detail"], (body, r)
+    # the default name of a new VM is checked too: restore it once, then again
+    first = orch.wait_job(orch.restore(bid, kind="new")["id"], timeout=240)
+    assert first["state"] == "succeeded", first
+    r = orch.api("POST", f"/api/v1/backups/{bid}/restore", {"kind": "new"})
+    assert r["status"] == 409 and "web-frontend-restored" in r["detail"], r
+    assert _jobs_count(orch) == n + 1  # only the restore that was accepted
+    conn = sandbox.connect()
+    try:
+        (made,) = conn.system_service().vms_service().list(search="name=web-frontend-restored")
+        conn.system_service().vms_service().vm_service(made.id).remove()
+    finally:
+        conn.close()

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.integration
 
 TABLES = {"jobs", "machines", "backups", "backup_disks", "targets", "events", "webhooks",
           "webhook_deliveries", "webhook_attempts", "api_tokens", "schema_migrations",
-          "policies", "policy_ticks", "maintenance_ticks", "vm_protection"}
+          "policies", "policy_ticks", "maintenance_ticks", "vm_protection", "vm_locks"}
 
 
 async def _tables(conn) -> set[str]:
