@@ -1,34 +1,38 @@
-"""Typed configuration with defaults in code.
+"""Typed configuration with defaults in code, one comment per option.
 
 Sources, later wins: defaults below → a TOML file (`--config FILE`) →
-environment variables `OVAULT_<SECTION>__<KEY>` (e.g. `OVAULT_LIMITS__TOTAL=4`)
-→ `--sandbox DIR` (reads `DIR/sandbox.json`). Unknown keys fail fast.
-`ovault serve --show-config` prints the effective configuration with secrets
-masked.
+environment variables `OVAULT_<SECTION>_<KEY>` (e.g. `OVAULT_LIMITS_TOTAL=4`,
+`OVAULT_STATE_DIR=/srv/ovault`) → `--sandbox DIR` (reads `DIR/sandbox.json`).
+Unknown keys fail fast. `ovault serve --show-config` prints the effective
+configuration with secrets masked. The loading itself is shared with the mover
+(`imageio_ext/config.py`); docs/operations.md's table of every option is
+generated from these classes (`python -m orchestrator.config`) and a unit test
+keeps it equal.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import socket
-import tomllib
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
+
+from imageio_ext import config as loader
 
 from .errors import ConfigError
 
-SECRET_KEYS = {"password", "token", "secret", "dsn"}
+__all__ = ["Config", "ConfigError", "load", "apply_sandbox"]
 
 
 @dataclass
 class Listen:
     host: str = "127.0.0.1"  # address of the REST API / websocket listener
-    port: int = 8443
+    port: int = 8443  # TCP port of the listener (0: any free port)
     tls: str = "auto"  # auto: self-signed certificate made on first start; on: cert+key; off
-    cert_file: str = ""
-    key_file: str = ""
+    cert_file: str = ""  # PEM certificate (chain) for tls = "on"; tls = "auto" writes <state_dir>/tls/
+    key_file: str = ""  # its PEM private key
 
 
 @dataclass
@@ -36,16 +40,16 @@ class Database:
     dsn: str = ""  # empty: a private PostgreSQL cluster in <state_dir>/pg
     # The private cluster is watched every `supervise_interval` seconds and
     # started again when it died, retrying with backoff up to `restart_backoff_max`.
-    supervise_interval: float = 1.0
-    restart_backoff_max: float = 30.0
+    supervise_interval: float = 1.0  # seconds between checks that the private cluster runs
+    restart_backoff_max: float = 30.0  # longest wait between attempts to start it again
 
 
 @dataclass
 class Engine:
     url: str = ""  # https://engine.example.com/ovirt-engine/api
-    username: str = "admin@internal"
-    password: str = ""
-    ca_file: str = ""
+    username: str = "admin@internal"  # an engine account ovault acts as (user@profile)
+    password: str = ""  # its password
+    ca_file: str = ""  # the engine's CA certificate (PEM); empty: the system's trust store
     insecure: bool = False  # never in production
     workers: int = 4  # SDK connections (one per worker thread)
     retries: int = 4  # transient failures (5xx, connection) retried with backoff
@@ -56,7 +60,7 @@ class Engine:
 @dataclass
 class Target:
     url: str = ""  # a mounted path or nfs://server/export/path
-    name: str = "default"
+    name: str = "default"  # the target's name in the catalog and the API
     # Chunk size of a store created on a new target (an existing store keeps its
     # own). 4096 suits most disks; 1024 makes incrementals of scattered small
     # writes ~2-3x cheaper and full backups slower (docs/performance.md).
@@ -69,7 +73,7 @@ class Movers:
     token: str = ""  # the orchestrator's credential for every host's ovault-mover
     hosts: dict = field(default_factory=dict)  # engine host id -> mover URL
     ca_file: str = ""  # CA of the movers' TLS certificates
-    requests_per_copy: int = 4
+    requests_per_copy: int = 4  # parallel HTTP requests to imageio per disk copy
 
 
 @dataclass
@@ -77,16 +81,16 @@ class Limits:
     total: int = 8  # VMs in flight on this replica
     per_job: int = 4  # VMs of one job in parallel
     per_host: int = 2  # VMs whose transfers run on one hypervisor host
-    per_storage_domain: int = 4
+    per_storage_domain: int = 4  # VMs whose disks are on one storage domain
     disks_per_vm: int = 2  # disks of one VM copied in parallel
 
 
 @dataclass
 class Jobs:
     replica_id: str = ""  # empty: hostname-pid-random
-    lease_seconds: float = 30.0
-    claim_interval: float = 1.0
-    snapshot_timeout: float = 600.0
+    lease_seconds: float = 30.0  # a job whose owner stops renewing this long is taken over
+    claim_interval: float = 1.0  # look for queued or orphaned jobs at least this often
+    snapshot_timeout: float = 600.0  # a snapshot to become ok
     transfer_timeout: float = 120.0  # to reach `transferring`
 
 
@@ -105,14 +109,14 @@ class Webhooks:
     timeout: float = 10.0  # one HTTP attempt
     max_attempts: int = 12  # then the delivery is `failed` (about 11 hours with the defaults)
     base_delay: float = 10.0  # backoff after attempt n: base_delay * 2^(n-1), capped
-    max_delay: float = 3600.0
+    max_delay: float = 3600.0  # the cap of that backoff
     poll_interval: float = 1.0  # look for due deliveries at least this often
     concurrency: int = 8  # deliveries in flight per replica
 
 
 @dataclass
 class Config:
-    state_dir: str = "/var/lib/ovault"
+    state_dir: str = "/var/lib/ovault"  # embedded database, TLS files, admin token
     listen: Listen = field(default_factory=Listen)
     database: Database = field(default_factory=Database)
     engine: Engine = field(default_factory=Engine)
@@ -131,69 +135,31 @@ class Config:
         return self.jobs.replica_id
 
     def masked(self) -> dict:
-        def mask(d):
-            out = {}
-            for k, v in d.items():
-                if isinstance(v, dict) and k != "hosts":
-                    out[k] = mask(v)
-                elif k in SECRET_KEYS and v:
-                    out[k] = "********"
-                else:
-                    out[k] = v
-            return out
-        return mask(dataclasses.asdict(self))
-
-
-def _apply(obj, data: dict, where: str):
-    fields = {f.name: f for f in dataclasses.fields(obj)}
-    for k, v in data.items():
-        if k not in fields:
-            raise ConfigError(f"unknown key {where}{k}")
-        cur = getattr(obj, k)
-        if dataclasses.is_dataclass(cur):
-            if not isinstance(v, dict):
-                raise ConfigError(f"{where}{k} must be a table")
-            _apply(cur, v, f"{where}{k}.")
-        else:
-            setattr(obj, k, _coerce(v, cur, f"{where}{k}"))
-
-
-def _coerce(v, cur, name):
-    try:
-        if isinstance(cur, bool):
-            if isinstance(v, str):
-                return v.lower() in ("1", "true", "yes", "on")
-            return bool(v)
-        if isinstance(cur, int):
-            return int(v)
-        if isinstance(cur, float):
-            return float(v)
-        if isinstance(cur, list) and isinstance(v, str):
-            return [x.strip() for x in v.split(",") if x.strip()]
-        if isinstance(cur, dict) and isinstance(v, str):
-            return json.loads(v)
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"{name}: {e}") from None
-    return v
+        """The effective configuration, secrets (passwords, tokens, the DSN) masked."""
+        return loader.masked(self)
 
 
 def load(path: str | Path | None = None, *, sandbox: str | Path | None = None,
-         env: dict | None = None) -> Config:
+         env: Mapping[str, str] | None = None) -> Config:
     cfg = Config()
     if path:
-        try:
-            _apply(cfg, tomllib.loads(Path(path).read_text()), "")
-        except (OSError, tomllib.TOMLDecodeError) as e:
-            raise ConfigError(f"cannot read {path}: {e}") from None
-    env = os.environ if env is None else env
-    for k, v in env.items():
-        if not k.startswith("OVAULT_") or "__" not in k:
-            continue
-        section, _, key = k[len("OVAULT_"):].lower().partition("__")
-        _apply(cfg, {section: {key: v}} if key else {section: v}, "")
+        loader.apply(cfg, loader.load_file(path), "", str(path))
+    loader.apply_env(cfg, os.environ if env is None else env)
     if sandbox:
         apply_sandbox(cfg, Path(sandbox))
     return cfg
+
+
+def reference_table() -> str:
+    """The markdown table of every option (docs/operations.md holds it)."""
+    return loader.reference_table(Config())
+
+
+if __name__ == "__main__":  # regenerate the tables in docs/operations.md and docs/mover.md
+    import sys
+
+    from imageio_ext.mover import config as mover_config
+    print(mover_config.reference_table() if "--mover" in sys.argv else reference_table())
 
 
 def apply_sandbox(cfg: Config, d: Path) -> Config:

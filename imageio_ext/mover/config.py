@@ -1,21 +1,22 @@
-"""Mover configuration: typed defaults here, a TOML file and environment
-variables (``OVAULT_MOVER_<NAME>``) override them, command-line flags override
-both. Unknown keys fail fast. `MoverConfig.masked()` is what ``--show-config``
-prints (the token is never shown).
+"""Mover configuration: typed defaults here, a TOML file (top-level keys or a
+``[mover]`` table) and environment variables (``OVAULT_MOVER_<KEY>``, the
+orchestrator's scheme with ``mover`` as the section) override them,
+command-line flags override both. Unknown keys fail fast. `MoverConfig.masked()`
+is what ``--show-config`` prints (the token is never shown). The loading is the
+orchestrator's (`imageio_ext/config.py`); docs/mover.md's table of every option
+is generated from this class (``python -m orchestrator.config --mover``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from .. import config as loader
+from ..errors import ConfigError
 
-class ConfigError(Exception):
-    pass
+__all__ = ["MoverConfig", "ConfigError", "reference_table"]
 
 
 @dataclass
@@ -27,7 +28,7 @@ class MoverConfig:
     # TLS certificate and key (PEM). Both or neither; without them the API is plain HTTP
     # and should only listen on loopback.
     tls_cert: str = ""
-    tls_key: str = ""
+    tls_key: str = ""  # the private key of tls_cert (PEM)
     # The orchestrator's bearer token. Required: set it here, in token_file, or in
     # OVAULT_MOVER_TOKEN. Only this one credential is accepted.
     token: str = ""
@@ -51,46 +52,16 @@ class MoverConfig:
     # authenticated orchestrator names (set it in production).
     allowed_stores: str = ""
 
-    SECRET = ("token",)
-
     @classmethod
     def load(cls, path: str | None = None, env: dict | None = None, overrides: dict | None = None) -> "MoverConfig":
         cfg = cls()
         if path:
-            try:
-                data = tomllib.loads(Path(path).read_text())
-            except (OSError, tomllib.TOMLDecodeError) as e:
-                raise ConfigError(f"cannot read {path}: {e}") from e
-            data = data.get("mover", data)
-            cfg._apply(data, f"config file {path}")
-        env = os.environ if env is None else env
-        from_env = {f.name: env[f"OVAULT_MOVER_{f.name.upper()}"] for f in fields(cls)
-                    if f"OVAULT_MOVER_{f.name.upper()}" in env}
-        unknown_env = [k for k in env if k.startswith("OVAULT_MOVER_")
-                       and k[len("OVAULT_MOVER_"):].lower() not in {f.name for f in fields(cls)}]
-        if unknown_env:
-            raise ConfigError(f"unknown environment variables: {', '.join(sorted(unknown_env))}")
-        cfg._apply(from_env, "environment")
-        cfg._apply({k: v for k, v in (overrides or {}).items() if v is not None}, "command line")
+            data = loader.load_file(path)
+            loader.apply(cfg, data.get("mover", data), "", f"config file {path}")
+        loader.apply_env(cfg, os.environ if env is None else env, section="mover")
+        loader.apply(cfg, {k: v for k, v in (overrides or {}).items() if v is not None}, "", "command line")
         cfg._finish()
         return cfg
-
-    def _apply(self, data: dict[str, Any], where: str) -> None:
-        types = {f.name: f.type for f in fields(self)}
-        for k, v in data.items():
-            if k not in types:
-                raise ConfigError(f"unknown option {k!r} in {where}")
-            t = types[k]
-            try:
-                if t == "int":
-                    v = int(v)
-                elif t == "float":
-                    v = float(v)
-                else:
-                    v = str(v)
-            except (TypeError, ValueError) as e:
-                raise ConfigError(f"option {k!r} in {where}: {e}") from None
-            setattr(self, k, v)
 
     def _finish(self) -> None:
         if not self.token and self.token_file:
@@ -115,8 +86,9 @@ class MoverConfig:
         return any(s == a or s.startswith(a + "/") for a in allowed) and "/../" not in s + "/"
 
     def masked(self) -> dict:
-        d = dataclasses.asdict(self)
-        for k in self.SECRET:
-            if d.get(k):
-                d[k] = "********"
-        return d
+        return loader.masked(self)
+
+
+def reference_table() -> str:
+    """The markdown table of every option (docs/mover.md holds it)."""
+    return loader.reference_table(MoverConfig(), env_section="mover")
