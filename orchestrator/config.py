@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from statemachines import Timeouts
+
 from imageio_ext import config as loader
 
 from .errors import ConfigError
@@ -53,7 +55,6 @@ class Engine:
     insecure: bool = False  # never in production
     workers: int = 4  # SDK connections (one per worker thread)
     retries: int = 4  # transient failures (5xx, connection) retried with backoff
-    poll_interval: float = 1.0  # entity polling while waiting for a phase
     events_interval: float = 1.0  # /events?from= polling (wakes waiting machines early)
 
 
@@ -90,8 +91,6 @@ class Jobs:
     replica_id: str = ""  # empty: hostname-pid-random
     lease_seconds: float = 30.0  # a job whose owner stops renewing this long is taken over
     claim_interval: float = 1.0  # look for queued or orphaned jobs at least this often
-    snapshot_timeout: float = 600.0  # a snapshot to become ok
-    transfer_timeout: float = 120.0  # to reach `transferring`
 
 
 @dataclass
@@ -124,6 +123,9 @@ class Config:
     movers: Movers = field(default_factory=Movers)
     limits: Limits = field(default_factory=Limits)
     jobs: Jobs = field(default_factory=Jobs)
+    # every wait of the backup and restore machines, and their polling
+    # (statemachines/ports.py documents each)
+    timeouts: Timeouts = field(default_factory=Timeouts)
     api: Api = field(default_factory=Api)
     webhooks: Webhooks = field(default_factory=Webhooks)
     sandbox_admin_url: str = ""  # set by --sandbox; used by the demo only

@@ -23,18 +23,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-
+from typing import cast
 
 from .base import StepFailed, VmMachine
+from .engine import CheckpointRefused
+from .lifecycle import CLEANUP, QUEUED
 from .ports import Deps
+from .resources import BackupResources, TransferRec
 
 ACTIVE = {"initializing", "transferring", "resuming", "paused_user", "paused_system",
           "finalizing_success", "finalizing_failure", "finalizing_cleanup",
           "cancelled_user", "cancelled_system"}
-
-
-def enum(v):
-    return v.value if hasattr(v, "value") else v
 
 
 class BackupMachine(VmMachine):
@@ -45,6 +44,10 @@ class BackupMachine(VmMachine):
         super().__init__(journal, deps, vm_id=vm_id, job_id=job_id, machine_id=machine_id)
         self.mode = mode
 
+    @property
+    def res(self) -> BackupResources:
+        return cast(BackupResources, self.journal.resources)
+
     # --- snapshot -----------------------------------------------------------------------
     async def step_snapshot(self):
         e = self.engine
@@ -52,11 +55,12 @@ class BackupMachine(VmMachine):
             disks = await e.vm_disks(self.vm_id)
             if not disks:
                 raise StepFailed("the VM has no disks to back up")
-            info = {d.id: {"alias": d.alias, "size": d.provisioned_size, "format": enum(d.format),
-                           "backup": enum(d.backup), "sparse": bool(d.sparse),
-                           "bootable": bool(a.bootable), "interface": enum(a.interface),
-                           "storage_domain": d.storage_domains[0].id if d.storage_domains else None}
-                    for a, d in disks if a.active is not False}
+            info = {x.disk.id: {"alias": x.disk.alias, "size": x.disk.provisioned_size,
+                                "format": x.disk.format, "backup": x.disk.backup,
+                                "sparse": x.disk.sparse, "bootable": x.attachment.bootable,
+                                "interface": x.attachment.interface,
+                                "storage_domain": x.disk.storage_domain_id}
+                    for x in disks if x.attachment.active}
             cbt_ok = all(v["format"] == "cow" and v["backup"] == "incremental" for v in info.values())
             method = "cbt" if cbt_ok else "snapshot"
             await self.record(disks=info, method=method, backup_id=str(uuid.uuid4()),
@@ -95,13 +99,10 @@ class BackupMachine(VmMachine):
                 b = await e.start_backup(self.vm_id, eb["id"], list(self.res["disks"]),
                                          eb.get("from_checkpoint"), f"ovault job {self.job_id}",
                                          self.correlation_id)
-            except Exception as err:
-                if not eb.get("from_checkpoint") or getattr(err, "code", None) != 409 or \
-                        "heckpoint" not in str(err):
-                    raise
+            except CheckpointRefused as err:
                 # The engine refused the checkpoint (missing or invalid bitmap):
                 # fall back to a full backup and say why.
-                reason = f"engine refused checkpoint {eb['from_checkpoint']}: {err}"
+                reason = f"{err}; full backup"
                 self.log.warning("incremental refused, full backup instead", reason=reason)
                 eb = {**eb, "from_checkpoint": None, "parent_id": None}
                 await self.record(engine_backup=eb, fallback_reason=reason)
@@ -111,12 +112,12 @@ class BackupMachine(VmMachine):
 
         async def ready():
             cur = await e.get_backup(self.vm_id, eb["id"])
-            if cur is None or enum(cur.phase) == "failed":
+            if cur is None or cur.phase == "failed":
                 raise StepFailed(f"the engine backup {eb['id']} failed")
-            return cur if enum(cur.phase) == "ready" else None
+            return cur if cur.phase == "ready" else None
         b = await self.wait(ready, timeout=self.deps.timeouts.engine_backup,
                              interval=self.deps.timeouts.poll, what="the engine backup to be ready")
-        modes = {d.id: enum(d.backup_mode) or "full" for d in await e.backup_disks(self.vm_id, eb["id"])}
+        modes = await e.backup_disk_modes(self.vm_id, eb["id"])
         mode = "incremental" if eb.get("parent_id") and any(m == "incremental" for m in modes.values()) \
             else "full"
         await self.record(engine_backup={**eb, "to_checkpoint": b.to_checkpoint_id, "ready": True},
@@ -143,10 +144,10 @@ class BackupMachine(VmMachine):
             s = await e.get_snapshot(self.vm_id, snap["id"])
             if s is None:
                 raise StepFailed(f"snapshot {snap['id']} disappeared (its creation failed)")
-            return enum(s.snapshot_status) == "ok"
+            return s.status == "ok"
         await self.wait(ok, timeout=self.deps.timeouts.snapshot, interval=self.deps.timeouts.poll,
                          what="the snapshot to be ready")
-        images = {d.id: d.image_id for d in await e.snapshot_disks(self.vm_id, snap["id"])}
+        images = {d.disk_id: d.image_id for d in await e.snapshot_disks(self.vm_id, snap["id"])}
         missing = [d for d in self.res["disks"] if d not in images]
         if missing:
             raise StepFailed(f"snapshot {snap['id']} lacks disks {missing}")
@@ -162,21 +163,15 @@ class BackupMachine(VmMachine):
         e = self.engine
         vm = await e.get_vm(self.vm_id, all_content=True)
         nics = await e.vm_nics(self.vm_id)
-        ovf = None
-        if vm.initialization and vm.initialization.configuration:
-            ovf = vm.initialization.configuration.data
-        topo = vm.cpu.topology if vm.cpu and vm.cpu.topology else None
+        c, topo = vm.config, vm.config.cpu
         config = {
-            "name": vm.name, "description": vm.description or "", "memory": vm.memory,
+            "name": vm.name, "description": c.description or "", "memory": c.memory,
             "cpu": {"sockets": topo.sockets, "cores": topo.cores, "threads": topo.threads} if topo else None,
-            "os_type": vm.os.type if vm.os else None,
-            "boot_devices": [enum(d) for d in (vm.os.boot.devices if vm.os and vm.os.boot else [])],
-            "bios_type": enum(vm.bios.type) if vm.bios else None, "type": enum(vm.type),
-            "high_availability": bool(vm.high_availability and vm.high_availability.enabled),
-            "cluster_id": vm.cluster.id if vm.cluster else None,
-            "nics": [{"name": n.name, "interface": enum(n.interface),
-                      "mac": n.mac.address if n.mac else None} for n in nics],
-            "disks": self.res["disks"], "ovf": ovf,
+            "os_type": c.os_type, "boot_devices": list(c.boot_devices),
+            "bios_type": c.bios_type, "type": vm.type,
+            "high_availability": bool(c.high_availability), "cluster_id": vm.cluster_id,
+            "nics": [{"name": n.name, "interface": n.interface, "mac": n.mac} for n in nics],
+            "disks": self.res["disks"], "ovf": vm.ovf,
         }
         self.vm_name = vm.name
         await self.deps.catalog.backup_started(
@@ -203,8 +198,7 @@ class BackupMachine(VmMachine):
 
     async def _find_transfer(self, disk_id: str):
         for t in await self.engine.list_transfers():
-            if t.disk and t.disk.id == disk_id and enum(t.phase) in ACTIVE \
-                    and enum(t.direction) == "download":
+            if t.disk_id == disk_id and t.phase in ACTIVE and t.direction == "download":
                 return t
         return None
 
@@ -223,10 +217,10 @@ class BackupMachine(VmMachine):
                     t = await e.create_transfer(direction="download",
                                                 snapshot_id=self.res["snapshot"]["images"][disk_id],
                                                 correlation_id=self.correlation_id)
-            t_rec = {"id": t.id, "host_id": t.host.id if t.host else None, "finalized": False}
+            t_rec = {"id": t.id, "host_id": t.host_id, "finalized": False}
             await self.record(transfers={disk_id: t_rec})
         t = await self.wait_transferring(t_rec["id"])
-        t_rec = {**t_rec, "host_id": t.host.id}
+        t_rec = {**t_rec, "host_id": t.host_id}
         incremental = self.res.get("disk_modes", {}).get(disk_id) == "incremental"
 
         async def progress(done, size):
@@ -235,9 +229,9 @@ class BackupMachine(VmMachine):
             await self.journal.progress(d, total, {k: {"done": v[0], "total": v[1],
                                                        "alias": self.res["disks"][k]["alias"]}
                                                    for k, v in self.disk_progress.items()})
-        async with self.deps.host_slot(t.host.id), self.deps.sd_slot(info.get("storage_domain")):
+        async with self.deps.host_slot(t.host_id), self.deps.sd_slot(info.get("storage_domain")):
             result = await self.deps.mover.backup_disk(
-                host_id=t.host.id, transfer_url=t.transfer_url, vm_id=self.vm_id,
+                host_id=t.host_id, transfer_url=t.transfer_url, vm_id=self.vm_id,
                 backup_id=self.res["backup_id"], disk_id=disk_id,
                 parent_backup_id=self.res.get("parent_id"),
                 incremental=incremental and bool(self.res.get("parent_id")), size=info["size"],
@@ -245,22 +239,23 @@ class BackupMachine(VmMachine):
         await self.record(copies={disk_id: {"done": True, "result": result}})
         await self._finalize_transfer(disk_id, t_rec)
 
-    async def _finalize_transfer(self, disk_id: str, t_rec: dict, *, strict=True):
+    async def _finalize_transfer(self, disk_id: str, t_rec: TransferRec, *, strict=True):
         e = self.engine
         t = await e.get_transfer(t_rec["id"])
-        if t is not None and enum(t.phase) not in ("finished_success", "finished_failure",
-                                                   "finished_cleanup"):
-            if enum(t.phase) not in ("finalizing_success", "finalizing_cleanup", "finalizing_failure"):
+        if t is not None and t.phase not in ("finished_success", "finished_failure",
+                                             "finished_cleanup"):
+            if t.phase not in ("finalizing_success", "finalizing_cleanup", "finalizing_failure"):
                 await e.transfer_action(t_rec["id"], "finalize", self.correlation_id)
 
             async def done():
                 cur = await e.get_transfer(t_rec["id"])
                 if cur is None:  # engines before 4.4.7 drop finished transfers
                     return "gone"
-                p = enum(cur.phase)
+                p = cur.phase
                 return p if p.startswith("finished") or p.startswith("cancelled") else None
-            phase = await self.wait(done, timeout=self.deps.timeouts.transfer, interval=0.3,
-                                     what=f"image transfer {t_rec['id']} to finish")
+            phase = await self.wait(done, timeout=self.deps.timeouts.transfer_end,
+                                    interval=self.deps.timeouts.transfer_poll,
+                                    what=f"image transfer {t_rec['id']} to finish")
             if strict and phase not in ("finished_success", "gone"):
                 raise StepFailed(f"image transfer {t_rec['id']} ended {phase}")
         await self.record(transfers={disk_id: {**t_rec, "finalized": True}})
@@ -307,13 +302,13 @@ class BackupMachine(VmMachine):
         eb = self.res.get("engine_backup")
         if eb and not eb.get("finalized"):
             b = await e.get_backup(self.vm_id, eb["id"])
-            if b is not None and enum(b.phase) not in ("succeeded", "failed"):
-                if enum(b.phase) != "finalizing":
+            if b is not None and b.phase not in ("succeeded", "failed"):
+                if b.phase != "finalizing":
                     await e.finalize_backup(self.vm_id, eb["id"], self.correlation_id)
 
                 async def done():
                     cur = await e.get_backup(self.vm_id, eb["id"])
-                    return cur is None or enum(cur.phase) in ("succeeded", "failed")
+                    return cur is None or cur.phase in ("succeeded", "failed")
                 await self.wait(done, timeout=self.deps.timeouts.engine_backup,
                                  interval=self.deps.timeouts.poll, what="the engine backup to finish")
             await self.record(engine_backup={**eb, "finalized": True})
@@ -342,7 +337,7 @@ class BackupMachine(VmMachine):
                 cur = await e.get_snapshot(self.vm_id, snap_id)
                 if cur is None:
                     return "gone"
-                return "ok" if enum(cur.snapshot_status) == "ok" else None
+                return "ok" if cur.status == "ok" else None
             if await self.wait(settled, timeout=self.deps.timeouts.snapshot, interval=self.deps.timeouts.poll,
                                what=f"snapshot {snap_id} to settle") == "gone":
                 return
@@ -389,3 +384,6 @@ class BackupMachine(VmMachine):
             await self.deps.catalog.backup_failed(self.res["backup_id"], self.error or "canceled")
         if problems:
             raise StepFailed("; ".join(problems))
+
+    STEPS = {QUEUED: VmMachine.step_queued, "snapshot": step_snapshot, "metadata": step_metadata,
+             "transfer": step_transfer, "finalize": step_finalize, CLEANUP: step_cleanup}

@@ -6,7 +6,8 @@ Design (conventions.md, "State machines"):
   itself to the catalog as a compare-and-swap (`conditions=[_persist]`); if
   the swap loses, another replica owns the machine and this one stops.
 - One coroutine per state does that state's work and returns the trigger to
-  fire next. Steps are idempotent: each first looks at what the journal says
+  fire next; each machine binds them in its `STEPS` table (state → step),
+  checked complete when the class is made. Steps are idempotent: each first looks at what the journal says
   was already created (`resources`) and at the engine, so `run()` after a
   restart simply re-enters the persisted state's step (explicit resume).
 - Long work runs in the step coroutine, never in `on_enter` callbacks, so a
@@ -20,20 +21,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import traceback
-from typing import Any, Protocol
+from typing import Any, Awaitable, Callable, ClassVar, Protocol
 
 import structlog
 from transitions.extensions.asyncio import AsyncMachine
 
 from .lifecycle import CLEANUP, QUEUED, TERMINAL, machine_flow, machine_states
+from .engine import Engine
+from .ports import Deps
 
 log = structlog.get_logger("ovault.machine")
 
 
 class Journal(Protocol):
-    """The machine's durable record (the catalog row)."""
+    """The machine's durable record (the catalog row); `resources` is the
+    machine's record (`resources.BackupResources` / `RestoreResources`)."""
     state: str
-    resources: dict
+    resources: dict[str, Any]
 
     async def transition(self, from_state: str, to_state: str, error: str | None,
                          event: tuple[str, dict]) -> bool:
@@ -60,17 +64,25 @@ class VmMachine:
     """Base of BackupMachine and RestoreMachine.
 
     A subclass declares its `WORK_STATES` in order; its `STATES` and forward
-    `FLOW` follow from them (`lifecycle`)."""
-    WORK_STATES: tuple[str, ...] = ()
-    STATES: tuple[str, ...] = ()
-    FLOW: tuple[tuple[str, str, str], ...] = ()  # (trigger, source, dest)
+    `FLOW` follow from them (`lifecycle`). `STEPS` binds every non-final
+    state to the coroutine that does its work (cleanup included)."""
+    kind: ClassVar[str] = "machine"
+    WORK_STATES: ClassVar[tuple[str, ...]] = ()
+    STATES: ClassVar[tuple[str, ...]] = ()
+    FLOW: ClassVar[tuple[tuple[str, str, str], ...]] = ()  # (trigger, source, dest)
+    STEPS: ClassVar[dict[str, Callable[[Any], Awaitable[str | None]]]] = {}
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
         cls.STATES = machine_states(cls.WORK_STATES)
         cls.FLOW = machine_flow(cls.WORK_STATES)
+        unbound = set(cls.STATES) - set(TERMINAL) - set(cls.STEPS)
+        unknown = set(cls.STEPS) - set(cls.STATES)
+        if unbound or unknown:
+            raise TypeError(f"{cls.__name__}.STEPS: no step for {sorted(unbound)}, "
+                            f"unknown states {sorted(unknown)}")
 
-    def __init__(self, journal: Journal, deps: Any, *, vm_id: str, job_id: str, machine_id: str):
+    def __init__(self, journal: Journal, deps: Deps, *, vm_id: str, job_id: str, machine_id: str):
         self.journal = journal
         self.deps = deps  # ports.Deps: engine, mover, catalog, store, limits
         self.disk_progress: dict[str, list[int]] = {}  # disk -> [bytes done, bytes total]
@@ -107,7 +119,7 @@ class VmMachine:
         return True
 
     @property
-    def res(self) -> dict:
+    def res(self) -> dict[str, Any]:
         return self.journal.resources
 
     async def record(self, **patch):
@@ -133,14 +145,13 @@ class VmMachine:
             t = await self.deps.engine.get_transfer(transfer_id)
             if t is None:
                 raise StepFailed(f"image transfer {transfer_id} vanished")
-            phase = t.phase.value if hasattr(t.phase, "value") else t.phase
-            if phase == "transferring":
+            if t.phase == "transferring":
                 return t
-            if phase not in ("initializing", "resuming"):
-                raise StepFailed(f"image transfer {transfer_id} is {phase}")
+            if t.phase not in ("initializing", "resuming"):
+                raise StepFailed(f"image transfer {transfer_id} is {t.phase}")
             return None
         return await self.wait(check, timeout=self.deps.timeouts.transfer,
-                               interval=min(0.5, self.deps.timeouts.poll),
+                               interval=self.deps.timeouts.transfer_poll,
                                what=f"image transfer {transfer_id}")
 
     async def _drive(self) -> str:
@@ -151,9 +162,9 @@ class VmMachine:
             if self.cancel_event.is_set():
                 await self.trigger("cancel")
                 continue
-            step = getattr(self, f"step_{self.state}")
+            step = self.STEPS[self.state]
             try:
-                trigger = await self._cancellable(step())
+                trigger = await self._cancellable(step(self))
             except Canceled:
                 self.res.setdefault("outcome", "canceled")
                 await self.record(outcome="canceled")
@@ -191,7 +202,7 @@ class VmMachine:
         outcome = self.res.get("outcome") or ("canceled" if self.cancel_event.is_set() else "failed")
         self.error = self.error or self.res.get("error")
         try:
-            await self.step_cleanup()
+            await self.STEPS[CLEANUP](self)
         except Exception as e:
             # Cleanup failures are loud: they leave something in the engine.
             msg = f"cleanup incomplete: {e}"
@@ -201,7 +212,7 @@ class VmMachine:
         await self.trigger("cleaned_canceled" if outcome == "canceled" else "cleaned_failed")
 
     @property
-    def engine(self):
+    def engine(self) -> Engine:
         return self.deps.engine
 
     async def step_queued(self):
@@ -209,11 +220,6 @@ class VmMachine:
 
     def request_cancel(self):
         self.cancel_event.set()
-
-    kind = "machine"
-
-    async def step_cleanup(self):  # pragma: no cover - overridden
-        raise NotImplementedError
 
 
 async def wait_until(check, *, timeout: float, interval: float = 1.0, what: str = "condition",

@@ -1,13 +1,16 @@
 """What the machines need from the outside world, as plain interfaces.
 
-The orchestrator wires real implementations (engine client, movers, store,
-catalog); unit tests wire fakes. Nothing here knows HTTP or SQL.
+The orchestrator wires real implementations (engine port, movers, store,
+catalog); unit tests wire fakes. Nothing here knows HTTP, SQL or the SDK
+(the engine's port and values: `engine.py`).
 """
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
 from typing import Any, AsyncContextManager, Awaitable, Callable, Protocol
+
+from .engine import Engine
 
 
 class DataMover(Protocol):
@@ -40,15 +43,20 @@ class Store(Protocol):
 
 @dataclass
 class Timeouts:
-    snapshot: float = 600.0
-    transfer: float = 120.0
-    engine_backup: float = 600.0
-    poll: float = 1.0
+    """Every wait of the machines, in seconds. The orchestrator's configuration
+    has them as its `[timeouts]` section (orchestrator/config.py)."""
+    snapshot: float = 600.0  # a snapshot to become ok, or to go away when removed
+    engine_backup: float = 600.0  # an engine (CBT) backup to become ready, or to finish
+    transfer: float = 120.0  # an image transfer to reach `transferring`
+    transfer_end: float = 120.0  # a finalized or canceled image transfer to finish
+    disk: float = 300.0  # a disk created for a restore to become ok
+    poll: float = 1.0  # polling while waiting (engine events end a wait earlier)
+    transfer_poll: float = 0.3  # polling an image transfer's phase
 
 
 @dataclass
 class Deps:
-    engine: Any  # orchestrator.engine.EngineClient or a fake with the same methods
+    engine: Engine  # orchestrator.engine.port.EnginePort, or a fake with the same methods
     mover: DataMover
     catalog: Catalog
     store: Store

@@ -19,12 +19,28 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import cast
 
-import ovirtsdk4.types as types
-
-from .backup import ACTIVE, enum
+from .backup import ACTIVE
 from .base import StepFailed, VmMachine
+from .engine import Attachment, CpuTopology, NewDisk, NewVm, VmConfig
+from .lifecycle import CLEANUP, QUEUED
 from .ports import Deps
+from .resources import RestoreResources
+
+
+def vm_config(cfg: dict, *, in_place: bool) -> VmConfig:
+    """The settings a restore applies, from a backup's `config`. A new VM
+    (without OVF) gets memory, CPU, OS and BIOS; an in-place restore gets its
+    description and high availability back too (its name stays)."""
+    cpu = cfg.get("cpu")
+    return VmConfig(
+        memory=cfg.get("memory"), cpu=CpuTopology(**cpu) if cpu else None,
+        os_type=cfg.get("os_type"), boot_devices=tuple(cfg.get("boot_devices") or ()),
+        bios_type=cfg.get("bios_type"),
+        description=cfg.get("description") if in_place else None,
+        high_availability=(bool(cfg["high_availability"])
+                           if in_place and cfg.get("high_availability") is not None else None))
 
 
 class RestoreMachine(VmMachine):
@@ -34,6 +50,10 @@ class RestoreMachine(VmMachine):
     def __init__(self, journal, deps: Deps, *, vm_id, job_id, machine_id, request: dict):
         super().__init__(journal, deps, vm_id=vm_id, job_id=job_id, machine_id=machine_id)
         self.req = request
+
+    @property
+    def res(self) -> RestoreResources:
+        return cast(RestoreResources, self.journal.resources)
 
     # --- prepare ----------------------------------------------------------------------
     async def step_prepare(self):
@@ -64,8 +84,8 @@ class RestoreMachine(VmMachine):
             await self._new_vm(cfg)
         elif kind == "in_place":
             vm = await e.get_vm(self.vm_id)
-            if enum(vm.status) != "down":
-                raise StepFailed(f"VM {vm.name} is {enum(vm.status)}: power it off before an "
+            if vm.status != "down":
+                raise StepFailed(f"VM {vm.name} is {vm.status}: power it off before an "
                                  "in-place restore")
             await self.record(target_vm=self.vm_id)
         else:
@@ -86,31 +106,15 @@ class RestoreMachine(VmMachine):
             else:
                 await self.record(vm_create_sent=True, vm_name=name)
                 cluster = self.req.get("cluster_id") or cfg.get("cluster_id")
-                vm = types.Vm(name=name, cluster=types.Cluster(id=cluster),
-                              template=types.Template(name="Blank"))
-                if cfg.get("ovf"):
-                    vm.initialization = types.Initialization(configuration=types.Configuration(
-                        type=types.ConfigurationType.OVF, data=cfg["ovf"]))
-                else:
-                    self._apply_fields(vm, cfg)
-                created = await e.add_vm(vm, self.correlation_id)
+                created = await e.add_vm(NewVm(name=name, cluster_id=cluster, ovf=cfg.get("ovf"),
+                                               config=vm_config(cfg, in_place=False)),
+                                         self.correlation_id)
                 await self.record(target_vm=created.id)
         await self.journal.event("restore.vm_created", {"vm_id": self.res["target_vm"]})
 
-    @staticmethod
-    def _apply_fields(vm: types.Vm, cfg: dict):
-        vm.memory = cfg.get("memory")
-        if cfg.get("cpu"):
-            vm.cpu = types.Cpu(topology=types.CpuTopology(**cfg["cpu"]))
-        if cfg.get("os_type"):
-            vm.os = types.OperatingSystem(type=cfg["os_type"], boot=types.Boot(
-                devices=[types.BootDevice(b) for b in cfg.get("boot_devices") or ["hd"]]))
-        if cfg.get("bios_type"):
-            vm.bios = types.Bios(type=types.BiosType(cfg["bios_type"]))
-
     async def _any_sd(self):
         for sd in await self.engine.list_storage_domains():
-            if enum(sd.type) == "data":
+            if sd.type == "data":
                 return sd.id
         raise StepFailed("no data storage domain to restore into")
 
@@ -120,26 +124,24 @@ class RestoreMachine(VmMachine):
         for src_id, p in self.res["plan"].items():
             if p.get("created"):
                 continue
-            try:
-                existing = await e.get_disk(p["target_disk"])
-            except Exception:
-                existing = None
-            if existing is None:
-                disk = types.Disk(id=p["target_disk"], name=p["alias"], alias=p["alias"],
-                                  description=f"restored by ovault from backup {self.res['backup_id']}",
-                                  format=types.DiskFormat(p["format"]), sparse=p["sparse"],
-                                  provisioned_size=p["size"],
-                                  backup=types.DiskBackup(p["backup"]) if p["format"] == "cow" else None,
-                                  storage_domains=[types.StorageDomain(
-                                      id=sd or p.get("storage_domain") or await self._any_sd())])
-                await e.add_disk(disk, self.correlation_id)
+            if await e.get_disk(p["target_disk"]) is None:
+                await e.add_disk(NewDisk(
+                    id=p["target_disk"], alias=p["alias"], format=p["format"], sparse=p["sparse"],
+                    description=f"restored by ovault from backup {self.res['backup_id']}",
+                    provisioned_size=p["size"],
+                    backup=p["backup"] if p["format"] == "cow" else None,
+                    storage_domain_id=sd or p.get("storage_domain") or await self._any_sd()),
+                    self.correlation_id)
 
             async def ok(did=p["target_disk"]):
                 d = await e.get_disk(did)
-                if enum(d.status) == "illegal":
+                if d is None:
+                    raise StepFailed(f"disk {did} vanished (its creation failed)")
+                if d.status == "illegal":
                     raise StepFailed(f"disk {did} became illegal")
-                return enum(d.status) == "ok"
-            await self.wait(ok, timeout=300, interval=self.deps.timeouts.poll, what="the new disk")
+                return d.status == "ok"
+            await self.wait(ok, timeout=self.deps.timeouts.disk, interval=self.deps.timeouts.poll,
+                            what="the new disk")
             await self.record(plan={src_id: {**p, "created": True}})
 
     # --- transfer -------------------------------------------------------------------------
@@ -160,7 +162,7 @@ class RestoreMachine(VmMachine):
         if t_rec is None or t_rec.get("finalized"):
             t = None
             for cur in await e.list_transfers():
-                if cur.disk and cur.disk.id == p["target_disk"] and enum(cur.phase) in ACTIVE:
+                if cur.disk_id == p["target_disk"] and cur.phase in ACTIVE:
                     t = cur
             if t is None:
                 t = await e.create_transfer(direction="upload", disk_id=p["target_disk"],
@@ -177,9 +179,9 @@ class RestoreMachine(VmMachine):
                                              "alias": self.res["plan"][k]["alias"]}
                                          for k, v in self.disk_progress.items()})
         sd = self.req.get("storage_domain_id") or p.get("storage_domain")
-        async with self.deps.host_slot(t.host.id), self.deps.sd_slot(sd):
+        async with self.deps.host_slot(t.host_id), self.deps.sd_slot(sd):
             result = await self.deps.mover.restore_disk(
-                host_id=t.host.id, transfer_url=t.transfer_url, vm_id=self.res["source_vm"],
+                host_id=t.host_id, transfer_url=t.transfer_url, vm_id=self.res["source_vm"],
                 backup_id=self.res["backup_id"], disk_id=src_id, size=p["size"],
                 copy_id=str(uuid.uuid5(uuid.UUID(self.machine_id), "restore-" + src_id)), progress=progress)
         await e.transfer_action(t_rec["id"], "finalize", self.correlation_id)
@@ -188,11 +190,11 @@ class RestoreMachine(VmMachine):
             cur = await e.get_transfer(t_rec["id"])
             if cur is None:
                 d = await e.get_disk(p["target_disk"])
-                return "finished_success" if enum(d.status) == "ok" else "finished_failure"
-            ph = enum(cur.phase)
-            return ph if ph.startswith("finished") else None
-        phase = await self.wait(done, timeout=self.deps.timeouts.transfer, interval=0.3,
-                                 what="the upload to finish")
+                return "finished_success" if d is not None and d.status == "ok" \
+                    else "finished_failure"
+            return cur.phase if cur.phase.startswith("finished") else None
+        phase = await self.wait(done, timeout=self.deps.timeouts.transfer_end,
+                                interval=self.deps.timeouts.transfer_poll, what="the upload to finish")
         if phase != "finished_success":
             raise StepFailed(f"upload of disk {p['target_disk']} ended {phase}")
         await self.record(transfers={src_id: {**t_rec, "finalized": True}},
@@ -204,23 +206,17 @@ class RestoreMachine(VmMachine):
         target = self.res.get("target_vm")
         kind = self.res["kind"]
         if target and kind != "in_place":
-            atts = {a.disk.id for a, _ in await e.vm_disks(target)}
+            atts = {x.attachment.disk_id for x in await e.vm_disks(target)}
             for src_id, p in self.res["plan"].items():
                 if p["target_disk"] in atts:
                     continue
-                await e.attach_disk(target, types.DiskAttachment(
-                    disk=types.Disk(id=p["target_disk"]),
-                    bootable=p["bootable"] if kind == "new" else False,
-                    interface=types.DiskInterface(p["interface"]), active=True), self.correlation_id)
+                await e.attach_disk(target, Attachment(
+                    disk_id=p["target_disk"], bootable=p["bootable"] if kind == "new" else False,
+                    interface=p["interface"], active=True), self.correlation_id)
         if kind == "in_place" and not self.res.get("config_restored"):
             # the VM's settings as they were at backup time (the name stays)
             cfg = (await self.deps.catalog.get_backup(self.res["backup_id"]))["config"]
-            vm = types.Vm()
-            self._apply_fields(vm, cfg)
-            vm.description = cfg.get("description")
-            if cfg.get("high_availability") is not None:
-                vm.high_availability = types.HighAvailability(enabled=bool(cfg["high_availability"]))
-            await e.update_vm(self.vm_id, vm, self.correlation_id)
+            await e.update_vm(self.vm_id, vm_config(cfg, in_place=True), self.correlation_id)
             await self.record(config_restored=True)
         if kind == "new" and self.req.get("owner_user_id") and not self.res.get("owner_granted"):
             # the SSO user who restored it manages it, as if they had created it
@@ -247,8 +243,9 @@ class RestoreMachine(VmMachine):
 
                 async def ended(tid=t_rec["id"]):
                     cur = await e.get_transfer(tid)
-                    return cur is None or enum(cur.phase).startswith("finished")
-                await self.wait(ended, timeout=60, interval=0.3, what="the transfer to end")
+                    return cur is None or cur.phase.startswith("finished")
+                await self.wait(ended, timeout=self.deps.timeouts.transfer_end,
+                                interval=self.deps.timeouts.transfer_poll, what="the transfer to end")
             except Exception as err:
                 problems.append(f"transfer {t_rec['id']}: {err}")
         kind = self.res.get("kind")
@@ -268,3 +265,6 @@ class RestoreMachine(VmMachine):
                             "data; run the restore again")
         if problems:
             raise StepFailed("; ".join(problems))
+
+    STEPS = {QUEUED: VmMachine.step_queued, "prepare": step_prepare, "transfer": step_transfer,
+             "finalize": step_finalize, CLEANUP: step_cleanup}

@@ -94,7 +94,7 @@ class Orchestrator:
                  dsn: str | None = None):
         import os
         self.sandbox_dir, self.state_dir = Path(sandbox_dir), Path(state_dir)
-        self.env = {**os.environ, "OVAULT_JOBS__LEASE_SECONDS": "4", "OVAULT_ENGINE__POLL_INTERVAL": "0.3",
+        self.env = {**os.environ, "OVAULT_JOBS__LEASE_SECONDS": "4", "OVAULT_TIMEOUTS__POLL": "0.3",
                     "OVAULT_JOBS__CLAIM_INTERVAL": "0.3", **(env or {})}
         if dsn:
             self.env["OVAULT_DATABASE__DSN"] = dsn

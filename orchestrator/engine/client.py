@@ -161,9 +161,6 @@ class EngineClient:
         return await self.call("disk.get", lambda c: c.system_service().disks_service()
                                .disk_service(disk_id).get(), not_found=("disk", disk_id))
 
-    async def list_hosts(self) -> list[types.Host]:
-        return await self.call("hosts.list", lambda c: c.system_service().hosts_service().list())
-
     async def list_clusters(self) -> list[types.Cluster]:
         return await self.call("clusters.list", lambda c: c.system_service().clusters_service().list())
 
@@ -237,9 +234,14 @@ class EngineClient:
                         .backup_service(backup_id).finalize(query={"correlation_id": correlation_id}),
                         correlation_id=correlation_id, retry_conflict=True)
 
-    async def list_checkpoints(self, vm_id: str) -> list[types.Checkpoint]:
-        return await self.call("checkpoints.list", lambda c: c.system_service().vms_service()
-                               .vm_service(vm_id).checkpoints_service().list())
+    async def get_checkpoint(self, vm_id: str, checkpoint_id: str) -> types.Checkpoint | None:
+        try:
+            return await self.call("checkpoint.get", lambda c: c.system_service().vms_service()
+                                   .vm_service(vm_id).checkpoints_service()
+                                   .checkpoint_service(checkpoint_id).get(),
+                                   not_found=("checkpoint", checkpoint_id))
+        except NotFound:
+            return None
 
     # --- image transfers -------------------------------------------------------------------
     async def create_transfer(self, *, direction: str, correlation_id: str, disk_id: str | None = None,

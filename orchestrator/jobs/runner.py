@@ -10,6 +10,14 @@ at once without cleaning up: the new owner does that.
 Limits: VMs in flight on this replica (`limits.total`), VMs of one job in
 parallel (`limits.per_job`), VMs whose transfers run on one host
 (`limits.per_host`, taken around each disk copy), disks of a VM in parallel.
+
+What a claimed job runs is looked up by its kind in `JobRunner.handlers`
+(kind → coroutine taking the claimed `Job`). Backup and restore jobs drive one
+state machine per VM (`_run_machines`, the machine class from
+`statemachines.MACHINES`); a job kind without machines registers its own
+handler with `runner.register(kind, handler)`. A handler that returns has
+finished the job (it ends it in the catalog, e.g. `catalog.jobs.rollup`); one
+that raises lets the job be claimed again, up to `MAX_ATTEMPTS`.
 """
 from __future__ import annotations
 
@@ -17,23 +25,27 @@ import asyncio
 import contextlib
 import uuid
 from collections import defaultdict
+from typing import Awaitable, Callable
 
 import structlog
 
-from statemachines import BackupMachine, Deps, RestoreMachine, Timeouts
-from statemachines.base import LostOwnership
+from statemachines import MACHINES, BackupMachine, Deps, LostOwnership, VmMachine
 
 from .. import catalog as cat
+from ..engine.port import EnginePort
 from .adapters import CatalogJournal, CatalogPort, MoverPort, StorePort
 
 log = structlog.get_logger("ovault.jobs")
 MAX_ATTEMPTS = 5
+
+JobHandler = Callable[[cat.Job], Awaitable[None]]
 
 
 class JobRunner:
     def __init__(self, *, catalog: cat.Catalog, engine, mover: MoverPort, store: StorePort,
                  config, target_id=None, on_event=None, waker=None):
         self.catalog, self.engine, self.mover, self.store = catalog, engine, mover, store
+        self.machine_engine = EnginePort(engine)  # the machines' port over the SDK client
         self.cfg = config
         self.owner = config.replica
         self.target_id = target_id
@@ -48,6 +60,11 @@ class JobRunner:
         self.waker = waker
         self.wakeup = asyncio.Event()
         self._stopping = False
+        self.handlers: dict[str, JobHandler] = {kind: self._run_machines for kind in MACHINES}
+
+    def register(self, kind: str, handler: JobHandler) -> None:
+        """Run jobs of `kind` with `handler` (a job kind without VM machines)."""
+        self.handlers[kind] = handler
 
     # --- life cycle -------------------------------------------------------------------
     async def run(self):
@@ -121,32 +138,57 @@ class JobRunner:
 
     # --- one job ---------------------------------------------------------------------
     async def _run_job(self, job: cat.Job):
-        per_job = asyncio.Semaphore(self.cfg.limits.per_job)
         try:
             await self.catalog.events.append(
                 "job.running", {"job_id": str(job.id), "kind": job.kind, "attempt": job.attempts,
                                 "replica": self.owner}, job_id=job.id)
         except cat.CatalogError as e:
             log.warning("could not record job.running", job_id=str(job.id), error=str(e))
-        machines = []
-        deps = Deps(engine=self.engine, mover=self.mover, store=self.store,
+        handler = self.handlers.get(job.kind)
+        if handler is None:
+            await self.catalog.jobs.fail(job.id, f"no handler for jobs of kind {job.kind!r} "
+                                                 f"on replica {self.owner}")
+            return
+        try:
+            await handler(job)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.error("job handler crashed", job_id=str(job.id), kind=job.kind, error=repr(e))
+            await self._crashed(job, e)
+
+    async def _crashed(self, job: cat.Job, error: BaseException):
+        """Let it be claimed again (here or elsewhere) and resumed; give up
+        after a few attempts so a poison job cannot loop forever."""
+        if job.attempts >= MAX_ATTEMPTS:
+            await self.catalog.jobs.fail(job.id, f"gave up after {job.attempts} attempts: "
+                                                 f"{error!r}")
+        else:
+            await self.catalog.jobs.release(job.id, self.owner)
+
+    def _deps(self, job: cat.Job) -> Deps:
+        return Deps(engine=self.machine_engine, mover=self.mover, store=self.store,
                     catalog=CatalogPort(self.catalog, str(job.id), self.target_id),
-                    timeouts=Timeouts(snapshot=self.cfg.jobs.snapshot_timeout,
-                                      transfer=self.cfg.jobs.transfer_timeout,
-                                      poll=self.cfg.engine.poll_interval),
-                    disks_per_vm=self.cfg.limits.disks_per_vm, host_slot=self._host_slot,
-                    sd_slot=self._sd_slot, waker=self.waker)
+                    timeouts=self.cfg.timeouts, disks_per_vm=self.cfg.limits.disks_per_vm,
+                    host_slot=self._host_slot, sd_slot=self._sd_slot, waker=self.waker)
+
+    def _machine(self, job: cat.Job, m: cat.Machine, deps: Deps) -> VmMachine:
+        journal = CatalogJournal(self.catalog, m, self.owner, str(job.id), publish=self._publish)
+        cls = MACHINES[job.kind]
+        common = dict(vm_id=m.vm_id, job_id=str(job.id), machine_id=str(m.id))
+        if cls is BackupMachine:
+            return cls(journal, deps, mode=(job.request or {}).get("mode", "auto"), **common)
+        return cls(journal, deps, request={**(job.request or {}), **(m.context or {})}, **common)
+
+    async def _run_machines(self, job: cat.Job):
+        """A backup or restore job: one machine per VM not finished yet."""
+        per_job = asyncio.Semaphore(self.cfg.limits.per_job)
+        deps = self._deps(job)
+        machines = []
         for m in job.machines:
             if m.terminal:
                 continue
-            journal = CatalogJournal(self.catalog, m, self.owner, str(job.id), publish=self._publish)
-            if job.kind == "backup":
-                vm = BackupMachine(journal, deps, vm_id=m.vm_id, job_id=str(job.id),
-                                   machine_id=str(m.id), mode=(job.request or {}).get("mode", "auto"))
-            else:
-                vm = RestoreMachine(journal, deps, vm_id=m.vm_id, job_id=str(job.id),
-                                    machine_id=str(m.id), request={**(job.request or {}),
-                                                                   **(m.context or {})})
+            vm = self._machine(job, m, deps)
             if job.cancel_requested:
                 vm.request_cancel()
             machines.append(vm)
@@ -164,19 +206,12 @@ class JobRunner:
             results = await asyncio.gather(*(drive(vm) for vm in machines), return_exceptions=True)
             if any(isinstance(r, LostOwnership) for r in results):
                 return
-            for r in results:
-                if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):
-                    log.error("machine crashed", error=repr(r))
             crashed = [r for r in results if isinstance(r, BaseException)
                        and not isinstance(r, asyncio.CancelledError)]
+            for r in crashed:
+                log.error("machine crashed", error=repr(r))
             if crashed:
-                # Let it be claimed again (here or elsewhere) and resumed; give
-                # up after a few attempts so a poison job cannot loop forever.
-                if job.attempts >= MAX_ATTEMPTS:
-                    await self.catalog.jobs.fail(job.id, f"gave up after {job.attempts} attempts: "
-                                                         f"{crashed[0]!r}")
-                else:
-                    await self.catalog.jobs.release(job.id, self.owner)
+                await self._crashed(job, crashed[0])
                 return
             if any(isinstance(r, asyncio.CancelledError) for r in results):
                 return

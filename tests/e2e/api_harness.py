@@ -36,7 +36,7 @@ class ApiServer:
         cfg.state_dir = str(state_dir)
         cfg.listen.tls = "off"
         cfg.jobs.claim_interval = 0.3
-        cfg.engine.poll_interval = 0.3
+        cfg.timeouts.poll = 0.3
         cfg.jobs.lease_seconds = 6
         if dsn:
             cfg.database.dsn = dsn

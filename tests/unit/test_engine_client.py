@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
+
+import pytest
 
 from orchestrator.config import Engine
 from orchestrator.engine.client import EngineClient
@@ -55,19 +58,31 @@ async def test_cancel_drops_a_request_not_yet_started():
 
 
 async def test_errors_of_a_cancelled_request_are_not_reported_twice():
-    client = EngineClient(Engine(workers=1))
-    started = threading.Event()
-
-    def failing():
-        started.set()
-        time.sleep(0.2)
-        raise RuntimeError("engine said no")
-
-    task = asyncio.create_task(client._run(failing))
-    await asyncio.to_thread(started.wait, 5)
-    task.cancel()
+    """The caller gets its cancellation, not the request's error, and the error
+    is not left for asyncio to report as "never retrieved" either."""
+    loop = asyncio.get_running_loop()
+    reported = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
     try:
-        await task
-    except asyncio.CancelledError:
-        pass
-    await client.close()
+        client = EngineClient(Engine(workers=1))
+        started = threading.Event()
+
+        def failing():
+            started.set()
+            time.sleep(0.2)
+            raise RuntimeError("engine said no")
+
+        task = asyncio.create_task(client._run(failing))
+        await asyncio.to_thread(started.wait, 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert task.cancelled()
+        await client.close()
+        del task
+        gc.collect()
+        await asyncio.sleep(0)
+        assert [c.get("message") for c in reported] == []
+    finally:
+        loop.set_exception_handler(previous)

@@ -4,12 +4,13 @@ from __future__ import annotations
 import asyncio
 import copy
 import uuid
-from types import SimpleNamespace as NS
 
-import ovirtsdk4.types as types
+from dataclasses import replace
+
 import pytest
 
 from statemachines import BackupMachine, Deps, LostOwnership, RestoreMachine, Timeouts
+from statemachines import engine as ev
 
 
 class Journal:
@@ -47,133 +48,147 @@ class Journal:
         self.events.append(type_)
 
 
-class EngineError(Exception):
-    def __init__(self, msg, code):
-        super().__init__(msg)
-        self.code = code
-
-
 class FakeEngine:
+    """The engine port (`statemachines.engine.Engine`) in memory; held to the
+    Protocol's methods and signatures by tests/unit/test_engine_port.py."""
+
     def __init__(self, cow=True, refuse_checkpoint=False):
-        self.disks = {"d1": NS(id="d1", alias="boot", provisioned_size=8 << 20, sparse=True,
-                               format=types.DiskFormat.COW if cow else types.DiskFormat.RAW,
-                               backup=types.DiskBackup.INCREMENTAL if cow else types.DiskBackup.NONE,
-                               storage_domains=[NS(id="sd1")], status=types.DiskStatus.OK)}
+        self.disks = {"d1": ev.Disk(id="d1", alias="boot", provisioned_size=8 << 20, sparse=True,
+                                    format="cow" if cow else "raw",
+                                    backup="incremental" if cow else "none",
+                                    storage_domain_id="sd1", status="ok")}
         self.backups, self.snapshots, self.transfers, self.vms = {}, {}, {}, {}
+        self.attached: dict[str, list[str]] = {}
+        self.from_cp: dict[str, str | None] = {}
         self.refuse_checkpoint = refuse_checkpoint
         self.calls = []
-
-    async def vm_disks(self, vm_id):
-        return [(NS(bootable=True, interface=types.DiskInterface.VIRTIO_SCSI, active=True,
-                    disk=NS(id="d1")), self.disks["d1"])]
-
-    async def start_backup(self, vm_id, backup_id, disk_ids, from_cp, description, cid):
-        self.calls.append(("start_backup", from_cp))
-        if from_cp and self.refuse_checkpoint:
-            raise EngineError(f"[Cannot backup VM. Checkpoint {from_cp} is invalid.]", 409)
-        self.backups[backup_id] = NS(id=backup_id, phase=types.BackupPhase.READY,
-                                     to_checkpoint_id="cp-new", from_cp=from_cp)
-        return self.backups[backup_id]
-
-    async def get_backup(self, vm_id, backup_id):
-        return self.backups.get(backup_id)
-
-    async def backup_disks(self, vm_id, backup_id):
-        b = self.backups[backup_id]
-        return [NS(id="d1", backup_mode=types.DiskBackupMode.INCREMENTAL if b.from_cp
-                   else types.DiskBackupMode.FULL)]
-
-    async def finalize_backup(self, vm_id, backup_id, cid):
-        self.calls.append(("finalize_backup", backup_id))
-        self.backups[backup_id].phase = types.BackupPhase.SUCCEEDED
-
-    async def list_snapshots(self, vm_id):
-        return list(self.snapshots.values())
-
-    async def create_snapshot(self, vm_id, description, disk_ids, cid):
-        s = NS(id=str(uuid.uuid4()), description=description, snapshot_status=types.SnapshotStatus.OK)
-        self.snapshots[s.id] = s
-        self.calls.append(("create_snapshot", s.id))
-        return s
-
-    async def get_snapshot(self, vm_id, sid):
-        return self.snapshots.get(sid)
-
-    async def snapshot_disks(self, vm_id, sid):
-        return [NS(id="d1", image_id="vol-1")]
-
-    async def remove_snapshot(self, vm_id, sid, cid):
-        self.calls.append(("remove_snapshot", sid))
-        self.snapshots.pop(sid, None)
 
     async def get_vm(self, vm_id, all_content=False):
         if vm_id in self.vms:
             return self.vms[vm_id]
-        return NS(name="vm1", description="", memory=1 << 30, initialization=None,
-                  cpu=NS(topology=NS(sockets=1, cores=2, threads=1)),
-                  os=NS(type="rhel_8x64", boot=NS(devices=[types.BootDevice.HD])),
-                  bios=NS(type=types.BiosType.Q35_SEA_BIOS), type=types.VmType.SERVER,
-                  high_availability=None, cluster=NS(id="c1"), status=types.VmStatus.DOWN)
-
-    async def vm_nics(self, vm_id):
-        return []
-
-    async def create_transfer(self, *, direction, correlation_id, disk_id=None, snapshot_id=None,
-                              backup_id=None, host_id=None):
-        t = NS(id=str(uuid.uuid4()), phase=types.ImageTransferPhase.TRANSFERRING, host=NS(id="h1"),
-               transfer_url="https://h1/images/t", disk=NS(id=disk_id or "d1"),
-               direction=types.ImageTransferDirection(direction))
-        self.transfers[t.id] = t
-        self.calls.append(("create_transfer", direction))
-        return t
-
-    async def list_transfers(self):
-        return list(self.transfers.values())
-
-    async def get_transfer(self, tid):
-        return self.transfers.get(tid)
-
-    async def transfer_action(self, tid, action, cid=None):
-        self.calls.append((f"transfer_{action}", tid))
-        self.transfers[tid].phase = (types.ImageTransferPhase.FINISHED_SUCCESS if action == "finalize"
-                                     else types.ImageTransferPhase.FINISHED_CLEANUP)
-
-    async def add_event(self, *a, **k):
-        pass
+        return ev.Vm(id=vm_id, name="vm1", status="down", type="server", cluster_id="c1",
+                     config=ev.VmConfig(memory=1 << 30, cpu=ev.CpuTopology(1, 2, 1),
+                                        os_type="rhel_8x64", boot_devices=("hd",),
+                                        bios_type="q35_sea_bios", description="",
+                                        high_availability=False))
 
     async def list_vms(self, search=None):
         name = search.split("=", 1)[1]
         return [v for v in self.vms.values() if v.name == name]
 
-    async def add_vm(self, vm, cid):
-        new = NS(id=str(uuid.uuid4()), name=vm.name, status=types.VmStatus.DOWN, attached=[])
-        self.vms[new.id] = new
-        self.calls.append(("add_vm", vm.name))
-        return new
+    async def vm_disks(self, vm_id):
+        if vm_id in self.attached:
+            return [ev.AttachedDisk(ev.Attachment(disk_id=d), self.disks[d])
+                    for d in self.attached[vm_id]]
+        return [ev.AttachedDisk(ev.Attachment(disk_id="d1", bootable=True,
+                                              interface="virtio_scsi", active=True),
+                                self.disks["d1"])]
+
+    async def vm_nics(self, vm_id):
+        return []
 
     async def get_disk(self, disk_id):
         return self.disks.get(disk_id)
 
-    async def add_disk(self, disk, cid):
-        self.disks[disk.id] = NS(id=disk.id, status=types.DiskStatus.OK)
-        self.calls.append(("add_disk", disk.id))
+    async def list_storage_domains(self):
+        return [ev.StorageDomain(id="sd1", type="data")]
 
-    async def attach_disk(self, vm_id, att, cid):
-        self.vms[vm_id].attached.append(att.disk.id)
+    async def create_snapshot(self, vm_id, description, disk_ids, correlation_id):
+        s = ev.Snapshot(id=str(uuid.uuid4()), description=description, status="ok")
+        self.snapshots[s.id] = s
+        self.calls.append(("create_snapshot", s.id))
+        return s
 
-    async def remove_vm(self, vm_id, cid):
+    async def list_snapshots(self, vm_id):
+        return list(self.snapshots.values())
+
+    async def get_snapshot(self, vm_id, snap_id):
+        return self.snapshots.get(snap_id)
+
+    async def snapshot_disks(self, vm_id, snap_id):
+        return [ev.SnapshotDisk(disk_id="d1", image_id="vol-1")]
+
+    async def remove_snapshot(self, vm_id, snap_id, correlation_id):
+        self.calls.append(("remove_snapshot", snap_id))
+        self.snapshots.pop(snap_id, None)
+
+    async def start_backup(self, vm_id, backup_id, disk_ids, from_checkpoint_id, description,
+                           correlation_id):
+        self.calls.append(("start_backup", from_checkpoint_id))
+        if from_checkpoint_id and self.refuse_checkpoint:
+            raise ev.CheckpointRefused(from_checkpoint_id,
+                                       f"[Cannot backup VM. Checkpoint {from_checkpoint_id} is invalid.]")
+        self.backups[backup_id] = ev.EngineBackup(id=backup_id, phase="ready",
+                                                  to_checkpoint_id="cp-new")
+        self.from_cp[backup_id] = from_checkpoint_id
+        return self.backups[backup_id]
+
+    async def get_backup(self, vm_id, backup_id):
+        return self.backups.get(backup_id)
+
+    async def backup_disk_modes(self, vm_id, backup_id):
+        return {"d1": "incremental" if self.from_cp[backup_id] else "full"}
+
+    async def finalize_backup(self, vm_id, backup_id, correlation_id):
+        self.calls.append(("finalize_backup", backup_id))
+        self.backups[backup_id] = replace(self.backups[backup_id], phase="succeeded")
+
+    async def create_transfer(self, *, direction, correlation_id, disk_id=None, snapshot_id=None,
+                              backup_id=None, host_id=None):
+        t = ev.Transfer(id=str(uuid.uuid4()), phase="transferring", host_id="h1",
+                        transfer_url="https://h1/images/t", disk_id=disk_id or "d1",
+                        direction=direction)
+        self.transfers[t.id] = t
+        self.calls.append(("create_transfer", direction))
+        return t
+
+    async def get_transfer(self, transfer_id):
+        return self.transfers.get(transfer_id)
+
+    async def list_transfers(self):
+        return list(self.transfers.values())
+
+    async def transfer_action(self, transfer_id, action, correlation_id=None):
+        self.calls.append((f"transfer_{action}", transfer_id))
+        self.transfers[transfer_id] = replace(
+            self.transfers[transfer_id],
+            phase="finished_success" if action == "finalize" else "finished_cleanup")
+
+    async def add_vm(self, vm, correlation_id):
+        new = ev.Vm(id=str(uuid.uuid4()), name=vm.name, status="down", cluster_id=vm.cluster_id)
+        self.vms[new.id] = new
+        self.attached[new.id] = []
+        self.calls.append(("add_vm", vm.name))
+        return new
+
+    async def update_vm(self, vm_id, config, correlation_id):
+        self.calls.append(("update_vm", vm_id, config.memory))
+
+    async def remove_vm(self, vm_id, correlation_id):
         self.calls.append(("remove_vm", vm_id))
         self.vms.pop(vm_id, None)
 
-    async def remove_disk(self, disk_id, cid):
+    async def start_vm(self, vm_id, correlation_id):
+        pass
+
+    async def grant_vm_role(self, vm_id, user_id, role, correlation_id):
+        self.calls.append(("grant_vm_role", vm_id, user_id, role))
+
+    async def add_disk(self, disk, correlation_id):
+        self.disks[disk.id] = ev.Disk(id=disk.id, alias=disk.alias, format=disk.format,
+                                      provisioned_size=disk.provisioned_size, status="ok")
+        self.calls.append(("add_disk", disk.id))
+        return self.disks[disk.id]
+
+    async def remove_disk(self, disk_id, correlation_id):
         self.calls.append(("remove_disk", disk_id))
         self.disks.pop(disk_id, None)
 
-    async def start_vm(self, vm_id, cid):
-        pass
+    async def attach_disk(self, vm_id, attachment, correlation_id):
+        self.attached[vm_id].append(attachment.disk_id)
 
-    async def update_vm(self, vm_id, vm, cid):
-        self.calls.append(("update_vm", vm_id, vm.memory))
+    async def add_event(self, description, vm_id=None):
+        pass
 
 
 class FakeMover:
@@ -233,8 +248,9 @@ class FakeStore:
 
 def deps(engine, mover=None, catalog=None, store=None):
     return Deps(engine=engine, mover=mover or FakeMover(), catalog=catalog or FakeCatalog(),
-                store=store or FakeStore(), timeouts=Timeouts(snapshot=2, transfer=2,
-                                                              engine_backup=2, poll=0.01))
+                store=store or FakeStore(),
+                timeouts=Timeouts(snapshot=2, transfer=2, transfer_end=2, engine_backup=2, disk=2,
+                                  poll=0.01, transfer_poll=0.01))
 
 
 def backup_machine(journal, d, mode="auto"):
@@ -249,7 +265,7 @@ async def test_cbt_full_backup_walks_every_state_and_releases_the_engine_backup(
     assert j.history == ["queued", "snapshot", "metadata", "transfer", "finalize", "succeeded"]
     assert j.resources["method"] == "cbt" and j.resources["mode"] == "full"
     assert ("finalize_backup", j.resources["engine_backup"]["id"]) in e.calls
-    assert e.backups[j.resources["engine_backup"]["id"]].phase == types.BackupPhase.SUCCEEDED
+    assert e.backups[j.resources["engine_backup"]["id"]].phase == "succeeded"
     assert store.published == [(j.resources["backup_id"], None)]
     assert cat.rows[j.resources["backup_id"]]["status"] == "succeeded"
     assert "backup.created" in j.events
@@ -293,7 +309,7 @@ async def test_failed_copy_cleans_up_everything():
     assert j.history[-2:] == ["cleanup", "failed"]
     assert "500 while reading extents" in j.resources["error"]
     assert e.snapshots == {}  # the snapshot went away
-    assert all(t.phase == types.ImageTransferPhase.FINISHED_SUCCESS for t in e.transfers.values())
+    assert all(t.phase == "finished_success" for t in e.transfers.values())
     assert [r["status"] for r in cat.rows.values()] == ["failed"]
 
 
@@ -308,7 +324,7 @@ async def test_cancel_during_transfer_ends_canceled_after_cleanup():
     m.request_cancel()
     assert await asyncio.wait_for(task, 5) == "canceled"
     assert j.history[-2:] == ["cleanup", "canceled"]
-    assert all(b.phase == types.BackupPhase.SUCCEEDED for b in e.backups.values())  # finalized
+    assert all(b.phase == "succeeded" for b in e.backups.values())  # finalized
 
 
 async def test_resume_in_snapshot_state_finds_the_snapshot_instead_of_creating_another():
@@ -361,7 +377,7 @@ async def test_restore_new_vm_creates_attaches_and_compensates_on_failure():
     assert await m.run() == "succeeded"
     (vm,) = [v for v in e.vms.values() if v.name == "vm1-copy"]
     new_disk = j.resources["plan"]["d1"]["target_disk"]
-    assert vm.attached == [new_disk] and ("add_disk", new_disk) in e.calls
+    assert e.attached[vm.id] == [new_disk] and ("add_disk", new_disk) in e.calls
 
     e2 = FakeEngine()
     j2 = Journal()
@@ -389,7 +405,7 @@ async def test_in_place_restore_writes_the_disks_and_restores_the_configuration(
 
 async def test_in_place_restore_refuses_a_running_vm():
     e = FakeEngine()
-    e.vms["vm1"] = NS(id="vm1", name="vm1", status=types.VmStatus.UP)
+    e.vms["vm1"] = ev.Vm(id="vm1", name="vm1", status="up")
     j = Journal()
     m = RestoreMachine(j, deps(e), vm_id="vm1", job_id=str(uuid.uuid4()),
                        machine_id=str(uuid.uuid4()),
