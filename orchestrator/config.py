@@ -24,6 +24,7 @@ from statemachines import Timeouts
 from imageio_ext import config as loader
 
 from .errors import ConfigError
+from .policies.settings import Policies, Smtp
 
 __all__ = ["Config", "ConfigError", "load", "apply_sandbox"]
 
@@ -128,6 +129,8 @@ class Config:
     timeouts: Timeouts = field(default_factory=Timeouts)
     api: Api = field(default_factory=Api)
     webhooks: Webhooks = field(default_factory=Webhooks)
+    policies: Policies = field(default_factory=Policies)  # schedules, gc, summary (docs/policies.md)
+    smtp: Smtp = field(default_factory=Smtp)  # policy notification mail
     sandbox_admin_url: str = ""  # set by --sandbox; used by the demo only
 
     @property

@@ -176,11 +176,19 @@ async def _runner(app: web.Application):
 
 async def _policies(app: web.Application):
     """The policy service and this replica's scheduler (orchestrator/policies/)."""
+    from .policies.maintenance import Maintenance
+    from .policies.notify import Mailer
     from .policies.scheduler import Scheduler
     from .policies.service import PolicyService
+    cfg: Config = app[CONFIG]
     svc = PolicyService(app[CATALOG], app[ENGINE], store=app[STORE], poke=app[RUNNER].poke)
     app[POLICIES] = svc
-    task = asyncio.create_task(Scheduler(app[CATALOG], svc, replica=app[CONFIG].replica).run())
+    mailer = Mailer(cfg.smtp)
+    maint = Maintenance(app[CATALOG], svc, replica=cfg.replica, settings=cfg.policies,
+                        mailer=mailer)
+    task = asyncio.create_task(Scheduler(
+        app[CATALOG], svc, replica=cfg.replica, interval=cfg.policies.scheduler_interval,
+        mailer=mailer, base_url=cfg.smtp.base_url, maintenance=maint).run())
     yield
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)

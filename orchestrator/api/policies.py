@@ -6,7 +6,6 @@ prunes; admin creates, edits and deletes policies.
 """
 from __future__ import annotations
 
-import os
 import uuid
 
 from aiohttp import web
@@ -35,7 +34,8 @@ def policy_service(app: web.Application) -> PolicyService:
 
 def default_timezone(request: web.Request) -> str:
     cfg = request.app.get(CONFIG)
-    return getattr(cfg, "timezone", None) or os.environ.get("OVAULT_TIMEZONE") or "UTC"
+    settings = getattr(cfg, "policies", None)
+    return getattr(settings, "timezone", None) or "UTC"
 
 
 def _fields(spec: PolicySpec) -> dict:

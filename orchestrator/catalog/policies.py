@@ -312,11 +312,19 @@ class PolicyRepository(Repository):
     # -- maintenance and protection status ------------------------------------------------
 
     @wrap_errors
-    async def claim_maintenance(self, task: str, fire_at: datetime, replica: str) -> bool:
-        status = await self._db.execute(
+    async def claim_maintenance(self, task: str, fire_at: datetime, replica: str, *,
+                                lease_seconds: float = 600.0) -> bool:
+        """True for the one caller that gets the task. A claim whose holder never
+        finished it (killed) can be taken again after `lease_seconds`: the work
+        runs at least once, and exactly once unless a replica dies during it."""
+        row = await self._db.fetchrow(
             "INSERT INTO maintenance_ticks (task, fire_at, replica) VALUES ($1, $2, $3) "
-            "ON CONFLICT DO NOTHING", task, fire_at, replica)
-        return status == "INSERT 0 1"
+            "ON CONFLICT (task, fire_at) DO UPDATE SET replica = EXCLUDED.replica, "
+            "       created_at = now() "
+            "   WHERE maintenance_ticks.finished_at IS NULL "
+            "     AND maintenance_ticks.created_at < now() - make_interval(secs => $4) "
+            "RETURNING task", task, fire_at, replica, lease_seconds)
+        return row is not None
 
     @wrap_errors
     async def finish_maintenance(self, task: str, fire_at: datetime,

@@ -3,7 +3,8 @@
 Server side: `serve`, `token` (`server`). Client side: `backup`, `restore`,
 `backups`, `jobs`, `cancel` talk to a running `ovault serve` over its REST
 API (`client`). Target side: `verify`, `gc`, `export`, `mount`, `import`
-work on the backup target directly (`target`).
+work on the backup target directly (`target`). `completion` prints a shell
+completion script; ``--version`` the installed version.
 
 Each command module has ``register(sub)``, which adds its parsers to the
 ``argparse`` sub-parsers and gives each one a handler with
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+from importlib import metadata
 import sys
 from pathlib import Path
 
@@ -28,29 +30,40 @@ from .. import logs
 from .common import CliError
 
 # Command modules of this package, in help order.
-COMMANDS = ("server", "client", "target")
+COMMANDS = ("server", "client", "target", "completion")
 # Modules outside the product that may add commands when importable.
 DEV_COMMANDS = "sandbox.commands"
 
 
 def _dev_commands():
     """`sandbox.commands` when the simulator is importable (or beside this checkout), else None."""
+    root = str(Path(__file__).resolve().parents[2])
+    for attempt in range(2):
+        try:
+            return importlib.import_module(DEV_COMMANDS)
+        except ModuleNotFoundError as e:
+            if e.name not in ("sandbox", DEV_COMMANDS):
+                raise
+        # An editable install maps only the product packages; the checkout
+        # they come from still has the simulator next to them.
+        if attempt or root in sys.path or not (Path(root) / "sandbox" / "commands.py").is_file():
+            return None
+        sys.path.append(root)
+    return None
+
+
+def version() -> str:
+    """The installed distribution's version (package metadata, the one source)."""
     try:
-        return importlib.import_module(DEV_COMMANDS)
-    except ModuleNotFoundError as e:
-        if e.name not in ("sandbox", DEV_COMMANDS):
-            raise
-    # An editable install maps only the product packages; the checkout they
-    # come from still has the simulator next to them.
-    root = Path(__file__).resolve().parents[2]
-    if not ((root / "sandbox" / "commands.py").is_file() and (root / "pyproject.toml").is_file()):
-        return None
-    sys.path.append(str(root))
-    return importlib.import_module(DEV_COMMANDS)
+        return metadata.version("ovault")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ovault", description="Backup and recovery for oVirt")
+    p.add_argument("--version", action="version", version=f"ovault {version()}")
+    p.set_defaults(root_parser=p)  # for `completion`, which describes the whole tree
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name}").register(sub)

@@ -10,7 +10,7 @@ import json
 
 from .api import Api
 from .common import CliError, add_client_options, human
-from .progress import Progress
+from .progress import JobProgress
 
 TERMINAL = ("succeeded", "failed", "canceled")
 
@@ -44,11 +44,18 @@ def register(sub) -> None:
 
 
 async def wait_job(api: Api, job_id: str, quiet: bool) -> dict:
-    bar = None if quiet else Progress()
+    """Poll the job until it ends, with a bar per VM unless ``quiet``."""
+    if quiet:
+        return await _poll(api, job_id, None)
+    with JobProgress() as bars:
+        return await _poll(api, job_id, bars)
+
+
+async def _poll(api: Api, job_id: str, bars: JobProgress | None) -> dict:
     while True:
         job = await api.req("GET", f"/api/v1/jobs/{job_id}")
-        if bar:
-            bar.draw(job)
+        if bars is not None:
+            bars.draw(job)
         if job["state"] in TERMINAL:
             return job
         await asyncio.sleep(0.5)

@@ -12,7 +12,12 @@ class CliError(Exception):
 def add_client_options(parser: argparse.ArgumentParser) -> None:
     """How a client command finds a running `ovault serve` (see `api.Api`)."""
     parser.add_argument("--server", default=os.environ.get("OVAULT_SERVER"), help="orchestrator URL")
-    parser.add_argument("--token", default=os.environ.get("OVAULT_TOKEN"), help="API token")
+    # The token is read from a file when it can be: a command line is visible to
+    # every user of the machine (ps, /proc), a 0600 file is not.
+    tok = parser.add_mutually_exclusive_group()
+    tok.add_argument("--token-file", metavar="PATH",
+                     help="read the API token from PATH (or OVAULT_TOKEN_FILE); preferred over --token")
+    tok.add_argument("--token", help="API token (or OVAULT_TOKEN); visible to other users, prefer --token-file")
     parser.add_argument("--ca-file", default=os.environ.get("OVAULT_CA_FILE"))
     parser.add_argument("--state-dir", help="find the server through STATE_DIR/client.json")
     parser.add_argument("--sandbox", help="the orchestrator serving sandbox DIR")

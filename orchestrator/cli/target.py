@@ -14,6 +14,7 @@ import uuid
 from imageio_ext.store import Store
 
 from .common import CliError, add_config_options, load_config
+from .progress import TaskProgress
 
 
 def register(sub) -> None:
@@ -75,18 +76,16 @@ async def verify(args, store, cfg) -> int:
     infos = [await _find(store, b) for b in args.backups] if args.backups else await store.list_backups()
     bad = 0
     out = []
-    for info in infos:
-        r = await store.verify(info.vm_id, info.backup_id)
-        bad += not r.ok
-        out.append({"backup_id": info.backup_id, "vm_id": info.vm_id, "ok": r.ok,
-                    "chunks_checked": r.chunks_checked, "bytes_checked": r.bytes_checked,
-                    "damaged": [{"digest": d.digest.hex() if isinstance(d.digest, bytes) else d.digest,
-                                 "reason": d.reason} for d in r.damaged],
-                    "bad_indexes": r.bad_indexes})
-        if not args.json:
-            print(f"{info.backup_id}  {'ok     ' if r.ok else 'DAMAGED'}  {r.chunks_checked} chunks, "
-                  f"{r.bytes_checked / 2**20:.1f} MiB re-hashed" +
-                  (f"; {len(r.damaged)} damaged chunks, bad indexes {list(r.bad_indexes)}" if not r.ok else ""))
+    with TaskProgress("bytes", enabled=not args.json) as bars:
+        for info in infos:
+            r = await store.verify(info.vm_id, info.backup_id, progress=bars.step(f"verify {info.backup_id[:8]}"))
+            bad += not r.ok
+            out.append(_verify_doc(info, r))
+            if not args.json:
+                print(f"{info.backup_id}  {'ok     ' if r.ok else 'DAMAGED'}  {r.chunks_checked} chunks, "
+                      f"{r.bytes_checked / 2**20:.1f} MiB re-hashed" +
+                      (f"; {len(r.damaged)} damaged chunks, bad indexes {list(r.bad_indexes)}"
+                       if not r.ok else ""))
     if args.json:
         print(json.dumps(out, indent=2))
     elif not infos:
@@ -94,8 +93,16 @@ async def verify(args, store, cfg) -> int:
     return 1 if bad else 0
 
 
+def _verify_doc(info, r) -> dict:
+    return {"backup_id": info.backup_id, "vm_id": info.vm_id, "ok": r.ok,
+            "chunks_checked": r.chunks_checked, "bytes_checked": r.bytes_checked,
+            "damaged": [{"digest": d.digest, "reason": d.reason} for d in r.damaged],
+            "bad_indexes": r.bad_indexes}
+
+
 async def gc(args, store, cfg) -> int:
-    r = await store.gc(grace_seconds=args.grace_hours * 3600)
+    with TaskProgress("directories", enabled=not args.json) as bars:
+        r = await store.gc(grace_seconds=args.grace_hours * 3600, progress=bars.step("gc"))
     doc = {"chunks_removed": r.chunks_removed, "bytes_removed": r.bytes_removed,
            "chunks_kept_young": r.chunks_kept_young, "referenced": r.referenced,
            "orphans_removed": r.orphans_removed, "tmp_removed": r.tmp_removed}
@@ -110,7 +117,9 @@ async def export(args, store, cfg) -> int:
     info = await _find(store, args.backup)
     if info.disk(args.disk.lower()) is None:
         raise CliError(f"disk {args.disk} is not in backup {args.backup}")
-    r = await store.export_disk(info.vm_id, info.backup_id, args.disk.lower(), args.file, fmt=args.format)
+    with TaskProgress("bytes", enabled=not args.json) as bars:
+        r = await store.export_disk(info.vm_id, info.backup_id, args.disk.lower(), args.file, fmt=args.format,
+                                    progress=bars.step(f"export {args.disk[:8]}"))
     print(json.dumps({"path": str(r.path), "format": r.format, "size": r.size, "sha256": r.sha256})
           if args.json else f"wrote {r.path} ({r.format}, {r.size} bytes, sha256 {r.sha256})")
     return 0

@@ -31,6 +31,8 @@ from typing import Any, Callable
 import structlog
 
 from .. import catalog as cat
+from .maintenance import Maintenance
+from .notify import Mailer, failure_mail, success_mail, tick_mail
 from .schedule import Schedule
 from .service import PolicyService, utcnow
 
@@ -43,9 +45,12 @@ ON_TIME = timedelta(seconds=90)     # fired this long after its time still count
 
 class Scheduler:
     def __init__(self, catalog: cat.Catalog, service: PolicyService, *, replica: str,
-                 clock: Callable[[], datetime] = utcnow, interval: float = 15.0):
+                 clock: Callable[[], datetime] = utcnow, interval: float = 15.0,
+                 mailer: Mailer | None = None, base_url: str = "",
+                 maintenance: Maintenance | None = None):
         self.catalog, self.service, self.replica = catalog, service, replica
         self.clock, self.interval = clock, interval
+        self.mailer, self.base_url, self.maintenance = mailer, base_url, maintenance
         self.wakeup = asyncio.Event()
 
     async def run(self) -> None:
@@ -81,7 +86,15 @@ class Scheduler:
         await self._expire_windows(now)
         await self._prune_finished()
         await self.service.finish_deletions()
+        if self.maintenance is not None:
+            await self.maintenance.pass_once()
         return fired
+
+    async def _mail(self, policy: cat.Policy, kind: str, message: tuple[str, str]) -> None:
+        notify = policy.notify or {}
+        if self.mailer is None or kind not in notify.get("on", ["failure"]):
+            return
+        await self.mailer.send(notify.get("emails", []), *message)
 
     async def _fire(self, p: cat.Policy, due: list[datetime], now: datetime, a) -> cat.Tick | None:
         fire_at = due[-1]
@@ -114,6 +127,8 @@ class Scheduler:
                  job_id=str(tick.job_id) if tick.job_id else None, replica=self.replica)
         if tick.job_id and self.service.poke:
             self.service.poke()
+        if tick.status in ("late", "skipped"):
+            await self._mail(p, "failure", tick_mail(p, tick))
         return tick
 
     async def _expire_windows(self, now: datetime) -> None:
@@ -129,9 +144,11 @@ class Scheduler:
             except cat.CatalogError as e:
                 log.warning("could not cancel a run past its window", error=str(e))
                 continue
-            await self.catalog.policies.finish_tick(
+            tick = await self.catalog.policies.finish_tick(
                 r["id"], status="missed",
                 reason=f"could not start within window_minutes={r['window_minutes']}")
+            policy = await self.catalog.policies.get(tick.policy_id)
+            await self._mail(policy, "failure", tick_mail(policy, tick))
             await self.catalog.events.append("policy.run.missed", {
                 "policy": r["name"], "job_id": str(r["job_id"]),
                 "fire_at": r["fire_at"].isoformat()}, job_id=r["job_id"])
@@ -143,7 +160,8 @@ class Scheduler:
             "SELECT j.id, j.state, j.finished_at, j.policy_id FROM jobs j "
             "WHERE j.policy_id IS NOT NULL AND j.finished_at IS NOT NULL "
             "AND j.finished_at > now() - interval '1 day' AND NOT EXISTS ("
-            "  SELECT 1 FROM maintenance_ticks m WHERE m.task = 'prune:' || j.id::text) "
+            "  SELECT 1 FROM maintenance_ticks m WHERE m.task = 'prune:' || j.id::text "
+            "  AND (m.finished_at IS NOT NULL OR m.created_at > now() - interval '10 minutes')) "
             "ORDER BY j.finished_at LIMIT 50")
         for r in rows:
             if not await self.catalog.policies.claim_maintenance(
@@ -154,6 +172,10 @@ class Scheduler:
             await self.catalog.events.append("policy.run.finished", {
                 "policy_id": str(policy.id), "policy": policy.name, "job_id": str(job.id),
                 "state": job.state, "error": job.error}, job_id=job.id)
+            if job.state == "succeeded":
+                await self._mail(policy, "success", success_mail(policy, job, self.base_url))
+            elif job.state == "failed":     # canceled: by a person, or missed (mailed then)
+                await self._mail(policy, "failure", failure_mail(policy, job, self.base_url))
             results = []
             for m in job.machines:
                 if m.state == "succeeded":

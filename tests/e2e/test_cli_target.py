@@ -1,4 +1,5 @@
-"""`ovault verify|export|mount|gc|import` on the sandbox's real target."""
+"""`ovault verify|export|mount|gc|import` on the sandbox's real target, and the
+client commands against its orchestrator with a token file."""
 from __future__ import annotations
 
 import hashlib
@@ -123,3 +124,29 @@ def test_gc_removes_what_a_deleted_backup_alone_used(sandbox, orch, conn):
     assert r["chunks_removed"] >= 2 and r["bytes_removed"] >= 8 * 2**20 * 0.9
     # what other backups reference is intact
     assert ovault("verify", "--json", *where(sandbox, orch)).returncode == 0
+
+
+def test_client_commands_with_a_token_file(sandbox, orch, backed_up, tmp_path):
+    ca = json.loads((Path(orch.state_dir) / "client.json").read_text())["ca_file"]
+    tf = tmp_path / "token"
+    tf.write_text(orch.token + "\n")
+    tf.chmod(0o600)
+    server = ["--server", orch.url, "--ca-file", ca]
+    items = json.loads(ovault("backups", *server, "--token-file", tf, "--json").stdout)
+    assert backed_up["backup_id"] in [b["id"] for b in items]
+    # OVAULT_TOKEN_FILE works the same; the token never appears on a command line
+    p = subprocess.run([sys.executable, "-m", "orchestrator.cli", "jobs", *server, "--json"], cwd=ROOT,
+                       env={**os.environ, "OVAULT_TOKEN_FILE": str(tf)}, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert any(m.get("backup_id") == backed_up["backup_id"] for j in json.loads(p.stdout) for m in j["machines"])
+    bad = tmp_path / "bad"
+    bad.write_text("not-a-token\n")
+    p = ovault("jobs", *server, "--token-file", bad, check=False)
+    assert p.returncode == 1 and "401" in p.stderr
+    # --wait off a terminal: one line per state change on stderr, the result on stdout
+    p = ovault("backup", "web-frontend", "--mode", "incremental", "--wait", *server, "--token-file", tf,
+               timeout=300)
+    assert "): succeeded" in p.stdout.splitlines()[0]
+    states = [ln.split()[1] for ln in p.stderr.splitlines() if ln.startswith("web-frontend")]
+    assert states[-1] == "succeeded" and len(states) == len(set(states))

@@ -1,0 +1,152 @@
+"""Notifications and daily maintenance: a real SMTP server (aiosmtpd) receives the
+failure mail and the summary; gc runs once per day across replicas and reports
+bytes freed; protection changes are announced once."""
+import asyncio
+import socket
+import uuid
+from datetime import datetime, timedelta, timezone
+from email import message_from_bytes
+from types import SimpleNamespace
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from imageio_ext.store import Store
+from orchestrator.policies.maintenance import Maintenance
+from orchestrator.policies.notify import Mailer
+from orchestrator.policies.scheduler import Scheduler
+from orchestrator.policies.service import PolicyService
+from orchestrator.policies.settings import Policies, Smtp
+
+UTC = timezone.utc
+T0 = datetime(2030, 3, 4, 10, 0, 30, tzinfo=UTC)
+
+
+class Engine:
+    def __init__(self, *names):
+        self.vms = [SimpleNamespace(id=str(uuid.uuid4()), name=n, cluster=SimpleNamespace(id="c"),
+                                    tags=[SimpleNamespace(name="gold")]) for n in names]
+
+    async def list_vms_with_tags(self, search=None):
+        return self.vms
+
+
+class Clock:
+    def __init__(self, t):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+class Inbox:
+    def __init__(self):
+        self.mails = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.mails.append((envelope.rcpt_tos, message_from_bytes(envelope.content)))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    inbox = Inbox()
+    c = Controller(inbox, hostname="127.0.0.1", port=port)
+    c.start()
+    try:
+        yield Smtp(host="127.0.0.1", port=port, security="plain", from_address="ovault@lab"), inbox
+    finally:
+        c.stop()
+
+
+async def test_failure_mail_reaches_a_real_smtp_server(catalog, smtp):
+    cfg, inbox = smtp
+    engine = Engine("db-7")
+    clock = Clock(T0)
+    p = await catalog.policies.create({
+        "name": "gold", "schedule": "*/5 * * * *", "timezone": "UTC",
+        "rules": {"tags": ["gold"]}, "notify": {"emails": ["ops@example.com"],
+                                                "on": ["failure", "summary"]}},
+        scheduled_through=T0)
+    svc = PolicyService(catalog, engine, clock=clock)
+    s = Scheduler(catalog, svc, replica="A", clock=clock, mailer=Mailer(cfg),
+                  base_url="https://ovault.example:8443")
+    clock.t = T0 + timedelta(minutes=5)
+    [t] = await s.pass_once()
+    job = await catalog.jobs.get(t.job_id)
+    # the run fails in its snapshot step
+    await catalog.db.execute(
+        "UPDATE machines SET state = 'failed', error = 'engine refused the snapshot: disk locked',"
+        " finished_at = now() WHERE job_id = $1", job.id)
+    await catalog.db.execute(
+        "UPDATE jobs SET state = 'failed', finished_at = now(), error = '1 of 1 VMs failed' "
+        "WHERE id = $1", job.id)
+    await s.pass_once()
+    for _ in range(50):
+        if inbox.mails:
+            break
+        await asyncio.sleep(0.05)
+    [(rcpt, mail)] = inbox.mails
+    assert rcpt == ["ops@example.com"] and mail["From"] == "ovault@lab"
+    assert "policy gold: 1 VM(s) not backed up" in mail["Subject"]
+    body = mail.get_payload(decode=True).decode()
+    assert "db-7" in body and "disk locked" in body
+    assert f"https://ovault.example:8443/api/v1/jobs/{job.id}" in body
+    ev = await catalog.db.fetch("SELECT payload FROM events WHERE type = 'policy.run.finished'")
+    assert [e["payload"]["state"] for e in ev] == ["failed"]
+    # a second pass (or another replica) does not mail again
+    await s.pass_once()
+    assert len(inbox.mails) == 1
+
+    # the daily summary, once, to the policies that asked for it (the run counts as
+    # within the last 24 hours of the test's clock)
+    await catalog.db.execute("UPDATE jobs SET created_at = $1", T0 + timedelta(minutes=5))
+    settings = Policies(gc_schedule="", summary_schedule="0 7 * * *")
+    clock.t = datetime(2030, 3, 5, 7, 1, tzinfo=UTC)
+    m1 = Maintenance(catalog, svc, replica="A", settings=settings, mailer=Mailer(cfg), clock=clock)
+    m2 = Maintenance(catalog, svc, replica="B", settings=settings, mailer=Mailer(cfg), clock=clock)
+    await asyncio.gather(m1.pass_once(), m2.pass_once())
+    for _ in range(50):
+        if len(inbox.mails) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert len(inbox.mails) == 2
+    rcpt, summary = inbox.mails[1]
+    assert rcpt == ["ops@example.com"] and "daily summary" in summary["Subject"]
+    assert "gold: 1 failed" in summary.get_payload(decode=True).decode()
+    # protection: the VM is at risk (its only run failed), announced once
+    ev = await catalog.db.fetch("SELECT payload FROM events WHERE type = 'vm.protection_changed'")
+    assert [(e["payload"]["vm_id"], e["payload"]["status"]) for e in ev] == \
+        [(engine.vms[0].id, "at_risk")]
+    assert p.id
+
+
+async def test_gc_once_per_day_never_beside_a_backup(catalog, tmp_path):
+    (tmp_path / "t").mkdir()
+    store = await Store.open(str(tmp_path / "t"), create=True, chunk_size=64 * 1024)
+    try:
+        clock = Clock(datetime(2030, 3, 5, 3, 31, tzinfo=UTC))
+        svc = PolicyService(catalog, Engine(), store=store, clock=clock)
+        settings = Policies(gc_schedule="30 3 * * *", summary_schedule="")
+        m = Maintenance(catalog, svc, replica="A", settings=settings, clock=clock)
+        # a backup job is queued: gc waits
+        from orchestrator.catalog import NewMachine
+        job = await catalog.jobs.create("backup", [NewMachine(vm_id="vm-x")])
+        await m.pass_once()
+        assert await catalog.policies.last_maintenance("gc") is None
+        await catalog.db.execute("UPDATE machines SET state = 'succeeded', finished_at = now()")
+        await catalog.db.execute("UPDATE jobs SET state = 'succeeded', finished_at = now() "
+                                 "WHERE id = $1", job.id)
+        await asyncio.gather(m.pass_once(), Maintenance(
+            catalog, svc, replica="B", settings=settings, clock=clock).pass_once())
+        rows = await catalog.db.fetch("SELECT * FROM maintenance_ticks WHERE task = 'gc'")
+        assert len(rows) == 1 and rows[0]["fire_at"] == datetime(2030, 3, 5, 3, 30, tzinfo=UTC)
+        assert rows[0]["result"]["bytes_freed"] == 0 and "chunks_seen" in rows[0]["result"]
+        ev = await catalog.db.fetch("SELECT payload FROM events WHERE type = 'gc.finished'")
+        assert len(ev) == 1 and ev[0]["payload"]["bytes_freed"] == 0
+    finally:
+        await store.close()
