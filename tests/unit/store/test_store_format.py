@@ -89,6 +89,8 @@ def test_nfs_urls():
     assert isinstance(open_target("nfs://127.0.0.1/x"), NfsTarget)
     assert isinstance(open_target("/tmp"), PathTarget)
     assert open_target("file:///tmp/x").url == "/tmp/x"
+    with pytest.raises(InvalidPath, match="unsupported URL scheme 's3'"):
+        open_target("s3://bucket/x")
 
 
 def test_codec_refuses_oversized_frames():
@@ -199,3 +201,21 @@ async def test_manifest_lists_disks_with_index_digests(store):
         }
     ]
     assert info.disks[0].new_bytes > 2 * CS  # random data: zstd adds a little
+
+
+async def test_verify_gc_and_export_report_progress(store, tmp_path):
+    vm, bid, disk = uid(), uid(), uid()
+    content = make_disk(7, 5.5, zero_slots=(1,))  # 6 slots, one of them zero, the last short
+    await backup(store, vm, bid, {disk: content})
+    seen = {"verify": [], "gc": [], "export": []}
+    rep = await store.verify(vm, bid, progress=lambda d, t: seen["verify"].append((d, t)))
+    assert rep.ok and seen["verify"][0] == (0, rep.bytes_checked) and seen["verify"][-1] == (rep.bytes_checked,) * 2
+    assert rep.bytes_checked == len(content) - CS  # every non-zero byte, once
+    await store.gc(grace_seconds=0, progress=lambda d, t: seen["gc"].append((d, t)))
+    done, total = seen["gc"][-1]
+    assert done == total == 1 + len({p.parent for p in (tmp_path / "target" / "chunks").rglob("*") if p.is_file()})
+    r = await store.export_disk(vm, bid, disk, tmp_path / "d.raw", "raw",
+                                progress=lambda d, t: seen["export"].append((d, t)))
+    assert r.sha256 == hashlib.sha256(content).hexdigest()
+    assert seen["export"][-1] == (len(content), len(content))
+    assert [d for d, _ in seen["export"]] == sorted(d for d, _ in seen["export"])
