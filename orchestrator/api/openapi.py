@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from . import openapi_policies
 from .auth import allow
 
 routes = web.RouteTableDef()
@@ -273,6 +274,8 @@ PATHS = {
         "delete": op("Revoke a token", "admin", {"200": _json(ref("Token"))}, params=[path("id")],
                      tags=["tokens"])},
 }
+
+openapi_policies.extend(SCHEMAS, PATHS)
 
 DOCUMENT = {
     "openapi": "3.0.3",
