@@ -107,7 +107,9 @@ async def test_copy_lifecycle_events_and_idempotent_create(client):
 
 async def test_cancel_and_failure_are_reported(client):
     job = await (await client.post("/v1/copies", json=spec(), headers=AUTH)).json()
-    await asyncio.sleep(0.05)
+    async with asyncio.timeout(5):  # the copy is running (held at the fake's gate) before it is canceled
+        while client.fake.calls < 1:
+            await asyncio.sleep(0.001)
     r = await client.delete(f"/v1/copies/{job['id']}", headers=AUTH)
     assert r.status == 200
     got = await r.json()
