@@ -57,3 +57,20 @@ if [[ ! -d $examples ]]; then
   .venv/bin/pip download -q --no-deps --no-binary :all: "ovirt-engine-sdk-python==$sdk_ver" -d .cache/sdk
   tar xzf ".cache/sdk/ovirt_engine_sdk_python-$sdk_ver.tar.gz" -C .cache/sdk
 fi
+
+# ESLint for the UI plugin, pinned by ui-plugin/package-lock.json, into
+# ui-plugin/node_modules (the plugin itself needs no build). Reinstalled only
+# when the lock file changes.
+# Debian's nodejs and npm when there is no npm at all (a NodeSource nodejs
+# already brings its own npm and conflicts with Debian's npm package).
+if ! command -v npm >/dev/null; then
+  echo "setup: installing Debian packages: nodejs npm"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+fi
+lock_stamp=ui-plugin/node_modules/.ovault-lock
+want_lock=$(sha256sum ui-plugin/package-lock.json | cut -d' ' -f1)
+if [[ ! -f $lock_stamp || $(cat "$lock_stamp") != "$want_lock" ]]; then
+  echo "setup: installing the UI plugin's lint tools (npm ci)"
+  (cd ui-plugin && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$want_lock" > "$lock_stamp"
+fi

@@ -4,6 +4,8 @@
 // call because the portal renews the SSO token. Errors arrive as
 // application/problem+json and become ApiError with the problem's fields.
 
+import { t } from './messages.js';
+
 export class ApiError extends Error {
   constructor(status, problem, url) {
     const p = problem || {};
@@ -33,8 +35,8 @@ export class Client {
 
   async request(method, path, body, { timeoutMs = 30000 } = {}) {
     const headers = { Accept: 'application/json' };
-    const t = this.getToken();
-    if (t) headers.Authorization = `Bearer ${t}`;
+    const tok = this.getToken();
+    if (tok) headers.Authorization = `Bearer ${tok}`;
     if (body !== undefined) headers['Content-Type'] = 'application/json';
     const ctl = new AbortController();
     const timer = setTimeout(() => ctl.abort(), timeoutMs);
@@ -44,7 +46,8 @@ export class Client {
       r = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body),
         credentials: 'omit', cache: 'no-store', signal: ctl.signal });
     } catch (e) {
-      throw new ApiError(0, { title: 'Network error', detail: `Cannot reach the ovault service (${e.name === 'AbortError' ? 'timeout' : e.message})` }, url);
+      throw new ApiError(0, { title: t('error.network'),
+        detail: t('error.unreachable', { reason: e.name === 'AbortError' ? t('error.timeout') : e.message }) }, url);
     } finally {
       clearTimeout(timer);
     }

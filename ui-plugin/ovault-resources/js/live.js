@@ -7,6 +7,9 @@
 //   polling    GET /api/v1/jobs/{id} every pollIntervalMs for each job being
 //              watched, and GET /api/v1/jobs?limit=… for pages showing all jobs.
 //
+// Rate and ETA (`rate_bps`, `eta_seconds` per machine and disk) come from the
+// server, in progress messages and in the jobs read back; nothing here measures them.
+//
 // A closed or refused websocket falls back to polling at once and is retried
 // with exponential backoff (1 s … wsReconnectMaxMs). While the websocket is up
 // a slow safety poll still runs for watched unfinished jobs, so a message
@@ -145,7 +148,8 @@ export class Live {
       if (msg.disks) {
         machine.disks = { ...(machine.disks || {}) };
         for (const [d, p] of Object.entries(msg.disks)) {
-          machine.disks[d] = { ...(machine.disks[d] || {}), done: p.bytes_done ?? p.done, total: p.bytes_total ?? p.total, rate_bps: p.rate_bps, ...(p.alias ? { alias: p.alias } : {}) };
+          machine.disks[d] = { ...(machine.disks[d] || {}), done: p.bytes_done ?? p.done, total: p.bytes_total ?? p.total,
+            rate_bps: p.rate_bps, eta_seconds: p.eta_seconds, ...(p.alias ? { alias: p.alias } : {}) };
         }
       }
       if (job.state === 'queued') job.state = 'running';
@@ -205,25 +209,5 @@ export class Live {
     } finally {
       this._listing = false;
     }
-  }
-}
-
-// Transfer rate and ETA from successive byte counts (the API gives bytes done
-// and total; the rate is measured over the last ~8 seconds of samples).
-export class Rates {
-  constructor(windowMs = 8000) { this.windowMs = windowMs; this.samples = new Map(); }
-
-  update(key, done, total, now = performance.now()) {
-    let s = this.samples.get(key);
-    if (!s) { s = []; this.samples.set(key, s); }
-    const last = s[s.length - 1];
-    if (!last || last.done !== done || now - last.t > 1000) s.push({ t: now, done });
-    while (s.length > 2 && now - s[0].t > this.windowMs) s.shift();
-    const first = s[0];
-    const cur = s[s.length - 1];
-    const dt = (cur.t - first.t) / 1000;
-    const rate = dt > 0.2 && cur.done > first.done ? (cur.done - first.done) / dt : null;
-    const eta = rate && total > done ? (total - done) / rate : null;
-    return { rate, eta };
   }
 }

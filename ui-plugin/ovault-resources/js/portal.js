@@ -1,4 +1,4 @@
-// The portal side: the plugin API object, configuration and the user's token.
+// The portal side: the plugin API object and the user's token.
 //
 // The host page lives in a hidden iframe of the Administration Portal; every
 // place, detail tab and dialog is another iframe of the same origin. Each of
@@ -10,12 +10,6 @@
 
 export const PLUGIN = 'ovault';
 
-const DEFAULTS = {
-  apiBaseUrl: '/ovault-api/',   // proxied same-origin by the engine's httpd (docs/ui-plugin.md)
-  pollIntervalMs: 1000,          // job polling when the websocket is not available
-  wsReconnectMaxMs: 30000,
-};
-
 export function pluginApi() {
   let w = window;
   for (let i = 0; i < 8 && w; i++) {
@@ -26,20 +20,6 @@ export function pluginApi() {
     w = w.parent;
   }
   return null;
-}
-
-// Config merged over defaults: the descriptor's `config`, then the engine's
-// /etc/ovirt-engine/ui-plugins/ovault-config.json override (merged by the portal).
-export function config(api = pluginApi()) {
-  let c = {};
-  try { c = (api && api.configObject()) || {}; } catch (e) { c = {}; }
-  return { ...DEFAULTS, ...c };
-}
-
-export function apiBaseUrl(cfg) {
-  let base = String(cfg.apiBaseUrl || DEFAULTS.apiBaseUrl);
-  if (!base.endsWith('/')) base += '/';
-  return new URL(base, window.location.href).href;
 }
 
 // The user's SSO token (oVirt 4.x `ssoToken()`): the orchestrator validates it
@@ -64,5 +44,5 @@ export function watchJob(job, label) {
 }
 
 export function toast(type, msg, api = pluginApi()) {
-  try { api && api.showToast(type, msg); } catch (e) { /* ignore */ }
+  try { if (api) api.showToast(type, msg); } catch (e) { /* ignore */ }
 }

@@ -3,6 +3,7 @@
 // modules, nothing to build.
 
 import { TERMINAL } from './live.js';
+import { t } from './messages.js';
 
 export function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
@@ -31,21 +32,21 @@ export function clear(el, ...children) { el.replaceChildren(); append(el, childr
 // --- formatters ----------------------------------------------------------------
 const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
 export function bytes(n) {
-  if (n === null || n === undefined || isNaN(n)) return '—';
+  if (n === null || n === undefined || isNaN(n)) return t('none');
   let i = 0; let v = Number(n);
   while (v >= 1024 && i < UNITS.length - 1) { v /= 1024; i++; }
   return `${v >= 100 || i === 0 ? Math.round(v) : v.toFixed(1)} ${UNITS[i]}`;
 }
-export function rate(bps) { return bps ? `${bytes(bps)}/s` : ''; }
+export function rate(bps) { return bps ? t('fmt.rate', { bytes: bytes(bps) }) : ''; }
 export function duration(s) {
   if (s === null || s === undefined || !isFinite(s)) return '';
   s = Math.max(0, Math.round(s));
-  if (s < 60) return `${s}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, '0')}s`;
-  return `${Math.floor(s / 3600)}h ${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+  if (s < 60) return t('fmt.seconds', { s });
+  if (s < 3600) return t('fmt.minutes', { m: Math.floor(s / 60), s: String(s % 60).padStart(2, '0') });
+  return t('fmt.hours', { h: Math.floor(s / 3600), m: String(Math.floor((s % 3600) / 60)).padStart(2, '0') });
 }
 export function when(iso) {
-  if (!iso) return '—';
+  if (!iso) return t('none');
   const d = new Date(iso);
   if (isNaN(d)) return iso;
   return d.toLocaleString(undefined, { year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
@@ -53,17 +54,17 @@ export function when(iso) {
 export function ago(iso) {
   if (!iso) return '';
   const s = (Date.now() - new Date(iso).getTime()) / 1000;
-  if (s < 60) return 'just now';
-  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
-  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
-  return `${Math.floor(s / 86400)} d ago`;
+  if (s < 60) return t('fmt.justNow');
+  if (s < 3600) return t('fmt.minAgo', { n: Math.floor(s / 60) });
+  if (s < 86400) return t('fmt.hAgo', { n: Math.floor(s / 3600) });
+  return t('fmt.dAgo', { n: Math.floor(s / 86400) });
 }
 export const short = (id) => (id ? String(id).slice(0, 8) : '');
 
 const STATE_LABEL = { queued: 'grey', running: 'blue', succeeded: 'green', failed: 'red', canceled: 'grey',
   deleted: 'grey', up: 'green', down: 'grey' };
 export function stateLabel(state, text) {
-  return h('span', { class: `ov-label ov-${STATE_LABEL[state] || 'gold'}`, 'data-state': state }, text || state || '—');
+  return h('span', { class: `ov-label ov-${STATE_LABEL[state] || 'gold'}`, 'data-state': state }, text || (state ? t(`state.${state}`, {}, state) : t('none')));
 }
 
 // --- progress ------------------------------------------------------------------
@@ -86,21 +87,22 @@ export function setProgress(el, { done = 0, total = 0, state = 'running', phase 
   const bar = el.querySelector('.ov-progress-bar');
   bar.setAttribute('aria-valuenow', String(pct));
   bar.querySelector('.ov-progress-fill').style.width = `${pct}%`;
-  const st = state === 'running' ? `${pct}%` : state;
+  const st = state === 'running' ? `${pct}%` : t(`state.${state}`, {}, state);
   el.querySelector('.ov-progress-status').textContent = st;
   const meta = [];
-  if (total) meta.push(`${bytes(done)} of ${bytes(total)}`);
+  if (total) meta.push(t('progress.of', { done: bytes(done), total: bytes(total) }));
   if (state === 'running') {
-    if (phase && phase !== 'running') meta.push(phase);
+    if (phase && phase !== 'running') meta.push(t(`state.${phase}`, {}, phase));
     if (r) meta.push(rate(r));
-    if (eta !== null && eta !== undefined) meta.push(`${duration(eta)} left`);
+    if (eta !== null && eta !== undefined) meta.push(t('progress.left', { duration: duration(eta) }));
   }
   const m = el.querySelector('.ov-progress-meta');
   m.textContent = error ? '' : meta.join(' · ');
   if (error) m.append(h('span', { class: 'ov-error' }, error));
 }
 
-// A job with a bar per VM and per disk. `ctx` = {rates, diskNames, onCancel}.
+// A job with a bar per VM and per disk. `ctx` = {diskNames, onCancel}. Rate and
+// ETA are the server's (`rate_bps`, `eta_seconds`); nothing is measured here.
 export function jobCard(job, ctx) {
   const card = h('div', { class: 'ov-job', 'data-job': job.id });
   renderJob(card, job, ctx);
@@ -116,34 +118,32 @@ export function renderJob(card, job, ctx = {}) {
   if (card.dataset.shape !== shape) {
     card.dataset.shape = shape;
     const names = (job.machines || []).map((m) => m.vm_name || short(m.vm_id)).join(', ');
-    const title = `${job.kind === 'restore' ? 'Restore' : 'Backup'} · ${names}`;
+    const title = t(job.kind === 'restore' ? 'job.restoreTitle' : 'job.backupTitle', { names });
     const cancel = ctx.onCancel && !TERMINAL.has(job.state) && !job.cancel_requested
-      ? h('button', { class: 'ov-btn ov-secondary ov-small', 'data-action': 'cancel', onclick: () => ctx.onCancel(job) }, 'Cancel')
+      ? h('button', { class: 'ov-btn ov-secondary ov-small', 'data-action': 'cancel', onclick: () => ctx.onCancel(job) }, t('action.cancel'))
       : null;
     clear(card,
       h('div', { class: 'ov-job-head' },
         h('span', { class: 'ov-job-title' }, title),
-        stateLabel(job.state, job.cancel_requested && !TERMINAL.has(job.state) ? 'canceling' : job.state),
-        h('span', { class: 'ov-muted', style: { fontSize: '12px' } }, `${when(job.created_at)} · ${job.created_by || ''} · job ${short(job.id)}`),
+        stateLabel(job.state, job.cancel_requested && !TERMINAL.has(job.state) ? t('state.canceling') : null),
+        h('span', { class: 'ov-muted', style: { fontSize: '12px' } }, t('job.meta', { when: when(job.created_at), by: job.created_by || '', id: short(job.id) })),
         h('span', { class: 'ov-spacer' }), cancel),
       (job.machines || []).map((m) => h('div', { class: 'ov-machine', 'data-machine': m.id },
         progressBar(`${job.id}/${m.id}`, m.vm_name || m.vm_id),
         h('div', { class: 'ov-disks' }, Object.keys(m.disks || {}).map((d) =>
-          progressBar(`${job.id}/${m.id}/${d}`, (ctx.diskNames && ctx.diskNames[d]) || (m.disks[d] && m.disks[d].alias) || `disk ${short(d)}`, { small: true }))))),
+          progressBar(`${job.id}/${m.id}/${d}`, (ctx.diskNames && ctx.diskNames[d]) || (m.disks[d] && m.disks[d].alias) || t('job.disk', { id: short(d) }), { small: true }))))),
       job.error ? h('div', { class: 'ov-error' }, job.error) : null);
   }
   for (const m of job.machines || []) {
     const el = card.querySelector(`[data-key="${CSS.escape(`${job.id}/${m.id}`)}"]`);
     const done = m.bytes_done || 0; const total = m.bytes_total || 0;
     const mstate = TERMINAL.has(m.state) ? m.state : (m.state === 'queued' ? 'queued' : 'running');
-    const rr = ctx.rates && mstate === 'running' ? ctx.rates.update(`${job.id}/${m.id}`, done, total) : {};
-    if (el) setProgress(el, { done, total, state: mstate, phase: m.state, rate: m.rate_bps ?? rr.rate, eta: m.eta_seconds ?? rr.eta, error: m.error });
+    if (el) setProgress(el, { done, total, state: mstate, phase: m.state, rate: m.rate_bps, eta: m.eta_seconds, error: m.error });
     for (const [d, p] of Object.entries(m.disks || {})) {
       const del = card.querySelector(`[data-key="${CSS.escape(`${job.id}/${m.id}/${d}`)}"]`);
       const dd = p.done || 0; const dt = p.total || 0;
       const dstate = mstate === 'running' && dt && dd >= dt ? 'succeeded' : mstate;
-      const dr = ctx.rates && dstate === 'running' ? ctx.rates.update(`${job.id}/${m.id}/${d}`, dd, dt) : {};
-      if (del) setProgress(del, { done: dd, total: dt, state: dstate, rate: p.rate_bps ?? dr.rate, eta: dr.eta });
+      if (del) setProgress(del, { done: dd, total: dt, state: dstate, rate: p.rate_bps, eta: p.eta_seconds });
     }
   }
 }
@@ -168,7 +168,7 @@ export function modal({ title, body, footer, small = false, onClose }) {
   const titleId = `ov-m-${Math.random().toString(36).slice(2)}`;
   const dlg = h('div', { class: `ov-modal${small ? ' ov-small' : ''}`, role: 'dialog', 'aria-modal': 'true', 'aria-labelledby': titleId },
     h('div', { class: 'ov-modal-head' }, h('h2', { id: titleId }, title),
-      h('button', { class: 'ov-close', 'aria-label': 'Close', onclick: close }, '×')),
+      h('button', { class: 'ov-close', 'aria-label': t('action.close'), onclick: close }, '×')),
     h('div', { class: 'ov-modal-body' }, body),
     footer ? h('div', { class: 'ov-modal-foot' }, footer) : null);
   const backdrop = h('div', { class: 'ov-backdrop' }, dlg);
@@ -189,17 +189,17 @@ export function modal({ title, body, footer, small = false, onClose }) {
 
 // Confirmation for destructive actions; resolves true only on the danger button.
 // With `typeName`, the user must type that name first.
-export function confirmDanger({ title, message, action = 'Delete', typeName = null }) {
+export function confirmDanger({ title, message, action = t('action.delete'), typeName = null }) {
   return new Promise((resolve) => {
     let ok = false;
-    const input = typeName ? h('input', { class: 'ov-input', 'aria-label': `Type ${typeName} to confirm`, autocomplete: 'off' }) : null;
+    const input = typeName ? h('input', { class: 'ov-input', 'aria-label': t('confirm.typeLabel', { name: typeName }), autocomplete: 'off' }) : null;
     const go = h('button', { class: 'ov-btn ov-danger', 'data-action': 'confirm', disabled: !!typeName,
       onclick: () => { ok = true; m.close(); } }, action);
     if (input) input.addEventListener('input', () => { go.disabled = input.value !== typeName; });
     const m = modal({
       title, small: true,
-      body: [alert('warning', message), typeName ? h('p', {}, 'Type ', h('strong', {}, typeName), ' to confirm:') : null, input],
-      footer: [go, h('button', { class: 'ov-btn ov-link', onclick: () => m.close() }, 'Cancel')],
+      body: [alert('warning', message), typeName ? h('p', {}, t('confirm.typePrompt', { name: typeName })) : null, input],
+      footer: [go, h('button', { class: 'ov-btn ov-link', onclick: () => m.close() }, t('action.cancel'))],
       onClose: () => resolve(ok),
     });
   });
@@ -207,6 +207,6 @@ export function confirmDanger({ title, message, action = 'Delete', typeName = nu
 
 export function errorText(e) {
   if (!e) return '';
-  if (e.status === 403) return `Not allowed: ${e.message}`;
+  if (e.status === 403) return t('error.notAllowed', { error: e.message });
   return e.message || String(e);
 }

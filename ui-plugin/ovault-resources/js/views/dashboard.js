@@ -3,6 +3,7 @@
 
 import { can } from '../api.js';
 import { TERMINAL } from '../live.js';
+import { t } from '../messages.js';
 import { h, clear, bytes, when, ago, stateLabel, jobCard, renderJob, emptyState, alert, errorText } from '../ui.js';
 
 export async function render(ctx) {
@@ -13,13 +14,13 @@ export async function render(ctx) {
   const recentBody = h('div', { class: 'ov-card-body ov-flush', 'data-region': 'recent' });
   const note = h('div');
   clear(ctx.root,
-    ctx.header('Backup dashboard', 'Protection of the virtual machines in this oVirt installation'),
+    ctx.header(t('dashboard.title'), t('dashboard.sub')),
     h('main', { class: 'ov-main' }, note, kpis,
       h('div', { class: 'ov-grid ov-grid-3-1' },
-        h('section', { class: 'ov-card', 'aria-label': 'Virtual machines' }, h('div', { class: 'ov-card-title' }, 'Virtual machines'), vmBody),
+        h('section', { class: 'ov-card', 'aria-label': t('dashboard.vms') }, h('div', { class: 'ov-card-title' }, t('dashboard.vms')), vmBody),
         h('div', { class: 'ov-grid', style: { alignContent: 'start' } },
-          h('section', { class: 'ov-card', 'aria-label': 'Running jobs' }, h('div', { class: 'ov-card-title' }, 'Running jobs'), runBody),
-          h('section', { class: 'ov-card', 'aria-label': 'Recent results' }, h('div', { class: 'ov-card-title' }, 'Recent results'), recentBody)))));
+          h('section', { class: 'ov-card', 'aria-label': t('dashboard.running') }, h('div', { class: 'ov-card-title' }, t('dashboard.running')), runBody),
+          h('section', { class: 'ov-card', 'aria-label': t('dashboard.recent') }, h('div', { class: 'ov-card-title' }, t('dashboard.recent')), recentBody)))));
 
   const data = { vms: [], jobs: new Map(), backups: [], targets: null };
   const cards = new Map();
@@ -51,50 +52,50 @@ export async function render(ctx) {
     const recent = jobs.filter((j) => TERMINAL.has(j.state) && new Date(j.finished_at || j.created_at).getTime() > dayAgo);
     const ok = recent.filter((j) => j.state === 'succeeded').length;
     const bad = recent.filter((j) => j.state === 'failed').length;
-    const t = (Array.isArray(data.targets) ? data.targets : []).map((x) => ({ ...x, ...(x.usage || {}) }));
-    const active = t.filter((x) => x.active !== false);
+    const targets = (Array.isArray(data.targets) ? data.targets : []).map((x) => ({ ...x, ...(x.usage || {}) }));
+    const active = targets.filter((x) => x.active !== false);
     const used = active.reduce((a, x) => a + (x.used_bytes ?? x.stored_bytes ?? 0), 0);
     const cap = active.reduce((a, x) => a + (x.capacity_bytes || 0), 0);
     const logical = data.backups.reduce((a, b) => a + (b.size_bytes || 0), 0);
     const stored = data.backups.reduce((a, b) => a + (b.new_bytes || 0), 0);
     let dedup = null; let dedupNote = '';
     const td = active.find((x) => x.dedup_ratio);
-    let dedupLabel = 'Deduplication';
-    if (td) { dedup = td.dedup_ratio; dedupNote = 'reported by the target'; }
+    let dedupLabel = t('kpi.dedup');
+    if (td) { dedup = td.dedup_ratio; dedupNote = t('kpi.dedupFromTarget'); }
     else if (stored > 0) {
       // Without target statistics: protected size over new bytes written, which
       // counts skipped zeroes as well as deduplicated chunks.
-      dedup = logical / stored; dedupLabel = 'Data reduction'; dedupNote = `${bytes(logical)} protected in ${bytes(stored)} stored`;
+      dedup = logical / stored; dedupLabel = t('kpi.reduction'); dedupNote = t('kpi.reductionNote', { logical: bytes(logical), stored: bytes(stored) });
     }
     clear(kpis,
-      kpi('Protected VMs', `${prot} / ${data.vms.length}`,
+      kpi(t('kpi.protected'), `${prot} / ${data.vms.length}`,
         h('div', {}, h('div', { class: 'ov-split', 'aria-hidden': 'true' },
           h('div', { class: 'ov-split-ok', style: { width: `${data.vms.length ? (prot / data.vms.length) * 100 : 0}%` } }),
           h('div', { class: 'ov-split-bad', style: { width: `${data.vms.length ? (unprot / data.vms.length) * 100 : 0}%` } }))),
         prot === data.vms.length && prot ? 'ov-ok' : '', 'protected'),
-      kpi('Unprotected VMs', String(unprot), unprot ? 'no successful backup yet' : 'every VM has a backup', unprot ? 'ov-warn' : 'ov-ok', 'unprotected'),
-      kpi('Running jobs', String(running), running ? 'live below' : 'nothing running', '', 'running'),
-      kpi('Last 24 hours', h('span', {}, h('span', { style: { color: 'var(--ov-green)' } }, String(ok)), ' / ', h('span', { style: { color: bad ? 'var(--ov-red)' : 'inherit' } }, String(bad))),
-        'succeeded / failed jobs', '', 'results'),
-      kpi('Target usage', cap ? `${Math.round((used / cap) * 100)}%` : (active.some((x) => x.usage || x.used_bytes !== undefined) ? bytes(used) : '—'),
-        cap ? `${bytes(used)} of ${bytes(cap)}` : (active.some((x) => x.usage) ? `stored on ${active.map((x) => x.name).join(', ')}` : 'target statistics not available'),
+      kpi(t('kpi.unprotected'), String(unprot), unprot ? t('kpi.unprotectedSome') : t('kpi.unprotectedNone'), unprot ? 'ov-warn' : 'ov-ok', 'unprotected'),
+      kpi(t('kpi.running'), String(running), running ? t('kpi.runningSome') : t('kpi.runningNone'), '', 'running'),
+      kpi(t('kpi.last24h'), h('span', {}, h('span', { style: { color: 'var(--ov-green)' } }, String(ok)), ' / ', h('span', { style: { color: bad ? 'var(--ov-red)' : 'inherit' } }, String(bad))),
+        t('kpi.last24hNote'), '', 'results'),
+      kpi(t('kpi.target'), cap ? `${Math.round((used / cap) * 100)}%` : (active.some((x) => x.usage || x.used_bytes !== undefined) ? bytes(used) : t('none')),
+        cap ? t('progress.of', { done: bytes(used), total: bytes(cap) }) : (active.some((x) => x.usage) ? t('kpi.storedOn', { names: active.map((x) => x.name).join(', ') }) : t('kpi.noTargetStats')),
         cap && used / cap > 0.9 ? 'ov-bad' : '', 'target'),
-      kpi(dedupLabel, dedup ? `${dedup.toFixed(1)}×` : '—', dedupNote || 'no backups yet', '', 'dedup'));
+      kpi(dedupLabel, dedup ? t('fmt.ratio', { x: dedup.toFixed(1) }) : t('none'), dedupNote || t('kpi.noBackups'), '', 'dedup'));
   }
 
   function renderVms() {
-    if (!data.vms.length) { clear(vmBody, emptyState('No virtual machines', 'The engine reports no VMs you may see.')); return; }
+    if (!data.vms.length) { clear(vmBody, emptyState(t('dashboard.noVms'), t('dashboard.noVmsDetail'))); return; }
     const operate = can.operate(ctx.role);
     clear(vmBody, h('table', { class: 'ov-table', 'data-table': 'vms' },
-      h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'Status'), h('th', {}, 'Protection'), h('th', {}, 'Last backup'),
-        operate ? h('th', {}, h('span', { class: 'ov-sr' }, 'Actions')) : null)),
+      h('thead', {}, h('tr', {}, h('th', {}, t('col.name')), h('th', {}, t('col.status')), h('th', {}, t('col.protection')), h('th', {}, t('col.lastBackup')),
+        operate ? h('th', {}, h('span', { class: 'ov-sr' }, t('col.actions'))) : null)),
       h('tbody', {}, data.vms.map((v) => h('tr', { 'data-vm': v.id },
         h('td', { class: 'ov-nowrap' }, h('strong', {}, v.name)),
         h('td', { class: 'ov-nowrap' }, h('span', { class: `ov-dot${v.status === 'up' ? ' ov-up' : ''}`, 'aria-hidden': 'true' }), ' ', v.status),
-        h('td', {}, v.protected ? stateLabel('succeeded', 'protected') : h('span', { class: 'ov-label ov-gold' }, 'unprotected')),
-        h('td', {}, v.last_backup ? [h('div', { class: 'ov-nowrap' }, when(v.last_backup.created_at)), h('div', { class: 'ov-muted', style: { fontSize: '12px' } }, `${v.last_backup.mode || ''} · ${ago(v.last_backup.created_at)}`)] : h('span', { class: 'ov-muted' }, 'never')),
+        h('td', {}, v.protected ? stateLabel('succeeded', t('vm.protected')) : h('span', { class: 'ov-label ov-gold' }, t('vm.unprotected'))),
+        h('td', {}, v.last_backup ? [h('div', { class: 'ov-nowrap' }, when(v.last_backup.created_at)), h('div', { class: 'ov-muted', style: { fontSize: '12px' } }, `${v.last_backup.mode || ''} · ${ago(v.last_backup.created_at)}`)] : h('span', { class: 'ov-muted' }, t('vm.never'))),
         operate ? h('td', { class: 'ov-actions' }, h('button', { class: 'ov-btn ov-secondary ov-small', 'data-action': 'backup',
-          'aria-label': `Back up ${v.name} now`, onclick: (e) => backup(v, e.currentTarget) }, 'Back up now')) : null)))));
+          'aria-label': t('vm.backUpLabel', { name: v.name }), onclick: (e) => backup(v, e.currentTarget) }, t('action.backUpNow'))) : null)))));
   }
 
   async function backup(vm, btn) {
@@ -104,29 +105,29 @@ export async function render(ctx) {
       ctx.watchJob(r.job, vm.name);
       ctx.live().watch(r.job.id);
       onJob(r.job);
-      ctx.toast('info', `Backup of ${vm.name} started`);
+      ctx.toast('info', t('toast.backupStarted', { names: vm.name }));
     } catch (e) {
-      ctx.toast('danger', `Backup of ${vm.name} could not start: ${errorText(e)}`);
+      ctx.toast('danger', t('toast.backupNotStarted', { names: vm.name, error: errorText(e) }));
     } finally { btn.disabled = false; }
   }
 
   function renderRunning() {
     const running = [...data.jobs.values()].filter((j) => !TERMINAL.has(j.state));
     for (const [id, el] of cards) if (!running.find((j) => j.id === id)) { el.remove(); cards.delete(id); }
-    if (!running.length) { clear(runBody, emptyState('No running jobs')); return; }
+    if (!running.length) { clear(runBody, emptyState(t('dashboard.noRunning'))); return; }
     runBody.querySelector('.ov-empty')?.remove();
     for (const j of running) {
       let el = cards.get(j.id);
-      if (!el) { el = jobCard(j, { rates: ctx.rates }); cards.set(j.id, el); runBody.prepend(el); } else renderJob(el, j, { rates: ctx.rates });
+      if (!el) { el = jobCard(j, {}); cards.set(j.id, el); runBody.prepend(el); } else renderJob(el, j, {});
     }
   }
 
   function renderRecent() {
     const done = [...data.jobs.values()].filter((j) => TERMINAL.has(j.state))
       .sort((a, b) => (b.finished_at || b.created_at || '').localeCompare(a.finished_at || a.created_at || '')).slice(0, 8);
-    if (!done.length) { clear(recentBody, emptyState('No finished jobs yet')); return; }
+    if (!done.length) { clear(recentBody, emptyState(t('dashboard.noFinished'))); return; }
     clear(recentBody, h('table', { class: 'ov-table' }, h('tbody', {}, done.map((j) => h('tr', { 'data-job': j.id },
-      h('td', {}, j.kind === 'restore' ? 'Restore' : 'Backup'),
+      h('td', {}, t(`kind.${j.kind}`)),
       h('td', {}, (j.machines || []).map((m) => m.vm_name).join(', ')),
       h('td', {}, stateLabel(j.state)),
       h('td', { class: 'ov-muted', style: { fontSize: '12px' } }, ago(j.finished_at || j.created_at)))))));
@@ -148,7 +149,7 @@ export async function render(ctx) {
   try {
     await load();
   } catch (e) {
-    clear(note, alert('danger', 'Could not load the dashboard', errorText(e)));
+    clear(note, alert('danger', t('dashboard.loadFailed'), errorText(e)));
     return;
   }
   renderKpis(); renderVms(); renderRunning(); renderRecent();

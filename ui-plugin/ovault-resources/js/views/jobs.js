@@ -2,6 +2,7 @@
 
 import { can } from '../api.js';
 import { TERMINAL } from '../live.js';
+import { t } from '../messages.js';
 import { h, clear, jobCard, renderJob, emptyState, confirmDanger, errorText } from '../ui.js';
 
 export function jobList(ctx, { kind = null, container }) {
@@ -9,7 +10,6 @@ export function jobList(ctx, { kind = null, container }) {
   const jobs = new Map();
   const filter = { state: '' };
   const opts = {
-    rates: ctx.rates,
     diskNames: {},
     onCancel: can.operate(ctx.role) ? (job) => cancel(ctx, job) : null,
   };
@@ -24,7 +24,7 @@ export function jobList(ctx, { kind = null, container }) {
   function redraw() {
     const list = sorted();
     for (const [id, el] of cards) if (!list.find((j) => j.id === id)) { el.remove(); cards.delete(id); }
-    if (!list.length) { clear(container, emptyState(kind === 'restore' ? 'No restores yet' : 'No jobs', filter.state ? 'Nothing matches this filter.' : 'Jobs appear here as soon as they are queued.')); return; }
+    if (!list.length) { clear(container, emptyState(kind === 'restore' ? t('jobs.noRestores') : t('jobs.none'), filter.state ? t('jobs.noMatch') : t('jobs.noneDetail'))); return; }
     container.querySelector('.ov-empty')?.remove();
     let prev = null;
     for (const j of list) {
@@ -57,26 +57,26 @@ export function jobList(ctx, { kind = null, container }) {
 
 async function cancel(ctx, job) {
   const names = (job.machines || []).map((m) => m.vm_name).join(', ');
-  const ok = await confirmDanger({ title: 'Cancel job?', action: 'Cancel job',
-    message: `The ${job.kind} of ${names} stops; finished VMs keep their result and the engine is cleaned up.` });
+  const ok = await confirmDanger({ title: t('jobs.cancelTitle'), action: t('jobs.cancelAction'),
+    message: t('jobs.cancelMessage', { kind: t(`kind.${job.kind}.lower`), names }) });
   if (!ok) return;
   try {
     await ctx.client.post(`api/v1/jobs/${job.id}/cancel`, {});
-    ctx.toast('info', `Cancel requested for the ${job.kind} of ${names}`);
-  } catch (e) { ctx.toast('danger', `Could not cancel: ${errorText(e)}`); }
+    ctx.toast('info', t('toast.cancelRequested', { kind: t(`kind.${job.kind}.lower`), names }));
+  } catch (e) { ctx.toast('danger', t('toast.cancelFailed', { error: errorText(e) })); }
 }
 
 export async function render(ctx) {
   ctx._wantsLive = true;
   const list = h('div', { 'data-region': 'jobs' });
-  const stSel = h('select', { class: 'ov-select', 'aria-label': 'Job state' },
-    [['', 'All jobs'], ['active', 'Queued or running'], ['succeeded', 'Succeeded'], ['failed', 'Failed'], ['canceled', 'Canceled']]
-      .map(([v, t]) => h('option', { value: v }, t)));
+  const stSel = h('select', { class: 'ov-select', 'aria-label': t('jobs.stateFilter') },
+    [['', 'jobs.filterAll'], ['active', 'jobs.filterActive'], ['succeeded', 'jobs.filterSucceeded'], ['failed', 'jobs.filterFailed'], ['canceled', 'jobs.filterCanceled']]
+      .map(([v, key]) => h('option', { value: v }, t(key))));
   clear(ctx.root,
-    ctx.header('Jobs', 'Backups and restores, live'),
+    ctx.header(t('place.jobs'), t('jobs.sub')),
     h('main', { class: 'ov-main' },
       h('div', { class: 'ov-toolbar' }, stSel),
-      h('section', { class: 'ov-card', 'aria-label': 'Jobs' }, list)));
+      h('section', { class: 'ov-card', 'aria-label': t('place.jobs') }, list)));
   const jl = jobList(ctx, { container: list });
   stSel.addEventListener('change', () => jl.setFilter(stSel.value));
   await jl.load();

@@ -2,6 +2,7 @@
 
 import { can } from '../api.js';
 import { TERMINAL } from '../live.js';
+import { t } from '../messages.js';
 import { h, clear, alert, emptyState, jobCard, renderJob, errorText } from '../ui.js';
 import { backupTable } from './common.js';
 import { openWizard } from './wizard.js';
@@ -10,7 +11,7 @@ export async function render(ctx) {
   const vmId = ctx.params.get('vm');
   const vmName = ctx.params.get('name') || vmId;
   if (!vmId) {
-    clear(ctx.root, h('main', { class: 'ov-main' }, emptyState('Select a virtual machine', 'Its backups show here.')));
+    clear(ctx.root, h('main', { class: 'ov-main' }, emptyState(t('vm.select'), t('vm.selectDetail'))));
     return;
   }
   ctx._wantsLive = true;
@@ -19,17 +20,17 @@ export async function render(ctx) {
   const table = h('div', { class: 'ov-table-wrap' });
   const note = h('div');
   const actions = operate ? [
-    h('button', { class: 'ov-btn', 'data-action': 'backup', onclick: (e) => backup(e.currentTarget) }, 'Back up now'),
-    h('button', { class: 'ov-btn ov-secondary', 'data-action': 'restore', onclick: () => openWizard(ctx, { vm: { id: vmId, name: vmName }, onStarted: track }) }, 'Restore…'),
+    h('button', { class: 'ov-btn', 'data-action': 'backup', onclick: (e) => backup(e.currentTarget) }, t('action.backUpNow')),
+    h('button', { class: 'ov-btn ov-secondary', 'data-action': 'restore', onclick: () => openWizard(ctx, { vm: { id: vmId, name: vmName }, onStarted: track }) }, t('action.restoreEllipsis')),
   ] : [];
-  clear(ctx.root, ctx.header(`Backups of ${vmName}`, null, actions),
+  clear(ctx.root, ctx.header(t('vm.title', { name: vmName }), null, actions),
     h('main', { class: 'ov-main' }, note, running, table));
 
   const cards = new Map();
   const diskNames = {};
   function track(job) {
     let el = cards.get(job.id);
-    if (!el) { el = jobCard(job, { rates: ctx.rates, diskNames }); cards.set(job.id, el); running.prepend(h('section', { class: 'ov-card', style: { marginBottom: '12px' } }, el)); } else renderJob(el, job, { rates: ctx.rates, diskNames });
+    if (!el) { el = jobCard(job, { diskNames }); cards.set(job.id, el); running.prepend(h('section', { class: 'ov-card', style: { marginBottom: '12px' } }, el)); } else renderJob(el, job, { diskNames });
     ctx.live().watch(job.id);
   }
   async function backup(btn) {
@@ -37,15 +38,15 @@ export async function render(ctx) {
     try {
       const r = await ctx.client.post('api/v1/backups', { vm_ids: [vmId], mode: 'auto' });
       ctx.watchJob(r.job, vmName); track(r.job);
-      ctx.toast('info', `Backup of ${vmName} started`);
-    } catch (e) { ctx.toast('danger', `Backup of ${vmName} could not start: ${errorText(e)}`); } finally { btn.disabled = false; }
+      ctx.toast('info', t('toast.backupStarted', { names: vmName }));
+    } catch (e) { ctx.toast('danger', t('toast.backupNotStarted', { names: vmName, error: errorText(e) })); } finally { btn.disabled = false; }
   }
   async function load() {
     try {
       const r = await ctx.client.get(`api/v1/backups?vm_id=${encodeURIComponent(vmId)}&limit=100`);
       for (const b of r.items || []) for (const d of b.disks || []) if (d.alias) diskNames[d.disk_id] = d.alias;
       clear(table, backupTable(ctx, (r.items || []).filter((b) => b.status !== 'deleted'), { showVm: false, onChange: load }));
-    } catch (e) { clear(note, alert('danger', 'Could not load backups', errorText(e))); }
+    } catch (e) { clear(note, alert('danger', t('backups.loadFailed'), errorText(e))); }
   }
   ctx.live().onJob((j) => {
     if (!(j.machines || []).some((m) => m.vm_id === vmId)) return;
