@@ -42,6 +42,8 @@ from pathlib import Path
 
 import asyncpg
 
+from imageio_ext.retry import retrying
+
 from .errors import EmbeddedPostgresError
 
 __all__ = ["EmbeddedPostgres", "find_bindir"]
@@ -53,6 +55,10 @@ PORT = 5432
 _SUN_PATH_MAX = 107
 _SOCKET_NAME = f".s.PGSQL.{PORT}"
 _START_ATTEMPTS = 20
+
+
+class _StartFailed(Exception):
+    """One `pg_ctl start` that did not work (its output is the message)."""
 
 
 def find_bindir() -> Path:
@@ -293,24 +299,30 @@ class EmbeddedPostgres:
         return " ".join(shlex.quote(o) for o in opts)
 
     async def _pg_ctl_start(self) -> None:
-        delay = 0.1
-        out = ""
-        for _ in range(_START_ATTEMPTS):
-            rc, out = await self._run(
-                str(self.bindir / "pg_ctl"), "start", "-D", str(self.data_dir), "-w",
-                "-t", str(int(self.start_timeout)), "-l", str(self.log_file),
-                "-o", self._server_options())
-            if rc == 0:
-                return
-            # Backends of a SIGKILLed postmaster may still hold its shared memory
-            # ("pre-existing shared memory block is still in use") for a moment.
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+        # Backends of a SIGKILLed postmaster may still hold its shared memory
+        # ("pre-existing shared memory block is still in use") for a moment:
+        # try again, and before each new try see whether a server came up.
+        first = True
+        try:
+            async for attempt in retrying(what="pg_ctl start", attempts=_START_ATTEMPTS, retry_on=_StartFailed,
+                                          first=0.1, cap=1.0, jitter=False, level="info",
+                                          data_dir=str(self.data_dir)):
+                with attempt:
+                    if not first:
+                        if await self._running():
+                            return
+                        self._remove_foreign_pidfile()
+                    first = False
+                    rc, out = await self._run(
+                        str(self.bindir / "pg_ctl"), "start", "-D", str(self.data_dir), "-w",
+                        "-t", str(int(self.start_timeout)), "-l", str(self.log_file),
+                        "-o", self._server_options())
+                    if rc != 0:
+                        raise _StartFailed(out.strip())
+        except _StartFailed as e:
             if await self._running():
                 return
-            self._remove_foreign_pidfile()
-        raise EmbeddedPostgresError(
-            f"pg_ctl start failed: {out.strip()}; log tail: {self._log_tail()}")
+            raise EmbeddedPostgresError(f"pg_ctl start failed: {e}; log tail: {self._log_tail()}") from None
 
     def _log_tail(self, lines: int = 10) -> str:
         try:

@@ -24,6 +24,8 @@ from typing import Callable
 
 import structlog
 
+from imageio_ext.retry import retrying
+
 from .embedded import EmbeddedPostgres
 
 __all__ = ["PostgresSupervisor"]
@@ -61,27 +63,20 @@ class PostgresSupervisor:
         self.down_since = time.monotonic()
         log.error("embedded PostgreSQL is not running; restarting it", pid=dead_pid,
                   data_dir=str(self.pg.data_dir))
-        delay = self.backoff_min
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
+        tries = 0
+        async for attempt in retrying(what="embedded PostgreSQL restart", attempts=None,
+                                      first=self.backoff_min, cap=self.backoff_max, jitter=False,
+                                      logger=log, level="error", data_dir=str(self.pg.data_dir)):
+            with attempt:
+                tries += 1
                 await self.pg.start()
-                if self.alive():
-                    break
-                raise RuntimeError("the server exited right after starting")
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.error("embedded PostgreSQL restart failed", attempt=attempt, error=str(e),
-                          retry_in=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.backoff_max)
+                if not self.alive():
+                    raise RuntimeError("the server exited right after starting")
         down = time.monotonic() - self.down_since
         self.down_since = None
         self.restarts += 1
         log.warning("embedded PostgreSQL restarted", old_pid=dead_pid, pid=self.pg.pid,
-                    attempts=attempt, down_seconds=round(down, 1), restarts=self.restarts)
+                    attempts=tries, down_seconds=round(down, 1), restarts=self.restarts)
         if self.on_restart is not None:
             try:
                 self.on_restart()

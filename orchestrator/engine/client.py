@@ -20,6 +20,8 @@ import ovirtsdk4 as sdk
 import ovirtsdk4.types as types
 import structlog
 
+from imageio_ext.retry import retrying
+
 from ..config import Engine as EngineConfig
 from ..errors import EngineError, EngineUnavailable, NotFound
 
@@ -89,48 +91,49 @@ class EngineClient:
     async def call(self, what: str, fn: Callable[[sdk.Connection], Any], *,
                    correlation_id: str | None = None, retry_conflict: bool = False,
                    not_found: tuple[str, str] | None = None, retries: int | None = None):
-        """Run `fn(connection)` in the pool; map SDK errors to ours."""
+        """Run `fn(connection)` in the pool; map SDK errors to ours. Transient
+        failures (connection, timeout, 5xx; a 409 when `retry_conflict`) are
+        tried again with backoff, `engine.retries` times."""
         attempts = (self.cfg.retries if retries is None else retries) + 1
-        for attempt in range(1, attempts + 1):
-            t0 = time.monotonic()
-            kind = None
-            try:
-                return await self._run(lambda: fn(self._conn()))
-            except sdk.NotFoundError as e:
-                kind = "not_found"
-                if not_found:
-                    raise NotFound(*not_found) from e
-                raise EngineError(describe(e), http_status=404) from e
-            except sdk.AuthError as e:
-                kind = "auth"
-                # The SDK logs in again once by itself; a second failure is real.
-                raise EngineError(f"authentication failed: {describe(e)}", http_status=401) from e
-            except (sdk.ConnectionError, sdk.TimeoutError) as e:
-                kind = "unavailable"
-                err = EngineUnavailable(describe(e))
-                err.__cause__ = e
-            except sdk.Error as e:
-                code = getattr(e, "code", None)
-                kind = f"http_{code}" if code else "error"
-                if code in TRANSIENT_CODES:
-                    err = EngineUnavailable(f"{describe(e)} (HTTP {code})")
-                elif code == 409 and retry_conflict:
-                    err = EngineError(describe(e), http_status=409)
-                else:
-                    raise EngineError(describe(e), http_status=code) from e
-                err.__cause__ = e
-            finally:
-                dt = time.monotonic() - t0
-                log.debug("engine call", op=what, seconds=round(dt, 3), attempt=attempt,
-                          correlation_id=correlation_id, error=kind)
-                if self.observer:
-                    self.observer(what, dt, kind)
-            if attempt == attempts:
-                raise err
-            delay = min(8.0, 0.25 * 2 ** (attempt - 1)) * (0.5 + random.random())
-            log.warning("engine call failed, retrying", op=what, error=str(err),
-                        attempt=attempt, delay=round(delay, 2), correlation_id=correlation_id)
-            await asyncio.sleep(delay)
+
+        def transient(e: BaseException) -> bool:
+            return isinstance(e, EngineUnavailable) or (
+                retry_conflict and isinstance(e, EngineError) and e.http_status == 409)
+
+        async for attempt in retrying(what=f"engine call {what}", attempts=attempts, retry_if=transient,
+                                      first=0.25, cap=8.0, logger=log, op=what, correlation_id=correlation_id):
+            with attempt:
+                return await self._once(what, fn, attempt.retry_state.attempt_number, correlation_id, not_found)
+
+    async def _once(self, what, fn, attempt: int, correlation_id, not_found):
+        t0 = time.monotonic()
+        kind = None
+        try:
+            return await self._run(lambda: fn(self._conn()))
+        except sdk.NotFoundError as e:
+            kind = "not_found"
+            if not_found:
+                raise NotFound(*not_found) from e
+            raise EngineError(describe(e), http_status=404) from e
+        except sdk.AuthError as e:
+            kind = "auth"
+            # The SDK logs in again once by itself; a second failure is real.
+            raise EngineError(f"authentication failed: {describe(e)}", http_status=401) from e
+        except (sdk.ConnectionError, sdk.TimeoutError) as e:
+            kind = "unavailable"
+            raise EngineUnavailable(describe(e)) from e
+        except sdk.Error as e:
+            code = getattr(e, "code", None)
+            kind = f"http_{code}" if code else "error"
+            if code in TRANSIENT_CODES:
+                raise EngineUnavailable(f"{describe(e)} (HTTP {code})") from e
+            raise EngineError(describe(e), http_status=code) from e
+        finally:
+            dt = time.monotonic() - t0
+            log.debug("engine call", op=what, seconds=round(dt, 3), attempt=attempt,
+                      correlation_id=correlation_id, error=kind)
+            if self.observer:
+                self.observer(what, dt, kind)
 
     # --- inventory -----------------------------------------------------------------
     async def list_vms(self, search: str | None = None) -> list[types.Vm]:
