@@ -26,6 +26,8 @@ import structlog
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, generate_latest)
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
 
+from .policies.metrics import PolicyCollector
+
 log = structlog.get_logger("ovault.metrics")
 
 DURATION_BUCKETS = (10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400)
@@ -93,6 +95,8 @@ class Metrics:
         self.stats_errors = Counter("ovault_target_stats_errors_total", "Failed target statistics walks",
                                     registry=r)
         r.register(_CatalogCollector(self))
+        self.policies = PolicyCollector()  # orchestrator/policies/metrics.py
+        r.register(self.policies)
         self.stats_cache_seconds = stats_cache_seconds
         self._jobs: dict = {}
         self._durations: dict = {}
@@ -128,6 +132,7 @@ class Metrics:
     async def refresh(self, catalog, store) -> None:
         """Read the catalog's numbers; start a target walk when the last one is stale."""
         self._jobs = await catalog.jobs.count_by_state()
+        await self.policies.refresh(catalog)
         self._durations = {
             key: ([(str(float(b)), n) for b, n in zip(DURATION_BUCKETS, counts)] + [("+Inf", total_n)],
                   total_s, total_n)

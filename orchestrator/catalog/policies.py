@@ -363,3 +363,23 @@ class PolicyRepository(Repository):
             "ON p.id = j.policy_id WHERE j.created_at >= $1 GROUP BY p.name, j.state "
             "ORDER BY p.name, j.state", since)
         return [dict(r) for r in rows]
+
+    @wrap_errors
+    async def metrics_snapshot(self) -> tuple[list[tuple[str, str | None, str, datetime | None]],
+                                              dict[str, int], dict[tuple[str, str], int]]:
+        """What /metrics shows of policies: per member VM (vm_id, vm name, policy,
+        newest success), VMs per protection status, ended policy jobs per state."""
+        rows = await self._db.fetch(
+            "SELECT vp.vm_id, p.name AS policy, b.vm_name, b.created_at FROM vm_protection vp "
+            "JOIN policies p ON p.id = vp.policy_id "
+            "LEFT JOIN LATERAL (SELECT vm_name, created_at FROM backups x WHERE x.vm_id = vp.vm_id "
+            "  AND x.status = 'succeeded' ORDER BY created_at DESC LIMIT 1) b ON true "
+            "ORDER BY vp.vm_id")
+        last = [(r["vm_id"], r["vm_name"], r["policy"], r["created_at"]) for r in rows]
+        status = {r["status"]: r["n"] for r in await self._db.fetch(
+            "SELECT status, count(*) AS n FROM vm_protection GROUP BY status")}
+        runs = {(r["name"], r["state"]): r["n"] for r in await self._db.fetch(
+            "SELECT p.name, j.state, count(*) AS n FROM jobs j JOIN policies p "
+            "ON p.id = j.policy_id WHERE j.state IN ('succeeded', 'failed', 'canceled') "
+            "GROUP BY p.name, j.state")}
+        return last, status, runs

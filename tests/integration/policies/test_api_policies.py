@@ -112,3 +112,26 @@ async def test_preview_protect_prune_and_delete(papi):
     # unprotect, then it can go
     await papi.call("PATCH", f"/api/v1/backups/{bs[0].id}", operator, json={"protected": False})
     assert (await papi.call("DELETE", f"/api/v1/backups/{bs[0].id}", operator))[0] == 200
+
+
+async def test_policy_metrics(papi):
+    vm = papi.engine.add_vm("app-9")
+    at = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    await _backup(papi.catalog, vm, at)
+    st, p = await papi.call("POST", "/api/v1/policies", json={
+        "name": "gold", "schedule": "0 * * * *", "vm_ids": [vm]})
+    await papi.catalog.policies.record_protection(vm, "at_risk", __import__("uuid").UUID(p["id"]))
+    job = await papi.catalog.jobs.create("backup", [__import__(
+        "orchestrator.catalog", fromlist=["NewMachine"]).NewMachine(vm_id=vm)])
+    await papi.catalog.policies.tag_job(job.id, __import__("uuid").UUID(p["id"]))
+    await papi.catalog.db.execute("UPDATE machines SET state = 'failed', finished_at = now()")
+    await papi.catalog.db.execute("UPDATE jobs SET state = 'failed', finished_at = now()")
+    async with papi.client.get("/metrics", headers={
+            "Authorization": f"Bearer {await papi.token('viewer')}"}) as r:
+        text = await r.text()
+    lines = [x for x in text.splitlines() if x.startswith("ovault_vm_last_success_timestamp")]
+    assert lines == [f'ovault_vm_last_success_timestamp_seconds{{policy="gold",vm="x",'
+                     f'vm_id="{vm}"}} 1.893553445e+09'], lines
+    assert 'ovault_vm_protection{status="at_risk"} 1.0' in text
+    assert 'ovault_vm_protection{status="protected"} 0.0' in text
+    assert 'ovault_policy_runs_total{policy="gold",result="failed"} 1.0' in text
