@@ -3,10 +3,10 @@
 object and these routes stay next to their handlers."""
 from __future__ import annotations
 
+from .openapi_parts import INT, LIMIT, NO_CONTENT, NSTR, STR, TIME, UUID, _json, nullable, obj, op, path, q, ref
+
 
 def extend(schemas: dict, paths: dict) -> None:
-    from .openapi import (INT, LIMIT, NO_CONTENT, NSTR, STR, TIME, UUID, _json, nullable, obj, op,
-                          path, q, ref)
     keep = {"type": "integer", "minimum": 0, "maximum": 1_000_000}
     cron = {"type": "string", "minLength": 9, "maxLength": 200,
             "description": "5-field cron: minute hour day-of-month month day-of-week"}
