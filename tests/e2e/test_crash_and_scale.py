@@ -120,6 +120,83 @@ def test_restore_survives_sigkill(orch, sandbox, conn, no_leftovers, state):
     assert strays == []
 
 
+def test_backup_killed_while_a_machine_is_queued(sandbox, state_root, conn, no_leftovers):
+    """One VM of a job at a time (`limits.per_job=1`): the second machine is
+    still `queued` when the orchestrator dies; after the restart both finish."""
+    o = Orchestrator(sandbox.dir, state_root / "crash-queued", env={"OVAULT_LIMITS_PER_JOB": "1"}).start()
+    try:
+        vms = [sandbox.vm(n)["id"] for n in ("db-primary", "web-frontend")]
+        job = o.backup(vms)
+        sandbox.fault(kind="engine", **HOLD["transfer"])
+        try:
+            def one_busy_one_queued():
+                states = sorted(m["state"] for m in o.job(job["id"])["machines"])
+                return states == ["queued", "transfer"]
+            wait(one_busy_one_queued, timeout=60, what="one machine in transfer, one queued")
+            o.kill()
+        finally:
+            sandbox.clear_faults()
+        o.start()
+        j = o.wait_job(job["id"], timeout=240)
+        assert j["state"] == "succeeded", j
+        assert [m["state"] for m in j["machines"]] == ["succeeded", "succeeded"]
+        for m in j["machines"]:
+            assert o.api("GET", f"/api/v1/backups/{m['backup_id']}", expect=200)["status"] == "succeeded"
+    finally:
+        o.stop()
+
+
+CLEANUP_HOLD = {  # what cleanup waits on: removing the snapshot, removing the new VM
+    "backup": dict(method="DELETE", path=r"^/vms/[^/]+/snapshots/[^/]+$", delay=3.0, count=1),
+    "restore": dict(method="DELETE", path=r"^/vms/[^/]+$", delay=3.0, count=1),
+}
+
+
+def kill_in_cleanup(orch, sandbox, job, kind):
+    """Cancel the job mid-transfer, then kill the orchestrator while the
+    machine cleans up; the restarted one finishes the cleanup."""
+    sandbox.fault(kind="engine", **HOLD["transfer"])
+    try:
+        wait(lambda: orch.job(job["id"])["machines"][0]["state"] == "transfer", timeout=60,
+             what="machine in transfer")
+        sandbox.fault(kind="engine", **CLEANUP_HOLD[kind])
+        orch.api("POST", f"/api/v1/jobs/{job['id']}/cancel", expect=202)
+        wait(lambda: orch.job(job["id"])["machines"][0]["state"] == "cleanup", timeout=60,
+             what="machine in cleanup")
+        orch.kill()
+    finally:
+        sandbox.clear_faults()
+    orch.start()
+    return orch.wait_job(job["id"], timeout=240)
+
+
+def test_backup_killed_in_cleanup_finishes_it(orch, sandbox, conn, no_leftovers):
+    vm = sandbox.vm("legacy-erp")
+    start = last_event_index(conn)
+    j = kill_in_cleanup(orch, sandbox, orch.backup([vm["id"]]), "backup")
+    m = j["machines"][0]
+    assert (j["state"], m["state"]) == ("canceled", "canceled"), j
+    b = orch.api("GET", f"/api/v1/backups/{m['backup_id']}", expect=200)
+    assert b["status"] == "failed"  # recorded from `metadata` on, never published
+    assert len(events_since(conn, start, vm["id"], 45)) == 1  # one snapshot, removed:
+    snaps = conn.system_service().vms_service().vm_service(vm["id"]).snapshots_service().list()
+    assert [s.snapshot_type for s in snaps] == [types.SnapshotType.ACTIVE]
+
+
+def test_restore_killed_in_cleanup_finishes_it(orch, sandbox, conn, no_leftovers):
+    vm = sandbox.vm("web-frontend")
+    b = orch.wait_job(orch.backup([vm["id"]])["id"])
+    assert b["state"] == "succeeded", b
+    backup_id = b["machines"][0]["backup_id"]
+    job = orch.restore(backup_id, kind="new", name="crash-cleanup")
+    j = kill_in_cleanup(orch, sandbox, job, "restore")
+    assert (j["state"], j["machines"][0]["state"]) == ("canceled", "canceled"), j
+    assert conn.system_service().vms_service().list(search="name=crash-cleanup") == []
+    strays = [d for d in conn.system_service().disks_service().list()
+              if d.description and backup_id in d.description]
+    assert strays == []
+
+
 @pytest.fixture(scope="module")
 def big_sandbox(state_root):
     """A second lab with ten small VMs (no NFS: the session sandbox has the only one)."""
