@@ -31,7 +31,7 @@ def _serve(args) -> int:
     from aiohttp import web
 
     from .mover import ConfigError, MoverConfig, create_app
-    from .mover.app import VERSION
+    from .version import version
 
     overrides = {"host": args.host, "port": args.port, "imageio_socket": args.imageio_socket,
                  "token_file": args.token_file, "tls_cert": args.tls_cert, "tls_key": args.tls_key,
@@ -47,7 +47,7 @@ def _serve(args) -> int:
     _logging(cfg.log_format)
     import structlog
 
-    structlog.get_logger("ovault.mover").info("mover.start", version=VERSION, pid=os.getpid(),
+    structlog.get_logger("ovault.mover").info("mover.start", version=version(), pid=os.getpid(),
                                               hostname=socket.gethostname(), host=cfg.host, port=cfg.port,
                                               tls=bool(cfg.tls_cert), imageio_socket=cfg.imageio_socket)
     sslctx = None

@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import ssl
-import subprocess
 from pathlib import Path
 
 import aiohttp
@@ -20,6 +19,7 @@ import structlog
 from aiohttp import web
 
 from imageio_ext.store import Store, StoreNotInitialized
+from imageio_ext.version import version
 
 from . import catalog as cat
 from .api import (auth, backups, cors, health, inventory, jobs, observe, openapi, problem, targets,
@@ -38,10 +38,10 @@ from .keys import (CATALOG, CONFIG, DELIVERY, DSN, ENGINE, HUB, METRICS, POLICIE
                    TARGET_ID)
 from .live import Hub
 from .metrics import Metrics
+from .tls import tls_context
 from .webhooks import DeliveryWorker
 
 log = structlog.get_logger("ovault.service")
-VERSION = "0.1.0"
 
 
 def state_path(cfg: Config, *parts) -> Path:
@@ -227,37 +227,17 @@ ROUTE_MODULES = (health, observe, openapi, tokens, vms, inventory, backups, jobs
                  policies)
 
 
-def tls_context(cfg: Config) -> ssl.SSLContext | None:
-    if cfg.listen.tls == "off":
-        return None
-    cert, key = cfg.listen.cert_file, cfg.listen.key_file
-    if cfg.listen.tls == "auto" and not (cert and key):
-        cert, key = str(state_path(cfg, "tls", "cert.pem")), str(state_path(cfg, "tls", "key.pem"))
-        if not Path(cert).exists():
-            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "825",
-                            "-subj", "/O=ovault/CN=localhost", "-addext",
-                            f"subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:{os.uname().nodename}",
-                            "-keyout", key, "-out", cert], check=True, capture_output=True)
-            os.chmod(key, 0o600)
-        fp = subprocess.run(["openssl", "x509", "-in", cert, "-noout", "-fingerprint", "-sha256"],
-                            capture_output=True, text=True).stdout.strip()
-        log.info("self-signed TLS certificate", cert=cert, fingerprint=fp)
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(cert, key)
-    return ctx
-
-
 async def serve(cfg: Config, *, stop: asyncio.Event | None = None) -> None:
     """Run until `stop` is set (or forever)."""
     from .logs import startup_banner
-    startup_banner("ovault-orchestrator", VERSION)
+    startup_banner("ovault-orchestrator", version())
     app = create_app(cfg)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     ctx = tls_context(cfg)
     site = web.TCPSite(runner, cfg.listen.host, cfg.listen.port, ssl_context=ctx)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1] if site._server else cfg.listen.port
+    port = runner.addresses[0][1] if runner.addresses else cfg.listen.port
     scheme = "https" if ctx else "http"
     host = "127.0.0.1" if cfg.listen.host in ("0.0.0.0", "::") else cfg.listen.host
     client = {"url": f"{scheme}://{host}:{port}",

@@ -29,11 +29,11 @@ from aiohttp import web
 from ..copy import CopySpec, InvalidRequest
 from ..errors import OvaultError
 from ..store.ids import is_uuid
+from ..version import version
 from .config import MoverConfig
 from .jobs import FINAL, JobConflict, JobManager
 
 log = structlog.get_logger("ovault.mover")
-VERSION = "0.1.0"
 
 CONFIG = web.AppKey("config", MoverConfig)
 JOBS = web.AppKey("jobs", JobManager)
@@ -150,7 +150,7 @@ async def health(request: web.Request) -> web.Response:
     counts = request.app[JOBS].counts()
     return web.json_response({
         "status": "ok",
-        "version": VERSION,
+        "version": version(),
         "host": socket.gethostname(),
         "copies_running": counts["running"],
         "copies_queued": counts["queued"],

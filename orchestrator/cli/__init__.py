@@ -22,9 +22,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-from importlib import metadata
 import sys
 from pathlib import Path
+
+from imageio_ext.version import version
 
 from .. import logs
 from .common import CliError
@@ -50,14 +51,6 @@ def _dev_commands():
             return None
         sys.path.append(root)
     return None
-
-
-def version() -> str:
-    """The installed distribution's version (package metadata, the one source)."""
-    try:
-        return metadata.version("ovault")
-    except metadata.PackageNotFoundError:
-        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
