@@ -41,10 +41,15 @@ async def test_cancel_waits_for_a_request_already_on_its_way():
 
 async def test_cancel_drops_a_request_not_yet_started():
     client = EngineClient(Engine(workers=1))
-    gate, ran = threading.Event(), []
-    blocker = asyncio.create_task(client._run(lambda: gate.wait(5)))
+    gate, busy, ran = threading.Event(), threading.Event(), []
+
+    def block():
+        busy.set()
+        return gate.wait(5)
+    blocker = asyncio.create_task(client._run(block))
+    await asyncio.to_thread(busy.wait, 5)  # the only worker is taken
     queued = asyncio.create_task(client._run(lambda: ran.append(1)))
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0)  # queued behind it
     queued.cancel()
     try:
         await queued
@@ -52,7 +57,9 @@ async def test_cancel_drops_a_request_not_yet_started():
         pass
     gate.set()
     assert await blocker is True
-    await asyncio.sleep(0.05)
+    # One worker, first come first served: once a later request has run, the
+    # cancelled one would have run before it.
+    assert await client._run(lambda: "later") == "later"
     assert ran == []  # never sent
     await client.close()
 
