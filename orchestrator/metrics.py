@@ -26,6 +26,7 @@ import structlog
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, generate_latest)
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
 
+from .catalog import JobKind, JobState
 from .policies.metrics import PolicyCollector
 
 log = structlog.get_logger("ovault.metrics")
@@ -44,8 +45,7 @@ class _CatalogCollector:
         jobs = GaugeMetricFamily("ovault_jobs", "Jobs in the catalog by kind and state",
                                  labels=["kind", "state"])
         # every (kind, state) series exists from the start, at 0 (no gaps in graphs)
-        counts = {(k, s): 0 for k in ("backup", "restore")
-                  for s in ("queued", "running", "succeeded", "failed", "canceled")}
+        counts = {(k.value, s.value): 0 for k in JobKind for s in JobState}
         counts.update(self.m._jobs)
         for (kind, state), n in sorted(counts.items()):
             jobs.add_metric([kind, state], n)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..catalog import JobKind, JobState
 from ..errors import NotFound
 from ..keys import CATALOG, HUB
 from . import validate as v
@@ -32,8 +33,8 @@ def _visible(p, job) -> bool:
 async def list_jobs(request: web.Request):
     p = require(request, "viewer")
     q = request.query
-    state = v.enum(q.get("state"), "state", ("queued", "running", "succeeded", "failed", "canceled"))
-    kind = v.enum(q.get("kind"), "kind", ("backup", "restore"))
+    state = v.enum(q.get("state"), "state", tuple(JobState))
+    kind = v.enum(q.get("kind"), "kind", tuple(JobKind))
     vm_id = v.uuid_str(q["vm_id"], "vm_id") if "vm_id" in q else None
     # A restricted (SSO) user's jobs are chosen by the query itself, so pages are full.
     page = await request.app[CATALOG].jobs.list(kind=kind, state=state, vm_id=vm_id,

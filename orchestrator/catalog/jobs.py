@@ -30,8 +30,8 @@ import asyncpg
 
 from .db import Repository
 from .errors import Conflict, Invalid, LeaseLost, NotFound, wrap_errors
-from .models import (MACHINE_STATES, TERMINAL, Job, JobKind, JobState, Machine, NewMachine,
-                     Page, parse_enum)
+from .models import (MACHINE_STATES, TERMINAL, TERMINAL_SQL, Job, JobKind, JobState, Machine,
+                     NewMachine, Page, parse_enum)
 from .paging import Where, check_limit, encode_cursor
 
 __all__ = ["JobRepository", "rollup_state"]
@@ -42,7 +42,6 @@ async def _ended(c, job_id: uuid.UUID, kind: str, state: str, error: str | None)
     await EventRepository(c).append(f"job.{state}", {"job_id": str(job_id), "kind": kind,
                                                     "state": state, "error": error}, job_id=job_id)
 
-_TERMINAL_SQL = "(" + ", ".join(f"'{s}'" for s in sorted(TERMINAL)) + ")"
 _MAX_ERROR = 4000
 
 
@@ -264,10 +263,10 @@ class JobRepository(Repository):
                 job = await c.fetchrow(
                     f"""
                     UPDATE jobs SET state = $2, error = coalesce($3, error), updated_at = now(),
-                           finished_at = CASE WHEN $2 IN {_TERMINAL_SQL} THEN now() END,
-                           lease_owner = CASE WHEN $2 IN {_TERMINAL_SQL} THEN NULL
+                           finished_at = CASE WHEN $2 IN {TERMINAL_SQL} THEN now() END,
+                           lease_owner = CASE WHEN $2 IN {TERMINAL_SQL} THEN NULL
                                               ELSE lease_owner END,
-                           lease_expires_at = CASE WHEN $2 IN {_TERMINAL_SQL} THEN NULL
+                           lease_expires_at = CASE WHEN $2 IN {TERMINAL_SQL} THEN NULL
                                                    ELSE lease_expires_at END
                      WHERE id = $1 RETURNING *
                     """, job_id, str(new), error)
@@ -291,7 +290,7 @@ class JobRepository(Repository):
                 await c.execute(
                     "UPDATE machines SET state = 'canceled', version = version + 1, "
                     "finished_at = now(), updated_at = now() "
-                    f"WHERE job_id = $1 AND state NOT IN {_TERMINAL_SQL}", job_id)
+                    f"WHERE job_id = $1 AND state NOT IN {TERMINAL_SQL}", job_id)
                 await c.execute(
                     "UPDATE jobs SET state = 'canceled', cancel_requested = true, "
                     "finished_at = now(), updated_at = now() WHERE id = $1", job_id)
@@ -316,7 +315,7 @@ class JobRepository(Repository):
                 await c.execute(
                     "UPDATE machines SET state = 'failed', version = version + 1, error = $2, "
                     "finished_at = now(), updated_at = now() "
-                    f"WHERE job_id = $1 AND state NOT IN {_TERMINAL_SQL}", job_id, error)
+                    f"WHERE job_id = $1 AND state NOT IN {TERMINAL_SQL}", job_id, error)
                 await c.execute(
                     "UPDATE jobs SET state = 'failed', error = $2, finished_at = now(), "
                     "updated_at = now(), lease_owner = NULL, lease_expires_at = NULL "
@@ -363,7 +362,7 @@ class JobRepository(Repository):
                SET state = $2, version = m.version + 1, updated_at = now(),
                    started_at = CASE WHEN m.started_at IS NULL AND $2 <> 'queued'
                                      THEN now() ELSE m.started_at END,
-                   finished_at = CASE WHEN $2 IN {_TERMINAL_SQL} THEN now() END,
+                   finished_at = CASE WHEN $2 IN {TERMINAL_SQL} THEN now() END,
                    error = coalesce($5, m.error)
              WHERE m.id = $1 AND m.state = $3 AND m.version = $4
                AND ($6::text IS NULL OR EXISTS (

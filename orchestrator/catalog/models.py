@@ -23,6 +23,9 @@ class JobKind(enum.StrEnum):
     """What a job does. Every machine kind (`statemachines.MACHINES`) is one."""
     BACKUP = "backup"
     RESTORE = "restore"
+    # no VM machines: run by handlers registered with the job runner (policies/jobs.py)
+    PRUNE = "prune"
+    GC = "gc"
 
 
 def _states(name: str, states: Sequence[str], doc: str) -> type[enum.StrEnum]:
@@ -40,6 +43,7 @@ RestoreState = _states("RestoreState", RestoreMachine.STATES,
                        "States of a RestoreMachine (statemachines/restore.py).")
 
 TERMINAL = frozenset(_TERMINAL)
+TERMINAL_SQL = "(" + ", ".join(f"'{s}'" for s in _TERMINAL) + ")"  # for `state IN …`
 MACHINE_STATES: Mapping[str, frozenset[str]] = {
     JobKind(kind): frozenset(m.STATES) for kind, m in MACHINES.items()
 }
@@ -162,6 +166,7 @@ class Job:
     attempts: int
     cancel_requested: bool
     machines: tuple[Machine, ...] = ()
+    result: dict | None = None       # what a prune or gc job did
 
     @property
     def terminal(self) -> bool:

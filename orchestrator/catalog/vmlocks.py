@@ -28,10 +28,10 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .db import Repository
 from .errors import Conflict, wrap_errors
+from .models import TERMINAL_SQL
 
 __all__ = ["VmBusy", "VmLock", "VmLockRepository", "create_job_locked", "try_create_job"]
 
-_TERMINAL_SQL = "('succeeded', 'failed', 'canceled')"
 
 
 class VmBusy(Conflict):
@@ -67,7 +67,7 @@ class VmLockRepository(Repository):
             # A lock left by a finished job (only possible by hand) is free.
             await c.execute(
                 f"DELETE FROM vm_locks l USING jobs j WHERE l.job_id = j.id "
-                f"AND l.vm_id = ANY($1::text[]) AND j.state IN {_TERMINAL_SQL}", ids)
+                f"AND l.vm_id = ANY($1::text[]) AND j.state IN {TERMINAL_SQL}", ids)
             taken = await c.fetch(
                 "INSERT INTO vm_locks (vm_id, job_id, kind) "
                 "SELECT v, $2, $3 FROM unnest($1::text[]) AS v ORDER BY v "
@@ -89,7 +89,7 @@ class VmLockRepository(Repository):
         """Who holds `vm_id` now (None: free)."""
         row = await self._db.fetchrow(
             f"SELECT l.* FROM vm_locks l JOIN jobs j ON j.id = l.job_id "
-            f"WHERE l.vm_id = $1 AND j.state NOT IN {_TERMINAL_SQL}", str(vm_id).lower())
+            f"WHERE l.vm_id = $1 AND j.state NOT IN {TERMINAL_SQL}", str(vm_id).lower())
         return None if row is None else VmLock(row["vm_id"], row["job_id"], row["kind"],
                                                row["acquired_at"])
 
