@@ -24,8 +24,15 @@ send could not write in a bytearray and memmoves it after every partial
 send, so a 4 MiB body through a ~200 KiB socket buffer costs far more than
 sendall() from a thread, which also runs without the GIL while it waits.
 
-Connection errors are retried a few times (a daemon restart or a dropped
-keep-alive connection); every request used here is idempotent.
+Connection errors are retried (every request used here is idempotent), with
+a backoff that doubles from ``retry_delay`` up to ``retry_max_delay``: with
+the defaults 6 retries span about 15 s, so a daemon restarted within a few
+seconds costs a pause, not the disk; only the requests in flight are repeated,
+the ranges already copied are not. A ticket the daemon does not know right
+after such an error is waited for the same way (a restarted daemon gets its
+tickets back from whoever added them); a 403/404 out of the blue fails at once. The idle keep-alive connections are dropped
+at the first error (they all point at the daemon that went away). When the
+retries run out the error names the request, the cause, and how long it tried.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import queue
 import socket
 import os
 import ssl
+import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
@@ -97,13 +105,17 @@ class _BlockingConnections:
             self._idle.put(conn)
         return r.status, r.reason, data
 
-    def close(self) -> None:
-        self.executor.shutdown(wait=True)
+    def drop_idle(self) -> None:
+        """Close the idle connections (after an error: their peer may be gone)."""
         while True:
             try:
                 self._idle.get_nowait().close()
             except queue.Empty:
                 break
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+        self.drop_idle()
 
 
 class ImageioClient:
@@ -120,8 +132,9 @@ class ImageioClient:
         ca_file: str | None = None,
         local_socket: str | None = None,  # this host's imageio local socket, if any
         connections: int = 4,  # parallel HTTP requests
-        retries: int = 3,  # extra attempts after a connection error
-        retry_delay: float = 0.5,
+        retries: int = 6,  # extra attempts after a connection error (~15 s with the delays below)
+        retry_delay: float = 0.5,  # first pause; doubles per attempt
+        retry_max_delay: float = 4.0,
         connect_timeout: float = 10.0,
         read_timeout: float = 120.0,
         blocking_reads: bool = True,  # range GETs on the blocking connections too (measured slightly faster)
@@ -137,6 +150,8 @@ class ImageioClient:
         self.connections = max(1, connections)
         self.retries = retries
         self.retry_delay = retry_delay
+        self.retry_max_delay = retry_max_delay
+        self.retried = 0  # requests repeated after a connection error
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
         self._session: aiohttp.ClientSession | None = None
         self._base = ""
@@ -231,7 +246,7 @@ class ImageioClient:
         assert self._session is not None, "open() first"
         url = self._base + query
         what = f"/images/{self.ticket}{query}"
-        attempt = 0
+        attempt, started = 0, 0.0
         while True:
             try:
                 async with self._session.request(method, url, headers=headers, data=data, json=json_body) as r:
@@ -244,11 +259,34 @@ class ImageioClient:
                     if expect_len is not None and len(body) != expect_len:
                         raise aiohttp.ClientPayloadError(f"short read: {len(body)} of {expect_len} bytes")
                     return r.status, body
-            except _NET_ERRORS as e:
-                if attempt >= self.retries:
-                    raise ImageioUnavailable(self._where(), f"{method} {what}: {type(e).__name__}: {e}") from e
+            except TransferNotFound as e:
+                if not attempt:  # not after an outage: the transfer is over
+                    raise
+                await self._backoff(attempt, started, e, method, what)
                 attempt += 1
-                await asyncio.sleep(self.retry_delay * attempt)
+            except _NET_ERRORS as e:
+                started = started if attempt else time.monotonic()
+                await self._backoff(attempt, started, e, method, what)
+                attempt += 1
+
+    async def _backoff(self, attempt: int, started: float, e: BaseException, method: str, what: str) -> None:
+        """Pause before retry `attempt + 1`, or raise once the retries are used up.
+
+        A ticket unknown right after a connection error is waited for too: a
+        daemon that was restarted gets its tickets back from whoever added them."""
+        waited = time.monotonic() - started
+        if attempt >= self.retries and isinstance(e, TransferNotFound):
+            raise TransferNotFound(method, what, e.http_status,
+                                   f"{e.reason}; the ticket was still unknown {waited:.1f} s after imageio "
+                                   "stopped answering (the daemon restarted without it)") from e
+        if attempt >= self.retries:
+            raise ImageioUnavailable(
+                self._where(), f"{method} {what}: {type(e).__name__}: {e} (gave up after {attempt + 1} "
+                               f"attempts over {waited:.1f} s)") from e
+        if self._blocking is not None:
+            self._blocking.drop_idle()
+        self.retried += 1
+        await asyncio.sleep(min(self.retry_delay * 2 ** attempt, self.retry_max_delay))
 
     async def _data_request(self, method: str, query: str, headers: dict, body=None, ok=(200, 204),
                             expect_len: int | None = None) -> bytes:
@@ -257,7 +295,7 @@ class ImageioClient:
         loop = asyncio.get_running_loop()
         path = self._path + query
         what = f"/images/{self.ticket}{query}"
-        attempt = 0
+        attempt, started = 0, 0.0
         while True:
             try:
                 status, reason, data = await loop.run_in_executor(
@@ -270,11 +308,15 @@ class ImageioClient:
                 if expect_len is not None and len(data) != expect_len:
                     raise http.client.IncompleteRead(data, expect_len - len(data))
                 return data
-            except _NET_ERRORS as e:
-                if attempt >= self.retries:
-                    raise ImageioUnavailable(self._where(), f"{method} {what}: {type(e).__name__}: {e}") from e
+            except TransferNotFound as e:
+                if not attempt:  # not after an outage: the transfer is over
+                    raise
+                await self._backoff(attempt, started, e, method, what)
                 attempt += 1
-                await asyncio.sleep(self.retry_delay * attempt)
+            except _NET_ERRORS as e:
+                started = started if attempt else time.monotonic()
+                await self._backoff(attempt, started, e, method, what)
+                attempt += 1
 
     def _where(self) -> str:
         return f"unix:{self.local_socket}" if self.transport == "unix" else self.transfer_url

@@ -170,3 +170,34 @@ def test_restore_checks_before_the_202(orch, sandbox, no_leftovers):
         conn.system_service().vms_service().vm_service(made.id).remove()
     finally:
         conn.close()
+
+
+@pytest.mark.xfail(strict=True, reason="the sandbox's imageio daemon loses its tickets when restarted and "
+                   "nothing adds them back; the copy waits ~15 s and fails naming the lost ticket. Passing "
+                   "needs the backup machine to resume the disk on a new image transfer (statemachines)")
+def test_imageio_restarted_mid_copy_backup_completes(orch, sandbox, conn, no_leftovers):
+    vm = sandbox.vm("db-primary")
+    atts = conn.system_service().vms_service().vm_service(vm["id"]).disk_attachments_service().list()
+    att = next(a for a in atts if a.bootable)
+    sandbox.write(vm["id"], 0, 400 << 20, pattern="random", disk_id=att.disk.id)
+    want = sandbox.digest(att.disk.id)
+    job = orch.backup([vm["id"]], "full")
+
+    def copying():  # the transfer's host, once the copy has moved some bytes but not all
+        m = orch.job(job["id"])["machines"][0]
+        t = [t for t in conn.system_service().image_transfers_service().list()
+             if str(t.phase) in ("ImageTransferPhase.TRANSFERRING", "transferring")]
+        return t[0].host.id if t and 0 < (m.get("bytes_done") or 0) < (m.get("bytes_total") or 1) else None
+    host = wait(copying, timeout=60, what="a copy under way")
+    sandbox.fault(kind="imageio", host_id=host, action="restart")
+    j = orch.wait_job(job["id"], timeout=240)
+    assert j["state"] == "succeeded", j
+    bid = j["machines"][0]["backup_id"]
+    r = orch.wait_job(orch.restore(bid, kind="disks", disk_ids=[att.disk.id])["id"], timeout=240)
+    assert r["state"] == "succeeded", r
+    (floating,) = [d for d in conn.system_service().disks_service().list()
+                   if d.description and bid in d.description]
+    try:
+        assert sandbox.digest(floating.id) == want
+    finally:
+        conn.system_service().disks_service().disk_service(floating.id).remove()
