@@ -100,10 +100,15 @@ class EngineClient:
             return isinstance(e, EngineUnavailable) or (
                 retry_conflict and isinstance(e, EngineError) and e.http_status == 409)
 
-        async for attempt in retrying(what=f"engine call {what}", attempts=attempts, retry_if=transient,
-                                      first=0.25, cap=8.0, logger=log, op=what, correlation_id=correlation_id):
-            with attempt:
-                return await self._once(what, fn, attempt.retry_state.attempt_number, correlation_id, not_found)
+        try:
+            async for attempt in retrying(what=f"engine call {what}", attempts=attempts, retry_if=transient,
+                                          first=0.25, cap=8.0, logger=log, op=what, correlation_id=correlation_id):
+                with attempt:
+                    return await self._once(what, fn, attempt.retry_state.attempt_number, correlation_id,
+                                            not_found)
+        except EngineUnavailable as e:  # the retries are used up: say what was being done
+            raise EngineUnavailable(f"{what} failed {attempts} times, last: {e.reason}",
+                                    http_status=e.http_status) from e
 
     async def _once(self, what, fn, attempt: int, correlation_id, not_found):
         t0 = time.monotonic()
