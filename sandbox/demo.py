@@ -81,7 +81,7 @@ async def _demo(d: Path, exit_now: bool) -> int:
         ctx = tls_context(cfg)
         site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]
+        port = runner.addresses[0][1]
         url = f"https://127.0.0.1:{port}"
         token = (d / "ovault" / "admin.token").read_text().strip()
         (d / "ovault" / "client.json").write_text(json.dumps(

@@ -154,7 +154,7 @@ class Portal:
             await self.runner.setup()
             site = web.TCPSite(self.runner, "127.0.0.1", 0)
             await site.start()
-            port = site._server.sockets[0].getsockname()[1]
+            port = self.runner.addresses[0][1]
             self.url = f"http://127.0.0.1:{port}"
             self._started.set()
         try:

@@ -82,7 +82,7 @@ class ApiServer:
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", 0)
             await site.start()
-            port = site._server.sockets[0].getsockname()[1]
+            port = runner.addresses[0][1]
             self.url = f"http://127.0.0.1:{port}"
         except BaseException as e:
             self._error = e
