@@ -151,3 +151,15 @@ async def test_a_running_jobs_rate_and_eta_come_from_the_server(api):
     assert (m["disks"]["d1"]["rate_bps"], m["disks"]["d1"]["eta_seconds"]) == (100 << 20, ws["eta_seconds"])
     _, _, listed = await api.call("GET", "/api/v1/jobs")
     assert listed["items"][0]["machines"][0]["rate_bps"] == 100 << 20
+
+
+async def test_a_vm_held_by_a_job_is_answered_409_naming_that_job(api):
+    a, b = api.engine.add_vm("web01"), api.engine.add_vm("db01")
+    _, _, first = await api.call("POST", "/api/v1/backups", json={"vm_ids": [a]})
+    status, ctype, body = await api.call("POST", "/api/v1/backups", json={"vm_ids": [b, a]})
+    assert (status, ctype) == (409, "application/problem+json"), body
+    assert body["type"].endswith("/vm-busy") and body["vm_id"] == a and body["job_id"] == first["job"]["id"]
+    assert body["job_kind"] == "backup" and "wait for it to end or cancel it" in body["detail"]
+    jobs = (await api.catalog.jobs.list()).items
+    assert [str(j.id) for j in jobs] == [first["job"]["id"]]  # nothing half-made for db01
+    assert api.runner.pokes == 1
