@@ -8,8 +8,12 @@ that creates the job, so a job exists only if it holds its VMs:
     job = await create_job_locked(catalog, "backup", machines, lock_vms=[vm_id], ...)
         # raises VmBusy (a Conflict) naming the job that holds the VM
 
-    job, busy = await try_create_job(catalog, ...)   # for policy runs:
+    job, busy = await try_create_job(catalog, ...)   # one VM, or all or nothing:
     if busy: record(f"skipped: {busy}")             # "VM … is busy with backup job …"
+
+    job, skipped = await create_job_skipping_busy(catalog, "backup", machines,
+                                                  then=tag_and_announce, ...)
+        # a policy run: the free VMs in one job, {vm_id: VmBusy} for the others
 
 Two requests for one VM at the same moment: the second INSERT waits on the
 primary key until the first transaction commits, then finds the row and is
@@ -24,13 +28,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence
 
 from .db import Repository
 from .errors import Conflict, wrap_errors
 from .models import TERMINAL_SQL
 
-__all__ = ["VmBusy", "VmLock", "VmLockRepository", "create_job_locked", "try_create_job"]
+__all__ = ["VmBusy", "VmLock", "VmLockRepository", "create_job_locked", "create_job_skipping_busy",
+           "try_create_job"]
 
 
 
@@ -107,11 +112,13 @@ class VmLockRepository(Repository):
 
 async def create_job_locked(catalog, kind: str, machines: Sequence, *, lock_vms: Iterable[str],
                             lock_kind: str | None = None, request: Mapping[str, Any] | None = None,
-                            created_by: str | None = None, queued_event: bool = True):
+                            created_by: str | None = None, queued_event: bool = True,
+                            then: Callable[[Any, Any], Awaitable[None]] | None = None):
     """Create a job holding `lock_vms`, with its `job.queued` event, in one
     transaction; raises `VmBusy` (nothing is created) when a VM is held.
     `lock_kind` is what the lock says the VM is busy with (default: the job kind,
-    e.g. "backup", or "restore")."""
+    e.g. "backup", or "restore"). `then(tx, job)` runs in the same transaction
+    (a policy run tags its job and writes its own event there)."""
     from .catalog import Catalog  # the facade imports the repositories; avoid a cycle
     lock_vms = list(lock_vms)
     async with catalog.transaction() as tx:
@@ -120,6 +127,8 @@ async def create_job_locked(catalog, kind: str, machines: Sequence, *, lock_vms:
         await VmLockRepository(tx.db).acquire(lock_vms, job.id, lock_kind or kind)
         if queued_event:
             await tx.events.append("job.queued", {"job_id": str(job.id), "kind": kind}, job_id=job.id)
+        if then is not None:
+            await then(tx, job)
     return job
 
 
@@ -131,3 +140,19 @@ async def try_create_job(catalog, kind: str, machines: Sequence, **kw):
     except VmBusy as busy:
         return None, busy
 
+
+async def create_job_skipping_busy(catalog, kind: str, machines: Sequence, **kw):
+    """A job for the machines whose VMs are free (each machine locks its own
+    VM); `(job or None, {vm_id: VmBusy})`. A VM taken by another job between
+    the look and the insert is dropped and the rest tried again, so a policy
+    run never fails, nor starts, a VM that is busy: it records the skip."""
+    skipped: dict[str, VmBusy] = {}
+    todo = list(machines)
+    while todo:
+        try:
+            job = await create_job_locked(catalog, kind, todo, lock_vms=[m.vm_id for m in todo], **kw)
+            return job, skipped
+        except VmBusy as busy:
+            skipped[busy.vm_id] = busy
+            todo = [m for m in todo if m.vm_id.lower() != busy.vm_id]
+    return None, skipped

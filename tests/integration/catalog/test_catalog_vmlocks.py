@@ -101,3 +101,27 @@ async def test_running_job_keeps_its_lock_and_a_stale_lock_is_free(catalog, pool
     assert await VmLockRepository(pool).holder(VM) is None
     nxt = await _backup(catalog, VM)
     assert (await VmLockRepository(pool).holder(VM)).job_id == nxt.id
+
+
+async def test_policy_run_takes_the_free_vms_and_skips_the_busy_ones(catalog, pool):
+    from orchestrator.catalog.vmlocks import create_job_skipping_busy
+    third = "0f0e0d0c-0000-4000-8000-000000000003"
+    holder = await _backup(catalog, OTHER)
+    tagged = []
+
+    async def then(tx, job):  # same transaction: a failure here would undo the job and its locks
+        await tx.events.append("policy.run.started", {"job_id": str(job.id)}, job_id=job.id)
+        tagged.append(job.id)
+    machines = [NewMachine(vm_id=v, vm_name=f"n-{v[-1]}") for v in (VM, OTHER, third)]
+    job, skipped = await create_job_skipping_busy(catalog, "backup", machines, then=then,
+                                                  request={"mode": "auto"})
+    assert sorted(m.vm_id for m in job.machines) == [VM, third]
+    assert list(skipped) == [OTHER] and skipped[OTHER].job_id == holder.id
+    assert "busy with backup job" in str(skipped[OTHER])
+    assert tagged == [job.id]
+    locks = VmLockRepository(pool)
+    assert {lk.vm_id for lk in await locks.held_by(job.id)} == {VM, third}
+    # every VM busy: no job at all
+    none, skipped = await create_job_skipping_busy(catalog, "backup", machines[:2])
+    assert none is None and set(skipped) == {VM, OTHER}
+    assert await _count(pool, "SELECT count(*) FROM jobs") == 2
