@@ -176,6 +176,7 @@ async def _runner(app: web.Application):
 
 async def _policies(app: web.Application):
     """The policy service and this replica's scheduler (orchestrator/policies/)."""
+    from .policies.jobs import MaintenanceJobs
     from .policies.maintenance import Maintenance
     from .policies.notify import Mailer
     from .policies.scheduler import Scheduler
@@ -183,6 +184,7 @@ async def _policies(app: web.Application):
     cfg: Config = app[CONFIG]
     svc = PolicyService(app[CATALOG], app[ENGINE], store=app[STORE], poke=app[RUNNER].poke)
     app[POLICIES] = svc
+    MaintenanceJobs(app[CATALOG], svc).register(app[RUNNER])   # prune and gc jobs
     mailer = Mailer(cfg.smtp)
     maint = Maintenance(app[CATALOG], svc, replica=cfg.replica, settings=cfg.policies,
                         mailer=mailer)

@@ -10,9 +10,9 @@ from ..keys import CATALOG, ENGINE, RUNNER, STORE
 from . import validate as v
 from . import views
 from .auth import allow, require
+from .policies import policy_service
 from .problem import problem
 from .restore_checks import check_restore, locked_vms
-from .policies import policy_service
 
 routes = web.RouteTableDef()
 MODES = ("auto", "full", "incremental")
@@ -81,18 +81,21 @@ async def get_backup(request: web.Request):
 @routes.delete("/api/v1/backups/{id}")
 @allow("operator")
 async def delete_backup(request: web.Request):
-    """Two steps (policies.PolicyService.delete_backup): hidden at once, manifest
-    removed, then the row; a protected backup is a 409."""
+    """`202 {"job", "backup"}`: the backup is hidden at once (`deleting`) and a
+    `prune` job removes its manifest from the target, then its row
+    (policies.PolicyService.delete_backup); a protected backup is a 409."""
     p = require(request, "operator")
     b = await _backup(request, p)
     if b.status == "running":
         raise Conflict(f"backup {b.id} is still running")
+    if b.status == "deleted":
+        raise NotFound("backup", b.id)
     if getattr(b, "protected", False):
         raise Conflict(f"backup {b.id} is protected; unmark it first "
                        f"(PATCH {{\"protected\": false}})")
-    if b.status != "deleted":
-        await policy_service(request.app).delete_backup(b.id, requested_by=p.name)
-    return web.json_response(views.backup(await request.app[CATALOG].backups.get(b.id)))
+    _, job = await policy_service(request.app).delete_backup(b.id, requested_by=p.name)
+    return web.json_response({"job": views.job(job), "backup": views.backup(
+        await request.app[CATALOG].backups.get(b.id))}, status=202)
 
 
 @routes.post("/api/v1/backups/{id}/restore")

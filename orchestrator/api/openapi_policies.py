@@ -115,4 +115,16 @@ def extend(schemas: dict, paths: dict) -> None:
         params=pid, body="ProtectRequest", tags=["backups"])
     paths["/api/v1/prune"] = {
         "post": op("Apply the policies' retention now (one VM or every member)", "operator",
-                   {"200": _json(ref("PruneResult"))}, body="PruneRequest", tags=tags)}
+                   {"200": _json(ref("PruneResult"), "Dry run: what would be kept and pruned"),
+                    "202": _json(obj({"job": ref("Job"),
+                                      "skipped": {"type": "object", "additionalProperties": STR}}),
+                                 "prune job queued")},
+                   body="PruneRequest", tags=tags)}
+    paths["/api/v1/backups/{id}"]["delete"] = op(
+        "Delete a backup: hidden at once, removed from the target by a prune job", "operator",
+        {"202": _json(obj({"job": ref("Job"), "backup": ref("Backup")}), "prune job queued")},
+        params=pid, tags=["backups"])
+    job = schemas["Job"]
+    job["properties"]["kind"] = {"type": "string", "enum": ["backup", "restore", "prune", "gc"]}
+    job["properties"]["result"] = nullable({"type": "object",
+                                            "description": "what a prune or gc job did"})

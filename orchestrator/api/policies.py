@@ -195,7 +195,8 @@ async def protect_backup(request: web.Request):
 @routes.post("/api/v1/prune")
 @allow("operator")
 async def prune(request: web.Request):
-    """Apply each policy's retention to its members now (or to one VM)."""
+    """Apply each policy's retention to its members now (or to one VM): a dry run
+    answers at once with what would go; otherwise `202` with the `prune` job."""
     p = require(request, "operator")
     body = await v.json_body(request)
     v.no_unknown(body, {"vm_id", "dry_run"})
@@ -206,7 +207,7 @@ async def prune(request: web.Request):
     svc = policy_service(request.app)
     pols = {x.id: x for x in await request.app[CATALOG].policies.list()}
     a = await svc.assignment(pols.values())
-    results, skipped = [], {}
+    chosen, skipped = [], {}
     for pid, members in a.members.items():
         for m in members:
             if (vm_id is not None and m.vm_id.lower() != vm_id) or not p.sees(m.vm_id):
@@ -214,8 +215,14 @@ async def prune(request: web.Request):
             if m.vm_id in a.conflicts:
                 skipped[m.vm_id] = "in more than one policy; fix the policies first"
                 continue
-            results.append(await svc.prune_vm(m.vm_id, pols[pid], dry_run=dry_run,
-                                              requested_by=p.name))
-    if vm_id is not None and not results and vm_id not in skipped:
+            chosen.append((m.vm_id, pols[pid]))
+    if vm_id is not None and not chosen and vm_id not in skipped:
         raise Conflict(f"VM {vm_id} belongs to no policy: there is no retention to apply")
-    return web.json_response({"dry_run": dry_run, "vms": results, "skipped": skipped})
+    if dry_run:
+        results = [await svc.prune_vm(vm, pol, dry_run=True) for vm, pol in chosen]
+        return web.json_response({"dry_run": True, "vms": results, "skipped": skipped})
+    if not chosen:
+        raise Conflict("no policy member to prune" + (f" ({len(skipped)} in conflict)"
+                                                      if skipped else ""))
+    job = await svc.request_prune(chosen, requested_by=p.name)
+    return web.json_response({"job": views.job(job), "skipped": skipped}, status=202)

@@ -22,7 +22,7 @@ def job(j) -> dict:
     return {"id": str(j.id), "kind": j.kind, "state": j.state, "request": j.request,
             "created_by": j.created_by, "created_at": iso(j.created_at),
             "started_at": iso(j.started_at), "finished_at": iso(j.finished_at), "error": j.error,
-            "cancel_requested": j.cancel_requested,
+            "cancel_requested": j.cancel_requested, "result": getattr(j, "result", None),
             "machines": [machine(m) for m in j.machines]}
 
 

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .db import Repository
 from .errors import Conflict, Invalid, NotFound, wrap_errors
-from .models import _from_record
+from .models import Job, _from_record
 
 __all__ = ["Policy", "Tick", "PolicyRepository", "TICK_STATUSES"]
 
@@ -30,6 +30,7 @@ TICK_STATUSES = ("fired", "late", "missed", "skipped")
 _COLUMNS = ("name", "schedule", "timezone", "retention", "vm_ids", "rules", "window_minutes",
             "full_every_days", "target_id", "enabled", "notify")
 _LIVE = "('queued', 'running')"
+_BARE_KINDS = ("prune", "gc")
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,47 @@ class PolicyRepository(Repository):
             policy_id, limit)
         return [Tick.from_record(r) for r in rows]
 
+    # -- jobs without machines (prune, gc) -------------------------------------------------
+
+    @wrap_errors
+    async def create_job(self, kind: str, request: Mapping[str, Any], *,
+                         created_by: str | None = None,
+                         policy_id: uuid.UUID | None = None) -> Job:
+        """A queued `prune` or `gc` job (no VM machines; a handler registered with the
+        job runner runs it), with its `job.queued` event."""
+        if kind not in _BARE_KINDS:
+            raise Invalid(f"only {', '.join(_BARE_KINDS)} jobs have no machines, not {kind!r}")
+        async with self._transaction() as c:
+            row = await c.fetchrow(
+                "INSERT INTO jobs (kind, request, created_by, policy_id) VALUES ($1, $2, $3, $4) "
+                "RETURNING *", kind, dict(request), created_by, policy_id)
+            from .events import EventRepository
+            await EventRepository(c).append("job.queued", {"job_id": str(row["id"]), "kind": kind},
+                                            job_id=row["id"])
+        return Job.from_record(row)
+
+    @wrap_errors
+    async def end_job(self, job_id: uuid.UUID, state: str, *, error: str | None = None,
+                      result: Mapping[str, Any] | None = None) -> Job | None:
+        """End a machine-less job with its `job.<state>` event, in one transaction;
+        None if it had already ended."""
+        if state not in ("succeeded", "failed", "canceled"):
+            raise Invalid(f"a job ends succeeded, failed or canceled, not {state!r}")
+        async with self._transaction() as c:
+            row = await c.fetchrow(
+                "UPDATE jobs SET state = $2, error = $3, result = $4, updated_at = now(), "
+                "       finished_at = now(), started_at = coalesce(started_at, now()), "
+                "       lease_owner = NULL, lease_expires_at = NULL "
+                "WHERE id = $1 AND state IN ('queued', 'running') RETURNING *",
+                job_id, state, error, None if result is None else dict(result))
+            if row is None:
+                return None
+            from .events import EventRepository
+            await EventRepository(c).append(
+                f"job.{state}", {"job_id": str(job_id), "kind": row["kind"], "state": state,
+                                 "error": error, "result": dict(result or {})}, job_id=job_id)
+        return Job.from_record(row)
+
     # -- jobs, VMs, backups as policies see them ------------------------------------------
 
     @wrap_errors
@@ -302,11 +344,15 @@ class PolicyRepository(Repository):
         return status == "UPDATE 1"
 
     @wrap_errors
-    async def deleting(self, *, limit: int = 100) -> list[Mapping[str, Any]]:
+    async def deleting(self, *, limit: int = 100, vm_ids: Iterable[str] | None = None,
+                       older_than_seconds: float = 0.0) -> list[Mapping[str, Any]]:
         """Backups whose deletion has not finished (oldest request first)."""
         rows = await self._db.fetch(
             "SELECT id, vm_id, status, target_id, delete_requested_at FROM backups "
-            "WHERE status = 'deleting' ORDER BY delete_requested_at LIMIT $1", limit)
+            "WHERE status = 'deleting' AND ($2::text[] IS NULL OR vm_id = ANY($2::text[])) "
+            "AND delete_requested_at < now() - make_interval(secs => $3) "
+            "ORDER BY delete_requested_at LIMIT $1", limit,
+            None if vm_ids is None else list(vm_ids), older_than_seconds)
         return [dict(r) for r in rows]
 
     # -- maintenance and protection status ------------------------------------------------
@@ -343,17 +389,17 @@ class PolicyRepository(Repository):
     async def record_protection(self, vm_id: str, status: str,
                                 policy_id: uuid.UUID | None) -> str | None:
         """Store a VM's protection status; the previous status when it changed
-        ('' for a VM seen for the first time), None when it did not change."""
-        async with self._transaction() as c:
-            prev = await c.fetchrow(
-                "SELECT status FROM vm_protection WHERE vm_id = $1 FOR UPDATE", vm_id)
-            if prev is not None and prev["status"] == status:
-                return None
-            await c.execute(
-                "INSERT INTO vm_protection (vm_id, status, policy_id) VALUES ($1, $2, $3) "
-                "ON CONFLICT (vm_id) DO UPDATE SET status = EXCLUDED.status, "
-                "policy_id = EXCLUDED.policy_id, changed_at = now()", vm_id, status, policy_id)
-        return "" if prev is None else prev["status"]
+        ('' for a VM seen for the first time), None when it did not change. Two
+        replicas recording the same change at once: one of them gets it."""
+        row = await self._db.fetchrow(
+            "WITH prev AS (SELECT status FROM vm_protection WHERE vm_id = $1) "
+            "INSERT INTO vm_protection (vm_id, status, policy_id) VALUES ($1, $2, $3) "
+            "ON CONFLICT (vm_id) DO UPDATE SET status = EXCLUDED.status, "
+            "       policy_id = EXCLUDED.policy_id, changed_at = now() "
+            "   WHERE vm_protection.status <> EXCLUDED.status "
+            "RETURNING coalesce((SELECT status FROM prev), '') AS previous",
+            vm_id, status, policy_id)
+        return None if row is None else row["previous"]
 
     @wrap_errors
     async def runs_summary(self, since: datetime) -> Sequence[Mapping[str, Any]]:
@@ -383,3 +429,9 @@ class PolicyRepository(Repository):
             "ON p.id = j.policy_id WHERE j.state IN ('succeeded', 'failed', 'canceled') "
             "GROUP BY p.name, j.state")}
         return last, status, runs
+
+    @wrap_errors
+    async def backups_in_flight(self) -> int:
+        """Backup jobs queued or running (garbage collection waits for none)."""
+        return await self._db.fetchval(
+            "SELECT count(*) FROM jobs WHERE kind = 'backup' AND state IN ('queued', 'running')")

@@ -2,8 +2,8 @@
 `maintenance_ticks` row per fire time): the target's garbage collection, the
 summary mail, and the protection-status log behind `vm.protection_changed`.
 
-Garbage collection never races a backup: it waits (retrying on later passes of
-the same day) until no backup job is queued or running, and the store's sweep
+Garbage collection runs as a `gc` job (policies/jobs.py) that never races a
+backup: it waits until no backup job is queued or running, and the store's sweep
 keeps every chunk younger than its grace period, so a backup that starts while
 the sweep runs loses nothing.
 """
@@ -53,32 +53,28 @@ class Maintenance:
         last = await self.catalog.policies.last_maintenance(task)
         if last is not None and last["fire_at"] >= fire_at:
             return
-        if task == "gc" and await self._backups_running():
-            return       # try again on the next pass
-        if not await self.catalog.policies.claim_maintenance(task, fire_at, self.replica):
+        await fn(fire_at)
+
+    async def gc(self, fire_at: datetime) -> cat.Job | None:
+        """Queue the day's `gc` job (policies/jobs.py runs it), once across replicas:
+        the claim and the job are one transaction."""
+        async with self.catalog.transaction() as tx:
+            if not await tx.policies.claim_maintenance("gc", fire_at, self.replica):
+                return None
+            job = await tx.policies.create_job("gc", {"scheduled_for": fire_at.isoformat()},
+                                               created_by="schedule")
+            await tx.policies.finish_maintenance("gc", fire_at, {"job_id": str(job.id)})
+        if self.service.poke:
+            self.service.poke()
+        return job
+
+    async def summary(self, fire_at: datetime) -> None:
+        if not await self.catalog.policies.claim_maintenance("summary", fire_at, self.replica):
             return
-        result = await fn()
-        await self.catalog.policies.finish_maintenance(task, fire_at, result)
+        result = await self._summary()
+        await self.catalog.policies.finish_maintenance("summary", fire_at, result)
 
-    async def _backups_running(self) -> bool:
-        return bool(await self.catalog.db.fetchval(
-            "SELECT count(*) FROM jobs WHERE kind = 'backup' AND state IN ('queued', 'running')"))
-
-    async def gc(self) -> dict[str, Any]:
-        store = self.service.store
-        if store is None:
-            return {"skipped": "no store"}
-        await self.catalog.events.append("gc.started", {"replica": self.replica})
-        t0 = time.monotonic()
-        report = await store.gc()
-        result = {"bytes_freed": report.bytes_removed, "chunks_removed": report.chunks_removed,
-                  "chunks_seen": report.chunks_seen, "kept_young": report.chunks_kept_young,
-                  "seconds": round(time.monotonic() - t0, 3)}
-        await self.catalog.events.append("gc.finished", result)
-        log.info("gc finished", **result)
-        return result
-
-    async def summary(self) -> dict[str, Any]:
+    async def _summary(self) -> dict[str, Any]:
         since = self.clock() - timedelta(days=1)
         runs = await self.catalog.policies.runs_summary(since)
         at_risk = [r["vm_id"] for r in await self.catalog.db.fetch(

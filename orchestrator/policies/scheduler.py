@@ -18,9 +18,9 @@ Older due fire times (downtime) fold into that one run, recorded `late` with the
 number folded. A VM whose previous run still goes is skipped with the reason; a
 tick where nothing could start is recorded `skipped`. A fired run whose job has
 still not started `window_minutes` after its fire time is canceled and recorded
-`missed`. After a policy job ends, its VMs are pruned by the policy's retention
-(once, across replicas: a `maintenance_ticks` row per job). Half-done deletions
-are finished on every pass.
+`missed`. After a policy job ends, a `prune` job applies the policy's retention
+to the VMs it backed up (queued once across replicas: the `maintenance_ticks` row
+and the job are one transaction).
 """
 from __future__ import annotations
 
@@ -85,7 +85,9 @@ class Scheduler:
                 fired.append(tick)
         await self._expire_windows(now)
         await self._prune_finished()
-        await self.service.finish_deletions()
+        # deletions whose prune job was given up (a job that crashes its replica
+        # five times): finish them here after an hour
+        await self.service.finish_deletions(older_than_seconds=3600)
         if self.maintenance is not None:
             await self.maintenance.pass_once()
         return fired
@@ -158,28 +160,33 @@ class Scheduler:
         the run finished (webhook `policy.run.finished`)."""
         rows = await self.catalog.db.fetch(
             "SELECT j.id, j.state, j.finished_at, j.policy_id FROM jobs j "
-            "WHERE j.policy_id IS NOT NULL AND j.finished_at IS NOT NULL "
+            "WHERE j.policy_id IS NOT NULL AND j.kind = 'backup' AND j.finished_at IS NOT NULL "
             "AND j.finished_at > now() - interval '1 day' AND NOT EXISTS ("
             "  SELECT 1 FROM maintenance_ticks m WHERE m.task = 'prune:' || j.id::text "
             "  AND (m.finished_at IS NOT NULL OR m.created_at > now() - interval '10 minutes')) "
             "ORDER BY j.finished_at LIMIT 50")
         for r in rows:
-            if not await self.catalog.policies.claim_maintenance(
-                    f"prune:{r['id']}", r["finished_at"], self.replica):
-                continue
             job = await self.catalog.jobs.get(r["id"])
             policy = await self.catalog.policies.get(r["policy_id"])
-            await self.catalog.events.append("policy.run.finished", {
-                "policy_id": str(policy.id), "policy": policy.name, "job_id": str(job.id),
-                "state": job.state, "error": job.error}, job_id=job.id)
+            vms = [(m.vm_id, policy) for m in job.machines if m.state == "succeeded"]
+            task = f"prune:{r['id']}"
+            async with self.catalog.transaction() as tx:
+                if not await tx.policies.claim_maintenance(task, r["finished_at"], self.replica):
+                    continue
+                await tx.events.append("policy.run.finished", {
+                    "policy_id": str(policy.id), "policy": policy.name, "job_id": str(job.id),
+                    "state": job.state, "error": job.error}, job_id=job.id)
+                prune_job = None
+                if vms:
+                    svc = PolicyService(tx, self.service.engine, store=self.service.store,
+                                        clock=self.clock)
+                    prune_job = await svc.request_prune(vms, requested_by=f"policy:{policy.name}",
+                                                        policy_id=policy.id)
+                await tx.policies.finish_maintenance(task, r["finished_at"], {
+                    "prune_job_id": str(prune_job.id) if prune_job else None})
+            if prune_job is not None and self.service.poke:
+                self.service.poke()
             if job.state == "succeeded":
                 await self._mail(policy, "success", success_mail(policy, job, self.base_url))
             elif job.state == "failed":     # canceled: by a person, or missed (mailed then)
                 await self._mail(policy, "failure", failure_mail(policy, job, self.base_url))
-            results = []
-            for m in job.machines:
-                if m.state == "succeeded":
-                    res = await self.service.prune_vm(m.vm_id, policy)
-                    results.append({"vm_id": m.vm_id, "deleted": res.get("deleted", [])})
-            await self.catalog.policies.finish_maintenance(
-                f"prune:{r['id']}", r["finished_at"], {"vms": results})

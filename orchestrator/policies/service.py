@@ -5,10 +5,10 @@ Used by the API (`api/policies.py`) and the scheduler (`scheduler.py`); time com
 from an injectable `clock` so tests can move it.
 
 Deletion is crash-safe in both directions: the catalog marks a backup `deleting`
-first (hidden from every list at once), then its manifest is removed from the
-target, then the row becomes `deleted`. A worker that dies between the steps is
-finished by `finish_deletions()` (run by the scheduler on every replica, and
-idempotent); a manifest still on the target is still importable.
+first (hidden from every list at once) in the transaction that queues its `prune`
+job; the job removes the manifest from the target, then the row becomes
+`deleted`. A job whose replica dies is claimed again and finishes (every step is
+idempotent); a manifest still on the target meanwhile is still importable.
 """
 from __future__ import annotations
 
@@ -193,12 +193,29 @@ class PolicyService:
         result["deleted"] = done
         return result
 
-    async def delete_backup(self, backup_id: uuid.UUID, *, requested_by: str) -> dict:
-        """DELETE /api/v1/backups/{id}: the same two steps as a prune."""
-        row = await self.catalog.policies.mark_deleting(backup_id)
-        await self.finish_one(backup_id, row["vm_id"], event="backup.deleted",
-                              extra={"by": requested_by})
-        return row
+    async def delete_backup(self, backup_id: uuid.UUID, *, requested_by: str
+                            ) -> tuple[Mapping[str, Any], cat.Job]:
+        """DELETE /api/v1/backups/{id}: hide the backup and queue the `prune` job that
+        removes it, in one transaction (a protected backup is a `Conflict`)."""
+        async with self.catalog.transaction() as tx:
+            row = await tx.policies.mark_deleting(backup_id)
+            job = await tx.policies.create_job(
+                "prune", {"backup_ids": [str(backup_id)], "vm_ids": [row["vm_id"]]},
+                created_by=requested_by)
+        if self.poke:
+            self.poke()
+        return row, job
+
+    async def request_prune(self, vms: list[tuple[str, cat.Policy]], *, requested_by: str,
+                            policy_id: uuid.UUID | None = None) -> cat.Job:
+        """Queue a `prune` job applying each VM's policy retention."""
+        job = await self.catalog.policies.create_job(
+            "prune", {"vms": [{"vm_id": vm, "policy_id": str(p.id)} for vm, p in vms],
+                      "vm_ids": [vm for vm, _ in vms]},
+            created_by=requested_by, policy_id=policy_id)
+        if self.poke:
+            self.poke()
+        return job
 
     async def finish_one(self, backup_id: uuid.UUID, vm_id: str, *, event: str,
                          extra: Mapping[str, Any] | None = None) -> bool:
@@ -218,10 +235,12 @@ class PolicyService:
                                            **(extra or {})})
         return True
 
-    async def finish_deletions(self) -> int:
-        """Finish every deletion a crashed worker left half-done."""
+    async def finish_deletions(self, *, vm_ids: Iterable[str] | None = None,
+                               older_than_seconds: float = 0.0) -> int:
+        """Finish deletions left half-done (by a job that died and was given up)."""
         n = 0
-        for r in await self.catalog.policies.deleting():
+        for r in await self.catalog.policies.deleting(vm_ids=vm_ids,
+                                                      older_than_seconds=older_than_seconds):
             if await self.finish_one(r["id"], r["vm_id"], event="backup.deleted",
                                      extra={"by": "recovery"}):
                 n += 1

@@ -117,7 +117,8 @@ def test_gc_removes_what_a_deleted_backup_alone_used(sandbox, orch, conn):
     sandbox.write(vm["id"], 900 * 2**20, 8 * 2**20, pattern="random", seed=int(time.time()))
     j = orch.wait_job(orch.backup([vm["id"]], "full")["id"])
     assert j["state"] == "succeeded", j
-    orch.api("DELETE", f"/api/v1/backups/{j['machines'][0]['backup_id']}", expect=200)
+    d = orch.api("DELETE", f"/api/v1/backups/{j['machines'][0]['backup_id']}", expect=202)
+    assert orch.wait_job(d["job"]["id"])["state"] == "succeeded"   # the prune job
     young = json.loads(ovault("gc", *where(sandbox, orch), "--json").stdout)
     assert young["chunks_removed"] == 0 and young["chunks_kept_young"] > 0  # the grace period
     r = json.loads(ovault("gc", "--grace-hours", "0", *where(sandbox, orch), "--json").stdout)

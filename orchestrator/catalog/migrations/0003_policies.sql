@@ -66,6 +66,14 @@ CREATE TABLE vm_protection (
     changed_at  timestamptz NOT NULL DEFAULT now()
 );
 
+-- Jobs that drive no VM machine: `prune` (delete backups, by retention or on
+-- request, crash-safe: re-running one finishes what a dead replica began) and
+-- `gc` (the target's garbage collection). Their outcome is in `result`.
+ALTER TABLE jobs DROP CONSTRAINT jobs_kind_check;
+ALTER TABLE jobs ADD CONSTRAINT jobs_kind_check
+    CHECK (kind IN ('backup', 'restore', 'prune', 'gc'));
+ALTER TABLE jobs ADD COLUMN result jsonb;
+
 -- Jobs started by a policy carry it (NULL for manual jobs).
 ALTER TABLE jobs ADD COLUMN policy_id uuid REFERENCES policies (id) ON DELETE SET NULL;
 CREATE INDEX jobs_policy ON jobs (policy_id, created_at DESC) WHERE policy_id IS NOT NULL;

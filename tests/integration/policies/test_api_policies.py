@@ -1,5 +1,9 @@
 """/api/v1/policies and friends over the real app and catalog."""
+import uuid
 from datetime import datetime, timedelta, timezone
+
+from orchestrator.policies.jobs import MaintenanceJobs
+from orchestrator.policies.service import PolicyService
 
 UTC = timezone.utc
 
@@ -94,25 +98,34 @@ async def test_preview_protect_prune_and_delete(papi):
     assert st == 422
     st, e = await papi.call("DELETE", f"/api/v1/backups/{bs[0].id}", operator)
     assert st == 409 and "protected" in e["detail"]
-    # dry run changes nothing; a real prune deletes exactly the one unprotected extra
+    # dry run changes nothing; a real prune queues a prune job that deletes exactly
+    # the one unprotected extra
     st, r = await papi.call("POST", "/api/v1/prune", operator, json={"vm_id": vm, "dry_run": True})
     assert st == 200 and [x["backup_id"] for x in r["vms"][0]["pruned"]] == [str(bs[1].id)]
     assert (await papi.catalog.backups.get(bs[1].id)).status == "succeeded"
     st, r = await papi.call("POST", "/api/v1/prune", operator, json={"vm_id": vm})
-    assert st == 200 and r["vms"][0]["deleted"] == [str(bs[1].id)]
+    assert st == 202 and r["job"]["kind"] == "prune" and r["job"]["state"] == "queued"
+    jobs = MaintenanceJobs(papi.catalog, PolicyService(papi.catalog, papi.engine, store=papi.store))
+    await jobs.prune(await papi.catalog.jobs.get(uuid.UUID(r["job"]["id"])))
+    st, j = await papi.call("GET", f"/api/v1/jobs/{r['job']['id']}")
+    assert j["state"] == "succeeded" and j["result"]["deleted"] == [str(bs[1].id)], j
     assert (await papi.catalog.backups.get(bs[1].id)).status == "deleted"
     st, lst = await papi.call("GET", f"/api/v1/backups?vm_id={vm}")
     assert {x["id"] for x in lst["items"]} == {str(bs[0].id), str(bs[2].id), str(bs[3].id)}
     evs = await papi.catalog.db.fetch("SELECT type, payload FROM events WHERE type = "
                                       "'backup.pruned'")
     assert [e["payload"]["backup_id"] for e in evs] == [str(bs[1].id)]
-    # DELETE goes through the same two steps
+    # DELETE: hidden at once, removed by its job
     st, d = await papi.call("DELETE", f"/api/v1/backups/{bs[3].id}", operator)
-    assert st == 200 and d["status"] == "deleted"
+    assert st == 202 and d["backup"]["status"] == "deleting" and d["job"]["kind"] == "prune"
+    st, lst = await papi.call("GET", f"/api/v1/backups?vm_id={vm}")
+    assert str(bs[3].id) not in {x["id"] for x in lst["items"]}
+    await jobs.prune(await papi.catalog.jobs.get(uuid.UUID(d["job"]["id"])))
+    assert (await papi.catalog.backups.get(bs[3].id)).status == "deleted"
+    assert (await papi.call("DELETE", f"/api/v1/backups/{bs[3].id}", operator))[0] == 404
     # unprotect, then it can go
     await papi.call("PATCH", f"/api/v1/backups/{bs[0].id}", operator, json={"protected": False})
-    assert (await papi.call("DELETE", f"/api/v1/backups/{bs[0].id}", operator))[0] == 200
-
+    assert (await papi.call("DELETE", f"/api/v1/backups/{bs[0].id}", operator))[0] == 202
 
 async def test_policy_metrics(papi):
     vm = papi.engine.add_vm("app-9")

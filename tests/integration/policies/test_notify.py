@@ -2,6 +2,7 @@
 failure mail and the summary; gc runs once per day across replicas and reports
 bytes freed; protection changes are announced once."""
 import asyncio
+import os
 import socket
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -12,6 +13,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from imageio_ext.store import Store
+from orchestrator.policies.jobs import MaintenanceJobs
 from orchestrator.policies.maintenance import Maintenance
 from orchestrator.policies.notify import Mailer
 from orchestrator.policies.scheduler import Scheduler
@@ -125,28 +127,49 @@ async def test_failure_mail_reaches_a_real_smtp_server(catalog, smtp):
     assert p.id
 
 
-async def test_gc_once_per_day_never_beside_a_backup(catalog, tmp_path):
+async def test_delete_then_gc_frees_the_chunks_once_per_day_never_beside_a_backup(catalog, tmp_path):
     (tmp_path / "t").mkdir()
     store = await Store.open(str(tmp_path / "t"), create=True, chunk_size=64 * 1024)
     try:
+        vm, bid = str(uuid.uuid4()), uuid.uuid4()
+        # a published backup holding 256 KiB of data no other backup has
+        bw = await store.begin_backup(vm, str(bid))
+        dw = await bw.add_disk(str(uuid.uuid4()), 256 * 1024)
+        await dw.write(0, os.urandom(256 * 1024))
+        await dw.commit()
+        await bw.publish({"note": "test"})
+        b = await catalog.backups.create(vm_id=vm, vm_name="v", mode="full", method="cbt",
+                                         backup_id=bid)
+        await catalog.backups.complete(b.id, size_bytes=1, new_bytes=1, consistency="crash")
         clock = Clock(datetime(2030, 3, 5, 3, 31, tzinfo=UTC))
         svc = PolicyService(catalog, Engine(), store=store, clock=clock)
+        jobs = MaintenanceJobs(catalog, svc, poll=0.05, gc_grace_seconds=0)
+        # delete: hidden at once; the prune job removes the manifest, then the row
+        _, pj = await svc.delete_backup(bid, requested_by="op")
+        assert [x.vm_id for x in await store.list_backups()] == [vm]
+        await jobs.prune(pj)
+        assert await store.list_backups() == []
+        assert (await catalog.backups.get(bid)).status == "deleted"
+        # the day's gc job: queued once across two replicas
         settings = Policies(gc_schedule="30 3 * * *", summary_schedule="")
-        m = Maintenance(catalog, svc, replica="A", settings=settings, clock=clock)
-        # a backup job is queued: gc waits
+        await asyncio.gather(*(Maintenance(catalog, svc, replica=r, settings=settings,
+                                           clock=clock).pass_once() for r in "AB"))
+        [gc] = await catalog.db.fetch("SELECT id FROM jobs WHERE kind = 'gc'")
+        gc_job = await catalog.jobs.get(gc["id"])
+        # a backup job is queued: gc waits for it
         from orchestrator.catalog import NewMachine
-        job = await catalog.jobs.create("backup", [NewMachine(vm_id="vm-x")])
-        await m.pass_once()
-        assert await catalog.policies.last_maintenance("gc") is None
+        backup_job = await catalog.jobs.create("backup", [NewMachine(vm_id="vm-x")])
+        task = asyncio.create_task(jobs.gc(gc_job))
+        await asyncio.sleep(0.3)
+        assert not task.done() and (await catalog.jobs.get(gc_job.id)).state == "queued"
         await catalog.db.execute("UPDATE machines SET state = 'succeeded', finished_at = now()")
         await catalog.db.execute("UPDATE jobs SET state = 'succeeded', finished_at = now() "
-                                 "WHERE id = $1", job.id)
-        await asyncio.gather(m.pass_once(), Maintenance(
-            catalog, svc, replica="B", settings=settings, clock=clock).pass_once())
-        rows = await catalog.db.fetch("SELECT * FROM maintenance_ticks WHERE task = 'gc'")
-        assert len(rows) == 1 and rows[0]["fire_at"] == datetime(2030, 3, 5, 3, 30, tzinfo=UTC)
-        assert rows[0]["result"]["bytes_freed"] == 0 and "chunks_seen" in rows[0]["result"]
+                                 "WHERE id = $1", backup_job.id)
+        await asyncio.wait_for(task, 30)
+        done = await catalog.jobs.get(gc_job.id)
+        assert done.state == "succeeded" and done.result["bytes_freed"] > 0
+        assert done.result["chunks_removed"] == 4
         ev = await catalog.db.fetch("SELECT payload FROM events WHERE type = 'gc.finished'")
-        assert len(ev) == 1 and ev[0]["payload"]["bytes_freed"] == 0
+        assert [e["payload"]["bytes_freed"] for e in ev] == [done.result["bytes_freed"]]
     finally:
         await store.close()

@@ -81,7 +81,8 @@ async def test_two_replicas_one_run_per_tick_none_lost(catalog, dsn):
     assert [t.fire_at for t in ticks] == [T0.replace(second=0) + timedelta(minutes=m)
                                          for m in range(1, 6)]
     assert all(t.status == "fired" and t.job_id for t in ticks), ticks
-    jobs = await catalog.db.fetch("SELECT id, policy_id, request FROM jobs ORDER BY created_at")
+    jobs = await catalog.db.fetch("SELECT id, policy_id, request FROM jobs WHERE kind = 'backup' "
+                                  "ORDER BY created_at")
     assert len(jobs) == 5 and {j["policy_id"] for j in jobs} == {p.id}
     assert sorted(str(j["id"]) for j in jobs) == sorted(str(t.job_id) for t in ticks)
     assert {t.replica for t in ticks} <= {"A", "B"}
@@ -89,7 +90,10 @@ async def test_two_replicas_one_run_per_tick_none_lost(catalog, dsn):
     done = await catalog.db.fetch("SELECT task FROM maintenance_ticks WHERE finished_at IS NOT NULL")
     assert sorted(r["task"] for r in done) == sorted(f"prune:{j['id']}" for j in jobs)
     ev = await catalog.db.fetch("SELECT payload FROM events WHERE type = 'policy.run.finished'")
-    assert {e["payload"]["job_id"] for e in ev} == {str(j["id"]) for j in jobs}
+    assert sorted(e["payload"]["job_id"] for e in ev) == sorted(str(j["id"]) for j in jobs)
+    # and each queued exactly one prune job for its VM
+    prunes = await catalog.db.fetch("SELECT request FROM jobs WHERE kind = 'prune'")
+    assert len(prunes) == 5 and all(r["request"]["vm_ids"] == [engine.vms[0].id] for r in prunes)
 
 
 async def test_catch_up_skip_and_missed(catalog):
