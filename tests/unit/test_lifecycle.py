@@ -9,8 +9,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from orchestrator.catalog import models
-from statemachines import JOB_STATES, MACHINES, TERMINAL, BackupMachine, RestoreMachine
+from statemachines import JOB_STATES, MACHINES, TERMINAL, BackupMachine, RestoreMachine, VmMachine
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -65,3 +67,12 @@ def test_api_reference_lists_the_machines_states():
     assert names(m.group(3), m.group(4)) == set(RestoreMachine.STATES)
     jobs = re.search(r'"job\.updated"[^}]*?"state": "([a-z|]+)"', text)
     assert set(jobs.group(1).split("|")) == set(JOB_STATES)
+
+
+def test_every_state_of_a_machine_has_its_step():
+    for m in MACHINES.values():
+        assert set(m.STEPS) == set(m.STATES) - set(TERMINAL)
+    with pytest.raises(TypeError, match=r"no step for \['check'\]"):
+        class Incomplete(VmMachine):  # noqa: F841 - the class statement is the test
+            WORK_STATES = ("check",)
+            STEPS = {"queued": VmMachine.step_queued, "cleanup": VmMachine.step_queued}
