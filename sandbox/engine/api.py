@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import access, disks, infos, inventory, tags, templates, vms
+from . import access, disks, infos, inventory, tags, templates, vm_devices, vms
 from .http import (API, ENGINE, FAULTS, SSO, FaultRule, Faults, Sso, User, middleware)
 from .model import NotFound
 from .state import Engine
@@ -36,7 +36,7 @@ def create_app(engine: Engine, sso: Sso, faults: Faults) -> web.Application:
     app[SSO] = sso
     app[FAULTS] = faults
     # Resource routes first; the catch-all 404 last.
-    for module in (inventory, vms, disks, access, tags, templates, infos):
+    for module in (inventory, vms, vm_devices, disks, access, tags, templates, infos):
         app.add_routes(module.routes)
     app.add_routes(fallback)
     return app

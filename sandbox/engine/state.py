@@ -11,7 +11,6 @@ refuses another one (409); a disk under an image transfer is `locked`.
 from __future__ import annotations
 
 import asyncio
-import copy
 import random
 from pathlib import Path
 from typing import Callable

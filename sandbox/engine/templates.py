@@ -7,8 +7,7 @@ from __future__ import annotations
 from aiohttp import web
 from ovirtsdk4 import types
 
-from . import render
-from .http import API, ENGINE, body, boolean, corr, enum, page, require_admin, search, xml_response
+from .http import API, ENGINE, body, boolean, corr, page, require_admin, search, xml_response
 from .model import BLANK, Attachment, BadRequest, Conflict, NotFound, Template, Vm, new_id, vm_config
 from .render import T
 
@@ -211,7 +210,3 @@ def apply_template_config(e, vm: Vm, t: Template):
     vm.boot_devices = list(c.boot_devices)
     for n in c.nics:
         vm.nics.append(type(n)(new_id(), n.name, n.interface, e.new_mac(), n.network))
-
-
-__all__ = ["routes", "blank", "templates", "template_ids", "find_template", "instantiate",
-           "apply_template_config", "enum"]
