@@ -84,13 +84,13 @@ def _copy(args) -> int:
 
 
 def _nbd(args) -> int:
-    from .copy import open_store
+    from .store import Store
     from .nbd import serve_disk
 
     _logging()
 
     async def main():
-        store = await open_store(args.store)
+        store = await Store.open(args.store)
         try:
             reader = await store.open_disk(args.vm, args.backup, args.disk)
             export = await serve_disk(reader, unix_path=args.socket, host=args.host, port=args.port or 0)

@@ -7,7 +7,7 @@ how the unit tests drive them with in-memory fakes.
 """
 
 from .backup import ImageSource, backup_disk
-from .direct import open_store, run_copy
+from .direct import run_copy
 from .errors import (
     BackupNotFound,
     BadExtents,
@@ -30,7 +30,6 @@ from .spec import CopySpec
 
 __all__ = [
     "run_copy",
-    "open_store",
     "backup_disk",
     "restore_disk",
     "CopySpec",

@@ -18,11 +18,6 @@ from .result import CopyResult
 from .spec import CopySpec
 
 
-async def open_store(url: str, **options) -> Store:
-    """`Store.open` (kept as the copy engine's name for it)."""
-    return await Store.open(url, **options)
-
-
 async def run_copy(
     spec: CopySpec | dict,
     *,
@@ -41,7 +36,7 @@ async def run_copy(
         spec = CopySpec.from_dict(spec)
     own_store = store is None
     if store is None:
-        store = await open_store(spec.store)
+        store = await Store.open(spec.store)
     try:
         async with ImageioClient(spec.transfer_url, ca_file=spec.ca_file, local_socket=local_socket,
                                  connections=requests) as client:

@@ -103,9 +103,7 @@ async def create_copy(request: web.Request) -> web.Response:
 
 @routes.get("/v1/copies")
 async def list_copies(request: web.Request) -> web.Response:
-    jobs = request.app[JOBS]
-    jobs._expire()
-    return web.json_response({"copies": [j.to_dict() for j in jobs.jobs.values()]})
+    return web.json_response({"copies": [j.to_dict() for j in request.app[JOBS].all()]})
 
 
 @routes.get("/v1/copies/{id}")

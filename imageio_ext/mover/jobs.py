@@ -24,7 +24,6 @@ from typing import Callable
 import structlog
 
 from ..copy import CopyResult, CopySpec, Progress, run_copy
-from ..copy.direct import open_store
 from ..errors import OvaultError, os_error_text
 from ..store import Store
 from .config import MoverConfig
@@ -118,6 +117,11 @@ class JobManager:
         self._expire()
         return self.jobs.get(job_id)
 
+    def all(self) -> list[Job]:
+        """Every copy still kept (running, queued, or finished less than keep_finished ago)."""
+        self._expire()
+        return list(self.jobs.values())
+
     def cancel(self, job: Job) -> None:
         if job.state not in FINAL and job.task is not None:
             job.task.cancel()
@@ -177,7 +181,7 @@ class JobManager:
         async with self._store_lock:
             st = self._stores.get(url)
             if st is None:
-                st = self._stores[url] = await open_store(url)
+                st = self._stores[url] = await Store.open(url)
             return st
 
     async def close(self) -> None:
