@@ -96,12 +96,14 @@ async def test_backups_list_pages_filters_get_and_delete(api):
     assert [(b["id"], b["error"]) for b in failed["items"]] == [(str(bad.id), "transfer timed out")]
     status, _, one = await api.call("GET", f"/api/v1/backups/{ok[0].id}")
     assert status == 200 and (one["status"], one["size_bytes"], one["new_bytes"]) == ("succeeded", 1 << 30, 1 << 20)
-    # a running backup cannot be deleted; a succeeded one (gone from the store already) can
+    # a running backup cannot be deleted; a succeeded one can: hidden at once, its
+    # removal from the target queued as a prune job (docs/policies.md)
     status, _, body = await api.call("DELETE", f"/api/v1/backups/{running.id}", token=await api.token("operator"))
     assert status == 409 and "still running" in body["detail"]
     status, _, body = await api.call("DELETE", f"/api/v1/backups/{ok[0].id}", token=await api.token("operator"))
-    assert status == 200 and body["status"] == "deleted"
-    assert (await api.catalog.backups.get(ok[0].id)).status == "deleted"
+    assert status == 202 and body["backup"]["status"] == "deleting" and body["job"]["kind"] == "prune"
+    assert (await api.catalog.backups.get(ok[0].id)).status == "deleting"
+    assert body["job"]["request"]["backup_ids"] == [str(ok[0].id)]
     items, _ = await _pages(api, f"/api/v1/backups?vm_id={vm_a}", 10)
     assert str(ok[0].id) not in {b["id"] for b in items}
 
