@@ -20,6 +20,8 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
+from imageio_ext.store.errors import BackupNotFound, MissingOnTarget
+
 from .. import catalog as cat
 from .membership import Assignment, VmRef, assign
 from .retention import Decision, Item, Retention, plan
@@ -222,12 +224,11 @@ class PolicyService:
         if self.store is not None:
             try:
                 await self.store.delete_backup(vm_id, str(backup_id))
+            except (BackupNotFound, MissingOnTarget):
+                pass  # the manifest is already gone (a previous attempt got that far)
             except Exception as e:
-                # the manifest is already gone (a previous attempt got that far)
-                if type(e).__name__ not in ("BackupNotFound", "NotFound"):
-                    log.warning("manifest removal failed; will retry", backup_id=str(backup_id),
-                                error=str(e))
-                    return False
+                log.warning("manifest removal failed; will retry", backup_id=str(backup_id), error=str(e))
+                return False
         async with self.catalog.transaction() as tx:
             if not await tx.policies.finish_deleted(backup_id):
                 return False
