@@ -127,7 +127,7 @@ async def user_remove(request):
         raise Conflict("[Cannot remove User. The built-in admin user cannot be removed.]")
     u.engine_user = False
     e.permissions = [p for p in e.permissions if p.user_id != u.id]
-    e.event(150, f"User '{u.user_name}' was removed from the system.", correlation_id=corr(request))
+    e.event(325, f"User '{u.user_name}' was removed from the system.", correlation_id=corr(request))
     return web.Response(status=200)
 
 
@@ -324,7 +324,7 @@ async def perm_remove(request):
         raise Conflict("[Cannot remove Permission. The last SuperUser permission of the built-in "
                        "admin cannot be removed.]")
     e.permissions.remove(p)
-    e.event(851, f"User/Group {p.user_id} Role {p.role} permission was removed from "
+    e.event(852, f"User/Group {p.user_id} Role {p.role} permission was removed from "
             f"{_object_name(e, p.object_type, p.object_id)} by admin@internal-authz.",
             correlation_id=corr(request))
     return web.Response(status=200)

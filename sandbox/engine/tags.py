@@ -137,11 +137,12 @@ async def tag_update(request):
         if parent is not None and parent in descendants(e, t.id):
             raise Conflict("[Cannot move Tag. A tag cannot be moved under itself or one of its "
                            "descendants.]")
+    old_parent = t.parent_id
     t.name = x.name or t.name
     if x.description is not None:
         t.description = x.description
     t.parent_id = parent
-    e.event(436, f"Tag {t.name} configuration was updated by admin@internal-authz.",
+    e.event(555 if parent != old_parent else 430, f"Tag {t.name} configuration was updated by admin@internal-authz.",
             correlation_id=corr(request))
     return xml_response(render_tag(e, t))
 
@@ -215,7 +216,7 @@ async def assign(request):
         raise Conflict(f"[Cannot attach Tag. Tag {t.name} is already attached to "
                        f"{owner.name}.]")
     owner.tag_ids.add(t.id)
-    e.event(438 if kind == "vm" else 442,
+    e.event(440 if kind == "vm" else 442,
             f"Object '{owner.name}' tagged with '{t.name}' by admin@internal-authz.",
             vm_id=owner.id if kind == "vm" else None,
             host_id=owner.id if kind == "host" else None, correlation_id=corr(request))
@@ -231,7 +232,7 @@ async def unassign(request):
     if tid not in owner.tag_ids:
         raise NotFound(f"Tag '{tid}' not found")
     owner.tag_ids.discard(tid)
-    e.event(439 if kind == "vm" else 443,
+    e.event(446 if kind == "vm" else 444,
             f"Tag '{e.tags[tid].name}' was removed from object '{owner.name}' by "
             "admin@internal-authz.", vm_id=owner.id if kind == "vm" else None,
             host_id=owner.id if kind == "host" else None, correlation_id=corr(request))

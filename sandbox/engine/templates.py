@@ -139,6 +139,7 @@ async def template_add(request):
         raise Conflict("[Cannot add Template. The Template name is already in use, please "
                        "choose a unique name and try again.]")
     cfg = vm_config(vm)
+    _apply_template_fields(cfg, x)
     tpl = Template(x.id or new_id(), base.name if base else x.name, cfg, vm.cluster_id,
                    description=x.description or "",
                    version_number=(max(t.version_number for t in templates(e)
@@ -167,6 +168,23 @@ async def template_add(request):
     return xml_response(render_template(e, tpl), status=201)
 
 
+def _apply_template_fields(cfg: Vm, x: types.Template):
+    """What the request sets on the template over the VM's configuration."""
+    if x.memory:
+        cfg.memory = x.memory
+    if x.cpu and x.cpu.topology:
+        tp = x.cpu.topology
+        cfg.cpu_sockets = tp.sockets or cfg.cpu_sockets
+        cfg.cpu_cores = tp.cores or cfg.cpu_cores
+        cfg.cpu_threads = tp.threads or cfg.cpu_threads
+    if x.os and x.os.type:
+        cfg.os_type = x.os.type
+    if x.bios and x.bios.type:
+        cfg.bios_type = x.bios.type.value
+    if x.high_availability and x.high_availability.enabled is not None:
+        cfg.ha = x.high_availability.enabled
+
+
 @routes.delete(API + "/templates/{id}")
 async def template_remove(request):
     require_admin(request)
@@ -183,7 +201,7 @@ async def template_remove(request):
         if d:
             await d.image.remove()
     del e.templates[t.id]
-    e.event(52, f"Template {t.name} was removed.", correlation_id=corr(request))
+    e.event(251, f"Template {t.name} was removed.", correlation_id=corr(request))
     return web.Response(status=200)
 
 

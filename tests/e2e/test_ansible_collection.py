@@ -315,3 +315,75 @@ def test_unknown_search_field_is_an_empty_answer_over_http(sandbox):
             f"{e['username']}:{e['password']}".encode()).decode()})
     with urllib.request.urlopen(req, context=sandbox.ssl) as resp:
         assert resp.status == 200 and json.loads(resp.read()) == {}
+
+
+def test_disk_nic_and_template_modules(plays, conn, sandbox):
+    u = _uid()
+    src, disk, tpl, copy = f"ans-src-{u}", f"ans-data-{u}", f"ans-tpl-{u}", f"ans-from-tpl-{u}"
+    auth = {"auth": "{{ ovirt_auth }}"}
+    plays.run([
+        {"name": "vm", "ovirt.ovirt.ovirt_vm": {**auth, "name": src, "cluster": "Default",
+                                                "template": "Blank", "memory": "1GiB",
+                                                "state": "stopped"}},
+        {"name": "disk", "ovirt.ovirt.ovirt_disk": {**auth, "name": disk, "vm_name": src,
+                                                    "size": "32MiB", "format": "cow",
+                                                    "interface": "virtio", "bootable": True,
+                                                    "storage_domain": "data", "wait": True}},
+    ])
+    s = conn.system_service()
+    (vm,) = s.vms_service().list(search=f"name={src}")
+    (d,) = s.disks_service().list(search=f"name={disk}")
+    (att,) = s.vms_service().vm_service(vm.id).disk_attachments_service().list()
+    assert att.disk.id == d.id and att.interface == t.DiskInterface.VIRTIO and att.bootable
+    sandbox.write(vm.id, 1 << 20, 2 << 20, pattern=0x3c, disk_id=d.id)
+    before = sandbox.digest(d.id)
+    r = plays.run([
+        {"name": "grow", "ovirt.ovirt.ovirt_disk": {**auth, "name": disk, "vm_name": src,
+                                                    "size": "64MiB", "wait": True}},
+        {"name": "nic", "ovirt.ovirt.ovirt_nic": {**auth, "vm": src, "name": "nic2",
+                                                  "profile": "ovirtmgmt", "interface": "e1000"}},
+        {"name": "nics", "ovirt.ovirt.ovirt_nic_info": {**auth, "vm": src}},
+        {"name": "tpl", "ovirt.ovirt.ovirt_template": {**auth, "name": tpl, "vm": src,
+                                                       "cluster": "Default", "memory": "2GiB",
+                                                       "description": "from ansible"}},
+        {"name": "tpl_info", "ovirt.ovirt.ovirt_template_info": {**auth, "pattern": f"name={tpl}"}},
+        {"name": "copy", "ovirt.ovirt.ovirt_vm": {**auth, "name": copy, "cluster": "Default",
+                                                  "template": tpl, "state": "stopped"}},
+        {"name": "clusters", "ovirt.ovirt.ovirt_cluster_info": {**auth, "pattern": "name=Default"}},
+        {"name": "dcs", "ovirt.ovirt.ovirt_datacenter_info": {**auth, "pattern": "name=Default"}},
+        {"name": "sds", "ovirt.ovirt.ovirt_storage_domain_info": {**auth, "pattern": "name=data"}},
+        {"name": "api", "ovirt.ovirt.ovirt_api_info": {**auth}},
+    ])
+    wait(lambda: s.disks_service().disk_service(d.id).get().status == t.DiskStatus.OK)
+    assert s.disks_service().disk_service(d.id).get().provisioned_size == 64 << 20
+    assert r["grow"]["changed"]
+    nics = s.vms_service().vm_service(vm.id).nics_service().list()
+    assert [(n.name, n.interface) for n in nics] == [("nic2", t.NicInterface.E1000)]
+    assert [n["name"] for n in r["nics"]["ovirt_nics"]] == ["nic2"]
+    (tp,) = s.templates_service().list(search=f"name={tpl}")
+    assert r["tpl"]["id"] == tp.id and tp.version.version_number == 1
+    assert tp.memory == 2 << 30 and tp.description == "from ansible"
+    (tatt,) = s.templates_service().template_service(tp.id).disk_attachments_service().list()
+    assert tatt.disk.id != d.id
+    grown = sandbox.digest(d.id)
+    assert sandbox.digest(tatt.disk.id) == grown  # the template holds a copy of the VM's disk
+    assert [x["id"] for x in r["tpl_info"]["ovirt_templates"]] == [tp.id]
+    (cp,) = s.vms_service().list(search=f"name={copy}")
+    assert cp.template.id == tp.id and cp.memory == 2 << 30
+    (catt,) = s.vms_service().vm_service(cp.id).disk_attachments_service().list()
+    assert catt.disk.id not in (d.id, tatt.disk.id) and sandbox.digest(catt.disk.id) == grown
+    assert grown != before  # 64 MiB now (the written data kept, the new tail zeros)
+    assert [c["name"] for c in r["clusters"]["ovirt_clusters"]] == ["Default"]
+    assert [x["name"] for x in r["dcs"]["ovirt_datacenters"]] == ["Default"]
+    assert [x["name"] for x in r["sds"]["ovirt_storage_domains"]] == ["data"]
+    assert r["api"]["ovirt_api"]["product_info"]["version"]["major"] == 4
+    plays.run([
+        {"name": "rm_copy", "ovirt.ovirt.ovirt_vm": {**auth, "name": copy, "state": "absent"}},
+        {"name": "rm_tpl", "ovirt.ovirt.ovirt_template": {**auth, "name": tpl, "state": "absent"}},
+        {"name": "rm_src", "ovirt.ovirt.ovirt_vm": {**auth, "name": src, "state": "absent"}},
+    ])
+    assert s.templates_service().list(search=f"name={tpl}") == []
+    assert s.vms_service().list(search=f"name={src}") == [] and s.vms_service().list(
+        search=f"name={copy}") == []
+    left = {x.id for x in s.disks_service().list()}
+    assert not {d.id, tatt.disk.id, catt.disk.id} & left
