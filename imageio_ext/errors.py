@@ -160,13 +160,18 @@ class TargetUnavailable(Unavailable):
 
 
 class TargetFull(OvaultError):
-    """The backup target has no space left (ENOSPC or a quota)."""
+    """The backup target has no space left (ENOSPC or a quota); ``free`` is
+    what the file system still reported free, in bytes, when known."""
 
-    msg = "Backup target {self.url} is full: {self.reason}"
+    msg = "Backup target {self.url} is full: {self.reason}{self._free}"
     code, title, status = "target_full", "Backup target full", 507
 
-    def __init__(self, url: str, reason: str):
-        super().__init__(reason, url=url)
+    def __init__(self, url: str, reason: str, free: int | None = None):
+        super().__init__(reason, url=url, free=free)
+
+    @property
+    def _free(self) -> str:
+        return "" if self.free is None else f" ({self.free} bytes free)"
 
 
 class TargetPermissionDenied(OvaultError):
@@ -192,10 +197,11 @@ def os_error_text(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 
-def target_error(e: OSError, url: str) -> OvaultError | None:
-    """The domain error for an OSError the target raised, or None if it has no meaning of its own."""
+def target_error(e: OSError, url: str, free: int | None = None) -> OvaultError | None:
+    """The domain error for an OSError the target raised, or None if it has no
+    meaning of its own. ``free``: the bytes the target reports free, if known."""
     if e.errno in (_errno.ENOSPC, _errno.EDQUOT):
-        return TargetFull(url, os_error_text(e))
+        return TargetFull(url, os_error_text(e), free)
     if e.errno in (_errno.EACCES, _errno.EPERM, _errno.EROFS):
         return TargetPermissionDenied(url, os_error_text(e))
     return None

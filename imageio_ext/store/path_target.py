@@ -41,7 +41,15 @@ class PathTarget(Target):
     def _translate(self, path: str, e: OSError):
         if e.errno == errno.ENOENT:
             return NotFound(path)
-        return target_error(e, self.url) or e  # full, read-only, permission denied
+        # full (with the space left, for the message), read-only, permission denied
+        return target_error(e, self.url, self._free() if e.errno == errno.ENOSPC else None) or e
+
+    def _free(self) -> int | None:
+        try:
+            st = os.statvfs(self.root)
+        except OSError:
+            return None
+        return st.f_bavail * st.f_frsize
 
     async def connect(self) -> None:
         if not await self._run(os.path.isdir, str(self.root)):

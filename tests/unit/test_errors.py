@@ -91,6 +91,7 @@ async def test_a_full_local_target_fails_the_copy_as_target_full(tmp_path, monke
             await backup_disk(store, img, vm_id=str(uuid.uuid4()), backup_id=str(uuid.uuid4()),
                               disk_id=str(uuid.uuid4()), size=1 << 20)
         assert ei.value.to_dict()["code"] == "target_full"
+        assert isinstance(ei.value.free, int) and f"({ei.value.free} bytes free)" in str(ei.value)
     finally:
         monkeypatch.undo()
         await store.close()
