@@ -65,6 +65,7 @@ class Sso:
         u = self.users.get(username)
         if u is None or not secrets.compare_digest(u.password, password):
             return None
+        u.engine_user = True  # the engine adds a directory user at their first login
         tok = secrets.token_urlsafe(48)
         self.tokens[tok] = (u, time.time() + self.ttl)
         return tok

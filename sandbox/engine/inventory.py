@@ -83,8 +83,10 @@ async def api_root(request):
         effective_user=T(types.User, id=u.id, href=f"{API}/users/{u.id}"))
     text = render.to_xml(api)
     links = "".join(f'<link href="{API}/{rel}" rel="{rel}"/>' for rel in (
-        "clusters", "datacenters", "disks", "events", "hosts", "imagetransfers", "jobs",
-        "networks", "storagedomains", "templates", "vms", "vnicprofiles", "users"))
+        "affinitylabels", "clusters", "datacenters", "disks", "domains", "events", "groups",
+        "hosts", "imagetransfers", "jobs", "networks", "operatingsystems", "permissions", "roles",
+        "schedulingpolicies", "storagedomains", "tags", "templates", "users", "vms",
+        "vnicprofiles"))
     text = text.replace("<api>", "<api>" + links, 1)
     return web.Response(text=text, content_type="application/xml")
 

@@ -232,6 +232,13 @@ def test_user_and_permission_modules_grant_exactly_one_vm(plays, conn, sandbox):
                         ca_file=e["ca_file"])
     try:
         assert [v.id for v in uc.system_service().vms_service().list()] == [legacy]
+        r = plays.run([{"name": "revoke", "ovirt.ovirt.ovirt_permission": {
+            **auth, "user_name": principal, "authz_name": "internal-authz", "role": "UserRole",
+            "object_type": "vm", "object_name": "legacy-erp", "state": "absent"}}])
+        assert r["revoke"]["changed"]
+        assert uc.system_service().vms_service().list() == []
+        assert all(p.user is None or p.user.id != user.id
+                   for p in s.vms_service().vm_service(legacy).permissions_service().list())
     finally:
         uc.close()
 

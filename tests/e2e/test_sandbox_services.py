@@ -117,6 +117,14 @@ def test_users_roles_and_permissions_at_every_level(conn, sandbox):
         finally:
             c.close()
     assert sees() == []
+    # A directory user who logs in becomes an engine user (as at a first login to the engine).
+    other = f"svc-login-{_uid()}"
+    sandbox.admin("POST", "/users", {"name": f"{other}@internal", "password": "pw-2",
+                                     "engine_user": False})
+    assert s.users_service().list(search=f"usrname={other}@internal-authz") == []
+    sdk.Connection(url=e["api"], username=f"{other}@internal", password="pw-2",
+                   ca_file=e["ca_file"]).authenticate()
+    assert len(s.users_service().list(search=f"usrname={other}@internal-authz")) == 1
     legacy = sandbox.vm("legacy-erp")["id"]
     vp = s.vms_service().vm_service(legacy).permissions_service()
     p = vp.add(t.Permission(role=t.Role(name="UserRole"), user=t.User(id=u.id)))
@@ -144,6 +152,12 @@ def test_users_roles_and_permissions_at_every_level(conn, sandbox):
         x = svc.add(t.Permission(role=t.Role(name="UserRole"), user=t.User(id=u.id)))
         assert getattr(x, attr).id == oid and x.id in {y.id for y in svc.list()}
         svc.permission_service(x.id).remove()
+    # System level: every VM.
+    sp = s.permissions_service().add(t.Permission(role=t.Role(name="UserRole"), user=t.User(id=u.id)))
+    assert sp.data_center is None and sp.vm is None and sp.id in {x.id for x in s.permissions_service().list()}
+    assert sees() == _names(s.vms_service().list())
+    s.permissions_service().permission_service(sp.id).remove()
+    assert sees() == ["legacy-erp"]
     assert {x.id for x in s.users_service().user_service(u.id).permissions_service().list()} == {p.id}
     s.users_service().user_service(u.id).remove()  # the user's permissions go with it
     assert all(x.user is None or x.user.id != u.id for x in vp.list())
