@@ -172,7 +172,8 @@ def test_restore_checks_before_the_202(orch, sandbox, no_leftovers):
         conn.close()
 
 
-@pytest.mark.xfail(strict=True, reason="the sandbox's imageio daemon loses its tickets when restarted and "
+# Not strict: when the restart lands after the last range was read, the backup succeeds.
+@pytest.mark.xfail(strict=False, reason="the sandbox's imageio daemon loses its tickets when restarted and "
                    "nothing adds them back; the copy waits ~15 s and fails naming the lost ticket. Passing "
                    "needs the backup machine to resume the disk on a new image transfer (statemachines)")
 def test_imageio_restarted_mid_copy_backup_completes(orch, sandbox, conn, no_leftovers):
