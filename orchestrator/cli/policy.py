@@ -1,5 +1,5 @@
 """Policy commands: `policy create|list|show|edit|delete|run|preview`, `prune`,
-`backup-protect` (docs/policies.md). Like the other client commands they talk to
+`protect` (docs/policies.md). Like the other client commands they talk to
 `ovault serve` over its REST API; ``--json`` prints what the API answered.
 """
 from __future__ import annotations
@@ -62,7 +62,7 @@ def register(sub) -> None:
     pr.add_argument("--vm", help="only this VM (name or id)")
     pr.add_argument("--dry-run", action="store_true", help="show what would go, delete nothing")
     pr.add_argument("--wait", action="store_true", help="wait for the prune job")
-    bp = sub.add_parser("backup-protect", help="protect a backup from prune and delete")
+    bp = sub.add_parser("protect", help="protect a backup from prune and delete")
     bp.add_argument("backup", help="backup id")
     bp.add_argument("--off", action="store_true", help="remove the protection")
     for p in (cr, ls, sh, ed, dl, rn, pv, pr, bp):
@@ -158,7 +158,7 @@ async def run(args) -> int:
                 _print_decisions(out["vms"])
                 for vm, why in out["skipped"].items():
                     print(f"{vm}: skipped - {why}")
-        elif args.cmd == "backup-protect":
+        elif args.cmd == "protect":
             out = await api.req("PATCH", f"/api/v1/backups/{args.backup}", {"protected": not args.off})
             if not args.json:
                 print(f"backup {out['id']}: " + ("protected" if out["protected"] else "not protected"))

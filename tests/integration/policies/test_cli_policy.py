@@ -1,4 +1,4 @@
-"""`ovault policy …`, `ovault prune`, `ovault backup-protect` against the real app
+"""`ovault policy …`, `ovault prune`, `ovault protect` against the real app
 (aiohttp test server over a real catalog)."""
 import json
 from datetime import datetime, timedelta, timezone
@@ -48,10 +48,10 @@ async def test_policy_commands(papi, capsys):
     code, out = await _ovault(papi, capsys, "prune", "--dry-run", "--json")
     res = json.loads(out)
     assert res["dry_run"] and res["vms"][0]["pruned"] == []      # daily keeps all three
-    code, out = await _ovault(papi, capsys, "backup-protect", ids[0])
+    code, out = await _ovault(papi, capsys, "protect", ids[0])
     assert code == 0 and "protected" in out and (await papi.catalog.backups.get(
         __import__("uuid").UUID(ids[0]))).protected
-    code, out = await _ovault(papi, capsys, "backup-protect", ids[0], "--off", "--json")
+    code, out = await _ovault(papi, capsys, "protect", ids[0], "--off", "--json")
     assert json.loads(out)["protected"] is False
     code, out = await _ovault(papi, capsys, "policy", "run", "erp", "--json")
     r = json.loads(out)
