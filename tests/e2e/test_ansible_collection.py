@@ -133,11 +133,16 @@ def test_upload_create_from_blank_run_stop_remove(plays, conn, sandbox, tmp_path
             "nics": [{"name": "nic1", "profile_name": "ovirtmgmt", "interface": "virtio"}]}},
         {"name": "run", "ovirt.ovirt.ovirt_vm": {**auth, "name": name, "state": "running", "wait": True}},
         {"name": "stop", "ovirt.ovirt.ovirt_vm": {**auth, "name": name, "state": "stopped", "wait": True}},
+        {"name": "download", "ovirt.ovirt.ovirt_disk": {**auth, "name": disk, "format": "cow",
+                                                        "download_image_path": str(tmp_path / "back.qcow2")}},
+        {"name": "snaps", "ovirt.ovirt.ovirt_snapshot_info": {**auth, "vm": name}},
     ])
     s = conn.system_service()
     (d,) = s.disks_service().list(search=f"name={disk}")
     assert d.id == r["upload"]["id"] and d.format == t.DiskFormat.COW
     assert sandbox.digest(d.id) == image_digest(img)  # the uploaded content, byte for byte
+    assert image_digest(tmp_path / "back.qcow2") == image_digest(img)  # and downloaded again
+    assert [x["snapshot_type"] for x in r["snaps"]["ovirt_snapshots"]] == ["active"]
     (vm,) = s.vms_service().list(search=f"name={name}")
     assert r["create"]["changed"] and r["create"]["id"] == vm.id
     assert vm.template.id == "00000000-0000-0000-0000-000000000000"
