@@ -161,7 +161,7 @@ async def tag_remove(request):
     for v in e.vms.values():
         v.tag_ids -= gone
     for h in e.hosts.values():
-        getattr(h, "tag_ids", set()).difference_update(gone)
+        h.tag_ids -= gone
     e.event(434, f"Tag {t.name} was removed by admin@internal-authz.",
             correlation_id=corr(request))
     return web.Response(status=200)
@@ -174,8 +174,6 @@ def _owner(request):
         vm = get_vm(request)
         return e, vm, "vm", f"{API}/vms/{vm.id}/tags"
     h = e.host(request.match_info["host"])
-    if not hasattr(h, "tag_ids"):
-        h.tag_ids = set()
     return e, h, "host", f"{API}/hosts/{h.id}/tags"
 
 

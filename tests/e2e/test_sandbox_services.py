@@ -83,7 +83,12 @@ def test_tags_tree_assignment_events_and_follow(conn, sandbox):
     vts.tag_service(c.id).remove()
     assert c.name not in {x.name for x in vts.list()}
     vts.add(t.Tag(id=c.id))
+    host = next(h for h in s.hosts_service().list() if h.name == "host2")
+    hts = s.hosts_service().host_service(host.id).tags_service()
+    hts.add(t.Tag(name=c.name))
+    assert [h.name for h in s.hosts_service().list(search=f"tag={c.name}")] == ["host2"]
     tags.tag_service(p.id).remove()  # the subtree and its assignments go
+    assert hts.list() == [] and s.hosts_service().list(search=f"tag={c.name}") == []
     left = {x.id for x in tags.list()}
     assert p.id not in left and c.id not in left
     assert c.name not in {x.name for x in vts.list()}
