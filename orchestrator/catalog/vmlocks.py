@@ -145,10 +145,13 @@ async def create_job_skipping_busy(catalog, kind: str, machines: Sequence, **kw)
     """A job for the machines whose VMs are free (each machine locks its own
     VM); `(job or None, {vm_id: VmBusy})`. A VM taken by another job between
     the look and the insert is dropped and the rest tried again, so a policy
-    run never fails, nor starts, a VM that is busy: it records the skip."""
+    run never fails, nor starts, a VM that is busy: it records the skip. A
+    `request` with "vm_ids" gets the ids of the machines actually in the job."""
     skipped: dict[str, VmBusy] = {}
     todo = list(machines)
     while todo:
+        if isinstance(kw.get("request"), Mapping) and "vm_ids" in kw["request"]:
+            kw["request"] = {**kw["request"], "vm_ids": [m.vm_id for m in todo]}
         try:
             job = await create_job_locked(catalog, kind, todo, lock_vms=[m.vm_id for m in todo], **kw)
             return job, skipped

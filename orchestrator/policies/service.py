@@ -23,6 +23,7 @@ import structlog
 from imageio_ext.store.errors import BackupNotFound, MissingOnTarget
 
 from .. import catalog as cat
+from ..catalog.vmlocks import create_job_skipping_busy
 from .membership import Assignment, VmRef, assign
 from .retention import Decision, Item, Retention, plan
 from .schedule import Schedule
@@ -131,16 +132,22 @@ class PolicyService:
             if not group:
                 continue
             machines = [cat.NewMachine(vm_id=m.vm_id, vm_name=m.vm_name) for m in group]
-            async with self.catalog.transaction() as tx:
-                job = await tx.jobs.create(
-                    "backup", machines, created_by=created_by,
-                    request={"vm_ids": [m.vm_id for m in group], "mode": mode,
-                             "policy_id": str(policy.id), "policy": policy.name})
+
+            async def started(tx, job, mode=mode):  # in the job's transaction
                 await tx.policies.tag_job(job.id, policy.id)
                 await tx.events.append("policy.run.started", {
                     "policy_id": str(policy.id), "policy": policy.name, "job_id": str(job.id),
-                    "vm_ids": [m.vm_id for m in group], "mode": mode}, job_id=job.id)
-            jobs.append(job)
+                    "vm_ids": [m.vm_id for m in job.machines], "mode": mode}, job_id=job.id)
+            # Each VM is locked with the job (catalog.vmlocks): one taken since
+            # the look above is skipped too, never started alongside.
+            job, raced = await create_job_skipping_busy(
+                self.catalog, "backup", machines, created_by=created_by, queued_event=False,
+                then=started, request={"vm_ids": [m.vm_id for m in group], "mode": mode,
+                                       "policy_id": str(policy.id), "policy": policy.name})
+            for vm_id, busy in raced.items():
+                skipped[vm_id] = f"busy: {busy}"
+            if job is not None:
+                jobs.append(job)
         if jobs and self.poke:
             self.poke()
         return RunResult(jobs, skipped)
