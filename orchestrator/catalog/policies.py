@@ -435,3 +435,32 @@ class PolicyRepository(Repository):
         """Backup jobs queued or running (garbage collection waits for none)."""
         return await self._db.fetchval(
             "SELECT count(*) FROM jobs WHERE kind = 'backup' AND state IN ('queued', 'running')")
+
+    @wrap_errors
+    async def runs_past_window(self, now: datetime) -> list[Mapping[str, Any]]:
+        """Fired ticks whose job is still queued after the policy's window."""
+        rows = await self._db.fetch(
+            "SELECT t.id, t.job_id, t.fire_at, p.window_minutes, p.name FROM policy_ticks t "
+            "JOIN policies p ON p.id = t.policy_id JOIN jobs j ON j.id = t.job_id "
+            "WHERE t.status IN ('fired', 'late') AND j.state = 'queued' "
+            "AND t.fire_at + make_interval(mins => p.window_minutes) < $1", now)
+        return [dict(r) for r in rows]
+
+    @wrap_errors
+    async def finished_runs(self, *, limit: int = 50) -> list[Mapping[str, Any]]:
+        """Policy backup jobs that ended in the last day and whose follow-up (prune
+        job, policy.run.finished) nobody has claimed yet, or whose claim expired."""
+        rows = await self._db.fetch(
+            "SELECT j.id, j.state, j.finished_at, j.policy_id FROM jobs j "
+            "WHERE j.policy_id IS NOT NULL AND j.kind = 'backup' AND j.finished_at IS NOT NULL "
+            "AND j.finished_at > now() - interval '1 day' AND NOT EXISTS ("
+            "  SELECT 1 FROM maintenance_ticks m WHERE m.task = 'prune:' || j.id::text "
+            "  AND (m.finished_at IS NOT NULL OR m.created_at > now() - interval '10 minutes')) "
+            "ORDER BY j.finished_at LIMIT $1", limit)
+        return [dict(r) for r in rows]
+
+    @wrap_errors
+    async def vms_with_status(self, status: str) -> list[str]:
+        rows = await self._db.fetch(
+            "SELECT vm_id FROM vm_protection WHERE status = $1 ORDER BY vm_id", status)
+        return [r["vm_id"] for r in rows]

@@ -77,8 +77,7 @@ class Maintenance:
     async def _summary(self) -> dict[str, Any]:
         since = self.clock() - timedelta(days=1)
         runs = await self.catalog.policies.runs_summary(since)
-        at_risk = [r["vm_id"] for r in await self.catalog.db.fetch(
-            "SELECT vm_id FROM vm_protection WHERE status = 'at_risk' ORDER BY vm_id")]
+        at_risk = await self.catalog.policies.vms_with_status("at_risk")
         usage = None
         store = self.service.store
         if store is not None:

@@ -134,38 +134,28 @@ class Scheduler:
         return tick
 
     async def _expire_windows(self, now: datetime) -> None:
-        """A run still queued after its window: cancel it and record the tick missed."""
-        rows = await self.catalog.db.fetch(
-            "SELECT t.id, t.job_id, t.fire_at, p.window_minutes, p.name FROM policy_ticks t "
-            "JOIN policies p ON p.id = t.policy_id JOIN jobs j ON j.id = t.job_id "
-            "WHERE t.status IN ('fired', 'late') AND j.state = 'queued' "
-            "AND t.fire_at + make_interval(mins => p.window_minutes) < $1", now)
-        for r in rows:
+        """A run still queued after its window: cancel it and record the tick missed
+        (one transaction: the cancel, the tick and the `policy.run.missed` event)."""
+        for r in await self.catalog.policies.runs_past_window(now):
             try:
-                await self.catalog.jobs.request_cancel(r["job_id"])
+                async with self.catalog.transaction() as tx:
+                    await tx.jobs.request_cancel(r["job_id"])
+                    tick = await tx.policies.finish_tick(
+                        r["id"], status="missed",
+                        reason=f"could not start within window_minutes={r['window_minutes']}")
+                    await tx.events.append("policy.run.missed", {
+                        "policy": r["name"], "job_id": str(r["job_id"]),
+                        "fire_at": r["fire_at"].isoformat()}, job_id=r["job_id"])
             except cat.CatalogError as e:
                 log.warning("could not cancel a run past its window", error=str(e))
                 continue
-            tick = await self.catalog.policies.finish_tick(
-                r["id"], status="missed",
-                reason=f"could not start within window_minutes={r['window_minutes']}")
             policy = await self.catalog.policies.get(tick.policy_id)
             await self._mail(policy, "failure", tick_mail(policy, tick))
-            await self.catalog.events.append("policy.run.missed", {
-                "policy": r["name"], "job_id": str(r["job_id"]),
-                "fire_at": r["fire_at"].isoformat()}, job_id=r["job_id"])
 
     async def _prune_finished(self) -> None:
         """Once per finished policy job (across replicas): prune its VMs, and say
         the run finished (webhook `policy.run.finished`)."""
-        rows = await self.catalog.db.fetch(
-            "SELECT j.id, j.state, j.finished_at, j.policy_id FROM jobs j "
-            "WHERE j.policy_id IS NOT NULL AND j.kind = 'backup' AND j.finished_at IS NOT NULL "
-            "AND j.finished_at > now() - interval '1 day' AND NOT EXISTS ("
-            "  SELECT 1 FROM maintenance_ticks m WHERE m.task = 'prune:' || j.id::text "
-            "  AND (m.finished_at IS NOT NULL OR m.created_at > now() - interval '10 minutes')) "
-            "ORDER BY j.finished_at LIMIT 50")
-        for r in rows:
+        for r in await self.catalog.policies.finished_runs():
             job = await self.catalog.jobs.get(r["id"])
             policy = await self.catalog.policies.get(r["policy_id"])
             vms = [(m.vm_id, policy) for m in job.machines if m.state == "succeeded"]

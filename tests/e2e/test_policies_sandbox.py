@@ -1,0 +1,129 @@
+"""A policy on the sandbox, driven by a fast clock: `* * * * *` with keep_last 2 on
+one VM. After four runs the VM has two backups, both give their disk back byte for
+byte, the pruned backups' manifests are gone from the target, and gc frees the
+chunks only they held.
+
+The orchestrator (`ovault serve`, real runner, prune handlers) runs the jobs; the
+test's own scheduler (same database, the real engine client) fires the ticks with
+a clock it moves a minute at a time, so four runs take seconds, not minutes. The
+orchestrator's own scheduler is made to sleep (huge pass interval)."""
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import Orchestrator, image_digest
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def ovault(*args, timeout=300):
+    p = subprocess.run([sys.executable, "-m", "orchestrator.cli", *map(str, args)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, f"ovault {' '.join(map(str, args))}: {p.stdout}\n{p.stderr}"
+    return p.stdout
+
+
+class Clock:
+    def __init__(self, t):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+async def test_every_minute_keep_last_two(sandbox, state_root, tmp_path):
+    from imageio_ext.store import Store
+    from orchestrator import config
+    from orchestrator.catalog import Catalog, EmbeddedPostgres, connect
+    from orchestrator.engine.client import EngineClient
+    from orchestrator.policies.scheduler import Scheduler
+    from orchestrator.policies.service import PolicyService
+
+    pg = EmbeddedPostgres(state_root / "policies-pg")
+    await pg.start()
+    orch = engine = pool = None
+    try:
+        orch = await asyncio.to_thread(lambda: Orchestrator(
+            sandbox.dir, state_root / "policies", dsn=pg.dsn,
+            env={"OVAULT_POLICIES_SCHEDULER_INTERVAL": "100000",
+                 "OVAULT_POLICIES_GC_SCHEDULE": ""}).start())
+        vm = sandbox.vm("db-primary")
+        p = await asyncio.to_thread(orch.api, "POST", "/api/v1/policies", {
+            "name": "every-minute", "schedule": "* * * * *", "vm_ids": [vm["id"]],
+            "retention": {"keep_last": 2}}, 201)
+        pool = await connect(pg.dsn, min_size=1, max_size=4)
+        catalog = Catalog(pool)
+        cfg = config.load(sandbox=sandbox.dir)
+        engine = EngineClient(cfg.engine)
+        clock = Clock(datetime.now(timezone.utc))
+        sched = Scheduler(catalog, PolicyService(catalog, engine, clock=clock), replica="test",
+                          clock=clock)
+        conn = sandbox.connect()
+        try:
+            atts = conn.system_service().vms_service().vm_service(vm["id"]) \
+                .disk_attachments_service().list()
+        finally:
+            conn.close()
+        disk_id = atts[0].disk.id
+        digests = {}
+        for run in range(4):
+            # new data only this run's backup (and the next ones, until overwritten) holds
+            sandbox.write(vm["id"], 4 * 2**20, 4 * 2**20, pattern="random", seed=1000 + run,
+                          disk_id=disk_id)
+            want = sandbox.digest(disk_id)
+            clock.t += timedelta(minutes=1)
+            ticks = await sched.pass_once()
+            assert [t.status for t in ticks] == ["fired"], ticks
+            job = await asyncio.to_thread(orch.wait_job, str(ticks[0].job_id), 300)
+            assert job["state"] == "succeeded", job
+            digests[job["machines"][0]["backup_id"]] = want
+            await sched.pass_once()          # queues the run's prune job
+            prunes = await pool.fetch("SELECT id FROM jobs WHERE kind = 'prune' AND "
+                                      "state <> 'succeeded'")
+            for r in prunes:
+                pj = await asyncio.to_thread(orch.wait_job, str(r["id"]), 120)
+                assert pj["state"] == "succeeded", pj
+        ids = list(digests)
+        kept = [b["id"] for b in await asyncio.to_thread(orch.backups, vm["id"])]
+        assert sorted(kept) == sorted(ids[2:])
+        for bid in ids[:2]:
+            assert (await catalog.backups.get(uuid.UUID(bid))).status == "deleted"
+        ticks = await catalog.policies.ticks(uuid.UUID(p["id"]))
+        assert len(ticks) == 4 and all(t.status == "fired" for t in ticks)
+        # the target holds exactly the kept backups' manifests
+        store = await Store.open(cfg.target.url)
+        try:
+            on_target = {b.backup_id for b in await store.list_backups(vm["id"])}
+        finally:
+            await store.close()
+        assert on_target == set(ids[2:])
+        # both kept backups give the disk back byte for byte
+        for bid in ids[2:]:
+            out = tmp_path / f"{bid}.qcow2"
+            await asyncio.to_thread(ovault, "export", bid, disk_id, out, "--sandbox", sandbox.dir,
+                                    "--state-dir", orch.state_dir)
+            assert image_digest(out) == digests[bid]
+        # gc frees what only the pruned backups held
+        r = json.loads(await asyncio.to_thread(
+            ovault, "gc", "--grace-hours", "0", "--sandbox", sandbox.dir, "--state-dir",
+            orch.state_dir, "--json"))
+        assert r["chunks_removed"] >= 1 and r["bytes_removed"] > 0, r
+        assert json.loads(await asyncio.to_thread(
+            ovault, "verify", "--json", "--sandbox", sandbox.dir, "--state-dir", orch.state_dir))
+    finally:
+        if engine is not None:
+            await engine.close()
+        if pool is not None:
+            await pool.close()
+        if orch is not None:
+            await asyncio.to_thread(orch.stop)
+        await pg.stop()
