@@ -19,7 +19,9 @@ from .openapi_parts import (CURSOR, INT, LIMIT, NO_CONTENT, NSTR, STR, TIME, UUI
 routes = web.RouteTableDef()
 
 SCHEMAS = {
-    "Problem": obj({"type": STR, "title": STR, "status": {"type": "integer"}, "detail": STR}),
+    "Problem": obj({"type": STR, "title": STR, "status": {"type": "integer"}, "detail": STR,
+                    "code": STR},  # the error's stable name (the type slug with underscores)
+                   required=["type", "title", "status", "detail"]),
     "Machine": obj({
         "id": UUID, "vm_id": STR, "vm_name": NSTR, "state": STR, "error": NSTR,
         "bytes_done": INT, "bytes_total": INT, "progress": {"type": "number", "minimum": 0},
