@@ -31,7 +31,7 @@ from ..errors import OvaultError
 from ..store.ids import is_uuid
 from ..version import version
 from .config import MoverConfig
-from .jobs import FINAL, JobConflict, JobManager
+from .jobs import FINAL, JobManager
 
 log = structlog.get_logger("ovault.mover")
 
@@ -54,8 +54,6 @@ async def errors_mw(request: web.Request, handler):
         raise
     except OvaultError as e:
         return problem(e.status, e.code, e.title, str(e))
-    except JobConflict as e:
-        return problem(409, "conflict", "Conflict", str(e))
     except Exception:
         log.exception("mover.request_failed", path=request.path)
         return problem(500, "internal_error", "Internal error", "see the mover log")

@@ -24,7 +24,7 @@ from typing import Callable
 import structlog
 
 from ..copy import CopyResult, CopySpec, Progress, run_copy
-from ..errors import OvaultError, os_error_text
+from ..errors import Conflict, OvaultError, os_error_text
 from ..store import Store
 from .config import MoverConfig
 
@@ -38,10 +38,13 @@ def _iso(t: float | None) -> str | None:
     return datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z") if t else None
 
 
-class JobConflict(Exception):
+class JobConflict(Conflict):
+    """A create with a known copy id but a different request (the id is the idempotency key)."""
+
+    msg = "copy {self.job_id} exists with a different request"
+
     def __init__(self, job_id: str):
-        self.job_id = job_id
-        super().__init__(f"copy {job_id} exists with a different request")
+        super().__init__(job_id=job_id)
 
 
 @dataclass

@@ -89,6 +89,8 @@ async def test_copy_lifecycle_events_and_idempotent_create(client):
     # same id, other request: conflict
     r = await client.post("/v1/copies", json={**body, "size": 4 << 20}, headers=AUTH)
     assert r.status == 409
+    assert await r.json() == {"type": "urn:ovault:mover:conflict", "title": "Conflict", "status": 409,
+                              "detail": f"copy {job['id']} exists with a different request"}
     # a second copy waits for the single slot
     r2 = await (await client.post("/v1/copies", json=spec(), headers=AUTH)).json()
     assert r2["state"] == "queued"
