@@ -15,6 +15,7 @@ The repository speaks in plain values (the API validates policies with
 """
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -79,7 +80,6 @@ class Tick:
 
 
 def _replace(obj, **kw):
-    import dataclasses
     return dataclasses.replace(obj, **kw)
 
 

@@ -6,7 +6,6 @@ to change (the API turns `Invalid` into a 422).
 """
 from __future__ import annotations
 
-import dataclasses
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -202,5 +201,3 @@ class PolicySpec:
             else:
                 doc[k] = v
         return PolicySpec.from_json(doc, default_timezone=self.timezone)
-
-    replace = dataclasses.replace
