@@ -51,9 +51,13 @@ class Backoff:
         return self.delay(state.attempt_number)
 
 
+async def _sleep(seconds: float) -> None:
+    await asyncio.sleep(seconds)  # looked up at each call, so a test may patch asyncio.sleep
+
+
 def retrying(*, what: str, attempts: int | None, retry_on: type[BaseException] | tuple = Exception,
              retry_if: Callable[[BaseException], bool] | None = None, first: float = 0.25, cap: float = 8.0, jitter: bool = True,
-             sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+             sleep: Callable[[float], Awaitable[Any]] | None = None,
              logger: Any = None, level: str = "warning", **context: Any) -> tenacity.AsyncRetrying:
     """An async retry loop (see the module docstring). ``retry_if``, when given,
     decides instead of ``retry_on`` which exceptions are worth another try.
@@ -73,7 +77,7 @@ def retrying(*, what: str, attempts: int | None, retry_on: type[BaseException] |
         wait=Backoff(first, cap, jitter),
         retry=(tenacity.retry_if_exception(retry_if) if retry_if is not None
                else tenacity.retry_if_exception_type(retry_on)),
-        sleep=sleep,
+        sleep=sleep or _sleep,
         before_sleep=before_sleep,
         reraise=True,
     )
