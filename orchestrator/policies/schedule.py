@@ -9,10 +9,11 @@ autumn hour fires once.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from croniter import croniter
 
@@ -31,10 +32,19 @@ def validate_cron(expr: object) -> str:
         raise Invalid(f"schedule {expr!r} has {len(fields)} fields; it needs 5 "
                       f"(minute hour day-of-month month day-of-week), e.g. '0 2 * * *'")
     try:
-        croniter(" ".join(fields))
+        it = croniter(" ".join(fields), datetime(2000, 1, 1, tzinfo=timezone.utc))
     except (ValueError, KeyError) as e:   # CroniterBadCronError is a ValueError
         raise Invalid(f"schedule {expr!r} is not a valid cron expression: {e}") from None
+    try:
+        it.get_next(datetime)
+    except ValueError:                    # CroniterBadDateError: e.g. '0 0 31 2 *'
+        raise Invalid(f"schedule {expr!r} never fires (no such date)") from None
     return " ".join(fields)
+
+
+@functools.lru_cache(maxsize=1)
+def _zones() -> frozenset[str]:
+    return frozenset(available_timezones())
 
 
 def parse_timezone(name: object) -> ZoneInfo:
@@ -42,11 +52,13 @@ def parse_timezone(name: object) -> ZoneInfo:
             or name.startswith("/"):
         raise Invalid(f"timezone must be an IANA time zone name such as 'Europe/Paris', "
                       f"got {name!r}")
+    if name not in _zones():
+        raise Invalid(f"unknown time zone {name!r} (use an IANA name such as "
+                      f"'Europe/Paris' or 'UTC')")
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise Invalid(f"unknown time zone {name!r} (use an IANA name such as "
-                      f"'Europe/Paris' or 'UTC')") from None
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise Invalid(f"unknown time zone {name!r}") from None
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,17 @@ def _strings(v: Any, name: str, *, max_items: int = 1000, max_len: int = 200) ->
     return tuple(out)
 
 
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+def _vm_ids(v: Any) -> tuple[str, ...]:
+    ids = _strings(v, "vm_ids")
+    for x in ids:
+        if not _UUID.match(x):
+            raise Invalid(f"vm_ids: {x[:50]!r} is not a VM id (a UUID)")
+    return tuple(dict.fromkeys(x.lower() for x in ids))
+
+
 def _regex(v: Any, name: str) -> str | None:
     if v is None:
         return None
@@ -165,7 +176,7 @@ class PolicySpec:
         full = body.get("full_every_days")
         return cls(
             name=name.strip(), schedule=sched.cron, timezone=str(sched.tz.key),
-            retention=retention, vm_ids=_strings(body.get("vm_ids"), "vm_ids"),
+            retention=retention, vm_ids=_vm_ids(body.get("vm_ids")),
             rules=Rules.from_json(body.get("rules")),
             window_minutes=_int(body.get("window_minutes", DEFAULT_WINDOW_MINUTES),
                                 "window_minutes", 1, 7 * 24 * 60),

@@ -39,6 +39,9 @@ def test_between_and_weekday_interval():
     ({"name": "x", "schedule": "* * * * * *"}, "has 6 fields"),
     ({"name": "x", "schedule": "0 2 * * *", "timezone": "Mars/Olympus"}, "unknown time zone"),
     ({"name": "x", "schedule": "0 2 * * *", "timezone": "../etc/passwd"}, "IANA"),
+    ({"name": "x", "schedule": "0 2 * * *", "timezone": "Europe"}, "unknown time zone"),
+    ({"name": "x", "schedule": "0 0 31 2 *"}, "never fires"),
+    ({"name": "x", "schedule": "0 2 * * *", "vm_ids": ["web-1"]}, "not a VM id"),
     ({"name": "x", "schedule": "0 2 * * *", "rules": {"name_regex": "db-("}},
      "rules.name_regex 'db-(' is not a valid regular expression"),
     ({"name": "x", "schedule": "0 2 * * *", "rules": {"colour": "red"}}, "unknown rules fields"),
@@ -62,12 +65,12 @@ def test_invalid_policies_say_why(body, words):
 
 def test_spec_round_trip_and_patch():
     s = PolicySpec.from_json({"name": " nightly ", "schedule": "0  2 * * *",
-                              "retention": {"keep_daily": 7}, "vm_ids": ["a", "a", "b"],
+                              "retention": {"keep_daily": 7}, "vm_ids": ["0f0e0d0c-0b0a-4909-8807-060504030201", "0F0E0D0C-0B0A-4909-8807-060504030201", "1f0e0d0c-0b0a-4909-8807-060504030201"],
                               "rules": {"tags": ["prod"], "exclude_name_regex": "^tmp-"},
                               "notify": {"emails": ["ops@example.com"]}},
                              default_timezone="Europe/Paris")
     assert s.name == "nightly" and s.schedule == "0 2 * * *" and s.timezone == "Europe/Paris"
-    assert s.vm_ids == ("a", "b") and s.notify.on == ("failure",)
+    assert s.vm_ids == ("0f0e0d0c-0b0a-4909-8807-060504030201", "1f0e0d0c-0b0a-4909-8807-060504030201") and s.notify.on == ("failure",)
     assert PolicySpec.from_json(s.to_json()) == s
     p = s.patched({"retention": {"keep_last": 3}, "timezone": "UTC", "vm_ids": None})
     assert p.retention.to_dict() == {"keep_last": 3} and p.timezone == "UTC" and p.vm_ids == ()
