@@ -58,10 +58,12 @@ async def _sleep(seconds: float) -> None:
 def retrying(*, what: str, attempts: int | None, retry_on: type[BaseException] | tuple = Exception,
              retry_if: Callable[[BaseException], bool] | None = None, first: float = 0.25, cap: float = 8.0, jitter: bool = True,
              sleep: Callable[[float], Awaitable[Any]] | None = None,
+             on_retry: Callable[[BaseException], Any] | None = None,
              logger: Any = None, level: str = "warning", **context: Any) -> tenacity.AsyncRetrying:
     """An async retry loop (see the module docstring). ``retry_if``, when given,
     decides instead of ``retry_on`` which exceptions are worth another try.
-    ``what`` and ``context`` go into the log line written before each wait."""
+    ``what`` and ``context`` go into the log line written before each wait;
+    ``on_retry(error)`` runs then too (drop a broken connection, count)."""
     if attempts is not None and attempts < 1:
         raise ValueError("attempts must be >= 1 (or None: until it works)")
     lg = logger or log
@@ -71,6 +73,8 @@ def retrying(*, what: str, attempts: int | None, retry_on: type[BaseException] |
         getattr(lg, level)(f"{what} failed, retrying", attempt=state.attempt_number,
                            delay=round(state.next_action.sleep, 2) if state.next_action else None,
                            error=str(err) or type(err).__name__, **context)
+        if on_retry is not None and err is not None:
+            on_retry(err)
 
     return tenacity.AsyncRetrying(
         stop=tenacity.stop_after_attempt(attempts) if attempts is not None else tenacity.stop_never,

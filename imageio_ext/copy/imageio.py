@@ -50,6 +50,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from ..retry import retrying
 from .errors import (
     DirtyExtentsUnavailable,
     ImageioError,
@@ -246,47 +247,60 @@ class ImageioClient:
         assert self._session is not None, "open() first"
         url = self._base + query
         what = f"/images/{self.ticket}{query}"
-        attempt, started = 0, 0.0
-        while True:
-            try:
-                async with self._session.request(method, url, headers=headers, data=data, json=json_body) as r:
-                    body = await r.read()
-                    self.requests += 1
-                    if r.status not in ok:
-                        reason = body.decode(errors="replace") or r.reason or ""
-                        cls = TransferNotFound if r.status in (403, 404) else ImageioError
-                        raise cls(method, what, r.status, reason)
-                    if expect_len is not None and len(body) != expect_len:
-                        raise aiohttp.ClientPayloadError(f"short read: {len(body)} of {expect_len} bytes")
-                    return r.status, body
-            except TransferNotFound as e:
-                if not attempt:  # not after an outage: the transfer is over
-                    raise
-                await self._backoff(attempt, started, e, method, what)
-                attempt += 1
-            except _NET_ERRORS as e:
-                started = started if attempt else time.monotonic()
-                await self._backoff(attempt, started, e, method, what)
-                attempt += 1
 
-    async def _backoff(self, attempt: int, started: float, e: BaseException, method: str, what: str) -> None:
-        """Pause before retry `attempt + 1`, or raise once the retries are used up.
+        async def once() -> tuple[int, bytes]:
+            async with self._session.request(method, url, headers=headers, data=data, json=json_body) as r:
+                body = await r.read()
+                self.requests += 1
+                if r.status not in ok:
+                    reason = body.decode(errors="replace") or r.reason or ""
+                    cls = TransferNotFound if r.status in (403, 404) else ImageioError
+                    raise cls(method, what, r.status, reason)
+                if expect_len is not None and len(body) != expect_len:
+                    raise aiohttp.ClientPayloadError(f"short read: {len(body)} of {expect_len} bytes")
+                return r.status, body
+
+        return await self._with_retries(method, what, once)
+
+    async def _with_retries(self, method: str, what: str, once):
+        """``once()`` with the retries the module docstring describes.
 
         A ticket unknown right after a connection error is waited for too: a
         daemon that was restarted gets its tickets back from whoever added them."""
-        waited = time.monotonic() - started
-        if attempt >= self.retries and isinstance(e, TransferNotFound):
+        started: float | None = None  # when imageio stopped answering
+
+        def worth_retrying(e: BaseException) -> bool:
+            return isinstance(e, _NET_ERRORS) or (started is not None and isinstance(e, TransferNotFound))
+
+        def pause(e: BaseException) -> None:
+            if self._blocking is not None:
+                self._blocking.drop_idle()  # they all point at the daemon that went away
+            self.retried += 1
+
+        tries = 0
+        try:
+            async for attempt in retrying(what=f"imageio {method} {what}", attempts=self.retries + 1,
+                                          retry_if=worth_retrying, first=self.retry_delay,
+                                          cap=self.retry_max_delay, jitter=False, on_retry=pause,
+                                          level="info"):
+                with attempt:
+                    tries += 1
+                    try:
+                        return await once()
+                    except _NET_ERRORS:
+                        started = started if started is not None else time.monotonic()
+                        raise
+        except TransferNotFound as e:
+            if started is None:  # not after an outage: the transfer is over
+                raise
             raise TransferNotFound(method, what, e.http_status,
-                                   f"{e.reason}; the ticket was still unknown {waited:.1f} s after imageio "
-                                   "stopped answering (the daemon restarted without it)") from e
-        if attempt >= self.retries:
+                                   f"{e.reason}; the ticket was still unknown {time.monotonic() - started:.1f} s "
+                                   "after imageio stopped answering (the daemon restarted without it)") from e
+        except _NET_ERRORS as e:
+            waited = time.monotonic() - (started or time.monotonic())
             raise ImageioUnavailable(
-                self._where(), f"{method} {what}: {type(e).__name__}: {e} (gave up after {attempt + 1} "
+                self._where(), f"{method} {what}: {type(e).__name__}: {e} (gave up after {tries} "
                                f"attempts over {waited:.1f} s)") from e
-        if self._blocking is not None:
-            self._blocking.drop_idle()
-        self.retried += 1
-        await asyncio.sleep(min(self.retry_delay * 2 ** attempt, self.retry_max_delay))
 
     async def _data_request(self, method: str, query: str, headers: dict, body=None, ok=(200, 204),
                             expect_len: int | None = None) -> bytes:
@@ -295,28 +309,20 @@ class ImageioClient:
         loop = asyncio.get_running_loop()
         path = self._path + query
         what = f"/images/{self.ticket}{query}"
-        attempt, started = 0, 0.0
-        while True:
-            try:
-                status, reason, data = await loop.run_in_executor(
-                    self._blocking.executor, self._blocking.request, method, path, headers, body)
-                self.requests += 1
-                if status not in ok:
-                    text = data.decode(errors="replace") or reason or ""
-                    cls = TransferNotFound if status in (403, 404) else ImageioError
-                    raise cls(method, what, status, text)
-                if expect_len is not None and len(data) != expect_len:
-                    raise http.client.IncompleteRead(data, expect_len - len(data))
-                return data
-            except TransferNotFound as e:
-                if not attempt:  # not after an outage: the transfer is over
-                    raise
-                await self._backoff(attempt, started, e, method, what)
-                attempt += 1
-            except _NET_ERRORS as e:
-                started = started if attempt else time.monotonic()
-                await self._backoff(attempt, started, e, method, what)
-                attempt += 1
+
+        async def once() -> bytes:
+            status, reason, data = await loop.run_in_executor(
+                self._blocking.executor, self._blocking.request, method, path, headers, body)
+            self.requests += 1
+            if status not in ok:
+                text = data.decode(errors="replace") or reason or ""
+                cls = TransferNotFound if status in (403, 404) else ImageioError
+                raise cls(method, what, status, text)
+            if expect_len is not None and len(data) != expect_len:
+                raise http.client.IncompleteRead(data, expect_len - len(data))
+            return data
+
+        return await self._with_retries(method, what, once)
 
     def _where(self) -> str:
         return f"unix:{self.local_socket}" if self.transport == "unix" else self.transfer_url
