@@ -74,3 +74,11 @@ async def test_each_wait_is_logged_with_what_and_why():
         ("op failed, retrying", 1, 0.25, "failure 1", "vm-1", "warning"),
         ("op failed, retrying", 2, 0.5, "failure 2", "vm-1", "warning"),
     ]
+
+
+async def test_on_retry_runs_before_each_wait_only():
+    seen: list[str] = []
+    sleeps: list[float] = []
+    with pytest.raises(ConnectionError):
+        await run(Flaky(5), sleeps, attempts=3, jitter=False, on_retry=lambda e: seen.append(str(e)))
+    assert seen == ["failure 1", "failure 2"] and len(sleeps) == 2
