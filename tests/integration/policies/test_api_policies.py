@@ -51,6 +51,9 @@ async def test_policy_lifecycle_and_roles(papi):
     assert prot[web1] == ("at_risk", p["id"])          # member, never backed up
     assert prot[db1] == ("unprotected", None)          # in conflict: nobody protects it
     assert prot[tmp] == ("excluded", None)
+    st, one = await papi.call("GET", f"/api/v1/vms/{web1}", viewer)
+    assert st == 200 and (one["protection"], one["policy"]) == ("at_risk", "nightly")
+    assert one["next_run"] == p["next_runs"][0]
     # run now: the conflicted VM is skipped with the reason
     st, r = await papi.call("POST", f"/api/v1/policies/{p['id']}/run", viewer)
     assert st == 403
