@@ -92,6 +92,13 @@ def extend(schemas: dict, paths: dict) -> None:
                   tags=tags),
         "post": op("Create a policy", "admin", {"201": _json(ref("Policy"))}, body="PolicyCreate",
                    tags=tags)}
+    paths["/api/v1/policies/next-runs"] = {
+        "get": op("A schedule's next fire times before it is saved (validated like a policy's)",
+                  "viewer", {"200": _json(obj({"schedule": STR, "timezone": STR,
+                                               "next_runs": {"type": "array", "items": TIME}}))},
+                  params=[q("schedule", STR, "5-field cron"), q("timezone", STR, "IANA name"),
+                          q("count", {"type": "integer", "minimum": 1, "maximum": 20})],
+                  tags=tags)}
     paths["/api/v1/policies/{id}"] = {
         "get": op("One policy, with its recent ticks", "viewer", {"200": _json(ref("Policy"))},
                   params=pid, tags=tags),

@@ -13,6 +13,7 @@ from aiohttp import web
 from .. import catalog as cat
 from ..errors import Conflict, Invalid, NotFound
 from ..keys import CATALOG, CONFIG, ENGINE, POLICIES, RUNNER, STORE
+from ..policies.schedule import Schedule
 from ..policies.service import PolicyService
 from ..policies.spec import PolicySpec
 from . import validate as v
@@ -87,6 +88,21 @@ async def create_policy(request: web.Request):
 async def list_policies(request: web.Request):
     pols = await request.app[CATALOG].policies.list()
     return web.json_response({"items": await _views(request, pols)})
+
+
+@routes.get("/api/v1/policies/next-runs")
+@allow("viewer")
+async def schedule_next_runs(request: web.Request):
+    """`?schedule=&timezone=&count=`: a schedule's next fire times (UTC) before it is
+    saved, validated like a policy's (the portal's schedule field shows them)."""
+    q = request.query
+    tz = q.get("timezone") or default_timezone(request)
+    sched = Schedule.parse(q.get("schedule"), tz)
+    count = v.opt_int(q.get("count"), "count", 1, 20) or 5
+    return web.json_response({"schedule": sched.cron, "timezone": str(sched.tz.key),
+                              "next_runs": [t.isoformat() for t in
+                                            sched.next_times(policy_service(request.app).clock(),
+                                                             count)]})
 
 
 @routes.get("/api/v1/policies/{id}")
