@@ -38,6 +38,14 @@ def test_search_language(conn, sandbox):
     on1 = [v.name for v in vs.list() if v.host and v.host.id == host1.id]
     assert on1 and _names(vs.list(search="host=host1")) == sorted(on1)
     assert _names(vs.list(search="memory>4000 and name=web*")) == ["web-frontend"]
+    # `and` binds tighter than `or`; a quoted value keeps its spaces and keywords.
+    assert _names(vs.list(search="tag=gold and name=db* or name=legacy*")) == ["db-primary", "legacy-erp"]
+    assert _names(vs.list(search='name="db-primary or name=web-frontend"')) == []
+    assert _names(vs.list(search="TAG=gold AND Name=DB-*")) == ["db-primary"]
+    assert _names(vs.list(search="name=DB-*", case_sensitive=True)) == []
+    status = vs.vm_service(sandbox.vm("db-primary")["id"]).get().status.value.upper()
+    assert _names(vs.list(search=f"status={status} and name=db-primary", case_sensitive=True)) \
+        == ["db-primary"]  # enums match regardless of case
     # A field the engine does not know selects nothing (never everything).
     assert vs.list(search="colour=blue") == []
     assert vs.list(search="name=db-primary and colour=blue") == []
