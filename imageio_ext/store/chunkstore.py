@@ -8,7 +8,13 @@
   target clock), like Proxmox Backup Server's insert_chunk: a touched chunk
   counts as young for gc, which is what keeps in-flight backups safe.
 - Reading decompresses and re-hashes: a chunk that does not match its name is
-  `ChunkCorrupted`, never returned.
+  `ChunkCorrupted`, never returned. Whoever finds it (verify, a restore, an
+  export) also *sets it aside* on the target (`mark_bad`: renamed to
+  ``<digest>.<n>.bad``, like Proxmox Backup Server's bad chunks), so every
+  mover and every later backup sees it: to a writer the chunk is now absent,
+  so the next put of that content writes it again, and a writer inheriting it
+  from a parent index is told to re-read those ranges (`DiskWriter.commit`).
+  That rewrite heals every backup that references the digest.
 - Hashing and zstd run in a thread pool (`cpu`); both release the GIL.
 """
 
@@ -23,7 +29,7 @@ from typing import Awaitable, Callable, Iterable, TypeVar
 from .chunk import ChunkCodec
 from .errors import ChunkCorrupted, ChunkMissing, NotFound, StoreNotInitialized
 from .fidx import ZERO_DIGEST
-from .layout import chunk_path
+from .layout import MAX_BAD_COPIES, bad_chunk_path, chunk_path
 from .target import Target
 
 T = TypeVar("T")
@@ -145,6 +151,47 @@ class ChunkStore:
 
         return [dg for dg in await self.map(one, list(digests)) if dg is not None]
 
+    # -- damage ----------------------------------------------------------------
+
+    async def mark_bad(self, digest: bytes) -> str | None:
+        """Set a damaged chunk aside as ``<digest>.<n>.bad``; return that path.
+
+        Returns None if there was nothing to set aside (already moved by
+        someone else) or if what was moved turns out to be intact — a writer
+        re-wrote the chunk between our read and our rename — in which case it
+        is put back.
+        """
+        if digest == ZERO_DIGEST:
+            return None
+        path = chunk_path(digest)
+        bad = bad_chunk_path(digest, MAX_BAD_COPIES - 1)
+        for n in range(MAX_BAD_COPIES):
+            if not await self.target.exists(bad_chunk_path(digest, n)):
+                bad = bad_chunk_path(digest, n)
+                break
+        try:
+            await self.target.rename(path, bad)
+        except NotFound:
+            return None
+        try:
+            await self.cpu(self.codec.decode, digest, await self.target.read_file(bad))
+        except ChunkCorrupted:
+            return bad
+        except NotFound:
+            return None
+        await self.target.rename(bad, path)  # intact after all (re-written meanwhile)
+        return None
+
+    async def bad_copies(self, digest: bytes) -> list[str]:
+        """Paths of the damaged copies of a chunk set aside so far."""
+        out = []
+        for n in range(MAX_BAD_COPIES):
+            p = bad_chunk_path(digest, n)
+            if not await self.target.exists(p):
+                break
+            out.append(p)
+        return out
+
     # -- reading -------------------------------------------------------------
 
     async def get(self, digest: bytes, length: int | None = None) -> bytes:
@@ -160,8 +207,16 @@ class ChunkStore:
         try:
             blob = await self.target.read_file(chunk_path(digest))
         except NotFound:
+            if await self.target.exists(bad_chunk_path(digest, 0)):
+                raise ChunkCorrupted(
+                    digest.hex(), "it was found damaged and set aside (.bad); the next backup of its VM rewrites it"
+                ) from None
             raise ChunkMissing(digest.hex()) from None
-        data = await self.cpu(self.codec.decode, digest, blob)
+        try:
+            data = await self.cpu(self.codec.decode, digest, blob)
+        except ChunkCorrupted:
+            await self.mark_bad(digest)
+            raise
         if length is not None and len(data) != length:
             raise ChunkCorrupted(digest.hex(), f"is {len(data)} bytes, index slot needs {length}")
         return data

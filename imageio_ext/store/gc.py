@@ -15,7 +15,9 @@
   longest backup (default one day); a writer touches, at commit, every chunk
   it references that it did not write or touch itself recently.
 - Also removed: unpublished backup directories older than the cutoff
-  (aborted or crashed backups), and stale temp files.
+  (aborted or crashed backups), stale temp files, and damaged chunk copies
+  set aside as ``<digest>.<n>.bad`` once the chunk has been rewritten (healed)
+  or no published backup references the digest any more.
 
 Which operation is safe against which (no locks on the target):
 
@@ -42,6 +44,7 @@ from .errors import BackupNotFound, IndexCorrupted, NotFound
 from .ids import is_digest_hex, is_uuid
 from .layout import (
     VMS_DIR,
+    bad_chunk_name,
     chunk_leaf_dirs,
     index_disk_id,
     remove_dir,
@@ -69,6 +72,8 @@ class GcReport:
     bytes_removed: int = 0
     chunks_kept_young: int = 0
     tmp_removed: int = 0
+    bad_removed: int = 0  # <digest>.<n>.bad copies removed (healed or unreferenced)
+    bad_kept: int = 0  # damaged chunks still referenced and not yet rewritten
     orphans_removed: list[str] = field(default_factory=list)  # "vm/backup"
 
 
@@ -171,6 +176,8 @@ async def collect_garbage(
         kept_young=rep.chunks_kept_young,
         referenced=rep.referenced,
         orphans=len(rep.orphans_removed),
+        bad_removed=rep.bad_removed,
+        bad_kept=rep.bad_kept,
     )
     return rep
 
@@ -183,6 +190,15 @@ async def _sweep_one(target: Target, d: str, e: DirEntry, marked: set[bytes], re
         if e.mtime < rep.cutoff:
             await try_remove(target, path)
             rep.tmp_removed += 1
+        return
+    bad = bad_chunk_name(e.name)
+    if bad is not None:
+        healed = await target.exists(join(d, bad[0]))
+        if healed or (bytes.fromhex(bad[0]) not in marked and e.mtime < rep.cutoff):
+            await try_remove(target, path)
+            rep.bad_removed += 1
+        else:
+            rep.bad_kept += 1
         return
     if not is_digest_hex(e.name):
         return  # not ours; leave it

@@ -4,6 +4,7 @@
 
     ovault-store.json                 store config (format, version, chunk size)
     chunks/ab/cd/<sha256 hex>         one zstd frame per chunk
+    chunks/ab/cd/<sha256 hex>.<n>.bad a chunk found damaged, set aside (n = 0..9)
     vms/<vm uuid>/<backup uuid>/      one directory per backup
         <disk uuid>.fidx              fixed index of one disk
         manifest.json                 published last: the backup exists from then on
@@ -27,11 +28,27 @@ MANIFEST_NAME = "manifest.json"
 INDEX_SUFFIX = ".fidx"
 CHUNKS_DIR = "chunks"
 VMS_DIR = "vms"
+BAD_SUFFIX = ".bad"
+MAX_BAD_COPIES = 10  # <digest>.0.bad .. <digest>.9.bad; the last is replaced after that
 
 
 def chunk_path(digest: bytes) -> str:
     h = digest.hex()
     return f"{CHUNKS_DIR}/{h[0:2]}/{h[2:4]}/{h}"
+
+
+def bad_chunk_path(digest: bytes, n: int) -> str:
+    """Where the ``n``-th damaged copy of a chunk is set aside (see docs/store-format.md)."""
+    return f"{chunk_path(digest)}.{n}{BAD_SUFFIX}"
+
+
+def bad_chunk_name(name: str) -> tuple[str, int] | None:
+    """(digest hex, n) of a ``<digest>.<n>.bad`` file name, or None."""
+    parts = name.split(".")
+    if len(parts) == 3 and "." + parts[2] == BAD_SUFFIX and parts[1].isdigit() and len(parts[1]) == 1:
+        if len(parts[0]) == 64 and all(c in "0123456789abcdef" for c in parts[0]):
+            return parts[0], int(parts[1])
+    return None
 
 
 def backup_dir(vm_id: str, backup_id: str) -> str:

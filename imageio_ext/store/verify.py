@@ -2,7 +2,9 @@
 
 Safe concurrently with everything (writers, deletes, gc): a chunk gc removes
 can only be one no published index references. A damaged chunk is reported
-with every (disk, offset) that uses it, so a later backup can re-send it.
+with every (disk, offset, length) that uses it, and set aside on the target
+(``<digest>.<n>.bad``, `ChunkStore.mark_bad`) so the next backup of the VM
+re-reads those ranges and writes it again.
 """
 
 from __future__ import annotations
@@ -21,6 +23,20 @@ class DamagedChunk:
     digest: str
     reason: str
     disk_offsets: dict[str, list[int]] = field(default_factory=dict)  # disk_id -> offsets
+    length: int = 0  # plaintext bytes of the chunk (each range is offset..offset+length)
+    set_aside: list[str] = field(default_factory=list)  # damaged copies kept on the target (.bad)
+
+    def ranges(self) -> list[tuple[str, int, int]]:
+        """(disk_id, offset, length) of every place the chunk is used, sorted."""
+        return sorted((d, o, self.length) for d, offs in self.disk_offsets.items() for o in offs)
+
+    def to_dict(self) -> dict:
+        return {
+            "digest": self.digest,
+            "reason": self.reason,
+            "ranges": [{"disk_id": d, "offset": o, "length": n} for d, o, n in self.ranges()],
+            "set_aside": list(self.set_aside),
+        }
 
 
 @dataclass
@@ -35,6 +51,17 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return not self.damaged and not self.bad_indexes
+
+    def to_dict(self) -> dict:
+        return {
+            "vm_id": self.vm_id,
+            "backup_id": self.backup_id,
+            "ok": self.ok,
+            "chunks_checked": self.chunks_checked,
+            "bytes_checked": self.bytes_checked,
+            "damaged": [d.to_dict() for d in self.damaged],
+            "bad_indexes": dict(self.bad_indexes),
+        }
 
 
 async def verify_backup(
@@ -74,7 +101,9 @@ async def verify_backup(
             data = await chunks.get(dg, lengths[dg])
         except (ChunkMissing, ChunkCorrupted) as e:
             reason = "missing" if isinstance(e, ChunkMissing) else e.reason
-            report.damaged.append(DamagedChunk(dg.hex(), reason, refs[dg]))
+            report.damaged.append(
+                DamagedChunk(dg.hex(), reason, refs[dg], lengths[dg], await chunks.bad_copies(dg))
+            )
         else:
             report.chunks_checked += 1
             report.bytes_checked += len(data)

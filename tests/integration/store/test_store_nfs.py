@@ -9,3 +9,10 @@ pytestmark = pytest.mark.integration
 
 class TestStoreOnNfs(StoreBehaviour):
     pass
+
+
+from tests.unit.store.heal_suite import StoreHealBehaviour  # noqa: E402
+
+
+class TestStoreHealOnNfs(StoreHealBehaviour):
+    pass
