@@ -226,13 +226,16 @@ class PolicyRepository(Repository):
     @wrap_errors
     async def end_job(self, job_id: uuid.UUID, state: str, *, error: str | None = None,
                       result: Mapping[str, Any] | None = None) -> Job | None:
-        """End a machine-less job with its `job.<state>` event, in one transaction;
-        None if it had already ended."""
+        """End a machine-less job with its `job.<state>` event, in one transaction
+        (`result` merges into what progress wrote); None if it had already ended."""
         if state not in ("succeeded", "failed", "canceled"):
             raise Invalid(f"a job ends succeeded, failed or canceled, not {state!r}")
         async with self._transaction() as c:
             row = await c.fetchrow(
-                "UPDATE jobs SET state = $2, error = $3, result = $4, updated_at = now(), "
+                "UPDATE jobs SET state = $2, error = $3, "
+                "       result = CASE WHEN $4::jsonb IS NULL THEN result "
+                "                     ELSE coalesce(result, '{}'::jsonb) || $4::jsonb END, "
+                "       updated_at = now(), "
                 "       finished_at = now(), started_at = coalesce(started_at, now()), "
                 "       lease_owner = NULL, lease_expires_at = NULL "
                 "WHERE id = $1 AND state IN ('queued', 'running') RETURNING *",
@@ -244,6 +247,16 @@ class PolicyRepository(Repository):
                 f"job.{state}", {"job_id": str(job_id), "kind": row["kind"], "state": state,
                                  "error": error, "result": dict(result or {})}, job_id=job_id)
         return Job.from_record(row)
+
+    @wrap_errors
+    async def job_progress(self, job_id: uuid.UUID, done: int, total: int) -> None:
+        """A running machine-less job's progress, in `result.progress`."""
+        await self._db.execute(
+            "UPDATE jobs SET result = coalesce(result, '{}'::jsonb) || "
+            "       jsonb_build_object('progress', jsonb_build_object('done', $2::int, "
+            "                                                         'total', $3::int)), "
+            "       updated_at = now() WHERE id = $1 AND state IN ('queued', 'running')",
+            job_id, done, total)
 
     # -- jobs, VMs, backups as policies see them ------------------------------------------
 

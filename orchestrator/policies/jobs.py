@@ -6,7 +6,8 @@ the runner re-claims a job whose replica died and the handler starts over.
   `request.vms` [{vm_id, policy_id}] (apply each policy's retention). Backups of
   those VMs left `deleting` by an earlier attempt are finished first.
 - gc: waits until no backup job is queued or running (checked again every
-  `poll` seconds while the lease is renewed), then sweeps the target;
+  `poll` seconds while the lease is renewed), then sweeps the target, with
+  `result.progress` {done, total} (backup and chunk directories) while it runs;
   `result.bytes_freed` says what it freed.
 """
 from __future__ import annotations
@@ -24,6 +25,8 @@ from .service import PolicyService
 log = structlog.get_logger("ovault.jobs.policies")
 
 __all__ = ["MaintenanceJobs"]
+
+PROGRESS_EVERY = 2.0
 
 
 class MaintenanceJobs:
@@ -73,7 +76,21 @@ class MaintenanceJobs:
             await asyncio.sleep(self.poll)
         t0 = time.monotonic()
         kw = {} if self.gc_grace_seconds is None else {"grace_seconds": self.gc_grace_seconds}
-        report = await store.gc(**kw)
+        writes: list[asyncio.Task] = []
+        last = [float("-inf")]
+
+        def progress(done: int, total: int) -> None:
+            # job.result.progress, at most every PROGRESS_EVERY seconds (and at the end)
+            now = time.monotonic()
+            if now - last[0] >= PROGRESS_EVERY or done == total:
+                last[0] = now
+                writes.append(asyncio.get_running_loop().create_task(
+                    self.catalog.policies.job_progress(job.id, done, total)))
+
+        try:
+            report = await store.gc(progress=progress, **kw)
+        finally:
+            await asyncio.gather(*writes, return_exceptions=True)
         result = {"bytes_freed": report.bytes_removed, "chunks_removed": report.chunks_removed,
                   "chunks_seen": report.chunks_seen, "kept_young": report.chunks_kept_young,
                   "seconds": round(time.monotonic() - t0, 3)}

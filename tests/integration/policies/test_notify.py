@@ -168,6 +168,9 @@ async def test_delete_then_gc_frees_the_chunks_once_per_day_never_beside_a_backu
         await asyncio.wait_for(task, 30)
         done = await catalog.jobs.get(gc_job.id)
         assert done.state == "succeeded" and done.result["bytes_freed"] > 0
+        # progress was written while it ran: the last write counts every directory
+        prog = done.result["progress"]
+        assert prog["total"] > 0 and prog["done"] == prog["total"]
         assert done.result["chunks_removed"] == 4
         ev = await catalog.db.fetch("SELECT payload FROM events WHERE type = 'gc.finished'")
         assert [e["payload"]["bytes_freed"] for e in ev] == [done.result["bytes_freed"]]
