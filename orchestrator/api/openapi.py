@@ -49,7 +49,11 @@ SCHEMAS = {
         "status": {"type": "string", "enum": ["running", "succeeded", "failed", "deleted"]},
         "parent_id": NSTR, "checkpoint_id": NSTR, "consistency": NSTR, "created_at": TIME,
         "completed_at": nullable(TIME), "size_bytes": INT, "new_bytes": INT, "fallback_reason": NSTR,
-        "error": NSTR, "disks": {"type": "array", "items": ref("BackupDisk")}}),
+        "error": NSTR, "disks": {"type": "array", "items": ref("BackupDisk")},
+        "damaged": {"type": "boolean", "description": "verify found damage on the target; never an incremental's parent"},
+        "damage": nullable({"type": "object", "description": "what verify found: damaged chunks "
+                            "(digest, reason, ranges of disk_id/offset/length) and bad indexes"}),
+        "verified_at": nullable(TIME)}),
     "Vm": obj({
         "id": STR, "name": NSTR, "status": NSTR, "host_id": NSTR, "cluster_id": NSTR,
         "memory": nullable({"type": "integer"}), "protected": {"type": "boolean"},

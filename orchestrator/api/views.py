@@ -35,6 +35,8 @@ def backup(b) -> dict:
             "size_bytes": b.size_bytes, "new_bytes": b.new_bytes,
             "fallback_reason": b.fallback_reason, "error": b.error,
             "protected": getattr(b, "protected", False),
+            "damaged": getattr(b, "damaged", False), "damage": getattr(b, "damage", None),
+            "verified_at": iso(getattr(b, "verified_at", None)),
             "disks": [{"disk_id": d.disk_id, "alias": d.alias, "provisioned_size": d.provisioned_size,
                        "format": d.format, "bytes_read": d.bytes_read, "bytes_written": d.bytes_written,
                        "bootable": (d.info or {}).get("bootable"),

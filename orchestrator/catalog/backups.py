@@ -95,6 +95,22 @@ class BackupRepository(Repository):
             await self._conflict_or_missing(backup_id, "delete")
         return Backup.from_record(row)
 
+    @wrap_errors
+    async def record_verify(self, backup_id: uuid.UUID, damage: Mapping[str, Any] | None) -> tuple[Backup, bool]:
+        """Record a verify of the backup: ``damage`` is what it found (None: intact).
+
+        Returns the backup and whether it *became* damaged with this verify
+        (the caller announces that once, as the `backup.damaged` event). An
+        intact result clears the flag (a newer backup rewrote the chunks)."""
+        async with self._transaction() as c:
+            was = await c.fetchval("SELECT damaged FROM backups WHERE id = $1 FOR UPDATE", backup_id)
+            if was is None:
+                raise NotFound("backup", backup_id)
+            row = await c.fetchrow(
+                "UPDATE backups SET damaged = $2, damage = $3, verified_at = now() WHERE id = $1 RETURNING *",
+                backup_id, damage is not None, dict(damage) if damage is not None else None)
+        return (await self._attach([row]))[0], damage is not None and not was
+
     async def _conflict_or_missing(self, backup_id: uuid.UUID, action: str) -> None:
         status = await self._db.fetchval("SELECT status FROM backups WHERE id = $1", backup_id)
         if status is None:
@@ -112,10 +128,10 @@ class BackupRepository(Repository):
     @wrap_errors
     async def last_succeeded(self, vm_id: str, *, target_id: uuid.UUID | None = None,
                              method: str | None = None) -> Backup | None:
-        """The newest succeeded backup of a VM: the parent (and, for CBT, the
-        `from_checkpoint_id`) of the next incremental."""
+        """The newest succeeded backup of a VM that verify has not found damaged:
+        the parent (and, for CBT, the `from_checkpoint_id`) of the next incremental."""
         row = await self._db.fetchrow(
-            "SELECT * FROM backups WHERE vm_id = $1 AND status = 'succeeded' "
+            "SELECT * FROM backups WHERE vm_id = $1 AND status = 'succeeded' AND NOT damaged "
             "  AND ($2::uuid IS NULL OR target_id = $2) AND ($3::text IS NULL OR method = $3) "
             "ORDER BY created_at DESC, id DESC LIMIT 1", vm_id, target_id, method)
         return None if row is None else (await self._attach([row]))[0]

@@ -211,6 +211,9 @@ class Backup:
     config: dict
     disks: tuple[BackupDisk, ...] = ()
     protected: bool = False          # never pruned, not deletable until unmarked
+    damaged: bool = False            # verify found damage on the target (see `damage`)
+    damage: dict | None = None       # what verify found: damaged chunks with ranges, bad indexes
+    verified_at: datetime | None = None
 
     from_record = classmethod(_from_record)
 

@@ -94,7 +94,8 @@ async def run(args) -> int:
                 for b in items:
                     print(f"{b['id']:<36}  {(b['vm_name'] or b['vm_id'])[:18]:<18} "
                           f"{b['created_at'][:25]:<25} {b['mode']:<11} {b['method']:<8} "
-                          f"{b['status']:<9} {human(b['size_bytes']):>10} {human(b['new_bytes']):>10}")
+                          f"{b['status']:<9} {human(b['size_bytes']):>10} {human(b['new_bytes']):>10}"
+                          + ("  DAMAGED (ovault verify shows where)" if b.get("damaged") else ""))
             return 0
         elif args.cmd == "jobs":
             if args.job:

@@ -22,6 +22,9 @@ def register(sub) -> None:
 
     v = sub.add_parser("verify", help="re-read and re-hash every chunk of backups")
     v.add_argument("backups", nargs="*", help="backup ids (default: every backup on the target)")
+    v.add_argument("--vm", help="only the backups of this VM id")
+    v.add_argument("--no-catalog", action="store_true",
+                   help="do not record the result in the catalog (damaged flag, backup.damaged event)")
     common(v)
     g = sub.add_parser("gc", help="remove chunks no published backup references")
     g.add_argument("--grace-hours", type=float, default=24.0,
@@ -73,19 +76,27 @@ async def run(args) -> int:
 
 
 async def verify(args, store, cfg) -> int:
-    infos = [await _find(store, b) for b in args.backups] if args.backups else await store.list_backups()
+    """Verify backups; damaged chunks are set aside on the target (the next
+    backup of the VM rewrites them) and, unless ``--no-catalog``, each result
+    is recorded in the catalog (`verify_record.record`)."""
+    from .verify_record import catalog_recorder, print_report
+    if args.backups:
+        infos = [await _find(store, b) for b in args.backups]
+    else:
+        infos = await store.list_backups(_vm_arg(args.vm) if args.vm else None)
     bad = 0
     out = []
-    with TaskProgress("bytes", enabled=not args.json) as bars:
-        for info in infos:
-            r = await store.verify(info.vm_id, info.backup_id, progress=bars.step(f"verify {info.backup_id[:8]}"))
-            bad += not r.ok
-            out.append(_verify_doc(info, r))
-            if not args.json:
-                print(f"{info.backup_id}  {'ok     ' if r.ok else 'DAMAGED'}  {r.chunks_checked} chunks, "
-                      f"{r.bytes_checked / 2**20:.1f} MiB re-hashed" +
-                      (f"; {len(r.damaged)} damaged chunks, bad indexes {list(r.bad_indexes)}"
-                       if not r.ok else ""))
+    async with catalog_recorder(cfg, enabled=not args.no_catalog) as record:
+        with TaskProgress("bytes", enabled=not args.json) as bars:
+            for info in infos:
+                r = await store.verify(info.vm_id, info.backup_id,
+                                       progress=bars.step(f"verify {info.backup_id[:8]}"))
+                bad += not r.ok
+                doc = r.to_dict()
+                doc["catalog"] = await record(info, r)
+                out.append(doc)
+                if not args.json:
+                    print_report(info, r)
     if args.json:
         print(json.dumps(out, indent=2))
     elif not infos:
@@ -93,11 +104,11 @@ async def verify(args, store, cfg) -> int:
     return 1 if bad else 0
 
 
-def _verify_doc(info, r) -> dict:
-    return {"backup_id": info.backup_id, "vm_id": info.vm_id, "ok": r.ok,
-            "chunks_checked": r.chunks_checked, "bytes_checked": r.bytes_checked,
-            "damaged": [{"digest": d.digest, "reason": d.reason} for d in r.damaged],
-            "bad_indexes": r.bad_indexes}
+def _vm_arg(vm: str) -> str:
+    try:
+        return str(uuid.UUID(vm))
+    except ValueError:
+        raise CliError(f"{vm!r} is not a VM id") from None
 
 
 async def gc(args, store, cfg) -> int:

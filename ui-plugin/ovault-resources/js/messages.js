@@ -171,6 +171,8 @@ const EN = {
   'backups.more': ' (more available)',
   'backups.none': 'No backups',
   'backups.noneDetail': 'Backups appear here once a backup job succeeds.',
+  'backups.damaged': 'damaged',
+  'backups.damagedHelp': 'Verify found damaged data in this backup (ovault verify shows the disk and byte ranges). The next backup of this VM rewrites what it still holds; this backup is never the base of an incremental.',
   'backups.restoreLabel': 'Restore backup of {name} from {when}',
   'backups.deleteLabel': 'Delete backup of {name} from {when}',
   'backups.deleteTitle': 'Delete backup?',

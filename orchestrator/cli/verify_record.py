@@ -1,0 +1,105 @@
+"""What `ovault verify` does with a result besides printing it.
+
+- ``print_report``: the plain output — per backup its VM, and per damaged
+  chunk its digest, the reason and every (disk, offset, length) that uses it.
+- ``catalog_recorder``: records each result in the catalog
+  (`BackupRepository.record_verify`: the ``damaged`` flag the API, CLI and UI
+  show, and which keeps a backup from being an incremental's parent) and, when
+  a backup becomes damaged, appends a ``backup.damaged`` event (webhooks). An
+  intact result clears the flag. Backups the catalog does not know (a target
+  not imported) are reported as such, not an error.
+"""
+from __future__ import annotations
+
+import contextlib
+import uuid
+from typing import AsyncIterator, Awaitable, Callable
+
+# Ranges shown per damaged chunk in the plain output and kept in an event; the
+# catalog row keeps them all (a chunk shared by many disks/backups is rare).
+SHOWN_RANGES = 20
+EVENT_RANGES = 100
+
+
+def print_report(info, r) -> None:
+    state = "ok     " if r.ok else "DAMAGED"
+    line = (f"{info.backup_id}  {state}  vm {info.vm_id}  {r.chunks_checked} chunks, "
+            f"{r.bytes_checked / 2**20:.1f} MiB re-hashed")
+    if not r.ok:
+        line += f"; {len(r.damaged)} damaged chunks, {len(r.bad_indexes)} bad indexes"
+    print(line)
+    for d in r.damaged:
+        print(f"    chunk {d.digest}  {d.reason}")
+        ranges = d.ranges()
+        for disk_id, off, length in ranges[:SHOWN_RANGES]:
+            print(f"        disk {disk_id}  offset {off}  length {length}")
+        if len(ranges) > SHOWN_RANGES:
+            print(f"        … and {len(ranges) - SHOWN_RANGES} more ranges (--json lists all)")
+    for disk_id, reason in sorted(r.bad_indexes.items()):
+        print(f"    index of disk {disk_id}  {reason}")
+
+
+def damage_doc(r) -> dict | None:
+    """The catalog's ``damage`` column for a verify result (None: intact)."""
+    if r.ok:
+        return None
+    return {"damaged_chunks": [d.to_dict() for d in r.damaged], "bad_indexes": dict(r.bad_indexes),
+            "chunks_checked": r.chunks_checked}
+
+
+def event_payload(b, r) -> dict:
+    ranges = [{"digest": d.digest, "disk_id": disk, "offset": off, "length": n}
+              for d in r.damaged for disk, off, n in d.ranges()]
+    return {"backup_id": str(b.id), "vm_id": b.vm_id, "vm_name": b.vm_name,
+            "damaged_chunks": len(r.damaged), "bad_indexes": dict(r.bad_indexes),
+            "ranges": ranges[:EVENT_RANGES], "ranges_total": len(ranges)}
+
+
+Recorder = Callable[[object, object], Awaitable[str]]
+
+
+@contextlib.asynccontextmanager
+async def catalog_recorder(cfg, *, enabled: bool = True) -> AsyncIterator[Recorder]:
+    """Yields ``record(info, report) -> str`` (what happened in the catalog:
+    "recorded", "became damaged", "unknown backup" or "not recorded")."""
+    if not enabled:
+        async def skip(info, r) -> str:
+            return "not recorded"
+        yield skip
+        return
+    from .. import catalog as cat
+    from ..service import state_path
+    pg = None
+    dsn = cfg.database.dsn
+    if not dsn:
+        pg = cat.EmbeddedPostgres(state_path(cfg, "pg"))
+        if await pg.is_running():
+            dsn, pg = pg.dsn, None
+        else:
+            await pg.start()
+            dsn = pg.dsn
+    pool = await cat.connect(dsn)
+    try:
+        await cat.migrate(pool)
+        c = cat.Catalog(pool)
+
+        async def record(info, r) -> str:
+            return await record_result(c, info, r)
+        yield record
+    finally:
+        await pool.close()
+        if pg is not None:
+            await pg.stop()
+
+
+async def record_result(c, info, r) -> str:
+    """Record one verify result in catalog ``c`` (see the module docstring)."""
+    from .. import catalog as cat
+    try:
+        b, became = await c.backups.record_verify(uuid.UUID(info.backup_id), damage_doc(r))
+    except cat.NotFound:
+        return "unknown backup"
+    if became:
+        await c.events.append("backup.damaged", event_payload(b, r), job_id=b.job_id)
+        return "became damaged"
+    return "recorded"
