@@ -162,7 +162,9 @@ class Engine(TransferOps, SnapshotOps):
     async def create_disk(self, *, alias: str, size: int, fmt: str, sparse: bool, backup: str,
                           sd_id: str, description: str = "", disk_id: str | None = None,
                           content_type: str = "data", correlation_id: str | None = None,
-                          wait: bool = False) -> Disk:
+                          wait: bool = False, source: tuple | None = None) -> Disk:
+        """A new disk, `locked` until its image exists (with the content of
+        `source` = (volume path, qemu format) when given: a copy)."""
         if sd_id not in self.sds:
             raise NotFound(f"Storage domain '{sd_id}' not found")
         if fmt not in ("cow", "raw"):
@@ -183,9 +185,17 @@ class Engine(TransferOps, SnapshotOps):
         job = self.start_job(f"Adding Disk {d.alias}", correlation_id)
 
         async def create():
-            img = await Image.create(self.sds[sd_id].dir, disk_id, size,
-                                     QCOW2 if fmt == "cow" else RAW, sparse)
-            d.image = img
+            try:
+                img = await Image.create(self.sds[sd_id].dir, disk_id, size,
+                                         QCOW2 if fmt == "cow" else RAW, sparse)
+                d.image = img
+                if source is not None:
+                    await img.replace_with(*source)
+            except Exception:
+                d.status = "illegal"  # as the engine marks a disk whose creation failed
+                self.event(2022, f"Add-Disk operation failed to complete on {d.alias}.",
+                           severity="error", sd_id=sd_id, correlation_id=job.correlation_id)
+                raise
             await asyncio.sleep(self.timing.disk_add)
             d.status = "ok"
             self.event(2021, f"The disk {d.alias} was successfully added.", sd_id=sd_id,
@@ -358,18 +368,26 @@ class Engine(TransferOps, SnapshotOps):
         raise NotFound(f"Disk attachment '{disk_id}' not found")
 
     async def copy_disk(self, src: Disk, vol_id: str | None, alias: str,
-                        correlation_id: str | None = None) -> Disk:
+                        correlation_id: str | None = None, wait: bool = False) -> Disk:
         """A new disk with the guest-visible content of `src` at volume `vol_id`
         (a snapshot's frozen volume; None: the active layer), as the engine
-        copies disks when cloning a VM or making a template."""
+        copies disks when cloning a VM or making a template; `locked` until
+        copied unless `wait`."""
         vol = src.image.volume(vol_id) if vol_id else src.image.top
-        d = await self.create_disk(alias=alias, size=src.provisioned_size, fmt=src.format,
-                                   sparse=src.sparse, backup=src.backup, sd_id=src.sd_id,
-                                   description=src.description, content_type=src.content_type,
-                                   correlation_id=correlation_id, wait=True)
-        d.status = "locked"
-        try:
-            await d.image.replace_with(vol.path, vol.fmt)
-        finally:
-            d.status = "ok"
-        return d
+        return await self.create_disk(alias=alias, size=src.provisioned_size, fmt=src.format,
+                                      sparse=src.sparse, backup=src.backup, sd_id=src.sd_id,
+                                      description=src.description, content_type=src.content_type,
+                                      correlation_id=correlation_id, wait=wait,
+                                      source=(vol.path, vol.fmt))
+
+    def after_disks(self, disks: list, then, failed=None):
+        """Run `then()` once every disk of `disks` is out of `locked` and `ok` (the
+        copies finished), else `failed()` (a creation failed or a disk went away)."""
+        async def watch():
+            while any(d.status == "locked" and d.id in self.disks for d in disks):
+                await asyncio.sleep(0.05)
+            if all(d.id in self.disks and d.status == "ok" for d in disks):
+                then()
+            elif failed is not None:
+                failed()
+        self.spawn(watch())

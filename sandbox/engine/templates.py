@@ -148,7 +148,11 @@ async def template_add(request):
                    or (None if base else "base version"),
                    base_id=base.id if base else None, status="locked")
     e.templates[tpl.id] = tpl
-    vm.busy = "template creation"
+    # As the engine: the VM is image_locked and the template locked until the copies are done.
+    vm.busy, vm.status = "template creation", "image_locked"
+    e.event(48, f"Creation of Template {tpl.name} from VM {vm.name} was initiated by "
+            "admin@internal-authz.", vm_id=vm.id, correlation_id=corr(request))
+    copies = []
     try:
         cfg.attachments = []
         for a in vm.attachments:
@@ -157,14 +161,22 @@ async def template_add(request):
                 continue
             d = await e.copy_disk(src, None, f"{src.alias}_{tpl.name}", corr(request))
             cfg.attachments.append(Attachment(d.id, a.bootable, a.interface))
-        tpl.status = "ok"
-        e.event(51, f"Creation of Template {tpl.name} from VM {vm.name} has been completed.",
-                vm_id=vm.id, correlation_id=corr(request))
+            copies.append(d)
     except Exception:
         e.templates.pop(tpl.id, None)
+        vm.busy, vm.status = None, "down"
         raise
-    finally:
-        vm.busy = None
+
+    def end(ok: bool):
+        tpl.status = "ok" if ok else "illegal"
+        vm.busy, vm.status = None, "down"
+        if ok:
+            e.event(51, f"Creation of Template {tpl.name} from VM {vm.name} has been completed.",
+                    vm_id=vm.id, correlation_id=corr(request))
+        else:
+            e.event(52, f"Failed to complete creation of Template {tpl.name} from VM {vm.name}.",
+                    severity="error", vm_id=vm.id, correlation_id=corr(request))
+    e.after_disks(copies, lambda: end(True), lambda: end(False))
     return xml_response(render_template(e, tpl), status=201)
 
 
@@ -192,6 +204,8 @@ async def template_remove(request):
     t = find_template(e, types.Template(id=request.match_info["id"]))
     if t.id == BLANK:
         raise Conflict("[Cannot remove Template. Blank Template cannot be removed.]")
+    if t.status == "locked":
+        raise Conflict(f"[Cannot remove Template. Template {t.name} is locked.]")
     users = [v.name for v in e.vms.values() if v.template_id == t.id]
     if users:
         raise Conflict(f"[Cannot remove Template. The following VMs are based on it: "
@@ -208,6 +222,8 @@ async def template_remove(request):
 async def instantiate(e, vm: Vm, t: Template, correlation_id) -> list[Attachment]:
     """Give a VM being created from template `t` the template's configuration
     (what the request did not set is the caller's business) and copies of its disks."""
+    if t.status != "ok":
+        raise Conflict(f"[Cannot add VM. Template {t.name} is {t.status}.]")
     vm.template_id = t.id
     atts = []
     for a in t.config.attachments:

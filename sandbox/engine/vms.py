@@ -164,7 +164,9 @@ async def vms_add(request):
             if src.status != "ok":
                 raise Conflict(f"[Cannot add VM. Disk {src.alias} is locked.]")
         e.add_vm(vm, corr(request))
-        vm.status = "image_locked"
+        # As the engine: the VM is image_locked and the snapshot locked until the copies are done.
+        vm.status, snap.status = "image_locked", "locked"
+        copies = []
         try:
             for a in atts:
                 if a.disk_id not in snap.volumes or a.disk_id not in e.disks:
@@ -173,15 +175,38 @@ async def vms_add(request):
                 d = await e.copy_disk(src, snap.volumes[a.disk_id], f"{src.alias}_{vm.name}",
                                       corr(request))
                 vm.attachments.append(Attachment(d.id, a.bootable, a.interface, a.active))
-        finally:
-            vm.status = "down"
+                copies.append(d)
+        except Exception:
+            vm.status, snap.status = "down", "ok"
+            raise
+        _when_copied(e, vm, copies, corr(request), snap)
         return xml_response(render.vm(e, vm), status=201)
+    copies = []
     if tpl is not None and tpl.id != render.BLANK:
-        attach += await templates.instantiate(e, vm, tpl, corr(request))
+        made = await templates.instantiate(e, vm, tpl, corr(request))
+        attach += made
+        copies = [e.disks[a.disk_id] for a in made]
     e.add_vm(vm, corr(request))
     for a in attach:
         e.attach(vm.id, a)
+    if copies:
+        vm.status = "image_locked"
+        _when_copied(e, vm, copies, corr(request))
     return xml_response(render.vm(e, vm), status=201)
+
+
+def _when_copied(e: Engine, vm: Vm, copies: list, correlation_id, snap=None):
+    def end(ok: bool):
+        vm.status = "down"
+        if snap is not None:
+            snap.status = "ok"
+        if ok:
+            e.event(53, f"VM {vm.name} creation has been completed.", vm_id=vm.id,
+                    correlation_id=correlation_id)
+        else:
+            e.event(60, f"Failed to complete VM {vm.name} creation.", severity="error",
+                    vm_id=vm.id, correlation_id=correlation_id)
+    e.after_disks(copies, lambda: end(True), lambda: end(False))
 
 
 def _snapshot_source(e: Engine, snap_id: str):

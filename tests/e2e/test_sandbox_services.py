@@ -206,6 +206,11 @@ def test_templates_create_update_and_clone_from_snapshot(conn, sandbox):
     sandbox.write(src, 0, 1 << 20, pattern=0x77)
     clone = vs.add(t.Vm(name=f"svc-clone-{_uid()}", cluster=t.Cluster(name="Default"),
                         snapshots=[t.Snapshot(id=snap.id)]))
+    # Like the engine: image_locked (and the snapshot locked) while the disks are copied.
+    assert clone.status == t.VmStatus.IMAGE_LOCKED
+    assert snaps.snapshot_service(snap.id).get().snapshot_status == t.SnapshotStatus.LOCKED
+    wait(lambda: vs.vm_service(clone.id).get().status == t.VmStatus.DOWN)
+    assert snaps.snapshot_service(snap.id).get().snapshot_status == t.SnapshotStatus.OK
     atts = vs.vm_service(clone.id).disk_attachments_service().list()
     assert len(atts) == len(frozen) == 2
     src_by_size = {s.disks_service().disk_service(d).get().provisioned_size: (d, v) for d, v in frozen.items()}
@@ -215,13 +220,18 @@ def test_templates_create_update_and_clone_from_snapshot(conn, sandbox):
         assert sandbox.digest(d.id) == sandbox.digest(sd_id, snapshot=vol)
     # A template from the clone, a VM from the template (with copies of its disks).
     tpl = ts.add(t.Template(name=f"svc-tpl-{_uid()}", vm=t.Vm(id=clone.id)))
-    assert tpl.version.version_number == 1 and tpl.status == t.TemplateStatus.OK
+    assert tpl.version.version_number == 1 and tpl.status == t.TemplateStatus.LOCKED
+    assert vs.vm_service(clone.id).get().status == t.VmStatus.IMAGE_LOCKED
+    wait(lambda: ts.template_service(tpl.id).get().status == t.TemplateStatus.OK)
+    assert vs.vm_service(clone.id).get().status == t.VmStatus.DOWN
     v2 = ts.add(t.Template(name="ignored", vm=t.Vm(id=clone.id),
                            version=t.TemplateVersion(base_template=t.Template(id=tpl.id),
                                                      version_name="second")))
     assert v2.name == tpl.name and v2.version.version_number == 2
+    wait(lambda: ts.template_service(v2.id).get().status == t.TemplateStatus.OK)
     from_tpl = vs.add(t.Vm(name=f"svc-ft-{_uid()}", cluster=t.Cluster(name="Default"),
                            template=t.Template(id=tpl.id)))
+    wait(lambda: vs.vm_service(from_tpl.id).get().status == t.VmStatus.DOWN)
     ft_disks = [a.disk.id for a in vs.vm_service(from_tpl.id).disk_attachments_service().list()]
     assert len(ft_disks) == 2 and from_tpl.template.id == tpl.id
     tpl_disks = [a.disk.id for a in ts.template_service(tpl.id).disk_attachments_service().list()]
