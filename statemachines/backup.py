@@ -289,12 +289,42 @@ class BackupMachine(VmMachine):
         await self.journal.event("backup.created", {"backup_id": self.res["backup_id"],
                                                     "vm_id": self.vm_id, "mode": self.res["mode"],
                                                     "method": self.res["method"], **{k: v for k, v in stats.items() if k != "disks"}})
+        if self.res["method"] == "cbt":
+            await self._tidy_checkpoints()
         try:
             await e.add_event(f"ovault: {self.res['mode']} backup {self.res['backup_id']} of VM "
                               f"{self.res.get('vm_name') or self.vm_id} succeeded", vm_id=self.vm_id)
         except Exception:
             pass  # the engine's event log is a courtesy
         return "finalize_done"
+
+    async def _tidy_checkpoints(self):
+        """Remove the engine checkpoints ovault no longer needs (after a successful
+        CBT backup). Each is a persistent dirty bitmap in every qcow2 layer of the
+        VM's disks; ovault needs only the one its next incremental starts from
+        (per target). The engine removes only the oldest, so walk from the root
+        and stop at the first checkpoint that is still needed or not ovault's
+        (another tool's chain is left alone). Best effort: the backup has
+        succeeded; a failure here is logged and recorded as an event."""
+        keep_cp = (self.res.get("engine_backup") or {}).get("to_checkpoint")
+        if not keep_cp:
+            return
+        removed: list[str] = []
+        try:
+            known = await self.deps.catalog.checkpoints(self.vm_id)
+            ours, keep = set(known["ours"]) | {keep_cp}, set(known["keep"]) | {keep_cp}
+            for cp in await self.engine.list_checkpoints(self.vm_id):
+                if cp.id in keep or cp.id not in ours:
+                    break
+                await self.engine.remove_checkpoint(self.vm_id, cp.id, self.correlation_id)
+                removed.append(cp.id)
+        except Exception as err:
+            self.log.warning("engine checkpoints not tidied", error=str(err), removed=removed)
+            await self.journal.event("backup.checkpoints_kept", {"vm_id": self.vm_id, "removed": removed,
+                                                                "error": str(err)})
+        if removed:
+            self.log.info("engine checkpoints removed", removed=removed, kept=keep_cp)
+            await self.record(checkpoints_removed=removed)
 
     async def _release_engine_point_in_time(self, strict: bool):
         """Finalize the engine backup (CBT) or remove the snapshot."""

@@ -60,6 +60,15 @@ class EngineBackup:
 
 
 @dataclass(frozen=True)
+class Checkpoint:
+    """A VM checkpoint: a persistent dirty bitmap in every qcow2 layer of the
+    disks it covers, where an incremental backup can start."""
+    id: str
+    parent_id: str | None = None
+    state: str | None = None            # "created" | "invalid"
+
+
+@dataclass(frozen=True)
 class Snapshot:
     id: str
     description: str | None = None
@@ -179,6 +188,10 @@ class Engine(Protocol):
     async def backup_disk_modes(self, vm_id: str, backup_id: str) -> dict[str, str]:
         """disk id -> "full" | "incremental" (what the engine will serve)."""
     async def finalize_backup(self, vm_id: str, backup_id: str, correlation_id: str) -> None: ...
+    async def list_checkpoints(self, vm_id: str) -> list[Checkpoint]:
+        """The VM's checkpoints in chain order, oldest (the root) first."""
+    async def remove_checkpoint(self, vm_id: str, checkpoint_id: str, correlation_id: str) -> None:
+        """The engine removes only the oldest (root) checkpoint; a gone one is not an error."""
 
     # image transfers
     async def create_transfer(self, *, direction: str, correlation_id: str,

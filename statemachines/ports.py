@@ -33,6 +33,11 @@ class Catalog(Protocol):
                                stats: dict) -> None: ...
     async def backup_failed(self, backup_id: str, error: str) -> None: ...
     async def get_backup(self, backup_id: str) -> dict: ...
+    async def checkpoints(self, vm_id: str) -> dict[str, list[str]]:
+        """The VM's engine checkpoints ovault made (``ours``: every backup row's
+        checkpoint id) and those it still needs (``keep``: the checkpoint of the
+        newest succeeded, undamaged backup on each target — where the next
+        incremental to that target starts)."""
 
 
 class Store(Protocol):

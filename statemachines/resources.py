@@ -73,6 +73,7 @@ class BackupResources(Outcome, total=False):
     transfers: dict[str, TransferRec]
     copies: dict[str, CopyRec]
     published: bool
+    checkpoints_removed: list[str]  # engine checkpoints removed after success (no longer needed)
 
 
 class PlanEntry(TypedDict, total=False):

@@ -137,6 +137,19 @@ class BackupRepository(Repository):
         return None if row is None else (await self._attach([row]))[0]
 
     @wrap_errors
+    async def checkpoints(self, vm_id: str) -> dict[str, list[str]]:
+        """Engine checkpoints of a VM: ``ours`` (made by any ovault backup of it,
+        whatever became of the backup) and ``keep`` (per target, the newest
+        succeeded undamaged CBT backup's: the next incremental starts there)."""
+        ours = await self._db.fetch(
+            "SELECT DISTINCT checkpoint_id FROM backups WHERE vm_id = $1 AND checkpoint_id IS NOT NULL", vm_id)
+        keep = await self._db.fetch(
+            "SELECT DISTINCT ON (target_id) checkpoint_id FROM backups "
+            "WHERE vm_id = $1 AND status = 'succeeded' AND NOT damaged AND method = 'cbt' "
+            "  AND checkpoint_id IS NOT NULL ORDER BY target_id, created_at DESC, id DESC", vm_id)
+        return {"ours": sorted(r[0] for r in ours), "keep": sorted(r[0] for r in keep)}
+
+    @wrap_errors
     async def last_succeeded_many(self, vm_ids: Iterable[str]) -> dict[str, Backup]:
         """`last_succeeded` of many VMs in one query (the VM list's protection status)."""
         rows = await self._db.fetch(

@@ -251,6 +251,21 @@ class EngineClient:
         except NotFound:
             return None
 
+    def _checkpoints(self, c, vm_id):
+        return c.system_service().vms_service().vm_service(vm_id).checkpoints_service()
+
+    async def list_checkpoints(self, vm_id: str) -> list[types.Checkpoint]:
+        return await self.call("checkpoints.list", lambda c: self._checkpoints(c, vm_id).list(),
+                               not_found=("VM", vm_id))
+
+    async def remove_checkpoint(self, vm_id: str, checkpoint_id: str, correlation_id: str):
+        try:
+            await self.call("checkpoint.remove", lambda c: self._checkpoints(c, vm_id)
+                            .checkpoint_service(checkpoint_id).remove(query={"correlation_id": correlation_id}),
+                            correlation_id=correlation_id, not_found=("checkpoint", checkpoint_id))
+        except NotFound:
+            pass  # already gone: removal is idempotent
+
     # --- image transfers -------------------------------------------------------------------
     async def create_transfer(self, *, direction: str, correlation_id: str, disk_id: str | None = None,
                               snapshot_id: str | None = None, backup_id: str | None = None,

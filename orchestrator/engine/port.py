@@ -16,6 +16,21 @@ from ..errors import EngineError, NotFound
 from .client import EngineClient
 
 
+def chain_order(cps: list[v.Checkpoint]) -> list[v.Checkpoint]:
+    """Checkpoints from the root (no parent among them) along parent links;
+    any not on that chain (not expected) follow in the engine's order."""
+    children: dict[str | None, list[v.Checkpoint]] = {}
+    ids = {c.id for c in cps}
+    for c in cps:
+        children.setdefault(c.parent_id if c.parent_id in ids else None, []).append(c)
+    out: list[v.Checkpoint] = []
+    nxt = children.get(None, [])[:1]
+    while nxt and nxt[0] not in out:
+        out.append(nxt[0])
+        nxt = children.get(nxt[0].id, [])[:1]
+    return out + [c for c in cps if c not in out]
+
+
 def _name(x) -> str | None:
     """An SDK enumeration's engine name ("cow", "transferring"), or None."""
     if x is None:
@@ -157,6 +172,14 @@ class EnginePort:
                 raise
             detail = (fault.fault.detail or fault.fault.reason) if fault.fault else None
             raise v.CheckpointRefused(from_checkpoint_id, detail or str(err)) from err
+
+    async def list_checkpoints(self, vm_id: str) -> list[v.Checkpoint]:
+        cps = [v.Checkpoint(id=c.id, parent_id=c.parent_id, state=_name(c.state))
+               for c in await self.client.list_checkpoints(vm_id)]
+        return chain_order(cps)
+
+    async def remove_checkpoint(self, vm_id: str, checkpoint_id: str, correlation_id: str) -> None:
+        await self.client.remove_checkpoint(vm_id, checkpoint_id, correlation_id)
 
     async def get_backup(self, vm_id: str, backup_id: str) -> v.EngineBackup | None:
         b = await self.client.get_backup(vm_id, backup_id)

@@ -127,6 +127,9 @@ class CatalogPort:
         except (cat.Conflict, cat.NotFound):
             pass
 
+    async def checkpoints(self, vm_id: str) -> dict[str, list[str]]:
+        return await self.catalog.backups.checkpoints(vm_id)
+
     async def get_backup(self, backup_id: str) -> dict:
         b = await self.catalog.backups.get(uuid.UUID(str(backup_id)))
         return {"id": str(b.id), "vm_id": b.vm_id, "status": b.status, "config": b.config}

@@ -61,6 +61,7 @@ class FakeEngine:
         self.attached: dict[str, list[str]] = {}
         self.from_cp: dict[str, str | None] = {}
         self.refuse_checkpoint = refuse_checkpoint
+        self.checkpoints: list[ev.Checkpoint] = []  # chain order, oldest first
         self.calls = []
 
     async def get_vm(self, vm_id, all_content=False):
@@ -118,8 +119,10 @@ class FakeEngine:
         if from_checkpoint_id and self.refuse_checkpoint:
             raise ev.CheckpointRefused(from_checkpoint_id,
                                        f"[Cannot backup VM. Checkpoint {from_checkpoint_id} is invalid.]")
-        self.backups[backup_id] = ev.EngineBackup(id=backup_id, phase="ready",
-                                                  to_checkpoint_id="cp-new")
+        cp = f"cp-new-{len(self.backups) + 1}"
+        self.checkpoints.append(ev.Checkpoint(id=cp, parent_id=self.checkpoints[-1].id if self.checkpoints
+                                              else None, state="created"))
+        self.backups[backup_id] = ev.EngineBackup(id=backup_id, phase="ready", to_checkpoint_id=cp)
         self.from_cp[backup_id] = from_checkpoint_id
         return self.backups[backup_id]
 
@@ -132,6 +135,19 @@ class FakeEngine:
     async def finalize_backup(self, vm_id, backup_id, correlation_id):
         self.calls.append(("finalize_backup", backup_id))
         self.backups[backup_id] = replace(self.backups[backup_id], phase="succeeded")
+
+    async def list_checkpoints(self, vm_id):
+        return list(self.checkpoints)
+
+    async def remove_checkpoint(self, vm_id, checkpoint_id, correlation_id):
+        self.calls.append(("remove_checkpoint", checkpoint_id))
+        if checkpoint_id not in {c.id for c in self.checkpoints}:
+            return
+        if self.checkpoints[0].id != checkpoint_id:  # as the engine: only the root
+            raise RuntimeError("Cannot remove VM checkpoint. Only the oldest checkpoint can be removed.")
+        self.checkpoints.pop(0)
+        if self.checkpoints:
+            self.checkpoints[0] = replace(self.checkpoints[0], parent_id=None)
 
     async def create_transfer(self, *, direction, correlation_id, disk_id=None, snapshot_id=None,
                               backup_id=None, host_id=None):
@@ -223,6 +239,13 @@ class FakeCatalog:
 
     async def backup_succeeded(self, backup_id, **kw):
         self.rows[backup_id]["status"] = "succeeded"
+        self.rows[backup_id]["checkpoint_id"] = kw.get("checkpoint_id") or self.rows[backup_id].get("checkpoint_id")
+
+    async def checkpoints(self, vm_id):
+        ours = [r["checkpoint_id"] for r in self.rows.values() if r.get("checkpoint_id")]
+        good = [r["checkpoint_id"] for r in self.rows.values()
+                if r.get("checkpoint_id") and r["status"] == "succeeded" and not r.get("damaged")]
+        return {"ours": ours, "keep": good[-1:]}
 
     async def backup_failed(self, backup_id, error):
         self.rows[backup_id]["status"] = "failed"

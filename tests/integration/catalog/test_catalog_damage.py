@@ -60,3 +60,22 @@ async def test_verify_marks_damaged_emits_once_and_clears(catalog):
     stranger = VerifyReport(vm, str(uuid.uuid4()))
     assert await record_result(catalog, type("I", (), {"backup_id": stranger.backup_id, "vm_id": vm})(),
                                stranger) == "unknown backup"
+
+
+async def test_checkpoints_ours_and_kept_per_target(catalog):
+    vm = f"vm-{uuid.uuid4()}"
+    ta = await catalog.targets.create(f"a-{vm}", "nfs://h/a", {})
+    tb = await catalog.targets.create(f"b-{vm}", "nfs://h/b", {})
+    made = []
+    for t, cp in ((ta, "cp1"), (tb, "cp2"), (ta, "cp3"), (ta, "cp4")):
+        b = await catalog.backups.create(vm_id=vm, vm_name=None, mode="full", method="cbt", target_id=t.id,
+                                         checkpoint_id=cp)
+        made.append(await catalog.backups.complete(b.id, size_bytes=1, new_bytes=1, consistency="crash"))
+    failed = await catalog.backups.create(vm_id=vm, vm_name=None, mode="full", method="cbt", target_id=ta.id,
+                                          checkpoint_id="cp5")
+    await catalog.backups.fail(failed.id, "transfer failed")
+    assert await catalog.backups.checkpoints(vm) == {"ours": ["cp1", "cp2", "cp3", "cp4", "cp5"],
+                                                     "keep": ["cp2", "cp4"]}
+    # cp4's backup found damaged: the next incremental to target A starts at cp3.
+    await catalog.backups.record_verify(made[3].id, {"damaged_chunks": []})
+    assert (await catalog.backups.checkpoints(vm))["keep"] == ["cp2", "cp3"]
