@@ -127,3 +127,43 @@ async def test_every_minute_keep_last_two(sandbox, state_root, tmp_path):
         if orch is not None:
             await asyncio.to_thread(orch.stop)
         await pg.stop()
+
+
+def test_sigkill_during_a_delete_leaves_catalog_and_target_consistent(sandbox, state_root):
+    """SIGKILL of `ovault serve` right after a DELETE (its prune job queued or
+    running): never listed again, the restarted orchestrator finishes the job, and
+    the catalog and the target agree."""
+    import time
+
+    from imageio_ext.store import Store
+    from orchestrator import config
+
+    vm = sandbox.vm("web-frontend")
+    o = Orchestrator(sandbox.dir, state_root / "policies-kill").start()
+    try:
+        target = config.load(sandbox=sandbox.dir).target.url
+        for delay in (0.0, 0.15):
+            j = o.wait_job(o.backup([vm["id"]], "full")["id"])
+            assert j["state"] == "succeeded", j
+            bid = j["machines"][0]["backup_id"]
+            d = o.api("DELETE", f"/api/v1/backups/{bid}", expect=202)
+            time.sleep(delay)
+            o.kill()
+            o.start()
+            assert bid not in [b["id"] for b in o.backups(vm["id"])]
+            assert o.wait_job(d["job"]["id"], 120)["state"] == "succeeded"
+            assert o.api("GET", f"/api/v1/backups/{bid}", expect=200)["status"] == "deleted"
+
+            async def on_target():
+                store = await Store.open(target)
+                try:
+                    return {b.backup_id for b in await store.list_backups(vm["id"])}
+                finally:
+                    await store.close()
+            # the manifest is gone; every backup the catalog lists is on the target
+            # (other tests' orchestrators may have published more on this target)
+            listed = {b["id"] for b in o.backups(vm["id"])}
+            found = asyncio.run(on_target())
+            assert bid not in found and listed <= found
+    finally:
+        o.stop()
