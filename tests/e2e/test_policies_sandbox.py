@@ -99,13 +99,14 @@ async def test_every_minute_keep_last_two(sandbox, state_root, tmp_path):
             assert (await catalog.backups.get(uuid.UUID(bid))).status == "deleted"
         ticks = await catalog.policies.ticks(uuid.UUID(p["id"]))
         assert len(ticks) == 4 and all(t.status == "fired" for t in ticks)
-        # the target holds exactly the kept backups' manifests
+        # the target holds the kept backups' manifests, not the pruned ones' (other
+        # tests' orchestrators may have published more of this VM on this target)
         store = await Store.open(cfg.target.url)
         try:
             on_target = {b.backup_id for b in await store.list_backups(vm["id"])}
         finally:
             await store.close()
-        assert on_target == set(ids[2:])
+        assert set(ids[2:]) <= on_target and not set(ids[:2]) & on_target
         # both kept backups give the disk back byte for byte
         for bid in ids[2:]:
             out = tmp_path / f"{bid}.qcow2"
