@@ -130,9 +130,15 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, portal):
+def context_options() -> dict:
+    """Extra Playwright context options (a module overrides this, e.g. for the user's time zone)."""
+    return {}
+
+
+@pytest.fixture
+def page(browser, portal, context_options):
     """A 1280×800 page; anything not served by the portal stand-in is blocked and reported."""
-    ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+    ctx = browser.new_context(viewport={"width": 1280, "height": 800}, **context_options)
     external, errors = [], []
 
     def gate(route):

@@ -13,6 +13,7 @@ export class ApiError extends Error {
     this.status = status;
     this.type = p.type || '';
     this.title = p.title || '';
+    this.detail = p.detail || '';
     this.url = url;
   }
   get missing() { return this.status === 404 || this.status === 405 || this.status === 501; }
@@ -62,6 +63,7 @@ export class Client {
 
   get(path) { return this.request('GET', path); }
   post(path, body = {}) { return this.request('POST', path, body); }
+  patch(path, body = {}) { return this.request('PATCH', path, body); }
   del(path) { return this.request('DELETE', path); }
 
   // GET that answers `fallback` when the orchestrator does not have the endpoint

@@ -21,6 +21,7 @@ export const PLACES = [
   { view: 'backups', token: 'ovault-backups', where: 'menu', load: () => import('./views/backups.js') },
   { view: 'jobs', token: 'ovault-jobs', where: 'menu', load: () => import('./views/jobs.js') },
   { view: 'restores', token: 'ovault-restores', where: 'menu', load: () => import('./views/restores.js') },
+  { view: 'policies', token: 'ovault-policies', where: 'menu', load: () => import('./views/policies.js') },
   { view: 'targets', token: 'ovault-targets', where: 'menu', load: () => import('./views/targets.js') },
   { view: 'settings', token: 'ovault-settings', where: 'menu', load: () => import('./views/settings.js') },
   { view: 'vm', token: 'ovault-vm-backups', where: 'vm-tab', load: () => import('./views/vm.js') },

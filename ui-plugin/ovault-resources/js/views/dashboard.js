@@ -5,6 +5,9 @@ import { can } from '../api.js';
 import { TERMINAL } from '../live.js';
 import { t } from '../messages.js';
 import { h, clear, bytes, when, ago, stateLabel, jobCard, renderJob, emptyState, alert, errorText } from '../ui.js';
+import { protectionOf, protectionLabel } from './common.js';
+
+const STATUSES = ['protected', 'at_risk', 'unprotected', 'excluded'];
 
 export async function render(ctx) {
   ctx._wantsLive = true;
@@ -44,8 +47,12 @@ export async function render(ctx) {
   }
 
   function renderKpis() {
-    const prot = data.vms.filter((v) => v.protected).length;
-    const unprot = data.vms.length - prot;
+    // VMs by protection status (a policy's schedule met, at risk, no policy, excluded)
+    const count = Object.fromEntries(STATUSES.map((st) => [st, 0]));
+    for (const v of data.vms) { const st = protectionOf(v); count[st] = (count[st] || 0) + 1; }
+    const n = data.vms.length;
+    const prot = count.protected;
+    const attention = count.at_risk + count.unprotected;
     const jobs = [...data.jobs.values()];
     const running = jobs.filter((j) => !TERMINAL.has(j.state)).length;
     const dayAgo = Date.now() - 86400e3;
@@ -67,13 +74,15 @@ export async function render(ctx) {
       // counts skipped zeroes as well as deduplicated chunks.
       dedup = logical / stored; dedupLabel = t('kpi.reduction'); dedupNote = t('kpi.reductionNote', { logical: bytes(logical), stored: bytes(stored) });
     }
+    const pct = (k) => `${n ? (count[k] / n) * 100 : 0}%`;
     clear(kpis,
-      kpi(t('kpi.protected'), `${prot} / ${data.vms.length}`,
-        h('div', {}, h('div', { class: 'ov-split', 'aria-hidden': 'true' },
-          h('div', { class: 'ov-split-ok', style: { width: `${data.vms.length ? (prot / data.vms.length) * 100 : 0}%` } }),
-          h('div', { class: 'ov-split-bad', style: { width: `${data.vms.length ? (unprot / data.vms.length) * 100 : 0}%` } }))),
-        prot === data.vms.length && prot ? 'ov-ok' : '', 'protected'),
-      kpi(t('kpi.unprotected'), String(unprot), unprot ? t('kpi.unprotectedSome') : t('kpi.unprotectedNone'), unprot ? 'ov-warn' : 'ov-ok', 'unprotected'),
+      kpi(t('kpi.protected'), `${prot} / ${n}`,
+        h('div', {}, h('div', { class: 'ov-split', 'aria-hidden': 'true' }, STATUSES.map((k) => h('div', { class: `ov-split-${k}`, style: { width: pct(k) } }))),
+          h('div', { class: 'ov-legend' }, STATUSES.map((k) => h('span', { class: `ov-l-${k}`, 'data-status': k, 'data-count': String(count[k]) },
+            t(`kpi.status.${k}`, { n: count[k] }))))),
+        prot === n && prot ? 'ov-ok' : '', 'protected'),
+      kpi(t('kpi.attention'), String(attention), attention ? t('kpi.attentionSome', { atRisk: count.at_risk, unprotected: count.unprotected }) : t('kpi.attentionNone'),
+        attention ? 'ov-warn' : 'ov-ok', 'unprotected'),
       kpi(t('kpi.running'), String(running), running ? t('kpi.runningSome') : t('kpi.runningNone'), '', 'running'),
       kpi(t('kpi.last24h'), h('span', {}, h('span', { style: { color: 'var(--ov-green)' } }, String(ok)), ' / ', h('span', { style: { color: bad ? 'var(--ov-red)' : 'inherit' } }, String(bad))),
         t('kpi.last24hNote'), '', 'results'),
@@ -92,7 +101,7 @@ export async function render(ctx) {
       h('tbody', {}, data.vms.map((v) => h('tr', { 'data-vm': v.id },
         h('td', { class: 'ov-nowrap' }, h('strong', {}, v.name)),
         h('td', { class: 'ov-nowrap' }, h('span', { class: `ov-dot${v.status === 'up' ? ' ov-up' : ''}`, 'aria-hidden': 'true' }), ' ', v.status),
-        h('td', {}, v.protected ? stateLabel('succeeded', t('vm.protected')) : h('span', { class: 'ov-label ov-gold' }, t('vm.unprotected'))),
+        h('td', {}, protectionLabel(protectionOf(v)), v.policy ? h('div', { class: 'ov-muted', style: { fontSize: '12px' }, 'data-policy': v.policy_id }, v.policy) : null),
         h('td', {}, v.last_backup ? [h('div', { class: 'ov-nowrap' }, when(v.last_backup.created_at)), h('div', { class: 'ov-muted', style: { fontSize: '12px' } }, `${v.last_backup.mode || ''} · ${ago(v.last_backup.created_at)}`)] : h('span', { class: 'ov-muted' }, t('vm.never'))),
         operate ? h('td', { class: 'ov-actions' }, h('button', { class: 'ov-btn ov-secondary ov-small', 'data-action': 'backup',
           'aria-label': t('vm.backUpLabel', { name: v.name }), onclick: (e) => backup(v, e.currentTarget) }, t('action.backUpNow'))) : null)))));
