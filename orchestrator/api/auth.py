@@ -43,6 +43,14 @@ class Principal:
     def sees(self, vm_id: str) -> bool:
         return self.vm_ids is None or vm_id.lower() in self.vm_ids
 
+    def sees_job(self, job) -> bool:
+        """A restricted user sees a job only when it has VMs and every one is
+        theirs: jobs without machines (prune, gc) name other users' VMs and
+        backups in their requests."""
+        if self.vm_ids is None:
+            return True
+        return bool(job.machines) and all(self.sees(m.vm_id) for m in job.machines)
+
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 

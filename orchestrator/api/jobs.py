@@ -25,7 +25,7 @@ def live_view(app: web.Application, j) -> dict:
 
 
 def _visible(p, job) -> bool:
-    return p.vm_ids is None or all(p.sees(m.vm_id) for m in job.machines)
+    return p.sees_job(job)
 
 
 @routes.get("/api/v1/jobs")

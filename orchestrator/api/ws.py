@@ -182,7 +182,7 @@ async def _handle(app, client: Client, doc: dict) -> None:
                     pass
         p = client.principal
         for j in snapshot:
-            if p.vm_ids is None or all(p.sees(m.vm_id) for m in j.machines):
+            if p.sees_job(j):
                 await _send(client, {"type": "job.snapshot", "job": live_view(app, j)})
     elif kind == "auth":
         await _send(client, {"type": "error", "detail": "already authenticated"})

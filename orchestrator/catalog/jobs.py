@@ -116,7 +116,7 @@ class JobRepository(Repository):
                    with_machines: bool = True,
                    only_vms: Iterable[str] | None = None) -> Page[Job]:
         """Newest first; keyset pagination through `Page.next_cursor`.
-        `only_vms`: jobs whose every VM is in this set (what a restricted user sees)."""
+        `only_vms`: jobs that have VMs, every one in this set (what a restricted user sees)."""
         check_limit(limit)
         w = Where()
         if kind is not None:
@@ -126,6 +126,7 @@ class JobRepository(Repository):
         if vm_id is not None:
             w.add("EXISTS (SELECT 1 FROM machines m WHERE m.job_id = j.id AND m.vm_id = {})", vm_id)
         if only_vms is not None:
+            w.add("EXISTS (SELECT 1 FROM machines m WHERE m.job_id = j.id)")
             w.add("NOT EXISTS (SELECT 1 FROM machines m WHERE m.job_id = j.id "
                   "AND NOT lower(m.vm_id) = ANY({}::text[]))", [x.lower() for x in only_vms])
         if created_by is not None:

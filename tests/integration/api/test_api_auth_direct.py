@@ -81,3 +81,19 @@ async def test_unknown_route_and_method_are_problems_too(api):
     _is_problem(status, ctype, body, 404, "not-found")
     status, ctype, body = await api.call("PUT", "/api/v1/jobs")
     _is_problem(status, ctype, body, 405, "method-not-allowed")
+
+
+async def test_sso_users_never_see_jobs_without_vms(api):
+    """Prune and gc jobs have no VM machines; their requests name VMs and backups
+    of other users, so a restricted user sees none of them, in lists or by id."""
+    mine = api.engine.add_vm("mine-only")
+    api.sso.users["sso-user"] = SsoUser(name="user@internal", principal_id="p1", admin=False,
+                                        vm_ids=frozenset({mine}), engine_user_id="u-1")
+    prune = await api.catalog.policies.create_job("prune", {"vm_ids": ["0" * 8 + "-0000-0000-0000-" + "0" * 12]})
+    admin = await api.token("admin")
+    status, _, page = await api.call("GET", "/api/v1/jobs", token=admin)
+    assert status == 200 and str(prune.id) in [j["id"] for j in page["items"]]
+    status, _, page = await api.call("GET", "/api/v1/jobs", token="sso-user")
+    assert status == 200 and str(prune.id) not in [j["id"] for j in page["items"]]
+    status, ctype, body = await api.call("GET", f"/api/v1/jobs/{prune.id}", token="sso-user")
+    _is_problem(status, ctype, body, 404, "not-found")
