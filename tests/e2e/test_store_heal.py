@@ -86,8 +86,8 @@ def flip_byte(sandbox, digest: str) -> Path:
 
 
 def export_digest(sandbox, orch, backup_id, disk_id, tmp_path) -> str:
-    out = tmp_path / f"{backup_id}.raw"
-    ovault("export", backup_id, disk_id, out, "--format", "raw", *where(sandbox, orch))
+    out = tmp_path / f"{backup_id}.qcow2"
+    ovault("export", backup_id, disk_id, out, *where(sandbox, orch))
     try:
         return image_digest(out)
     finally:
