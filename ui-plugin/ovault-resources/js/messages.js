@@ -56,6 +56,10 @@ const EN = {
   'kind.restore': 'Restore',
   'kind.backup.lower': 'backup',
   'kind.restore.lower': 'restore',
+  'kind.prune': 'Prune',
+  'kind.gc': 'Garbage collection',
+  'kind.prune.lower': 'prune',
+  'kind.gc.lower': 'garbage collection',
 
   // formats
   'fmt.rate': '{bytes}/s',

@@ -118,7 +118,8 @@ export function renderJob(card, job, ctx = {}) {
   if (card.dataset.shape !== shape) {
     card.dataset.shape = shape;
     const names = (job.machines || []).map((m) => m.vm_name || short(m.vm_id)).join(', ');
-    const title = t(job.kind === 'restore' ? 'job.restoreTitle' : 'job.backupTitle', { names });
+    let title = t(job.kind === 'restore' ? 'job.restoreTitle' : 'job.backupTitle', { names });
+    if (job.kind && job.kind !== 'backup' && job.kind !== 'restore') title = t('job.generic', { kind: t(`kind.${job.kind}`, {}, job.kind) });  // prune, gc
     const cancel = ctx.onCancel && !TERMINAL.has(job.state) && !job.cancel_requested
       ? h('button', { class: 'ov-btn ov-secondary ov-small', 'data-action': 'cancel', onclick: () => ctx.onCancel(job) }, t('action.cancel'))
       : null;
