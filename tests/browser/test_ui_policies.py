@@ -257,3 +257,37 @@ def test_dashboard_counts_vms_by_protection_status(page, portal, orchestrator, s
         assert f.locator(f"[data-table='vms'] tr[data-vm='{v['id']}'] [data-protection]") \
             .get_attribute("data-protection") == v["protection"]
     assert harness(page, "H.failures") == []
+
+
+def test_conflicts_on_both_policies_and_run_now(page, portal, orchestrator, sandbox, with_backups):
+    """Two policies claiming one VM: each row names the other; run now starts the
+    members that are not in conflict and says why it cannot start the others."""
+    vm, keep2 = with_backups
+    web = sandbox.vm("web-frontend")
+    a = orchestrator.api("POST", "/api/v1/policies", {"name": "web-a", "schedule": "0 3 1 1 *", "vm_ids": [web["id"]]})
+    b = orchestrator.api("POST", "/api/v1/policies", {"name": "web-b", "schedule": "0 4 1 1 *",
+                                                      "rules": {"name_regex": "^web-"}})
+    try:
+        open_portal(page, portal, orchestrator.admin_token)
+        f = place_frame(page, "ovault-policies")
+        for mine, other in ((a, "web-b"), (b, "web-a")):
+            cell = f.locator(f"[data-policy='{mine['id']}'] [data-conflicts]")
+            assert cell.get_attribute("data-conflicts") == "1"
+            assert f"{web['name']}: also claimed by {other}" in cell.inner_text()
+        assert f.locator(f"[data-policy='{keep2['id']}'] [data-conflicts]").get_attribute("data-conflicts") == "0"
+        # run now on a policy whose only member is in conflict: nothing starts, and the toast says why
+        f.locator(f"[data-policy='{a['id']}'] [data-action='run']").click()
+        page.wait_for_function("window.__harness.toasts.some(t => t.type === 'danger' && t.msg.includes('web-a did not start'))")
+        assert "conflict" in harness(page, "H.toasts.filter(t => t.type === 'danger').pop().msg")
+        # run now on db-keep-2: a backup job of its member, tagged with the policy
+        before = {j["id"] for j in orchestrator.api("GET", "/api/v1/jobs?limit=50")["items"]}
+        f.locator(f"[data-policy='{keep2['id']}'] [data-action='run']").click()
+        page.wait_for_function("window.__harness.toasts.some(t => t.type === 'info' && t.msg.includes('db-keep-2 started'))")
+        [job] = [j for j in orchestrator.api("GET", "/api/v1/jobs?limit=50")["items"]
+                 if j["id"] not in before and j["kind"] == "backup"]
+        assert [m["vm_id"] for m in job["machines"]] == [vm["id"]]
+        assert job["request"]["policy_id"] == keep2["id"]
+        assert orchestrator.wait_job(job["id"])["state"] == "succeeded"
+    finally:
+        for p in (a, b):
+            status_of(orchestrator, "DELETE", f"/api/v1/policies/{p['id']}")
