@@ -79,7 +79,7 @@ class BackupMachine(VmMachine):
             return None, "full backup requested"
         last = await self.deps.catalog.last_backup(self.vm_id, method)
         if last is None:
-            return None, "no earlier successful backup of this VM that verify has not found damaged"
+            return None, "no earlier successful, undamaged backup of this VM"
         return last, None
 
     async def _cbt_backup(self):
