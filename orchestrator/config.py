@@ -101,6 +101,10 @@ class Api:
     ws_queue: int = 256  # messages buffered per websocket client before the drop/close policy
     ws_send_timeout: float = 10.0  # a client that cannot take one message in this long is closed
     stats_cache_seconds: float = 300.0  # Store.stats() walks the target: reuse it this long
+    ws_recheck_seconds: float = 30.0  # a websocket's token is checked again this often (revoked/expired: closed)
+    admin_token_days: float = 90.0  # expiry of admin API tokens created without one (0: never expire)
+    auth_failures_burst: int = 20  # failed authentications one client address may make at once ...
+    auth_failures_per_minute: float = 10.0  # ... and then per minute (more: 429 with Retry-After)
 
 
 @dataclass
@@ -112,6 +116,9 @@ class Webhooks:
     max_delay: float = 3600.0  # the cap of that backoff
     poll_interval: float = 1.0  # look for due deliveries at least this often
     concurrency: int = 8  # deliveries in flight per replica
+    # Loopback, link-local, private and unique-local destinations are refused
+    # (at creation and after DNS resolution at each delivery) unless listed here.
+    allow_networks: list = field(default_factory=list)  # CIDRs webhooks may reach although not public
 
 
 @dataclass
@@ -152,6 +159,8 @@ def load(path: str | Path | None = None, *, sandbox: str | Path | None = None,
     loader.apply_env(cfg, os.environ if env is None else env)
     if sandbox:
         apply_sandbox(cfg, Path(sandbox))
+    from .webhooks.guard import parse_networks  # noqa: PLC0415 - validates, fails fast
+    parse_networks(cfg.webhooks.allow_networks)
     return cfg
 
 

@@ -2,7 +2,10 @@
 
 `events: []` subscribes to every event type; otherwise exact types
 (`job.succeeded`) or families (`job.*`). The secret is write-only. Only
-http and https URLs without credentials are accepted.
+http and https URLs without credentials are accepted, and not to loopback,
+link-local, private or unique-local addresses unless `webhooks.allow_networks`
+lists them (`webhooks/guard.py`; names are checked after resolution at each
+delivery).
 """
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from ..errors import Conflict, NotFound
-from ..keys import CATALOG
+from ..keys import CATALOG, CONFIG
+from ..webhooks import guard
 from . import validate as v
 from . import views_admin as views
 from .auth import PRINCIPAL, allow
@@ -21,7 +25,7 @@ routes = web.RouteTableDef()
 EVENT_TYPE = r"^(\*|[a-z_]+\.(\*|[a-z_]+))$"
 
 
-def _url(raw) -> str:
+def _url(raw, request: web.Request) -> str:
     u = v.opt_str(raw, "url", 2000)
     if u is None:
         raise v.Invalid("url is required")
@@ -33,6 +37,10 @@ def _url(raw) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password \
             or any(c.isspace() for c in u):
         raise v.Invalid("url must be an http:// or https:// URL without credentials")
+    try:
+        guard.check_host(parts.hostname, guard.parse_networks(request.app[CONFIG].webhooks.allow_networks))
+    except guard.BlockedDestination as e:
+        raise v.Invalid(f"url: {e}") from None
     return u
 
 
@@ -64,7 +72,7 @@ async def create_webhook(request: web.Request):
     v.no_unknown(body, {"url", "secret", "events", "enabled"})
     generated = body.get("secret") is None
     secret = pysecrets.token_urlsafe(32) if generated else _secret(body.get("secret"))
-    w = await request.app[CATALOG].webhooks.create(_url(body.get("url")), secret, _events(body.get("events")),
+    w = await request.app[CATALOG].webhooks.create(_url(body.get("url"), request), secret, _events(body.get("events")),
                                                    enabled=v.opt_bool(body.get("enabled"), "enabled", True))
     out = views.webhook(w)
     if generated:
@@ -86,7 +94,7 @@ async def update_webhook(request: web.Request):
     body = await v.json_body(request)
     v.no_unknown(body, {"url", "secret", "events", "enabled"})
     w = await request.app[CATALOG].webhooks.update(
-        wid, url=_url(body["url"]) if "url" in body else None,
+        wid, url=_url(body["url"], request) if "url" in body else None,
         secret=_secret(body["secret"]) if "secret" in body else None,
         events=_events(body["events"]) if "events" in body else None,
         enabled=v.opt_bool(body["enabled"], "enabled") if "enabled" in body else None)

@@ -19,14 +19,16 @@ import aiohttp
 import structlog
 
 from .. import catalog as cat
-from . import payload, signing
+from . import guard, payload, signing
 
 log = structlog.get_logger("ovault.webhooks")
 USER_AGENT = "ovault-webhooks/1"
+MAX_ERROR = 300  # characters of an attempt's error kept in the delivery log
+MAX_RESPONSE = 64 * 1024  # bytes of a receiver's answer read (and discarded)
 
 
 class DeliveryWorker:
-    def __init__(self, catalog: cat.Catalog, cfg, *, metrics=None):
+    def __init__(self, catalog: cat.Catalog, cfg, *, metrics=None, resolver=None):
         self.catalog = catalog
         self.cfg = cfg  # config.Webhooks
         self.metrics = metrics
@@ -34,15 +36,20 @@ class DeliveryWorker:
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task | None = None
         self._sem = asyncio.Semaphore(max(1, cfg.concurrency))
+        self._resolver = resolver  # an aiohttp resolver; None: aiohttp's default
+        self.allow = guard.parse_networks(getattr(cfg, "allow_networks", []))
 
     def poke(self) -> None:
         """New events may have new deliveries: look now instead of at the next poll."""
         self.wakeup.set()
 
     async def start(self) -> None:
+        # Destinations are checked after resolution, on the addresses connected
+        # to (guard.GuardedConnector); no proxy from the environment (trust_env).
         self._session = aiohttp.ClientSession(
+            connector=guard.GuardedConnector(self.allow, resolver=self._resolver),
             timeout=aiohttp.ClientTimeout(total=self.cfg.timeout),
-            headers={"User-Agent": USER_AGENT})
+            headers={"User-Agent": USER_AGENT}, trust_env=False)
         self._task = asyncio.create_task(self._run(), name="webhook-deliveries")
 
     async def stop(self) -> None:
@@ -102,11 +109,15 @@ class DeliveryWorker:
                 async with self._session.post(due.url, data=body, headers=headers,
                                               allow_redirects=False) as r:
                     status = r.status
-                    await r.read()
+                    await r.content.read(MAX_RESPONSE)  # never more than this of an answer
             if not 200 <= status < 300:
                 error = f"HTTP {status}"
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as e:
-            error = f"{type(e).__name__}: {e}"[:500] or type(e).__name__
+            blocked = getattr(e, "os_error", None)
+            if isinstance(blocked, guard.BlockedDestination):
+                error = f"refused: {blocked}"[:MAX_ERROR]
+            else:
+                error = f"{type(e).__name__}: {e}"[:MAX_ERROR] or type(e).__name__
         try:
             if error is None:
                 await self.catalog.webhooks.mark_delivered(d.id, attempt=d.attempt, status_code=status)

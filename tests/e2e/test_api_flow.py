@@ -22,7 +22,9 @@ BACKUP_STATES = ["snapshot", "metadata", "transfer", "finalize", "succeeded"]
 @pytest.fixture(scope="module")
 def api(sandbox):
     d = state_root()
-    s = ApiServer(sandbox.dir, d / "a").start()
+    def local_receiver(cfg):
+        cfg.webhooks.allow_networks = ["127.0.0.0/8"]  # the test's receiver is on loopback: allowed explicitly
+    s = ApiServer(sandbox.dir, d / "a", configure=local_receiver).start()
     yield s
     s.stop()
     cleanup(d)
