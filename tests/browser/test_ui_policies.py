@@ -131,10 +131,13 @@ def test_policies_page_create_edit_delete(page, portal, orchestrator, sandbox):
     form.locator("#ov-p-name_regex").fill("")
     form.locator("#ov-p-schedule").fill("0 */6 * * *")
     form.locator("#ov-p-enabled").uncheck()
+    [cluster] = orchestrator.api("GET", "/api/v1/clusters")["items"][:1]
+    form.locator(f"[data-cluster='{cluster['id']}'] input").check()
     f.locator(".ov-modal [data-action='save']").click()
     f.locator(".ov-modal").wait_for(state="detached")
     after = orchestrator.api("GET", f"/api/v1/policies/{pol['id']}")
     assert (after["schedule"], after["enabled"], after["next_runs"]) == ("0 */6 * * *", False, [])
+    assert after["rules"]["cluster_ids"] == [cluster["id"]] and after["vm_ids"] == [vm["id"]]
     row.locator("[data-enabled='false']").wait_for()
     assert "0 */6 * * *" in row.inner_text()
     # delete, after a confirmation

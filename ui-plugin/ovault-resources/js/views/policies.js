@@ -17,7 +17,7 @@ export async function render(ctx) {
   const note = h('div');
   const body = h('div', { class: 'ov-table-wrap' });
   const previewRegion = h('div', { 'data-region': 'preview', style: { marginTop: '16px' } });
-  const data = { policies: [], vms: [], targets: [] };
+  const data = { policies: [], vms: [], targets: [], clusters: [] };
   clear(ctx.root,
     ctx.header(t('place.policies'), t('policies.sub', { zone: userTimeZone() }),
       admin ? h('button', { class: 'ov-btn', 'data-action': 'new-policy', onclick: () => edit(null) }, t('policies.new')) : null),
@@ -87,13 +87,15 @@ export async function render(ctx) {
 
   async function edit(p) {
     if (!data.vms.length) {
-      const [vms, targets] = await Promise.all([
+      const [vms, targets, clusters] = await Promise.all([
         ctx.client.get('api/v1/vms').catch(() => ({ items: [] })),
-        ctx.client.optional('api/v1/targets', null).catch(() => null)]);
+        ctx.client.optional('api/v1/targets', null).catch(() => null),
+        ctx.client.optional('api/v1/clusters', null).catch(() => null)]);
       data.vms = vms.items || [];
       data.targets = (targets && targets.items) || [];
+      data.clusters = (clusters && clusters.items) || [];
     }
-    const saved = await openPolicyForm(ctx, { policy: p, vms: data.vms, targets: data.targets });
+    const saved = await openPolicyForm(ctx, { policy: p, vms: data.vms, targets: data.targets, clusters: data.clusters });
     if (saved) { await load(); preview.refresh(); }
   }
 

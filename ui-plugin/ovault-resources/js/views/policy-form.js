@@ -35,7 +35,7 @@ export function fieldOf(detail) {
 }
 
 // Opens the form; resolves with the saved policy, or null when closed.
-export function openPolicyForm(ctx, { policy = null, vms = [], targets = [] } = {}) {
+export function openPolicyForm(ctx, { policy = null, vms = [], targets = [], clusters = [] } = {}) {
   return new Promise((resolve) => {
     const p = policy || {};
     const r = p.retention || {};
@@ -66,6 +66,14 @@ export function openPolicyForm(ctx, { policy = null, vms = [], targets = [] } = 
     const vmBoxes = vms.map((v) => h('label', { class: 'ov-check', 'data-vm': v.id },
       h('input', { type: 'checkbox', value: v.id, checked: chosen.has(v.id) }), v.name));
     const vmList = h('div', { id: 'ov-p-vm_ids', class: 'ov-checklist', role: 'group', 'aria-label': t('policy.vms') }, vmBoxes);
+    // many VMs: a filter over the list (checked ones stay checked while hidden)
+    const vmFilter = h('input', { class: 'ov-input', type: 'search', placeholder: t('policy.vmFilter'), 'aria-label': t('policy.vmFilter'),
+      oninput: () => { const q = vmFilter.value.trim().toLowerCase(); for (const l of vmBoxes) l.style.display = q && !l.textContent.toLowerCase().includes(q) ? 'none' : ''; } });
+    const inClusters = new Set(rules.cluster_ids || []);
+    const clusterBoxes = clusters.map((c) => h('label', { class: 'ov-check ov-inline', 'data-cluster': c.id },
+      h('input', { type: 'checkbox', value: c.id, checked: inClusters.has(c.id) }), c.name || c.id));
+    // a stored cluster the engine no longer lists stays in the rules
+    const unknownClusters = [...inClusters].filter((id) => !clusters.some((c) => c.id === id));
     const onBoxes = NOTIFY_ON.map((o) => h('label', { class: 'ov-check ov-inline' },
       h('input', { type: 'checkbox', value: o, checked: (notify.on || ['failure']).includes(o) }), t(`policy.notify.${o}`)));
     const notifyOn = h('div', { id: 'ov-p-notify_on', role: 'group', 'aria-label': t('policy.notifyOn') }, onBoxes);
@@ -121,7 +129,8 @@ export function openPolicyForm(ctx, { policy = null, vms = [], targets = [] } = 
         retention: Object.fromEntries(KEEP.filter((k) => f[k].value.trim() !== '').map((k) => [k, num(f[k])])),
         vm_ids: vmBoxes.map((l) => l.querySelector('input')).filter((i) => i.checked).map((i) => i.value),
         rules: {
-          tags: list(f.tags.value), cluster_ids: rules.cluster_ids || [],
+          tags: list(f.tags.value),
+          cluster_ids: unknownClusters.concat(clusterBoxes.map((l) => l.querySelector('input')).filter((i) => i.checked).map((i) => i.value)),
           name_regex: f.name_regex.value.trim() || null, exclude_name_regex: f.exclude_name_regex.value.trim() || null,
         },
         window_minutes: num(f.window_minutes), full_every_days: num(f.full_every_days),
@@ -159,8 +168,11 @@ export function openPolicyForm(ctx, { policy = null, vms = [], targets = [] } = 
           h('div', { class: 'ov-keep' }, KEEP.map((k) => h('label', { for: `ov-p-${k}` }, h('span', {}, t(`rule.${k}`)), f[k]))),
           h('div', { class: 'ov-help' }, t('policy.retentionHelp')),
           KEEP.map((k) => errLine(k)),
-          h('span', { class: 'ov-form-label' }, t('policy.vms')), vmList, errLine('vm_ids'),
+          h('span', { class: 'ov-form-label' }, t('policy.vms')), h('div', {}, vms.length > 8 ? vmFilter : null, vmList), errLine('vm_ids'),
           row('tags', t('policy.tags'), f.tags, t('policy.tagsHelp')),
+          clusterBoxes.length ? [h('span', { class: 'ov-form-label' }, t('policy.clusters')),
+            h('div', { id: 'ov-p-cluster_ids', role: 'group', 'aria-label': t('policy.clusters') }, clusterBoxes),
+            h('div', { class: 'ov-help' }, t('policy.clustersHelp')), errLine('cluster_ids')] : null,
           row('name_regex', t('policy.nameRegex'), f.name_regex, t('policy.nameRegexHelp')),
           row('exclude_name_regex', t('policy.excludeRegex'), f.exclude_name_regex, t('policy.excludeRegexHelp')),
           row('window_minutes', t('policy.window'), f.window_minutes, t('policy.windowHelp')),
