@@ -289,6 +289,15 @@ class BackupMachine(VmMachine):
         await self.journal.event("backup.created", {"backup_id": self.res["backup_id"],
                                                     "vm_id": self.vm_id, "mode": self.res["mode"],
                                                     "method": self.res["method"], **{k: v for k, v in stats.items() if k != "disks"}})
+        reread = {k: c["result"].get("reread_offsets") for k, c in copies.items()
+                  if c["result"].get("reread_offsets")}
+        if reread:
+            # Chunks the parent referenced were no longer on the target (found
+            # damaged and set aside, or collected): those ranges were read again
+            # from the disk, which rewrote them if the content is unchanged.
+            self.log.warning("unchanged ranges re-read: the target no longer had their chunks", disks=reread)
+            await self.journal.event("backup.chunks_reread", {"backup_id": self.res["backup_id"],
+                                                              "vm_id": self.vm_id, "offsets": reread})
         if self.res["method"] == "cbt":
             await self._tidy_checkpoints()
         try:

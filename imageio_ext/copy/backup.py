@@ -15,9 +15,14 @@ Flow for one disk (see docs/mover.md):
    spans concurrently and hand whole chunks to the `DiskWriter`, whose own
    bound (``max_inflight``) makes a slow target slow the readers. Memory is
    at most ``requests`` reads plus ``max_inflight`` chunks.
-4. ``commit`` writes the index. If a chunk inherited from the parent has been
-   garbage-collected meanwhile, the writer names the slots; they are read
-   again in full and commit is retried.
+4. ``commit`` writes the index. If a chunk inherited from the parent is no
+   longer on the target — set aside as damaged (``<digest>.<n>.bad``, see
+   docs/store-format.md) or garbage-collected meanwhile — the writer names the
+   slots; they are read again in full from the disk (although the change
+   tracking says they did not change) and commit is retried. Same content:
+   the chunk is written again, which heals every older backup sharing it;
+   changed content: the new backup references the new chunk. The offsets are
+   reported (``reread_offsets``).
 
 The manifest is not published here: a VM's disks may be copied by different
 movers, so the caller publishes with `Store.publish_backup` once all disks
@@ -80,6 +85,7 @@ async def backup_disk(
     unchanged = size - sum(s.length for s in steps)
     meter.skip(unchanged)
     zeroed = 0
+    reread: list[int] = []
 
     async def do(step: Step) -> None:
         nonlocal zeroed
@@ -109,6 +115,7 @@ async def backup_disk(
                 if not e.offsets or attempt == 2:
                     raise
                 cs = store.chunk_size
+                reread.extend(e.offsets)
                 resend = [Step("data", o, min(cs, size - o), o, o + min(cs, size - o)) for o in e.offsets]
                 await run_workers(do, resend, requests)
     except BaseException:
@@ -119,7 +126,7 @@ async def backup_disk(
         op="backup", vm_id=bw.vm_id, backup_id=bw.backup_id, disk_id=dw.disk_id, size=size,
         bytes_read=meter.read, bytes_written=dw.new_bytes, bytes_zeroed=zeroed, bytes_unchanged=unchanged,
         new_chunks=dw.new_chunks, new_bytes=dw.new_bytes, dedup_chunks=dw.dedup_chunks,
-        index_sha256=info.index_sha256, disk=info.to_dict(), incremental=use_dirty,
+        reread_offsets=sorted(reread), index_sha256=info.index_sha256, disk=info.to_dict(), incremental=use_dirty,
         transport=transport, seconds=round(clock() - t0, 3),
     )
 

@@ -19,6 +19,8 @@ class CopyResult:
     new_chunks: int = 0  # chunks this copy added to the store
     new_bytes: int = 0  # their compressed size
     dedup_chunks: int = 0  # chunks read but already in the store (not sent again)
+    reread_offsets: list = field(default_factory=list)  # backup: slots re-read at commit because
+    # the target no longer had the chunk inherited from the parent (set aside as damaged, or collected)
     index_sha256: str = ""  # backup: SHA-256 of the .fidx written; restore: of the one read
     disk: dict = field(default_factory=dict)  # backup: the store's DiskInfo (for publish_backup)
     incremental: bool = False  # backup: only dirty ranges were read

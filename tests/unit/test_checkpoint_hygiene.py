@@ -81,3 +81,17 @@ def test_chain_order_follows_parent_links():
     assert [c.id for c in chain_order(cps)] == ["a", "b", "c"]
     # the root's parent was removed earlier: still the root
     assert [c.id for c in chain_order([ev.Checkpoint("y", "x"), ev.Checkpoint("z", "y")])] == ["y", "z"]
+
+
+async def test_reread_ranges_are_not_silent():
+    """The mover re-read unchanged ranges whose chunks the target no longer had
+    (set aside as damaged): the backup succeeds and says so in an event."""
+    from .test_statemachines import FakeMover
+
+    class Rereading(FakeMover):
+        async def backup_disk(self, **kw):
+            r = await super().backup_disk(**kw)
+            return {**r, "reread_offsets": [4 << 20]}
+    e, cat, j = FakeEngine(), FakeCatalog(), Journal()
+    assert await backup_machine(j, deps(e, mover=Rereading(), catalog=cat)).run() == "succeeded"
+    assert "backup.chunks_reread" in j.events

@@ -87,6 +87,27 @@ async def test_incremental_reads_dirty_slots_only_and_writes_only_new_chunks(sto
     assert await (await store.open_disk(VM, b2, DISK)).sha256() == sha(img.data)
 
 
+async def test_incremental_rereads_an_unchanged_slot_whose_chunk_was_set_aside(store):
+    """A chunk the parent references was found damaged (set aside as .bad): the
+    incremental reads that slot again although it is not dirty, and rewrites it."""
+    img = mixed_image()
+    b1, b2 = str(uuid.uuid4()), str(uuid.uuid4())
+    await store.publish_backup(VM, b1, [(await do_backup(store, img, b1)).disk])
+    index = await store.read_index(VM, b1, DISK)
+    damaged = index.get(1)  # the second random chunk (offset CS)
+    assert await store.chunks.target.exists(f"chunks/{damaged.hex()[:2]}/{damaged.hex()[2:4]}/{damaged.hex()}")
+    await store.chunks.target.write_file(f"chunks/{damaged.hex()[:2]}/{damaged.hex()[2:4]}/{damaged.hex()}", b"rot")
+    assert not (await store.verify(VM, b1)).ok  # sets it aside
+    img.reads.clear()
+    img.guest_write(7 * MiB, os.urandom(CLUSTER))  # the only dirty slot
+    r = await do_backup(store, img, b2, parent_backup_id=b1, incremental=True)
+    assert r.reread_offsets == [CS, 2 * MiB + CS]  # every slot using it (the copy at 2 MiB too)
+    assert sorted(img.reads) == sorted([(7 * MiB, CLUSTER), (CS, CS), (2 * MiB + CS, CS)])
+    await store.publish_backup(VM, b2, [r.disk], parent_id=b1)
+    assert await (await store.open_disk(VM, b2, DISK)).sha256() == sha(img.data)
+    assert (await store.verify(VM, b1)).ok  # healed
+
+
 async def test_incremental_without_parent_is_refused(store):
     with pytest.raises(InvalidRequest):
         await do_backup(store, mixed_image(), str(uuid.uuid4()), incremental=True)
