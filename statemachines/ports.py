@@ -21,7 +21,8 @@ class DataMover(Protocol):
 
     async def restore_disk(self, *, host_id: str, transfer_url: str, vm_id: str, backup_id: str,
                            disk_id: str, size: int, copy_id: str,
-                           progress: Callable[[int, int], Awaitable[None]]) -> dict: ...
+                           progress: Callable[[int, int], Awaitable[None]],
+                           index_sha256: str | None = None) -> dict: ...
 
 
 class Catalog(Protocol):

@@ -77,7 +77,9 @@ class RestoreMachine(VmMachine):
                            "bootable": src.get("bootable", False),
                            "interface": src.get("interface", "virtio_scsi"),
                            "backup": src.get("backup", "none"), "sparse": src.get("sparse", True),
-                           "storage_domain": src.get("storage_domain")}
+                           "storage_domain": src.get("storage_domain"),
+                           # the index as published: a restore refuses one replaced on the target since
+                           "index_sha256": (backup.get("index_digests") or {}).get(d)}
             await self.record(plan=plan, kind=kind, source_vm=backup["vm_id"],
                               backup_id=str(backup["id"]))
         if kind == "new":
@@ -183,6 +185,7 @@ class RestoreMachine(VmMachine):
             result = await self.deps.mover.restore_disk(
                 host_id=t.host_id, transfer_url=t.transfer_url, vm_id=self.res["source_vm"],
                 backup_id=self.res["backup_id"], disk_id=src_id, size=p["size"],
+                index_sha256=p.get("index_sha256"),
                 copy_id=str(uuid.uuid5(uuid.UUID(self.machine_id), "restore-" + src_id)), progress=progress)
         await e.transfer_action(t_rec["id"], "finalize", self.correlation_id)
 

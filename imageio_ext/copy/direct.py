@@ -48,7 +48,7 @@ async def run_copy(
             return await restore_disk(
                 store, client, vm_id=spec.vm_id, backup_id=spec.backup_id, disk_id=spec.disk_id,
                 size=spec.size, requests=client.connections, progress=progress, clock=clock,
-                transport=client.transport)
+                transport=client.transport, index_sha256=spec.index_sha256)
     finally:
         if own_store:
             await store.close()

@@ -40,9 +40,10 @@ async def restore_disk(
     progress: ProgressCallback | None = None,
     clock: Callable[[], float] = time.monotonic,
     transport: str = "",
+    index_sha256: str | None = None,  # the catalog's digest of the index (refuse a replaced one)
 ) -> CopyResult:
     t0 = clock()
-    reader = await store.open_disk(vm_id, backup_id, disk_id)
+    reader = await store.open_disk(vm_id, backup_id, disk_id, catalog_sha256=index_sha256)
     if size is not None and size < reader.size:
         raise InvalidRequest(f"target disk ({size} bytes) is smaller than the backup disk ({reader.size} bytes)")
     cs = reader.chunk_size

@@ -23,6 +23,7 @@ class CopySpec:
     ca_file: str | None = None  # CA of the imageio daemon's certificate (HTTPS)
     parent_backup_id: str | None = None  # backup: the previous backup of this VM
     incremental: bool = False  # backup: read only dirty extents (needs parent_backup_id)
+    index_sha256: str | None = None  # restore: the index digest the catalog recorded at publication
 
     @classmethod
     def from_dict(cls, d: Any) -> "CopySpec":
@@ -51,6 +52,12 @@ class CopySpec:
             raise InvalidRequest("incremental needs parent_backup_id")
         if d["op"] == "restore" and (inc or d.get("parent_backup_id")):
             raise InvalidRequest("a restore takes no parent_backup_id or incremental")
+        idx = d.get("index_sha256")
+        if idx is not None and not (isinstance(idx, str) and len(idx) == 64
+                                    and all(c in "0123456789abcdef" for c in idx.lower())):
+            raise InvalidRequest("index_sha256 must be 64 hex digits")
+        if idx is not None and d["op"] != "restore":
+            raise InvalidRequest("index_sha256 is for a restore")
         ca = d.get("ca_file")
         if ca is not None and not isinstance(ca, str):
             raise InvalidRequest("ca_file must be a string")
@@ -59,7 +66,7 @@ class CopySpec:
             vm_id=d["vm_id"].lower(), backup_id=d["backup_id"].lower(), disk_id=d["disk_id"].lower(),
             size=size, ca_file=ca,
             parent_backup_id=d["parent_backup_id"].lower() if d.get("parent_backup_id") else None,
-            incremental=inc,
+            incremental=inc, index_sha256=idx.lower() if idx else None,
         )
 
     def to_dict(self) -> dict:

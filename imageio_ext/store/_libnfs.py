@@ -90,6 +90,7 @@ def load() -> ctypes.CDLL:
         "nfs_set_autoreconnect": (None, [_vp, _int]),
         "nfs_mount": (_int, [_vp, _cp, _cp]),
         "nfs_stat64": (_int, [_vp, _cp, ctypes.POINTER(_Stat64)]),
+        "nfs_lstat64": (_int, [_vp, _cp, ctypes.POINTER(_Stat64)]),
         "nfs_fstat64": (_int, [_vp, _vp, ctypes.POINTER(_Stat64)]),
         "nfs_open": (_int, [_vp, _cp, _int, ctypes.POINTER(_vp)]),
         "nfs_creat": (_int, [_vp, _cp, _int, ctypes.POINTER(_vp)]),
@@ -101,6 +102,7 @@ def load() -> ctypes.CDLL:
         "nfs_unlink": (_int, [_vp, _cp]),
         "nfs_mkdir": (_int, [_vp, _cp]),
         "nfs_rmdir": (_int, [_vp, _cp]),
+        "nfs_symlink": (_int, [_vp, _cp, _cp]),
         "nfs_utimes": (_int, [_vp, _cp, _vp]),
         "nfs_opendir": (_int, [_vp, _cp, ctypes.POINTER(_vp)]),
         "nfs_readdir": (ctypes.POINTER(_Dirent), [_vp, _vp]),
@@ -112,6 +114,18 @@ def load() -> ctypes.CDLL:
         fn.argtypes = args
     _lib = lib
     return lib
+
+
+class TooLarge(OSError):
+    """A file larger than the caller's bound; nothing of it was read."""
+
+    def __init__(self, path: str, size: int, limit: int):
+        super().__init__(errno.EFBIG, f"{path}: {size} bytes, more than {limit}")
+        self.size, self.limit = size, limit
+
+
+class NotRegular(OSError):
+    """The entry opened as a file is a symlink, a directory or a device."""
 
 
 @dataclass(frozen=True)
@@ -169,6 +183,12 @@ class Context:
         self._check(self._lib.nfs_stat64(self._ctx, self._b(path), ctypes.byref(st)), "stat", path)
         return st.size, st.mtime + st.mtime_nsec / 1e9, _stat.S_ISDIR(st.mode)
 
+    def lstat(self, path) -> tuple[int, float, int]:
+        """(size, mtime, st_mode) of the entry itself (a symlink is not followed)."""
+        st = _Stat64()
+        self._check(self._lib.nfs_lstat64(self._ctx, self._b(path), ctypes.byref(st)), "lstat", path)
+        return st.size, st.mtime + st.mtime_nsec / 1e9, st.mode
+
     def listdir(self, path) -> list[Entry]:
         d = _vp()
         self._check(self._lib.nfs_opendir(self._ctx, self._b(path), ctypes.byref(d)), "opendir", path)
@@ -206,17 +226,29 @@ class Context:
     def rename(self, src, dst) -> None:
         self._check(self._lib.nfs_rename(self._ctx, self._b(src), self._b(dst)), "rename", src)
 
+    def symlink(self, target, linkname) -> None:
+        """Create a symbolic link (the store never does; tests plant them)."""
+        self._check(self._lib.nfs_symlink(self._ctx, self._b(target), self._b(linkname)), "symlink", linkname)
+
     def touch(self, path) -> None:
         self._check(self._lib.nfs_utimes(self._ctx, self._b(path), None), "utimes", path)
 
     # -- data --------------------------------------------------------------
 
-    def read_file(self, path) -> bytes:
+    def read_file(self, path, max_size: int) -> bytes:
+        """The whole regular file, opened without following a symlink; `TooLarge`
+        (before any byte is read or any buffer allocated) past ``max_size``."""
         fh = _vp()
-        self._check(self._lib.nfs_open(self._ctx, self._b(path), os.O_RDONLY, ctypes.byref(fh)), "open", path)
+        flags = os.O_RDONLY | os.O_NOFOLLOW
+        self._check(self._lib.nfs_open(self._ctx, self._b(path), flags, ctypes.byref(fh)), "open", path)
         try:
             st = _Stat64()
             self._check(self._lib.nfs_fstat64(self._ctx, fh, ctypes.byref(st)), "fstat", path)
+            if not _stat.S_ISREG(st.mode):
+                what = "a symbolic link" if _stat.S_ISLNK(st.mode) else "not a regular file"
+                raise NotRegular(errno.EINVAL, what, path)
+            if st.size > max_size:
+                raise TooLarge(str(path), st.size, max_size)
             buf = bytearray(st.size)
             done = 0
             if st.size:

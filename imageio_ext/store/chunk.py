@@ -21,6 +21,13 @@ from .errors import ChunkCorrupted
 from .fidx import ZERO_DIGEST
 
 
+def compress_bound(size: int) -> int:
+    """The largest zstd frame ``size`` bytes can compress to (zstd's
+    ``ZSTD_COMPRESSBOUND``): a stored chunk larger than this is damage and is
+    refused before it is read."""
+    return size + (size >> 8) + ((128 * 1024 - size) >> 11 if size < 128 * 1024 else 0)
+
+
 class ChunkCodec:
     def __init__(self, chunk_size: int, level: int = 1):
         if not 1 <= level <= 22:
@@ -28,6 +35,7 @@ class ChunkCodec:
         self.chunk_size = chunk_size
         self.level = level
         self._zero = bytes(chunk_size)
+        self.max_blob = compress_bound(chunk_size)  # the largest chunk file read
         self._local = threading.local()
 
     def is_zero(self, data) -> bool:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable, Iterable, TypeVar
 
 from .chunk import ChunkCodec
-from .errors import ChunkCorrupted, ChunkMissing, NotFound, StoreNotInitialized
+from .errors import ChunkCorrupted, ChunkMissing, Damaged, NotFound, StoreNotInitialized
 from .fidx import ZERO_DIGEST
 from .layout import MAX_BAD_COPIES, bad_chunk_path, chunk_path
 from .target import Target
@@ -174,8 +174,8 @@ class ChunkStore:
         except NotFound:
             return None
         try:
-            await self.cpu(self.codec.decode, digest, await self.target.read_file(bad))
-        except ChunkCorrupted:
+            await self.cpu(self.codec.decode, digest, await self.target.read_file(bad, max_size=self.codec.max_blob))
+        except Damaged:  # corrupted, too large, or not a plain file
             return bad
         except NotFound:
             return None
@@ -205,7 +205,13 @@ class ChunkStore:
                 raise ValueError("the zero digest needs a length")
             return bytes(length)
         try:
-            blob = await self.target.read_file(chunk_path(digest))
+            blob = await self.target.read_file(chunk_path(digest), max_size=self.codec.max_blob)
+        except Damaged as e:  # larger than any zstd frame of a chunk, or a symlink: never read
+            try:
+                await self.mark_bad(digest)
+            except Damaged:
+                pass  # a symlinked directory on the way: refused, left for the operator
+            raise ChunkCorrupted(digest.hex(), e.reason) from None
         except NotFound:
             if await self.target.exists(bad_chunk_path(digest, 0)):
                 raise ChunkCorrupted(

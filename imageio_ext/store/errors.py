@@ -217,3 +217,29 @@ class ExportFailed(StoreError):
     def __init__(self, dest: str, reason: str):
         self.dest = dest
         self.reason = reason
+
+
+class UnsafeTargetEntry(Damaged):
+    """A path on the target is a symbolic link (or another non-regular entry)
+    where the store expects a plain file or directory: refused, never followed."""
+
+    msg = "Refused target path {self.path!r}: {self.reason}"
+    code = "unsafe_target_entry"
+
+    def __init__(self, path: str, reason: str):
+        self.path = path
+        self.reason = reason
+
+
+class FileTooLarge(Damaged):
+    """A target file is larger than the store allows for its kind; nothing of
+    it was read."""
+
+    msg = "Target file {self.path!r} is {self.size} bytes, more than the {self.limit} allowed"
+    code = "target_file_too_large"
+
+    def __init__(self, path: str, size: int, limit: int):
+        self.path = path
+        self.size = size
+        self.limit = limit
+        self.reason = f"{size} bytes, more than the {limit} allowed"

@@ -22,6 +22,18 @@ STORE_VERSION = 1
 MANIFEST_FORMAT = "ovault-manifest"
 MANIFEST_VERSION = 1
 DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024
+# The largest store config or manifest read from a target (a manifest of a VM
+# with hundreds of disks and its OVF is well below): a larger one is corrupt.
+MAX_DOCUMENT = 1024 * 1024
+
+
+def parse_json(data: bytes):
+    """JSON from a target: any failure, including a document nested deeper than
+    the parser's recursion limit, is a ValueError (the caller's "corrupt")."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def utc_now_iso() -> str:
@@ -50,7 +62,7 @@ class StoreConfig:
     @classmethod
     def from_json(cls, data: bytes, url: str) -> "StoreConfig":
         try:
-            doc = json.loads(data)
+            doc = parse_json(data)
         except ValueError as e:
             raise IncompatibleStore(url, f"ovault-store.json is not JSON ({e})") from e
         if not isinstance(doc, dict) or doc.get("format") != STORE_FORMAT:
@@ -147,7 +159,7 @@ class BackupInfo:
     @classmethod
     def from_json(cls, data: bytes, path: str, *, vm_id: str, backup_id: str) -> "BackupInfo":
         try:
-            doc = json.loads(data)
+            doc = parse_json(data)
         except ValueError as e:
             raise ManifestCorrupted(path, f"not JSON ({e})") from e
         if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:

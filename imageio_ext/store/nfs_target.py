@@ -18,6 +18,14 @@ A context that fails with a transport error (server stopped, timeout) is
 dropped, so the next call on that thread mounts afresh; the failing call
 raises `TargetUnavailable`.
 
+Symlinks: libnfs resolves paths itself and would follow a symbolic link
+planted on the export, so every directory on a path is checked with LSTAT
+(the verified directories are remembered per context for `DIR_CHECK_TTL`
+seconds), files are opened with ``O_NOFOLLOW`` and checked to be regular,
+and `stat` reports the entry itself. A symlink is refused
+(`UnsafeTargetEntry`). Reads are bounded by the file's size before any
+buffer is allocated (`FileTooLarge`).
+
 Durability: NFSv3 servers commit CREATE/RENAME/REMOVE to stable storage
 before replying, and we COMMIT file data with fsync before the rename, so no
 directory fsync is needed here.
@@ -27,14 +35,18 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import stat as _stat
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 from . import _libnfs
 from ..errors import target_error
-from .errors import NotFound, TargetUnavailable
-from .target import DirEntry, FileStat, Target, check_rel, parent_of, tmp_name
+from .errors import FileTooLarge, NotFound, TargetUnavailable, UnsafeTargetEntry
+from .target import MAX_READ, DirEntry, FileStat, Target, check_rel, parent_of, tmp_name
+
+DIR_CHECK_TTL = 10.0  # seconds a directory found not to be a symlink is trusted
 
 # errnos that mean "the transport is broken", not "the file system said no".
 _TRANSPORT_ERRNOS = {
@@ -133,14 +145,56 @@ class NfsTarget(Target):
                 self._contexts.discard(c[0])
             c[0].close()
 
-    def _call(self, path: str, fn):
-        """Run ``fn(ctx, abs_path)`` on this worker's context, mapping errors."""
+    def _check_dirs(self, ctx: _libnfs.Context, prefix: str, rel_dir: str) -> None:
+        """LSTAT every component of ``rel_dir`` (target-relative): each must be a
+        real directory, not a symlink. Raises OSError(ELOOP/ENOTDIR)."""
+        if not rel_dir:
+            return
+        seen = getattr(self._local, "dirs", None)
+        if seen is None:
+            seen = self._local.dirs = {}
+        now = time.monotonic()
+        parts = rel_dir.split("/")
+        for i in range(1, len(parts) + 1):
+            rel = "/".join(parts[:i])
+            if seen.get(rel, 0) > now:
+                continue
+            try:
+                _, _, mode = ctx.lstat("/" + "/".join(p for p in (prefix, rel) if p))
+            except FileNotFoundError:
+                return  # nothing below exists (yet): nothing to follow
+            if _stat.S_ISLNK(mode):
+                raise OSError(errno.ELOOP, f"{rel!r} is a symbolic link", rel)
+            if not _stat.S_ISDIR(mode):
+                raise OSError(errno.ENOTDIR, f"{rel!r} is not a directory", rel)
+            if len(seen) > 4096:
+                seen.clear()
+            seen[rel] = now + DIR_CHECK_TTL
+
+    def _forget_dirs(self) -> None:
+        seen = getattr(self._local, "dirs", None)
+        if seen:
+            seen.clear()
+
+    def _call(self, path: str, fn, *, check_self: bool = False):
+        """Run ``fn(ctx, abs_path)`` on this worker's context, mapping errors.
+
+        Every directory above ``path`` (and ``path`` itself if ``check_self``:
+        a directory about to be listed) is checked not to be a symlink first."""
         ctx, prefix = self._ctx()
         check_rel(path)
         abs_path = "/" + "/".join(p for p in (prefix, path) if p)
         try:
+            self._check_dirs(ctx, prefix, path if check_self else parent_of(path))
             return fn(ctx, abs_path)
+        except _libnfs.TooLarge as e:
+            raise FileTooLarge(path, e.size, e.limit) from None
         except OSError as e:
+            if isinstance(e, _libnfs.NotRegular) or e.errno in (errno.ELOOP, errno.ENOTDIR):
+                what = e.strerror or ""
+                if e.errno == errno.ELOOP and "symbolic link" not in what:
+                    what = f"a symbolic link ({what})"
+                raise UnsafeTargetEntry(path, what or "not a plain file or directory") from None
             if e.errno == errno.ENOENT:
                 raise NotFound(path) from e
             if e.errno in _TRANSPORT_ERRNOS:
@@ -151,11 +205,11 @@ class NfsTarget(Target):
                 raise
             raise mapped from e
 
-    async def _run(self, path: str, fn):
+    async def _run(self, path: str, fn, *, check_self: bool = False):
         if self._closed:
             raise TargetUnavailable(self.url, "target is closed")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._call, path, fn)
+        return await loop.run_in_executor(self._pool, lambda: self._call(path, fn, check_self=check_self))
 
     async def connect(self) -> None:
         await self.stat("")
@@ -170,8 +224,8 @@ class NfsTarget(Target):
 
     # -- operations --------------------------------------------------------
 
-    async def read_file(self, path: str) -> bytes:
-        return await self._run(path, lambda c, p: c.read_file(p))
+    async def read_file(self, path: str, *, max_size: int = MAX_READ) -> bytes:
+        return await self._run(path, lambda c, p: c.read_file(p, max_size))
 
     async def write_file(self, path: str, data: bytes, *, make_parents: bool = True) -> None:
         tmp_rel = tmp_name(path)
@@ -198,11 +252,13 @@ class NfsTarget(Target):
             raise NotFound(parent_of(path)) from None
 
     async def stat(self, path: str) -> FileStat:
-        size, mtime, is_dir = await self._run(path, lambda c, p: c.stat(p))
-        return FileStat(size=size, mtime=mtime, is_dir=is_dir)
+        size, mtime, mode = await self._run(path, lambda c, p: c.lstat(p))
+        if _stat.S_ISLNK(mode):
+            raise UnsafeTargetEntry(path, "a symbolic link")
+        return FileStat(size=size, mtime=mtime, is_dir=_stat.S_ISDIR(mode))
 
     async def scandir(self, path: str) -> list[DirEntry]:
-        ents = await self._run(path, lambda c, p: c.listdir(p))
+        ents = await self._run(path, lambda c, p: c.listdir(p), check_self=True)
         return [DirEntry(name=e.name, is_dir=e.is_dir, size=e.size, mtime=e.mtime) for e in ents]
 
     async def remove(self, path: str) -> None:
@@ -210,6 +266,7 @@ class NfsTarget(Target):
 
     async def rmdir(self, path: str) -> bool:
         def rm(c, p):
+            self._forget_dirs()
             try:
                 c.rmdir(p)
             except OSError as e:
@@ -225,15 +282,24 @@ class NfsTarget(Target):
 
         def mv(c, p):
             prefix = p[: len(p) - len(src)]
+            _, _, mode = c.lstat(p)
+            if _stat.S_ISDIR(mode):
+                self._forget_dirs()
             c.rename(p, prefix + dst)
 
         await self._run(src, mv)
 
     async def makedirs(self, path: str) -> None:
-        await self._run(path, _makedirs)
+        await self._run(path, _makedirs, check_self=True)
 
     async def touch(self, path: str) -> None:
-        await self._run(path, lambda c, p: c.touch(p))
+        def touch(c, p):
+            _, _, mode = c.lstat(p)  # utimes follows symlinks: refuse one first
+            if _stat.S_ISLNK(mode):
+                raise OSError(errno.ELOOP, "a symbolic link", p)
+            c.touch(p)
+
+        await self._run(path, touch)
 
 
 def _makedirs(c: _libnfs.Context, path: str) -> None:

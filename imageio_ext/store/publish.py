@@ -18,12 +18,13 @@ from typing import Any, Iterable
 import structlog
 
 from .chunkstore import ChunkStore
-from .errors import BackupExists, BackupNotFound, DiskNotFound, IndexCorrupted, ManifestCorrupted, NotFound
-from .fidx import FixedIndex
+from .errors import (BackupExists, BackupNotFound, Damaged, DiskNotFound, IndexCorrupted, ManifestCorrupted,
+                     NotFound)
+from .fidx import DIGEST_SIZE, HEADER_SIZE, FixedIndex, chunk_count
 from .ids import check_uuid
 from .layout import backup_dir, index_path, manifest_path, remove_dir, scan_backup_dirs
-from .manifest import BackupInfo, DiskInfo, utc_now_iso
-from .target import Target
+from .manifest import MAX_DOCUMENT, BackupInfo, DiskInfo, utc_now_iso
+from .target import MAX_READ, Target
 
 log = structlog.get_logger(__name__)
 
@@ -44,14 +45,31 @@ class Backups:
         return hashlib.sha256(data).hexdigest()
 
     async def read_index(
-        self, vm_id: str, backup_id: str, disk_id: str, *, expect_sha256: str | None = None
+        self, vm_id: str, backup_id: str, disk_id: str, *, expect_sha256: str | None = None,
+        expect_size: int | None = None, catalog_sha256: str | None = None,
     ) -> FixedIndex:
+        """Read and check one index. ``expect_size`` (the disk size the manifest
+        gives) fixes the file's exact length before it is read; ``catalog_sha256``
+        is the digest the catalog recorded when the backup was published: an
+        index (and manifest) replaced on the target since is refused."""
         path = index_path(vm_id, backup_id, disk_id)
+        limit = MAX_READ
+        if expect_size is not None:
+            limit = HEADER_SIZE + chunk_count(expect_size, self.chunks.chunk_size) * DIGEST_SIZE
         try:
-            data = await self.target.read_file(path)
+            data = await self.target.read_file(path, max_size=limit)
         except NotFound:
             raise IndexCorrupted(path, "index file is missing") from None
-        if expect_sha256 is not None and hashlib.sha256(data).hexdigest() != expect_sha256:
+        except Damaged as e:  # too large, or a symlink
+            raise IndexCorrupted(path, e.reason) from None
+        if expect_size is not None and len(data) != limit:
+            raise IndexCorrupted(path, f"file is {len(data)} bytes, expected {limit} for a disk of {expect_size}")
+        digest = hashlib.sha256(data).hexdigest()
+        if catalog_sha256 is not None and digest != catalog_sha256.lower():
+            raise IndexCorrupted(
+                path, f"file SHA-256 {digest} differs from {catalog_sha256.lower()}, the one the catalog recorded "
+                "when the backup was published: the index (and its manifest) were replaced on the target")
+        if expect_sha256 is not None and digest != expect_sha256:
             raise IndexCorrupted(path, "file SHA-256 differs from the one recorded in the manifest")
         index = FixedIndex.decode(data, path)
         cs = self.chunks.chunk_size
@@ -59,12 +77,18 @@ class Backups:
             raise IndexCorrupted(path, f"chunk size {index.chunk_size} differs from the store's {cs}")
         return index
 
-    async def read_backup_index(self, info: BackupInfo, disk_id: str) -> FixedIndex:
-        """The index of one disk of a published backup, checked against its manifest."""
+    async def read_backup_index(
+        self, info: BackupInfo, disk_id: str, *, catalog_sha256: str | None = None
+    ) -> FixedIndex:
+        """The index of one disk of a published backup, checked against its manifest
+        (and against the catalog's digest ``catalog_sha256`` when given)."""
         disk = info.disk(disk_id)
         if disk is None:
             raise DiskNotFound(info.backup_id, disk_id)
-        index = await self.read_index(info.vm_id, info.backup_id, disk_id, expect_sha256=disk.index_sha256)
+        if disk.size < 0 or disk.size > MAX_READ // DIGEST_SIZE * self.chunks.chunk_size:
+            raise IndexCorrupted(f"{disk_id}.fidx", f"manifest gives an impossible disk size {disk.size}")
+        index = await self.read_index(info.vm_id, info.backup_id, disk_id, expect_sha256=disk.index_sha256,
+                                      expect_size=disk.size, catalog_sha256=catalog_sha256)
         if index.size != disk.size:
             raise IndexCorrupted(f"{disk_id}.fidx", f"size {index.size} differs from manifest {disk.size}")
         return index
@@ -85,7 +109,8 @@ class Backups:
         for d in info.disks:
             # Cheap insurance against an index removed by a misconfigured gc
             # (grace shorter than the backup): never publish a dangling backup.
-            await self.read_index(info.vm_id, info.backup_id, d.disk_id, expect_sha256=d.index_sha256)
+            await self.read_index(info.vm_id, info.backup_id, d.disk_id, expect_sha256=d.index_sha256,
+                                  expect_size=d.size)
         await self.target.write_file(mpath, info.to_json())
 
     async def publish_disks(
@@ -118,9 +143,11 @@ class Backups:
         backup_id = check_uuid(backup_id, "backup")
         mpath = manifest_path(vm_id, backup_id)
         try:
-            data = await self.target.read_file(mpath)
+            data = await self.target.read_file(mpath, max_size=MAX_DOCUMENT)
         except NotFound:
             raise BackupNotFound(vm_id, backup_id) from None
+        except Damaged as e:  # larger than any manifest, or a symlink
+            raise ManifestCorrupted(mpath, e.reason) from None
         return BackupInfo.from_json(data, mpath, vm_id=vm_id, backup_id=backup_id)
 
     async def published(self, vm_id: str | None = None, *, strict: bool = False) -> list[BackupInfo]:

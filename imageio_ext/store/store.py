@@ -23,13 +23,13 @@ import os
 from typing import Any, Callable, Iterable
 
 from .chunkstore import ChunkStore
-from .errors import IncompatibleStore, NotFound, StoreNotInitialized
+from .errors import Damaged, IncompatibleStore, NotFound, StoreNotInitialized
 from .export import ExportResult, export_disk
 from .fidx import FixedIndex
 from .gc import DEFAULT_GC_GRACE, GcReport, collect_garbage, target_now
 from .ids import check_uuid
 from .layout import CHUNKS_DIR, CONFIG_NAME, VMS_DIR
-from .manifest import DEFAULT_CHUNK_SIZE, BackupInfo, DiskInfo, StoreConfig
+from .manifest import DEFAULT_CHUNK_SIZE, MAX_DOCUMENT, BackupInfo, DiskInfo, StoreConfig
 from .publish import Backups
 from .reader import DiskReader
 from .registry import open_target
@@ -122,9 +122,11 @@ class Store:
         refused rather than silently reused.
         """
         try:
-            existing = await self.target.read_file(CONFIG_NAME)
+            existing = await self.target.read_file(CONFIG_NAME, max_size=MAX_DOCUMENT)
         except NotFound:
             existing = None
+        except Damaged as e:
+            raise IncompatibleStore(self.target.url, f"ovault-store.json: {e.reason}") from None
         if existing is not None:
             cfg = StoreConfig.from_json(existing, self.target.url)
             if cfg.chunk_size != chunk_size:
@@ -142,9 +144,11 @@ class Store:
 
     async def load(self) -> StoreConfig:
         try:
-            data = await self.target.read_file(CONFIG_NAME)
+            data = await self.target.read_file(CONFIG_NAME, max_size=MAX_DOCUMENT)
         except NotFound:
             raise StoreNotInitialized(self.target.url) from None
+        except Damaged as e:
+            raise IncompatibleStore(self.target.url, f"ovault-store.json: {e.reason}") from None
         return self._use(StoreConfig.from_json(data, self.target.url))
 
     # -- chunks ------------------------------------------------------------
@@ -209,18 +213,28 @@ class Store:
         """
         return await self.backups.publish_disks(vm_id, backup_id, disks, parent_id=parent_id, meta=meta)
 
-    async def open_disk(self, vm_id: str, backup_id: str, disk_id: str, **options) -> DiskReader:
-        """A `DiskReader` over one disk of a published backup."""
+    async def open_disk(
+        self, vm_id: str, backup_id: str, disk_id: str, *, catalog_sha256: str | None = None, **options
+    ) -> DiskReader:
+        """A `DiskReader` over one disk of a published backup. ``catalog_sha256``:
+        the index digest the catalog recorded at publication (a restore passes it,
+        so an index replaced on the target since is refused)."""
         info = await self.backups.get(vm_id, backup_id)
         disk_id = check_uuid(disk_id, "disk")
-        index = await self.backups.read_backup_index(info, disk_id)
+        index = await self.backups.read_backup_index(info, disk_id, catalog_sha256=catalog_sha256)
         return DiskReader(self.chunks, info, disk_id, index, **options)
 
     # -- maintenance -------------------------------------------------------
 
-    async def verify(self, vm_id: str, backup_id: str, *, progress: ProgressFn | None = None) -> VerifyReport:
-        """Re-read and re-hash every chunk the backup references."""
-        return await verify_backup(self.chunks, self.backups, vm_id, backup_id, progress=progress)
+    async def verify(
+        self, vm_id: str, backup_id: str, *, progress: ProgressFn | None = None,
+        catalog_digests: dict[str, str] | None = None,
+    ) -> VerifyReport:
+        """Re-read and re-hash every chunk the backup references; each index is
+        also checked against ``catalog_digests`` (disk id -> the SHA-256 the
+        catalog recorded at publication) when given."""
+        return await verify_backup(self.chunks, self.backups, vm_id, backup_id, progress=progress,
+                                   catalog_digests=catalog_digests)
 
     async def target_now(self) -> float:
         """The target's clock (gc compares chunk mtimes with it)."""

@@ -6,7 +6,9 @@ operations (chunks are whole files), so the interface is deliberately narrow:
 =================  ==========================================================
 operation          contract
 =================  ==========================================================
-read_file          whole file -> bytes; NotFound if missing
+read_file          whole file -> bytes, at most ``max_size`` (checked on the
+                   file's size before a byte is read: FileTooLarge);
+                   NotFound if missing
 write_file         atomic: temp name in the same dir, write, fsync, rename;
                    readers see the old content or the new one, never a mix
 exists / stat      size, mtime (target clock, float seconds), is_dir
@@ -18,7 +20,9 @@ touch              set mtime to the target's "now" (server time on NFS)
 =================  ==========================================================
 
 Paths are relative POSIX paths ("chunks/ab/cd/<digest>"), checked by
-`check_rel` so nothing can escape the target root. Temp files are named
+`check_rel` so nothing can escape the target root. The target's content is
+hostile input: no operation follows a symbolic link, in any component
+(`UnsafeTargetEntry`), and reads are bounded before they happen. Temp files are named
 ``.<name>.tmp.<random>`` (see `tmp_name`); gc removes stale ones.
 
 Implementations: `PathTarget` (a local or mounted directory) and `NfsTarget`
@@ -35,6 +39,9 @@ from dataclasses import dataclass
 from .errors import InvalidPath, NotFound
 
 TMP_MARKER = ".tmp."
+# The ceiling of any single read when the caller names no tighter bound:
+# larger than the largest index (a 64 TiB disk in 4 MiB chunks: 512 MiB).
+MAX_READ = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -105,7 +112,9 @@ class Target(abc.ABC):
     async def close(self) -> None: ...
 
     @abc.abstractmethod
-    async def read_file(self, path: str) -> bytes: ...
+    async def read_file(self, path: str, *, max_size: int = MAX_READ) -> bytes:
+        """The whole regular file; `FileTooLarge` (before reading) if it is
+        larger than ``max_size``; `UnsafeTargetEntry` for a symlink."""
 
     @abc.abstractmethod
     async def write_file(self, path: str, data: bytes, *, make_parents: bool = True) -> None:

@@ -71,8 +71,10 @@ async def verify_backup(
     backup_id: str,
     *,
     progress: Callable[[int, int], None] | None = None,
+    catalog_digests: dict[str, str] | None = None,
 ) -> VerifyReport:
-    """Check one backup. ``progress(done, total)`` is called in plaintext bytes."""
+    """Check one backup. ``progress(done, total)`` is called in plaintext bytes.
+    ``catalog_digests``: disk id -> index SHA-256 the catalog recorded."""
     info = await backups.get(vm_id, backup_id)
     report = VerifyReport(info.vm_id, info.backup_id)
     # digest -> {disk_id: [offsets]}, and the plaintext length it must have
@@ -80,7 +82,8 @@ async def verify_backup(
     lengths: dict[bytes, int] = {}
     for d in info.disks:
         try:
-            index = await backups.read_backup_index(info, d.disk_id)
+            index = await backups.read_backup_index(
+                info, d.disk_id, catalog_sha256=(catalog_digests or {}).get(d.disk_id))
         except IndexCorrupted as e:
             report.bad_indexes[d.disk_id] = e.reason
             continue

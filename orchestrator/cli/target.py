@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
 import signal
+import tempfile
 import uuid
 
 from imageio_ext.store import Store
@@ -39,8 +42,10 @@ def register(sub) -> None:
     m = sub.add_parser("mount", help="expose a backup disk read-only over NBD (file-level recovery)")
     m.add_argument("backup")
     m.add_argument("disk")
-    m.add_argument("--socket", help="unix socket path (default: a TCP port on 127.0.0.1)")
-    m.add_argument("--port", type=int, default=0)
+    m.add_argument("--socket", help="unix socket path (default: a new 0700 directory under $TMPDIR)")
+    m.add_argument("--port", type=int, default=None,
+                   help="serve over TCP on loopback instead (no authentication: local users can read it)")
+    m.add_argument("--host", default="127.0.0.1", help="TCP listen address with --port; loopback only")
     common(m)
     i = sub.add_parser("import", help="rebuild the catalog from the target's manifests")
     common(i)
@@ -90,7 +95,8 @@ async def verify(args, store, cfg) -> int:
         with TaskProgress("bytes", enabled=not args.json) as bars:
             for info in infos:
                 r = await store.verify(info.vm_id, info.backup_id,
-                                       progress=bars.step(f"verify {info.backup_id[:8]}"))
+                                       progress=bars.step(f"verify {info.backup_id[:8]}"),
+                                       catalog_digests=await record.digests(info))
                 bad += not r.ok
                 doc = r.to_dict()
                 doc["catalog"] = await record(info, r)
@@ -137,14 +143,32 @@ async def export(args, store, cfg) -> int:
 
 
 async def mount(args, store, cfg) -> int:
-    from imageio_ext.nbd.server import serve_disk
+    from imageio_ext.nbd.server import check_loopback, serve_disk
     info = await _find(store, args.backup)
     if info.disk(args.disk.lower()) is None:
         raise CliError(f"disk {args.disk} is not in backup {args.backup}")
+    tcp = args.port is not None
+    if tcp and args.socket:
+        raise CliError("--socket and --port exclude each other")
+    if tcp:
+        try:
+            check_loopback(args.host)
+        except ValueError as e:
+            raise CliError(str(e)) from None
     reader = await store.open_disk(info.vm_id, info.backup_id, args.disk.lower())
-    export_ = await serve_disk(reader, unix_path=args.socket, host=None if args.socket else "127.0.0.1",
-                               port=args.port)
-    url = getattr(export_, "url", None) or (f"nbd+unix:///?socket={args.socket}" if args.socket else None)
+    private = None
+    sock_path = args.socket
+    if not tcp and not sock_path:
+        private = tempfile.mkdtemp(prefix="ovault-mount-")  # 0700: only this user reaches the socket
+        sock_path = os.path.join(private, "nbd.sock")
+    try:
+        export_ = await serve_disk(reader, unix_path=None if tcp else sock_path,
+                                   host=args.host if tcp else None, port=args.port or 0)
+    except BaseException:
+        if private:
+            shutil.rmtree(private, ignore_errors=True)
+        raise
+    url = getattr(export_, "url", None) or (f"nbd+unix:///?socket={sock_path}" if sock_path else None)
     print(f"read-only NBD export of disk {args.disk} of backup {args.backup}: {url}")
     print(f"  qemu-img info {url}    |    guestfish --ro -a {url} -i    (Ctrl-C to stop)", flush=True)
     stop = asyncio.Event()
@@ -155,6 +179,8 @@ async def mount(args, store, cfg) -> int:
         await stop.wait()
     finally:
         await export_.close()
+        if private:
+            shutil.rmtree(private, ignore_errors=True)
     return 0
 
 

@@ -65,6 +65,10 @@ async def catalog_recorder(cfg, *, enabled: bool = True) -> AsyncIterator[Record
     if not enabled:
         async def skip(info, r) -> str:
             return "not recorded"
+
+        async def no_digests(info) -> dict[str, str]:
+            return {}
+        skip.digests = no_digests  # type: ignore[attr-defined]
         yield skip
         return
     from .. import catalog as cat
@@ -85,11 +89,28 @@ async def catalog_recorder(cfg, *, enabled: bool = True) -> AsyncIterator[Record
 
         async def record(info, r) -> str:
             return await record_result(c, info, r)
+
+        async def digests(info) -> dict[str, str]:
+            return await catalog_digests(c, info.backup_id)
+        record.digests = digests  # type: ignore[attr-defined]
         yield record
     finally:
         await pool.close()
         if pg is not None:
             await pg.stop()
+
+
+async def catalog_digests(c, backup_id: str) -> dict[str, str]:
+    """Disk id -> the index SHA-256 the catalog recorded when the backup was
+    published ({} for a backup the catalog does not know): verify checks the
+    target's indexes against them, so a manifest + index replaced on the
+    target is found."""
+    from .. import catalog as cat
+    try:
+        b = await c.backups.get(uuid.UUID(backup_id))
+    except cat.NotFound:
+        return {}
+    return {d.disk_id: d.index_digest for d in b.disks if d.index_digest}
 
 
 async def record_result(c, info, r) -> str:

@@ -132,7 +132,8 @@ class CatalogPort:
 
     async def get_backup(self, backup_id: str) -> dict:
         b = await self.catalog.backups.get(uuid.UUID(str(backup_id)))
-        return {"id": str(b.id), "vm_id": b.vm_id, "status": b.status, "config": b.config}
+        return {"id": str(b.id), "vm_id": b.vm_id, "status": b.status, "config": b.config,
+                "index_digests": {d.disk_id: d.index_digest for d in (b.disks or ()) if d.index_digest}}
 
 
 class StorePort:
@@ -172,10 +173,10 @@ class MoverPort:
         return await self._copy(host_id, spec, copy_id, progress)
 
     async def restore_disk(self, *, host_id, transfer_url, vm_id, backup_id, disk_id, size,
-                           copy_id, progress) -> dict:
+                           copy_id, progress, index_sha256=None) -> dict:
         spec = {"op": "restore", "transfer_url": transfer_url, "store": self.store_url,
                 "vm_id": vm_id, "backup_id": backup_id, "disk_id": disk_id, "size": size,
-                "ca_file": self.imageio_ca}
+                "ca_file": self.imageio_ca, "index_sha256": index_sha256}
         return await self._copy(host_id, spec, copy_id, progress)
 
     async def _copy(self, host_id, spec, copy_id, progress) -> dict:

@@ -16,3 +16,10 @@ from tests.unit.store.heal_suite import StoreHealBehaviour  # noqa: E402
 
 class TestStoreHealOnNfs(StoreHealBehaviour):
     pass
+
+
+from tests.unit.store.hostile_suite import HostileTargetBehaviour  # noqa: E402
+
+
+class TestHostileTargetOnNfs(HostileTargetBehaviour):
+    pass
