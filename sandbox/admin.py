@@ -144,16 +144,52 @@ async def leftovers(request):
     })
 
 
+PERMISSION_OBJECTS = {"vm_id": ("vm", "vms"), "cluster_id": ("cluster", "clusters"),
+                      "storage_domain_id": ("storage_domain", "sds"),
+                      "data_center_id": ("data_center", "dcs"), "disk_id": ("disk", "disks")}
+
+
+def _permissions(e, b: dict, user_id: str) -> list:
+    """The user's permissions from the request: `permissions` [{role, <object>_id}] (no
+    object: the system) and `vm_ids`, a shorthand for UserRole on each VM."""
+    wanted = [{"role": "UserRole", "vm_id": v} for v in b.get("vm_ids", [])]
+    extra = b.get("permissions", [])
+    if not isinstance(extra, list):
+        raise ValueError("permissions must be a list")
+    out = []
+    for x in wanted + extra:
+        if not isinstance(x, dict) or x.get("role") not in engine_api.ROLES:
+            raise ValueError(f"unknown role in {x!r}; roles: {sorted(engine_api.ROLES)}")
+        keys = [k for k in x if k != "role"]
+        if len(keys) > 1 or (keys and keys[0] not in PERMISSION_OBJECTS):
+            raise web.HTTPBadRequest(text=f"{x!r}: name one of {sorted(PERMISSION_OBJECTS)} (or "
+                                          "none: the system)")
+        otype, oid = "system", None
+        if keys:
+            otype, table = PERMISSION_OBJECTS[keys[0]]
+            oid = str(x[keys[0]])
+            if oid not in getattr(e, table):
+                raise ValueError(f"{x!r}: no such {otype}")
+        out.append(engine_api.Permission(engine_api.new_id(), x["role"], user_id, otype, oid))
+    return out
+
+
 @routes.post("/sandbox/users")
 async def users_add(request):
+    """A directory user (`engine_user`: also added to the engine), an admin or
+    not, holding the given permissions."""
     lab = request.app[LAB]
     b = await request.json()
     u = engine_api.User(b["name"], b["password"], admin=bool(b.get("admin", False)),
-                        vm_ids=set(b.get("vm_ids", [])),
                         engine_user=bool(b.get("engine_user", True)))
+    perms = _permissions(lab.engine, b, u.id)
     lab.sso.users[u.name] = u
+    lab.engine.permissions.extend(perms)
     return web.json_response({"id": u.id, "name": u.name, "admin": u.admin,
-                              "engine_user": u.engine_user}, status=201)
+                              "engine_user": u.engine_user,
+                              "permissions": [{"id": p.id, "role": p.role, "object_type": p.object_type,
+                                               "object_id": p.object_id} for p in perms]},
+                             status=201)
 
 
 def install(app: web.Application, lab):

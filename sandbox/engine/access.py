@@ -3,7 +3,10 @@ them: engine users are named `principal@profile-authz` (`bob@internal-authz`)
 and searched with `usrname=`; a directory user becomes an engine user with
 `POST /users`; permissions exist at every level (system, data center,
 cluster, storage domain, host, template, VM, disk) and a user sees the VMs
-on which they hold a role, directly or inherited (see `http.sees_vm`)."""
+on which they hold a role, directly or inherited (see `http.sees_vm`). Roles
+carry the engine's permits (`roles.py`, `GET /roles/{id}/permits`); what a
+user may do on an object is the union of the permits of the roles they hold
+on it or above it (`perms.permits`)."""
 from __future__ import annotations
 
 import hashlib
@@ -15,6 +18,7 @@ from .http import (API, ENGINE, SSO, User, body, boolean, corr, page, require_ad
                    sees_vm, xml_response)
 from .model import ADMIN_ROLES, ROLE_DESCRIPTIONS, ROLES, BadRequest, Conflict, NotFound, Permission, new_id
 from .render import T
+from .roles import PERMITS, ROLES as ROLE_TABLE
 
 routes = web.RouteTableDef()
 DOMAIN_ID = hashlib.md5(b"internal-authz").hexdigest()  # the engine's ids of domains are opaque
@@ -216,16 +220,40 @@ async def roles_list(request):
 
 @routes.get(API + "/roles/{id}")
 async def role_get(request):
+    return xml_response(render_role(_role_by_id(request)))
+
+
+def _role_by_id(request) -> str:
     by_id = {v: k for k, v in ROLES.items()}
-    name = by_id.get(request.match_info["id"])
+    name = by_id.get(request.match_info["id"].lower())
     if name is None:
         raise NotFound(f"Role '{request.match_info['id']}' not found")
-    return xml_response(render_role(name))
+    return name
+
+
+def render_permit(role: str, permit: str):
+    pid, administrative = PERMITS[permit]
+    rid = ROLES[role]
+    return T(types.Permit, id=str(pid), href=f"{API}/roles/{rid}/permits/{pid}", name=permit,
+             administrative=administrative, role=T(types.Role, id=rid, href=f"{API}/roles/{rid}"))
 
 
 @routes.get(API + "/roles/{id}/permits")
 async def role_permits(request):
-    return xml_response([], root="permits")
+    name = _role_by_id(request)
+    by_id = {v[0]: k for k, v in PERMITS.items()}
+    return xml_response([render_permit(name, by_id[i]) for i in ROLE_TABLE[name][3]],
+                        root="permits")
+
+
+@routes.get(API + "/roles/{id}/permits/{pid}")
+async def role_permit(request):
+    name = _role_by_id(request)
+    by_id = {str(v[0]): k for k, v in PERMITS.items()}
+    permit = by_id.get(request.match_info["pid"])
+    if permit is None or PERMITS[permit][0] not in ROLE_TABLE[name][3]:
+        raise NotFound(f"Permit '{request.match_info['pid']}' not found")
+    return xml_response(render_permit(name, permit))
 
 
 # --- permissions, at every level -------------------------------------------------------------------

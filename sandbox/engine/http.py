@@ -21,6 +21,7 @@ from ovirtsdk4 import types
 
 from . import jsonrep, render
 from .model import BadRequest, EngineError, NotFound, Vm, new_id
+from .perms import visible
 from .state import Engine
 
 API = render.API
@@ -397,15 +398,11 @@ def is_admin(e: Engine, user: User) -> bool:
 
 def sees_vm(e: Engine, user: User, vm: Vm) -> bool:
     """What the engine's user-level filtering shows: a VM on which the user holds
-    a role directly or inherited (its cluster, its data center, the system)."""
+    a role, or a role that views children on its cluster, data center or the
+    system (`perms.visible`)."""
     if is_admin(e, user) or vm.id in user.vm_ids:
         return True
-    cl = e.clusters.get(vm.cluster_id)
-    objects = {("vm", vm.id), ("cluster", vm.cluster_id), ("system", None)}
-    if cl:
-        objects.add(("data_center", cl.dc_id))
-    return any(p.user_id == user.id and (p.object_type, p.object_id) in objects
-               for p in e.permissions)
+    return visible(e, user.id, "vm", vm.id)
 
 
 def visible_vms(request):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..hosts import ImageioDaemon, NbdExport
 from ..storage import Image
+from .roles import ADMIN_ROLES, ROLE_IDS  # noqa: F401  (ADMIN_ROLES re-exported)
 BLANK = "00000000-0000-0000-0000-000000000000"
 
 
@@ -232,20 +233,9 @@ class Vm:
     busy: str | None = None  # a running snapshot/backup operation
 
 
-# The engine's predefined roles (ids are the engine's fixed ones); the flag
-# says whether the role is administrative (its holders use the admin portal).
-ROLES = {"SuperUser": "00000000-0000-0000-0000-000000000001",
-         "UserRole": "00000000-0000-0000-0001-000000000001",
-         "PowerUserRole": "00000000-0000-0000-0001-000000000002",
-         "ClusterAdmin": "def00001-0000-0000-0000-def000000001",
-         "DataCenterAdmin": "def00002-0000-0000-0000-def000000002",
-         "StorageAdmin": "def00003-0000-0000-0000-def000000003",
-         "HostAdmin": "def00004-0000-0000-0000-def000000004",
-         "NetworkAdmin": "def00005-0000-0000-0000-def000000005",
-         "UserVmManager": "def00006-0000-0000-0000-def000000006",
-         "DiskOperator": "def0000a-0000-0000-0000-def00000000e"}
-ADMIN_ROLES = {"SuperUser", "ClusterAdmin", "DataCenterAdmin", "StorageAdmin", "HostAdmin",
-               "NetworkAdmin"}
+# The engine's predefined roles (ids are the engine's fixed ones) and their
+# permits: see roles.py.
+ROLES = ROLE_IDS
 ROLE_DESCRIPTIONS = {
     "SuperUser": "Roles management administrator", "UserRole": "Standard User Role",
     "PowerUserRole": "User Role, allowed to create VMs, Templates and Disks",
