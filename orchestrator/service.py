@@ -30,7 +30,7 @@ from .engine.client import EngineClient
 from .engine.events import EventPoller, Waker
 from .jobs.adapters import MoverPort, StorePort
 from .jobs.runner import JobRunner
-from .api import policies
+from .api import policies, verify
 from .api.sso import SsoVerifier
 from .catalog.supervisor import PostgresSupervisor
 from .keys import (CATALOG, CONFIG, DELIVERY, DSN, ENGINE, HUB, METRICS, POLICIES, READY, RUNNER,
@@ -176,6 +176,7 @@ async def _runner(app: web.Application):
 
 async def _policies(app: web.Application):
     """The policy service and this replica's scheduler (orchestrator/policies/)."""
+    from .jobs.verify import VerifyJobs
     from .policies.jobs import MaintenanceJobs
     from .policies.maintenance import Maintenance
     from .policies.notify import Mailer
@@ -185,6 +186,7 @@ async def _policies(app: web.Application):
     svc = PolicyService(app[CATALOG], app[ENGINE], store=app[STORE], poke=app[RUNNER].poke)
     app[POLICIES] = svc
     MaintenanceJobs(app[CATALOG], svc).register(app[RUNNER])   # prune and gc jobs
+    VerifyJobs(app[CATALOG], app[STORE]).register(app[RUNNER])  # verify jobs (jobs/verify.py)
     mailer = Mailer(cfg.smtp)
     maint = Maintenance(app[CATALOG], svc, replica=cfg.replica, settings=cfg.policies,
                         mailer=mailer)
@@ -219,6 +221,7 @@ def create_app(cfg: Config) -> web.Application:
     app[CONFIG] = cfg
     app[READY] = {"started": False}
     app[METRICS] = Metrics(cfg.api.stats_cache_seconds)
+    app[auth.LIMITER] = auth.FailureLimiter(cfg.api.auth_failures_burst, cfg.api.auth_failures_per_minute)
     app.cleanup_ctx.extend([_database, _engine, _store, _live, _webhooks, _runner, _policies])
     for module in ROUTE_MODULES:
         app.add_routes(module.routes)
@@ -226,7 +229,7 @@ def create_app(cfg: Config) -> web.Application:
 
 
 ROUTE_MODULES = (health, observe, openapi, tokens, vms, inventory, backups, jobs, ws, targets, webhooks,
-                 policies)
+                 policies, verify)
 
 
 async def serve(cfg: Config, *, stop: asyncio.Event | None = None) -> None:

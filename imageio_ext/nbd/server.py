@@ -12,7 +12,11 @@ Protocol (https://github.com/NetworkBlockDevice/nbd/blob/master/doc/proto.md):
 fixed newstyle handshake with NO_ZEROES; options EXPORT_NAME, ABORT, LIST,
 INFO and GO (with NBD_INFO_EXPORT and NBD_INFO_BLOCK_SIZE); everything else
 (STARTTLS, STRUCTURED_REPLY, meta contexts) is refused with ERR_UNSUP, so
-clients fall back to simple replies. Commands: READ, DISC, FLUSH and CACHE
+clients fall back to simple replies.
+
+Exposure: a unix socket is created 0600 (umask held during bind, no window);
+TCP listens on loopback only (`check_loopback`: there is no TLS or client
+authentication, so a remote listener would hand the disk to anyone). Commands: READ, DISC, FLUSH and CACHE
 (no-ops); WRITE, TRIM, WRITE_ZEROES get EPERM; anything else EINVAL.
 
 Reads are served from a small LRU of decompressed, verified chunks, so a
@@ -24,7 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ipaddress
 import os
+import socket
+import stat
 import struct
 
 import structlog
@@ -108,13 +115,24 @@ class NbdExport:
     async def start(self, *, unix_path: str | None = None, host: str | None = None, port: int = 0) -> "NbdExport":
         if unix_path:
             try:
-                os.unlink(unix_path)
+                if stat.S_ISSOCK(os.lstat(unix_path).st_mode):
+                    os.unlink(unix_path)  # a stale socket of ours; any other file is left alone
             except FileNotFoundError:
                 pass
-            self.server = await asyncio.start_unix_server(self._client, path=unix_path)
-            os.chmod(unix_path, 0o600)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            old = os.umask(0o177)  # the socket is 0600 from its creation on: no window
+            try:
+                sock.bind(unix_path)
+            except OSError:
+                sock.close()
+                raise
+            finally:
+                os.umask(old)
+            self.server = await asyncio.start_unix_server(self._client, sock=sock)
             self.url = f"nbd+unix:///{self.name}?socket={unix_path}"
         else:
+            # No authentication and no TLS on the wire: loopback only.
+            check_loopback(host or "127.0.0.1")
             self.server = await asyncio.start_server(self._client, host or "127.0.0.1", port)
             h, p = self.server.sockets[0].getsockname()[:2]
             self.url = f"nbd://{h}:{p}/{self.name}"
@@ -266,6 +284,22 @@ class NbdExport:
         finally:
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def check_loopback(host: str) -> None:
+    """Refuse a TCP listener anywhere but loopback.
+
+    The export has no authentication: NBD's STARTTLS with X.509 client
+    certificates or TLS-PSK (what qemu's client offers) is not implemented
+    here, and Python's ssl module has no PSK before 3.13. Anyone who can reach
+    the port could read the disk, so only this machine may."""
+    try:
+        ok = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        ok = host == "localhost"
+    if not ok:
+        raise ValueError(f"an NBD export over TCP listens on loopback only (not {host}): it has no "
+                         f"authentication or TLS; use a unix socket, or an SSH tunnel to a loopback port")
 
 
 async def serve_disk(reader: DiskReader, *, unix_path: str | None = None, host: str | None = None, port: int = 0,

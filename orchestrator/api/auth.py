@@ -11,6 +11,10 @@ Two kinds of token:
   VMs the engine shows them (`Principal.vm_ids`). A VM outside that set is
   answered with 404, never 403, so its existence does not leak.
 
+Failed authentications are limited per client address (`api/ratelimit.py`):
+an address that failed too often is answered 429 before its token is looked
+at, so neither the catalog nor the engine is asked.
+
 Roles: viewer (read), operator (backup, restore, cancel), admin (targets,
 webhooks, tokens, settings). Each handler declares its minimum role with
 `@allow(role)`; the middleware enforces it before the handler runs, so a
@@ -19,17 +23,21 @@ route cannot forget its check (a route with no declaration needs admin).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import structlog
 from aiohttp import web
 
 from ..catalog.tokens import PREFIX as API_TOKEN_PREFIX
 from ..errors import Forbidden, Unauthorized
-from ..keys import CATALOG, SSO
+from ..keys import CATALOG, CONFIG, SSO
+from . import problem
+from .ratelimit import FailureLimiter
 
 ROLES = {"viewer": 0, "operator": 1, "admin": 2}
 OPEN_PATHS = {"/healthz", "/readyz"}
 ROLE_ATTR = "ovault_role"
+LIMITER = web.AppKey("auth_failure_limiter", FailureLimiter)
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,7 @@ class Principal:
     kind: str = "token"  # "token" (ovault API token) or "sso" (oVirt engine user)
     vm_ids: frozenset | None = None  # None: every VM (admins, API tokens)
     engine_user_id: str | None = None  # SSO non-admins: the engine's id of the user
+    expires_at: datetime | None = None  # API tokens: when the token stops working
 
     def sees(self, vm_id: str) -> bool:
         return self.vm_ids is None or vm_id.lower() in self.vm_ids
@@ -76,15 +85,38 @@ def bearer(header: str) -> str | None:
     return header[7:].strip() or None
 
 
-async def authenticate(app: web.Application, token: str) -> Principal:
-    """The principal behind a bearer token (also used by the websocket's auth message)."""
+def limiter(app: web.Application) -> FailureLimiter:
+    lim = app.get(LIMITER)
+    if lim is None:  # an app made without create_app (tools): defaults
+        api = app[CONFIG].api
+        lim = FailureLimiter(api.auth_failures_burst, api.auth_failures_per_minute)
+    return lim
+
+
+def too_many(retry_after: int) -> web.Response:
+    r = problem.problem(429, "too-many-requests", "Too many failed authentications",
+                        f"too many failed authentications from this address; retry in {retry_after} s",
+                        code="too_many_requests")
+    r.headers["Retry-After"] = str(retry_after)
+    return r
+
+
+async def authenticate(app: web.Application, token: str, *, max_age: float | None = None) -> Principal:
+    """The principal behind a bearer token (also used by the websocket's auth
+    message and its periodic re-check; `max_age` bounds how old a cached SSO
+    answer may be)."""
     if token.startswith(API_TOKEN_PREFIX):
         t = await app[CATALOG].tokens.verify(token)
         if t is None:
             raise Unauthorized("invalid, expired or revoked token")
-        return Principal(name=t.name, role=str(t.role))
+        return Principal(name=t.name, role=str(t.role), expires_at=t.expires_at)
     sso = app.get(SSO)
-    user = await sso.verify(token) if sso is not None else None
+    if sso is None:
+        user = None
+    elif max_age is not None:
+        user = await sso.verify(token, max_age=max_age)
+    else:
+        user = await sso.verify(token)
     if user is None:
         raise Unauthorized("invalid, expired or revoked token")
     return Principal(name=user.name, role="admin" if user.admin else "operator", kind="sso",
@@ -104,7 +136,16 @@ async def auth_middleware(request: web.Request, handler):
                 and request.headers.get("Upgrade", "").lower() == "websocket"):
             return await handler(request)
         raise Unauthorized("missing bearer token")
-    p = await authenticate(request.app, token)
+    addr = request.remote or "unknown"
+    lim = limiter(request.app)
+    wait = lim.retry_after(addr)
+    if wait:
+        return too_many(wait)
+    try:
+        p = await authenticate(request.app, token)
+    except Unauthorized:
+        lim.failed(addr)
+        raise
     request[PRINCIPAL] = p
     structlog.contextvars.bind_contextvars(user=p.name)
     if request.match_info.http_exception is None:

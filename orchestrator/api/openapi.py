@@ -39,6 +39,9 @@ SCHEMAS = {
         "started_at": nullable(TIME), "finished_at": nullable(TIME), "error": NSTR,
         "cancel_requested": {"type": "boolean"}, "machines": {"type": "array", "items": ref("Machine")}}),
     "JobAccepted": obj({"job": ref("Job")}),
+    "VerifyRequest": obj({"backup_ids": {"type": "array", "maxItems": 1000, "items": UUID,
+                                         "description": "default: every backup on the target"}},
+                          required=[], extra=False),
     "BackupDisk": obj({"disk_id": STR, "alias": NSTR, "provisioned_size": INT, "format": STR,
                        "bytes_read": INT, "bytes_written": INT, "bootable": {"nullable": True},
                        "interface": {"nullable": True}}),
@@ -87,7 +90,7 @@ SCHEMAS = {
     "Me": obj({"name": STR, "role": STR, "kind": {"type": "string", "enum": ["token", "sso"]},
                "vm_ids": nullable({"type": "array", "items": STR})}),
     "Health": obj({"status": STR}),
-    "Ready": obj({"status": STR, "checks": {"type": "object", "additionalProperties": STR}}),
+    "Ready": obj({"status": {"type": "string", "enum": ["ready", "not ready"]}}, required=["status"], extra=False),
     "BackupRequest": obj({
         "vm_ids": {"type": "array", "items": UUID, "minItems": 1, "maxItems": 500, "uniqueItems": True},
         "mode": {"type": "string", "enum": ["auto", "full", "incremental"], "default": "auto"}},
@@ -158,6 +161,9 @@ PATHS = {
         "get": op("One backup", "viewer", {"200": _json(ref("Backup"))}, params=[path("id")], tags=["backups"]),
         "delete": op("Delete a backup (from the target too)", "operator", {"200": _json(ref("Backup"))},
                      params=[path("id")], tags=["backups"])},
+    "/api/v1/verify": {
+        "post": op("Verify backups on the target (a verify job): damaged ones are flagged and announced", "admin",
+                   {"202": _json(ref("JobAccepted"), "verify job queued")}, body="VerifyRequest", tags=["backups"])},
     "/api/v1/backups/{id}/restore": {
         "post": op("Restore a backup", "operator", {"202": _json(ref("JobAccepted"), "Job queued")},
                    params=[path("id")], body="RestoreRequest", tags=["backups"])},

@@ -61,7 +61,7 @@ class SsoVerifier:
             self._ssl = ssl.create_default_context(cafile=ca_file or None)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
-        self._cache: dict[bytes, tuple[float, SsoUser | None]] = {}
+        self._cache: dict[bytes, tuple[float, SsoUser | None, float]] = {}  # (expiry, user, asked at)
         self._inflight: dict[bytes, asyncio.Future] = {}
 
     async def close(self):
@@ -74,12 +74,15 @@ class SsoVerifier:
                 connector=aiohttp.TCPConnector(ssl=self._ssl, limit=20), timeout=self._timeout)
         return self._session
 
-    async def verify(self, token: str) -> SsoUser | None:
-        """The engine's user behind `token`, or None if the engine does not know it."""
+    async def verify(self, token: str, *, max_age: float | None = None) -> SsoUser | None:
+        """The engine's user behind `token`, or None if the engine does not know it.
+
+        `max_age`: a cached answer older than this many seconds is asked again
+        (the websocket's re-check, so a logged-out token closes it promptly)."""
         key = hashlib.sha256(token.encode()).digest()
         now = time.monotonic()
         hit = self._cache.get(key)
-        if hit and hit[0] > now:
+        if hit and hit[0] > now and (max_age is None or now - hit[2] <= max_age):
             return hit[1]
         # Concurrent requests with one new token ask the engine once.
         fut = self._inflight.get(key)
@@ -92,7 +95,8 @@ class SsoVerifier:
             ttl = self.cache_seconds if user else NEGATIVE_SECONDS
             if len(self._cache) >= MAX_ENTRIES:
                 self._evict(now)
-            self._cache[key] = (time.monotonic() + ttl, user)
+            at = time.monotonic()
+            self._cache[key] = (at + ttl, user, at)
             fut.set_result(user)
             return user
         except BaseException as e:
@@ -103,7 +107,7 @@ class SsoVerifier:
             del self._inflight[key]
 
     def _evict(self, now: float):
-        for k in [k for k, (exp, _) in self._cache.items() if exp <= now]:
+        for k in [k for k, (exp, _, _) in self._cache.items() if exp <= now]:
             del self._cache[k]
         while len(self._cache) >= MAX_ENTRIES:
             self._cache.pop(next(iter(self._cache)))

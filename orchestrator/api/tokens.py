@@ -1,14 +1,21 @@
-"""/api/v1/tokens: ovault API tokens (admin), and /api/v1/me (anyone)."""
+"""/api/v1/tokens: ovault API tokens (admin), and /api/v1/me (anyone).
+
+A new token never exceeds its creator: its role is at most the creator's, and
+when the creator is itself an API token that expires, the new one expires no
+later. Admin tokens created without `expires_in` expire after
+`api.admin_token_days` (90 by default; 0: never).
+"""
 from __future__ import annotations
 
 import datetime as dt
 
 from aiohttp import web
 
-from ..keys import CATALOG
+from ..errors import Forbidden
+from ..keys import CATALOG, CONFIG
 from . import validate as v
 from . import views_admin as views
-from .auth import PRINCIPAL, allow
+from .auth import PRINCIPAL, ROLES, allow
 
 routes = web.RouteTableDef()
 NAME = r"^[A-Za-z0-9][A-Za-z0-9 _.@\-]{0,99}$"
@@ -44,7 +51,16 @@ async def create_token(request: web.Request):
     if role is None:
         raise v.Invalid("role is required")
     ttl = v.opt_int(body.get("expires_in"), "expires_in", 1, MAX_TTL)
-    expires = None if ttl is None else dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=ttl)
+    creator = request[PRINCIPAL]
+    if ROLES[role] > ROLES[creator.role]:
+        raise Forbidden(f"a token's role cannot exceed its creator's: you have {creator.role}, asked for {role}")
+    now = dt.datetime.now(dt.timezone.utc)
+    days = request.app[CONFIG].api.admin_token_days
+    if ttl is None and role == "admin" and days > 0:
+        ttl = int(days * 86400)
+    expires = None if ttl is None else now + dt.timedelta(seconds=ttl)
+    if creator.expires_at is not None and (expires is None or expires > creator.expires_at):
+        expires = creator.expires_at  # never outlives the token that made it
     t, plain = await request.app[CATALOG].tokens.create(name, role, expires_at=expires)
     return web.json_response({**views.token(t), "token": plain}, status=201)
 

@@ -9,6 +9,11 @@ Client → server (JSON text frames):
   subscription; answered with `subscribed` and a `job.snapshot` per live job.
 - `{"type": "unsubscribe"}`, `{"type": "ping"}` (answered with `pong`).
 
+The token is checked again every `api.ws_recheck_seconds` (30 s; an SSO
+token is then asked of the engine again, not taken from the cache): once it
+is revoked or expired the socket is closed with 4401 ("token revoked or
+expired"), and an SSO user's changed VM visibility applies from then on.
+
 The message shapes sent back are in `live/messages.py` and docs/api.md.
 """
 from __future__ import annotations
@@ -21,10 +26,10 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from .. import catalog as cat
-from ..errors import OvaultError
+from ..errors import OvaultError, Unauthorized
 from ..keys import CATALOG, CONFIG, HUB, METRICS
 from ..live import CLOSE_SEND_TIMEOUT, CLOSE_TOO_SLOW, Client
-from .auth import PRINCIPAL, allow, authenticate, bearer
+from .auth import PRINCIPAL, allow, authenticate, bearer, limiter
 from .jobs import live_view
 
 log = structlog.get_logger("ovault.api.ws")
@@ -50,8 +55,9 @@ async def ws_handler(request: web.Request):
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=64 << 10)
     await ws.prepare(request)
     principal = request.get(PRINCIPAL)
+    token = bearer(request.headers.get("Authorization", ""))
     if principal is None:
-        principal = await _first_message_auth(app, ws)
+        principal, token = await _first_message_auth(app, ws, request.remote or "unknown")
         if principal is None:
             return ws
     client = Client(principal, cfg.ws_queue)
@@ -61,6 +67,7 @@ async def ws_handler(request: web.Request):
     if metrics:
         metrics.ws_clients.inc()
     sender = asyncio.create_task(_sender(ws, client, cfg.ws_send_timeout))
+    recheck = asyncio.create_task(_recheck(app, ws, client, token, cfg.ws_recheck_seconds))
     await _send(client, {"type": "ready", "principal": {"name": principal.name, "role": principal.role,
                                                         "kind": principal.kind}})
     try:
@@ -81,22 +88,40 @@ async def ws_handler(request: web.Request):
         hub.remove(client)
         if metrics:
             metrics.ws_clients.dec()
-        sender.cancel()
-        try:
-            await sender
-        except (asyncio.CancelledError, Exception):
-            pass
+        for t in (sender, recheck):
+            t.cancel()
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
         if not ws.closed:
             await ws.close()
     return ws
 
 
-async def _first_message_auth(app, ws):
+async def _recheck(app, ws: web.WebSocketResponse, client: Client, token: str, interval: float) -> None:
+    """Close the socket once its token stops being valid (revoked, expired,
+    logged out); keep the principal current (an SSO user's VMs) meanwhile."""
+    interval = max(1.0, interval)
+    while not ws.closed:
+        await asyncio.sleep(interval)
+        try:
+            client.principal = await authenticate(app, token, max_age=interval)
+        except Unauthorized:
+            log.info("websocket token no longer valid; closing", user=client.principal.name)
+            await ws.close(code=CLOSE_UNAUTHORIZED, message=b"token revoked or expired")
+            return
+        except OvaultError as e:  # the catalog or the engine cannot answer now: try again later
+            log.warning("websocket token re-check failed", user=client.principal.name, error=str(e))
+
+
+async def _first_message_auth(app, ws, addr: str):
+    """(principal, token), or (None, None) after closing the socket."""
     try:
         msg = await ws.receive(timeout=AUTH_TIMEOUT)
     except asyncio.TimeoutError:
         await ws.close(code=CLOSE_AUTH_TIMEOUT, message=b"authentication timeout")
-        return None
+        return None, None
     token = None
     if msg.type == WSMsgType.TEXT:
         try:
@@ -109,12 +134,19 @@ async def _first_message_auth(app, ws):
             pass
     if token is None:
         await ws.close(code=CLOSE_UNAUTHORIZED, message=b"first message must be {\"type\":\"auth\",\"token\":...}")
-        return None
+        return None, None
+    lim = limiter(app)
+    if lim.retry_after(addr):
+        await ws.close(code=CLOSE_UNAUTHORIZED, message=b"too many failed authentications")
+        return None, None
     try:
-        return await authenticate(app, token)
+        return await authenticate(app, token), token
+    except Unauthorized as e:
+        lim.failed(addr)
+        await ws.close(code=CLOSE_UNAUTHORIZED, message=str(e).encode()[:120])
     except OvaultError as e:
         await ws.close(code=CLOSE_UNAUTHORIZED, message=str(e).encode()[:120])
-        return None
+    return None, None
 
 
 async def _send(client: Client, doc: dict) -> None:

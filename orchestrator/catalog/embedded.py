@@ -19,6 +19,8 @@ Design notes:
   `<state_dir>/postgres/run/.s.PGSQL.5432` is longer, the socket lives in
   `/tmp/ovault-pg-<hash of the state dir>` instead (created 0700, ownership checked
   so another local user cannot plant it).
+- The tools run with a scrubbed environment (`server_env`): ovault's secrets in
+  its environment are not inherited by initdb, pg_ctl or the server.
 - `start()` is idempotent: it initialises the cluster once (atomically: a half-done
   initdb is thrown away), reuses a server that is already running, and removes a
   `postmaster.pid` left behind by a SIGKILLed server when its pid now belongs to some
@@ -345,8 +347,7 @@ class EmbeddedPostgres:
 
     async def _run(self, *args: str) -> tuple[int, str]:
         kwargs: dict = {}
-        env = dict(os.environ, LC_ALL="C.UTF-8", LANG="C.UTF-8")
-        env.pop("PGDATA", None)
+        env = server_env()
         if self._run_as is not None:
             kwargs = dict(user=self._uid, group=self._gid, extra_groups=[])
             env["HOME"] = self._run_as.pw_dir
@@ -359,3 +360,19 @@ class EmbeddedPostgres:
 
     def __repr__(self) -> str:
         return f"EmbeddedPostgres({str(self.state_dir)!r})"
+
+
+# What initdb/pg_ctl (and so the server, which inherits it) may see of ovault's
+# environment. Nothing else: ovault's own secrets (OVAULT_ENGINE_PASSWORD,
+# OVAULT_MOVERS_TOKEN, OVAULT_SMTP_PASSWORD, a DSN, ...) and libpq's PG*
+# variables would otherwise sit in every PostgreSQL backend's environment.
+SERVER_ENV_KEEP = ("PATH", "TZ", "TMPDIR", "HOME", "USER", "LOGNAME")
+
+
+def server_env(environ=None) -> dict:
+    """The scrubbed environment the embedded server's tools run with."""
+    environ = os.environ if environ is None else environ
+    env = {k: environ[k] for k in SERVER_ENV_KEEP if k in environ}
+    env.setdefault("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+    env.update(LC_ALL="C.UTF-8", LANG="C.UTF-8")
+    return env

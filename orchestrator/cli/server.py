@@ -22,6 +22,8 @@ def register(sub) -> None:
     tc = tksub.add_parser("create", help="create a token (printed once)")
     tc.add_argument("--role", choices=("admin", "operator", "viewer"), required=True)
     tc.add_argument("--name", default="cli")
+    tc.add_argument("--expires-days", type=float, default=None,
+                    help="days until the token expires (0: never; admin tokens default to api.admin_token_days)")
     tl = tksub.add_parser("list", help="list tokens")
     tr = tksub.add_parser("revoke", help="revoke a token")
     tr.add_argument("token_id")
@@ -76,9 +78,16 @@ async def cmd_token(args) -> int:
         await cat.migrate(pool)
         c = cat.Catalog(pool)
         if args.token_cmd == "create":
-            t, plain = await c.tokens.create(args.name, args.role)
-            print(json.dumps({"id": str(t.id), "role": str(t.role), "token": plain}) if args.json
-                  else f"{plain}\n(role {t.role}; shown once, store it safely)")
+            import datetime as dt
+            days = args.expires_days
+            if days is None:
+                days = cfg.api.admin_token_days if args.role == "admin" else 0
+            expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=days) if days > 0 else None
+            t, plain = await c.tokens.create(args.name, args.role, expires_at=expires)
+            until = f"expires {expires:%Y-%m-%d %H:%M} UTC" if expires else "never expires"
+            print(json.dumps({"id": str(t.id), "role": str(t.role), "token": plain,
+                              "expires_at": expires.isoformat() if expires else None}) if args.json
+                  else f"{plain}\n(role {t.role}; {until}; shown once, store it safely)")
         elif args.token_cmd == "list":
             rows = await c.tokens.list()
             if args.json:

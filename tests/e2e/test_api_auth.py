@@ -84,7 +84,7 @@ def test_route_refuses_bad_tokens_and_weak_roles(api, route):
 def test_health_needs_no_token(api):
     assert api.call("GET", "/healthz", token=None) == (200, {"status": "ok"})
     status, doc = api.call("GET", "/readyz", token=None)
-    assert status == 200 and doc["checks"] == {"database": "ok", "engine": "ok", "target": "ok"}
+    assert (status, doc) == (200, {"status": "ready"})  # nothing more to an unauthenticated caller
 
 
 def _sso_token(sandbox, user: str, password: str) -> str:

@@ -58,8 +58,10 @@ class FakeSso:
 
     def __init__(self):
         self.users: dict[str, SsoUser] = {}
+        self.asked: list[tuple[str, float | None]] = []  # every verify call: (token, max_age)
 
-    async def verify(self, token: str):
+    async def verify(self, token: str, *, max_age: float | None = None):
+        self.asked.append((token, max_age))
         return self.users.get(token)
 
     async def close(self):

@@ -9,16 +9,16 @@ from orchestrator.catalog import NewMachine
 
 
 async def test_readyz_checks_database_engine_and_target(api):
+    """Open to anyone, so it says ready or not ready and nothing more: which
+    dependency failed and why goes to the log only."""
     status, _, body = await api.call("GET", "/readyz", token=None)
-    assert (status, body) == (200, {"status": "ready", "checks": {"database": "ok", "engine": "ok", "target": "ok"}})
+    assert (status, body) == (200, {"status": "ready"})
 
     async def down():
         raise ConnectionError("engine.example: connection refused")
     api.engine.list_clusters = down
     status, _, body = await api.call("GET", "/readyz", token=None)
-    assert status == 503 and body["status"] == "not ready"
-    assert body["checks"]["engine"] == "failed: ConnectionError: engine.example: connection refused"
-    assert body["checks"]["database"] == body["checks"]["target"] == "ok"
+    assert (status, body) == (503, {"status": "not ready"})
 
 
 async def test_metrics_are_read_from_the_catalog_at_scrape_time(api):
