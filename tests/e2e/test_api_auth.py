@@ -44,8 +44,12 @@ def concrete(path: str) -> str:
 @pytest.fixture(scope="module")
 def api(sandbox):
     d = state_root()
-    s = ApiServer(sandbox.dir, d, configure=lambda c: setattr(c.api, "cors_origins",
-                                                                ["https://engine.example"])).start()
+    def configure(c):
+        c.api.cors_origins = ["https://engine.example"]
+        # this test sends bad tokens to every route from one address on purpose;
+        # the failed-authentication limit is tested in tests/integration/api/test_api_exposure.py
+        c.api.auth_failures_burst = 1_000_000
+    s = ApiServer(sandbox.dir, d, configure=configure).start()
     s.tokens = {role: s.token_for(role) for role in ROLES}
     expired = s.token_for("admin", expires_in=1)
     revoked = s.ok("POST", "/api/v1/tokens", {"name": "gone", "role": "admin"}, expect=201)
