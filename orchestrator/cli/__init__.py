@@ -31,7 +31,7 @@ from .. import logs
 from .common import CliError
 
 # Command modules of this package, in help order.
-COMMANDS = ("server", "client", "policy", "target", "completion")
+COMMANDS = ("server", "client", "policy", "target", "catalog", "completion")
 # Modules outside the product that may add commands when importable.
 DEV_COMMANDS = "sandbox.commands"
 
