@@ -15,6 +15,7 @@ APT_PACKAGES=(
   # building wheels; ovirt-engine-sdk-python is an sdist with a C extension on libxml2
   make gcc python3-dev python3-venv libcurl4-openssl-dev libssl-dev libxml2-dev
   procps psmisc curl
+  systemd                              # systemd-analyze: the deploy units' security exposure test
 )
 
 missing=()
