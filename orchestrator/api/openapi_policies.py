@@ -132,6 +132,6 @@ def extend(schemas: dict, paths: dict) -> None:
         {"202": _json(obj({"job": ref("Job"), "backup": ref("Backup")}), "prune job queued")},
         params=pid, tags=["backups"])
     job = schemas["Job"]
-    job["properties"]["kind"] = {"type": "string", "enum": ["backup", "restore", "prune", "gc"]}
+    job["properties"]["kind"] = {"type": "string", "enum": ["backup", "restore", "prune", "gc", "verify"]}
     job["properties"]["result"] = nullable({"type": "object",
                                             "description": "what a prune or gc job did"})

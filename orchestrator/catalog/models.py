@@ -26,6 +26,7 @@ class JobKind(enum.StrEnum):
     # no VM machines: run by handlers registered with the job runner (policies/jobs.py)
     PRUNE = "prune"
     GC = "gc"
+    VERIFY = "verify"  # orchestrator/jobs/verify.py
 
 
 def _states(name: str, states: Sequence[str], doc: str) -> type[enum.StrEnum]:

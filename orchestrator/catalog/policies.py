@@ -31,7 +31,7 @@ TICK_STATUSES = ("fired", "late", "missed", "skipped")
 _COLUMNS = ("name", "schedule", "timezone", "retention", "vm_ids", "rules", "window_minutes",
             "full_every_days", "target_id", "enabled", "notify")
 _LIVE = "('queued', 'running')"
-_BARE_KINDS = ("prune", "gc")
+_BARE_KINDS = ("prune", "gc", "verify")
 
 
 @dataclass(frozen=True)

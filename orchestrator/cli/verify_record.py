@@ -12,13 +12,14 @@
 from __future__ import annotations
 
 import contextlib
-import uuid
 from typing import AsyncIterator, Awaitable, Callable
 
-# Ranges shown per damaged chunk in the plain output and kept in an event; the
-# catalog row keeps them all (a chunk shared by many disks/backups is rare).
+from ..jobs.verify import record_result
+
+__all__ = ["print_report", "catalog_recorder", "record_result"]
+
+# Ranges shown per damaged chunk in the plain output (--json lists all).
 SHOWN_RANGES = 20
-EVENT_RANGES = 100
 
 
 def print_report(info, r) -> None:
@@ -37,22 +38,6 @@ def print_report(info, r) -> None:
             print(f"        … and {len(ranges) - SHOWN_RANGES} more ranges (--json lists all)")
     for disk_id, reason in sorted(r.bad_indexes.items()):
         print(f"    index of disk {disk_id}  {reason}")
-
-
-def damage_doc(r) -> dict | None:
-    """The catalog's ``damage`` column for a verify result (None: intact)."""
-    if r.ok:
-        return None
-    return {"damaged_chunks": [d.to_dict() for d in r.damaged], "bad_indexes": dict(r.bad_indexes),
-            "chunks_checked": r.chunks_checked}
-
-
-def event_payload(b, r) -> dict:
-    ranges = [{"digest": d.digest, "disk_id": disk, "offset": off, "length": n}
-              for d in r.damaged for disk, off, n in d.ranges()]
-    return {"backup_id": str(b.id), "vm_id": b.vm_id, "vm_name": b.vm_name,
-            "damaged_chunks": len(r.damaged), "bad_indexes": dict(r.bad_indexes),
-            "ranges": ranges[:EVENT_RANGES], "ranges_total": len(ranges)}
 
 
 Recorder = Callable[[object, object], Awaitable[str]]
@@ -111,16 +96,3 @@ async def catalog_digests(c, backup_id: str) -> dict[str, str]:
     except cat.NotFound:
         return {}
     return {d.disk_id: d.index_digest for d in b.disks if d.index_digest}
-
-
-async def record_result(c, info, r) -> str:
-    """Record one verify result in catalog ``c`` (see the module docstring)."""
-    from .. import catalog as cat
-    try:
-        b, became = await c.backups.record_verify(uuid.UUID(info.backup_id), damage_doc(r))
-    except cat.NotFound:
-        return "unknown backup"
-    if became:
-        await c.events.append("backup.damaged", event_payload(b, r), job_id=b.job_id)
-        return "became damaged"
-    return "recorded"

@@ -43,6 +43,8 @@ class Maintenance:
             await self.protection()
         if self.settings.gc_schedule:
             await self._daily("gc", self.settings.gc_schedule, now, self.gc)
+        if self.settings.verify_schedule:
+            await self._daily("verify", self.settings.verify_schedule, now, self.verify)
         if self.settings.summary_schedule and self.mailer is not None and self.mailer.enabled:
             await self._daily("summary", self.settings.summary_schedule, now, self.summary)
 
@@ -64,6 +66,19 @@ class Maintenance:
             job = await tx.policies.create_job("gc", {"scheduled_for": fire_at.isoformat()},
                                                created_by="schedule")
             await tx.policies.finish_maintenance("gc", fire_at, {"job_id": str(job.id)})
+        if self.service.poke:
+            self.service.poke()
+        return job
+
+    async def verify(self, fire_at: datetime) -> cat.Job | None:
+        """Queue the scheduled `verify` job (orchestrator/jobs/verify.py), once across
+        replicas, like `gc`."""
+        async with self.catalog.transaction() as tx:
+            if not await tx.policies.claim_maintenance("verify", fire_at, self.replica):
+                return None
+            job = await tx.policies.create_job("verify", {"scheduled_for": fire_at.isoformat()},
+                                               created_by="schedule")
+            await tx.policies.finish_maintenance("verify", fire_at, {"job_id": str(job.id)})
         if self.service.poke:
             self.service.poke()
         return job

@@ -10,3 +10,8 @@ ALTER TABLE backups
     ADD COLUMN damage      jsonb,
     ADD COLUMN verified_at timestamptz;
 CREATE INDEX backups_damaged ON backups (vm_id) WHERE damaged;
+
+-- Verify runs as a job too (POST /api/v1/verify, and the weekly schedule).
+ALTER TABLE jobs DROP CONSTRAINT jobs_kind_check;
+ALTER TABLE jobs ADD CONSTRAINT jobs_kind_check
+    CHECK (kind IN ('backup', 'restore', 'prune', 'gc', 'verify'));

@@ -1,0 +1,112 @@
+"""The `verify` job: `ovault verify` run by the orchestrator (a job kind without
+VM machines, run by a handler the job runner calls).
+
+``request.backup_ids`` (optional): the backups to verify; default every
+backup published on the target. Each result is recorded in the catalog by
+`record_result` (which `ovault verify` uses too): the ``damaged`` flag,
+``backup.damaged`` once, a clean result clearing the flag.
+Damaged chunks are set aside on the target by the store itself, so the next
+backup of the VM rewrites them. Verify is safe alongside backups, restores and
+gc, so the job does not wait for them. `result`: ``backups`` checked,
+``damaged`` (backup ids), ``healed`` (flag cleared), ``unknown`` (on the
+target, not in the catalog), ``chunks_checked``, ``bytes_checked`` and
+``progress`` while it runs. The job succeeds when it could look at every
+backup, whatever it found; damage is announced by its events.
+
+It runs again from the start after a crash (the runner re-claims the job).
+Queued by `POST /api/v1/verify` and, weekly by default, by the maintenance
+scheduler (``policies.verify_schedule``).
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import structlog
+
+from .. import catalog as cat
+
+log = structlog.get_logger("ovault.jobs.verify")
+
+__all__ = ["VerifyJobs", "KIND", "record_result"]
+
+KIND = "verify"
+PROGRESS_EVERY = 2.0
+EVENT_RANGES = 100  # ranges carried by a backup.damaged event; the catalog row keeps all
+
+
+def damage_doc(r) -> dict | None:
+    """The catalog's ``damage`` column for a verify result (None: intact)."""
+    if r.ok:
+        return None
+    return {"damaged_chunks": [d.to_dict() for d in r.damaged], "bad_indexes": dict(r.bad_indexes),
+            "chunks_checked": r.chunks_checked}
+
+
+def event_payload(b, r) -> dict:
+    ranges = [{"digest": d.digest, "disk_id": disk, "offset": off, "length": n}
+              for d in r.damaged for disk, off, n in d.ranges()]
+    return {"backup_id": str(b.id), "vm_id": b.vm_id, "vm_name": b.vm_name,
+            "damaged_chunks": len(r.damaged), "bad_indexes": dict(r.bad_indexes),
+            "ranges": ranges[:EVENT_RANGES], "ranges_total": len(ranges)}
+
+
+async def record_result(c, info, r) -> str:
+    """Record one verify result in catalog ``c`` (see the module docstring)."""
+    try:
+        b, became = await c.backups.record_verify(uuid.UUID(info.backup_id), damage_doc(r))
+    except cat.NotFound:
+        return "unknown backup"
+    if became:
+        await c.events.append("backup.damaged", event_payload(b, r), job_id=b.job_id)
+        return "became damaged"
+    return "recorded"
+
+
+class VerifyJobs:
+    def __init__(self, catalog: cat.Catalog, store: Any):
+        self.catalog, self.store = catalog, store
+
+    def register(self, runner: Any) -> None:
+        runner.register(KIND, self.run)
+
+    async def run(self, job: cat.Job) -> None:
+        if self.store is None:
+            await self.catalog.policies.end_job(job.id, "failed", error="no target store here")
+            return
+        wanted = {b.lower() for b in (job.request or {}).get("backup_ids") or []}
+        infos = [i for i in await self.store.list_backups() if not wanted or i.backup_id in wanted]
+        missing = sorted(wanted - {i.backup_id for i in infos})
+        result: dict[str, Any] = {"backups": 0, "damaged": [], "healed": [], "unknown": [],
+                                  "not_on_target": missing, "chunks_checked": 0, "bytes_checked": 0}
+        t0, last = time.monotonic(), float("-inf")
+        for n, info in enumerate(infos):
+            if time.monotonic() - last >= PROGRESS_EVERY:
+                last = time.monotonic()
+                await self.catalog.policies.job_progress(job.id, n, len(infos))
+            was = await self._was_damaged(info.backup_id)
+            r = await self.store.verify(info.vm_id, info.backup_id)
+            outcome = await record_result(self.catalog, info, r)
+            result["backups"] += 1
+            result["chunks_checked"] += r.chunks_checked
+            result["bytes_checked"] += r.bytes_checked
+            if not r.ok:
+                result["damaged"].append(info.backup_id)
+            elif was:
+                result["healed"].append(info.backup_id)
+            if outcome == "unknown backup":
+                result["unknown"].append(info.backup_id)
+            await asyncio.sleep(0)
+        result["seconds"] = round(time.monotonic() - t0, 3)
+        result["progress"] = {"done": len(infos), "total": len(infos)}
+        await self.catalog.policies.end_job(job.id, "succeeded", result=result)
+        log.info("verify finished", job_id=str(job.id), backups=result["backups"],
+                 damaged=len(result["damaged"]), healed=len(result["healed"]))
+
+    async def _was_damaged(self, backup_id: str) -> bool:
+        try:
+            return (await self.catalog.backups.get(uuid.UUID(backup_id))).damaged
+        except cat.NotFound:
+            return False
