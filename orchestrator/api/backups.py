@@ -10,9 +10,10 @@ from ..keys import CATALOG, ENGINE, RUNNER, STORE
 from . import validate as v
 from . import views
 from .auth import allow, require
+from .authz import Obj, authorizer, restricted
 from .policies import policy_service
 from .problem import problem
-from .restore_checks import check_restore, locked_vms
+from .restore_checks import check_restore, locked_vms, restore_permits
 
 routes = web.RouteTableDef()
 MODES = ("auto", "full", "incremental")
@@ -40,6 +41,13 @@ async def start_backup(request: web.Request):
             raise NotFound("VM", vm_id)
         vm = await engine.get_vm(vm_id)
         machines.append(cat.NewMachine(vm_id=vm_id, vm_name=vm.name))
+    if restricted(p):
+        # the engine's own check for a VM backup: backup_disk on the VM and each disk
+        az = authorizer(request.app)
+        for m in machines:
+            await az.require(p, "backup_disk", Obj("vm", m.vm_id, m.vm_name))
+            for _, d in await engine.vm_disks(m.vm_id):
+                await az.require(p, "backup_disk", Obj("disk", d.id, d.alias or d.name, vm_id=m.vm_id))
     try:
         job = await create_job_locked(request.app[CATALOG], "backup", machines, lock_vms=ids,
                                       request={"vm_ids": ids, "mode": mode}, created_by=p.name)
@@ -90,6 +98,7 @@ async def delete_backup(request: web.Request):
         raise Conflict(f"backup {b.id} is still running")
     if b.status == "deleted":
         raise NotFound("backup", b.id)
+    await authorizer(request.app).require(p, "edit_vm_properties", Obj("vm", b.vm_id, b.vm_name))
     if getattr(b, "protected", False):
         raise Conflict(f"backup {b.id} is protected; unmark it first "
                        f"(PATCH {{\"protected\": false}})")
@@ -132,10 +141,13 @@ async def restore(request: web.Request):
         raise NotFound("VM", req["target_vm_id"])
     if kind == "in_place" and req["name"]:
         raise v.Invalid("an in-place restore keeps the VM's name")
-    if kind == "new" and p.engine_user_id:
-        # ovault creates the VM with its own engine account; the SSO user who
-        # asked must be able to see and manage it, as if they had created it.
+    if kind in ("new", "disks") and p.engine_user_id:
+        # ovault creates the VM (or the disks) with its own engine account; the SSO
+        # user who asked must be able to see and manage them, as if they had made them.
         req["owner_user_id"] = p.engine_user_id
+    if restricted(p):
+        await authorizer(request.app).require_all(
+            p, await restore_permits(request.app[ENGINE], b, req))
     try:
         # Refusals that need no job (busy VM, name taken, unknown cluster, a
         # running VM for in place) are answered now, not by a failed job.

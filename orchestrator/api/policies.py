@@ -11,7 +11,7 @@ import uuid
 from aiohttp import web
 
 from .. import catalog as cat
-from ..errors import Conflict, Invalid, NotFound
+from ..errors import Conflict, Forbidden, Invalid, NotFound
 from ..keys import CATALOG, CONFIG, ENGINE, POLICIES, RUNNER, STORE
 from ..policies.schedule import Schedule
 from ..policies.service import PolicyService
@@ -19,6 +19,7 @@ from ..policies.spec import PolicySpec
 from . import validate as v
 from . import views
 from .auth import allow, require
+from .authz import Obj, authorizer, restricted
 
 routes = web.RouteTableDef()
 
@@ -160,7 +161,17 @@ async def delete_policy(request: web.Request):
 async def run_policy(request: web.Request):
     p = require(request, "operator")
     pol = await _policy(request)
-    res = await policy_service(request.app).run(pol, created_by=p.name)
+    svc = policy_service(request.app)
+    a = None
+    if restricted(p):
+        # running a policy backs up every member: the engine's backup permit on each
+        a = await svc.assignment()
+        az = authorizer(request.app)
+        for m in a.members.get(pol.id, []):
+            if not p.sees(m.vm_id):
+                raise Forbidden(f"policy {pol.name} backs up VMs the engine does not show you")
+            await az.require(p, "backup_disk", Obj("vm", m.vm_id, m.vm_name))
+    res = await svc.run(pol, created_by=p.name, a=a)
     if not res.jobs:
         why = "; ".join(f"{k}: {r}" for k, r in sorted(res.skipped.items())) or "it has no members"
         raise Conflict(f"policy {pol.name} started nothing: {why}")
@@ -199,6 +210,7 @@ async def protect_backup(request: web.Request):
     b = await c.backups.get(bid)
     if not p.sees(b.vm_id) or b.status == "deleted":
         raise NotFound("backup", bid)
+    await authorizer(request.app).require(p, "edit_vm_properties", Obj("vm", b.vm_id, b.vm_name))
     await c.policies.set_protected(bid, body["protected"])
     await c.events.append("backup.protection_changed",
                           {"backup_id": str(bid), "vm_id": b.vm_id,
@@ -237,6 +249,9 @@ async def prune(request: web.Request):
     if dry_run:
         results = [await svc.prune_vm(vm, pol, dry_run=True) for vm, pol in chosen]
         return web.json_response({"dry_run": True, "vms": results, "skipped": skipped})
+    az = authorizer(request.app)
+    for vm, _ in chosen:   # pruning deletes backups: operator rights on each VM
+        await az.require(p, "edit_vm_properties", Obj("vm", vm))
     if not chosen:
         raise Conflict("no policy member to prune" + (f" ({len(skipped)} in conflict)"
                                                       if skipped else ""))

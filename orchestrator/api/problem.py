@@ -30,7 +30,8 @@ def problem(status: int, type_: str, title: str, detail: str, **extra) -> web.Re
 
 def error_response(e: OvaultError) -> web.Response:
     """The problem+json answer for a domain error (one whose text may be shown)."""
-    return problem(e.status, e.slug, e.title, str(e), code=e.code)
+    return problem(e.status, e.slug, e.title, str(e), code=e.code,
+                   **getattr(e, "problem_extra", {}))  # e.g. a missing engine permit (authz.py)
 
 
 @web.middleware

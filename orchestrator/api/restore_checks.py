@@ -6,6 +6,9 @@ a request the job would only fail on):
 - new VM: the name is taken (409), the cluster is unknown (422);
 - any kind: the storage domain is unknown (422); disks: the target VM is unknown (422).
 
+`restore_permits` says which engine permits a restore needs of a non-admin
+engine user, on which objects (checked by `authz.Authorizer`, before these).
+
 These are early answers, not guarantees: the job checks again (a VM can be
 started or a name taken between the 202 and the job), and the per-VM lock is
 decided when the job is created (`catalog.vmlocks`).
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 from ..catalog.vmlocks import VmBusy, VmLockRepository
 from ..errors import Conflict, Invalid, NotFound
+from .authz import Obj
 
 
 def _enum(v) -> str:
@@ -67,3 +71,38 @@ async def check_restore(engine, catalog, backup, req: dict) -> None:
         sds = {sd.id for sd in await engine.list_storage_domains()}
         if req["storage_domain_id"] not in sds:
             raise Invalid(f"storage_domain_id {req['storage_domain_id']}: no such storage domain")
+
+
+async def restore_permits(engine, backup, req: dict) -> list[tuple[str, Obj]]:
+    """(permit, object) pairs a restore needs, as the engine would check them
+    had the user made the objects themselves: a new VM needs `create_vm` on its
+    cluster; new disks `create_disk` on their storage domain; attaching them
+    to a VM `configure_vm_storage` on it; in place, `edit_vm_properties` on the
+    VM and `edit_disk_properties` on each disk written."""
+    kind = req["kind"]
+    cfg = backup.config or {}
+    disks_cfg = cfg.get("disks") or {}
+    chosen = req.get("disk_ids") or list(disks_cfg) or [d.disk_id for d in backup.disks]
+    aliases = {d.disk_id: d.alias for d in backup.disks}
+    if kind == "in_place":
+        return [("edit_vm_properties", Obj("vm", backup.vm_id, backup.vm_name))] + [
+            ("edit_disk_properties", Obj("disk", d, aliases.get(d), vm_id=backup.vm_id))
+            for d in chosen]
+    checks: list[tuple[str, Obj]] = []
+    if kind == "new":
+        cluster = req.get("cluster_id") or cfg.get("cluster_id")
+        names = {c.id: c.name for c in await engine.list_clusters()}
+        checks.append(("create_vm", Obj("cluster", cluster, names.get(cluster)) if cluster
+                       else Obj("system", None)))
+    sds = await engine.list_storage_domains()
+    wanted = ({req["storage_domain_id"]} if req.get("storage_domain_id") else
+              {(disks_cfg.get(d) or {}).get("storage_domain") for d in chosen})
+    if None in wanted:  # the restore's fallback: the first data domain
+        wanted.discard(None)
+        wanted.update([next((sd.id for sd in sds if _enum(sd.type) == "data"), None)] or [])
+        wanted.discard(None)
+    names = {sd.id: sd.name for sd in sds}
+    checks += [("create_disk", Obj("storage_domain", sd, names.get(sd))) for sd in sorted(wanted)]
+    if kind == "disks" and req.get("target_vm_id"):
+        checks.append(("configure_vm_storage", Obj("vm", req["target_vm_id"])))
+    return checks

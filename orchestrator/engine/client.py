@@ -28,6 +28,8 @@ from ..errors import EngineError, EngineUnavailable, NotFound
 log = structlog.get_logger("ovault.engine")
 
 TRANSIENT_CODES = {500, 502, 503, 504}
+# the object a permission is held on, most specific first (none: the system)
+PERMISSION_OBJECTS = ("disk", "vm", "template", "host", "storage_domain", "cluster", "data_center")
 
 
 def describe(e: Exception) -> str:
@@ -304,6 +306,45 @@ class EngineClient:
                             not_found=("transfer", transfer_id))
         except NotFound:
             pass
+
+    # --- permissions (ovault's authorization of engine users) --------------------------------
+    async def user_permissions(self, user_id: str) -> list[tuple[str, str, str | None]]:
+        """(role id, object type, object id) of each permission a user holds;
+        object type is one of system, data_center, cluster, storage_domain,
+        host, template, vm, disk (id None for the system)."""
+        def fn(c):
+            out = []
+            for p in (c.system_service().users_service().user_service(user_id)
+                      .permissions_service().list()):
+                if p.role is None:
+                    continue
+                for kind in PERMISSION_OBJECTS:
+                    obj = getattr(p, kind, None)
+                    if obj is not None and obj.id:
+                        out.append((p.role.id, kind, obj.id))
+                        break
+                else:
+                    out.append((p.role.id, "system", None))
+            return out
+        return await self.call("user.permissions", fn, not_found=("user", user_id))
+
+    async def role_permits(self, role_id: str) -> frozenset[str]:
+        """The names of a role's permits (the engine's action groups: `create_vm`, …)."""
+        return frozenset(p.name for p in await self.call(
+            "role.permits", lambda c: c.system_service().roles_service().role_service(role_id)
+            .permits_service().list(), not_found=("role", role_id)) if p.name)
+
+    async def grant_disk_role(self, disk_id: str, user_id: str, role: str, correlation_id: str):
+        """Give a user a role (by name) on a disk; twice is harmless (409 = done)."""
+        try:
+            await self.call("disk.permission.add", lambda c: c.system_service().disks_service()
+                            .disk_service(disk_id).permissions_service()
+                            .add(types.Permission(role=types.Role(name=role), user=types.User(id=user_id)),
+                                 query={"correlation_id": correlation_id}),
+                            correlation_id=correlation_id)
+        except EngineError as e:
+            if getattr(e, "http_status", None) != 409:
+                raise
 
     # --- VMs and disks for restores ------------------------------------------------------------
     async def add_vm(self, vm: types.Vm, correlation_id: str) -> types.Vm:

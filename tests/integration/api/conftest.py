@@ -22,6 +22,7 @@ from orchestrator.config import Config
 from orchestrator.errors import NotFound
 from orchestrator.keys import CATALOG, DSN, ENGINE, HUB, READY, RUNNER, SSO, STORE, TARGET_ID
 from orchestrator.live import ProgressTracker
+from sandbox.engine.roles import ROLE_IDS, role_permits
 
 
 @dataclass
@@ -51,6 +52,29 @@ class FakeEngine:
 
     async def list_storage_domains(self):
         return self.storage_domains
+
+    # engine permissions (api/authz.py): the engine's own roles and permits
+    grants: dict = field(default_factory=dict)  # engine user id -> [(role name, kind, object id)]
+    disks: dict = field(default_factory=dict)  # vm id -> [SimpleNamespace(id, alias, name, storage_domains)]
+
+    def grant(self, user_id: str, role: str, kind: str = "system", oid: str | None = None):
+        self.grants.setdefault(user_id, []).append((role, kind, oid))
+
+    async def user_permissions(self, user_id: str):
+        return [(ROLE_IDS[r], k, i) for r, k, i in self.grants.get(user_id, [])]
+
+    async def role_permits(self, role_id: str):
+        return frozenset(role_permits({v: k for k, v in ROLE_IDS.items()}[role_id]))
+
+    async def vm_disks(self, vm_id: str):
+        return [(None, d) for d in self.disks.get(vm_id, [])]
+
+    async def get_disk(self, disk_id: str):
+        for ds in self.disks.values():
+            for d in ds:
+                if d.id == disk_id:
+                    return d
+        raise NotFound("disk", disk_id)
 
 
 class FakeSso:
