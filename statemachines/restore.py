@@ -225,6 +225,12 @@ class RestoreMachine(VmMachine):
             # the SSO user who restored it manages it, as if they had created it
             await e.grant_vm_role(target, self.req["owner_user_id"], "UserVmManager", self.correlation_id)
             await self.record(owner_granted=True)
+        if kind == "disks" and self.req.get("owner_user_id") and not self.res.get("owner_granted"):
+            # restored disks are the requesting SSO user's, as if they had made them
+            for p in self.res["plan"].values():
+                await e.grant_disk_role(p["target_disk"], self.req["owner_user_id"], "DiskOperator",
+                                        self.correlation_id)
+            await self.record(owner_granted=True)
         if kind in ("new", "in_place") and self.req.get("power_on") and not self.res.get("powered_on"):
             await e.start_vm(target or self.vm_id, self.correlation_id)
             await self.record(powered_on=True)

@@ -236,6 +236,10 @@ class EnginePort:
                             correlation_id: str) -> None:
         await self.client.grant_vm_role(vm_id, user_id, role, correlation_id)
 
+    async def grant_disk_role(self, disk_id: str, user_id: str, role: str,
+                              correlation_id: str) -> None:
+        await self.client.grant_disk_role(disk_id, user_id, role, correlation_id)
+
     async def add_disk(self, disk: v.NewDisk, correlation_id: str) -> v.Disk:
         d = types.Disk(id=disk.id, name=disk.alias, alias=disk.alias, description=disk.description,
                        format=types.DiskFormat(disk.format), sparse=disk.sparse,

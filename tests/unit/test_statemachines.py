@@ -190,6 +190,9 @@ class FakeEngine:
     async def grant_vm_role(self, vm_id, user_id, role, correlation_id):
         self.calls.append(("grant_vm_role", vm_id, user_id, role))
 
+    async def grant_disk_role(self, disk_id, user_id, role, correlation_id):
+        self.calls.append(("grant_disk_role", disk_id, user_id, role))
+
     async def add_disk(self, disk, correlation_id):
         self.disks[disk.id] = ev.Disk(id=disk.id, alias=disk.alias, format=disk.format,
                                       provisioned_size=disk.provisioned_size, status="ok")
@@ -410,6 +413,18 @@ async def test_restore_new_vm_creates_attaches_and_compensates_on_failure():
     assert await m2.run() == "failed"
     assert e2.vms == {}  # the half-made VM was removed
     assert ("remove_disk", j2.resources["plan"]["d1"]["target_disk"]) in e2.calls
+
+
+async def test_restored_disks_are_granted_to_the_user_who_asked():
+    e = FakeEngine()
+    j = Journal()
+    m = RestoreMachine(j, deps(e), vm_id="vm1", job_id=str(uuid.uuid4()), machine_id=str(uuid.uuid4()),
+                       request={"backup_id": str(uuid.uuid4()), "kind": "disks", "disk_ids": ["d1"],
+                                "owner_user_id": "u-1"})
+    assert await m.run() == "succeeded"
+    new_disk = j.resources["plan"]["d1"]["target_disk"]
+    assert [c for c in e.calls if c[0].startswith("grant_")] == [
+        ("grant_disk_role", new_disk, "u-1", "DiskOperator")]
 
 
 async def test_in_place_restore_writes_the_disks_and_restores_the_configuration():
