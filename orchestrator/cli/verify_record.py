@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 from typing import AsyncIterator, Awaitable, Callable
 
 from ..jobs.verify import record_result

@@ -86,8 +86,11 @@ class VerifyJobs:
             if time.monotonic() - last >= PROGRESS_EVERY:
                 last = time.monotonic()
                 await self.catalog.policies.job_progress(job.id, n, len(infos))
-            was = await self._was_damaged(info.backup_id)
-            r = await self.store.verify(info.vm_id, info.backup_id)
+            row = await self._row(info.backup_id)
+            was = bool(row and row.damaged)
+            # each index is also checked against the digest the catalog recorded at publication
+            digests = {d.disk_id: d.index_digest for d in (row.disks if row else ()) if d.index_digest}
+            r = await self.store.verify(info.vm_id, info.backup_id, catalog_digests=digests)
             outcome = await record_result(self.catalog, info, r)
             result["backups"] += 1
             result["chunks_checked"] += r.chunks_checked
@@ -105,8 +108,8 @@ class VerifyJobs:
         log.info("verify finished", job_id=str(job.id), backups=result["backups"],
                  damaged=len(result["damaged"]), healed=len(result["healed"]))
 
-    async def _was_damaged(self, backup_id: str) -> bool:
+    async def _row(self, backup_id: str) -> cat.Backup | None:
         try:
-            return (await self.catalog.backups.get(uuid.UUID(backup_id))).damaged
+            return await self.catalog.backups.get(uuid.UUID(backup_id))
         except cat.NotFound:
-            return False
+            return None

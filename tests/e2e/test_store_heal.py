@@ -121,7 +121,7 @@ def test_verify_names_the_damage_and_the_next_backup_heals_it(sandbox, orch, con
     flip_byte(sandbox, digest)
 
     p = ovault("verify", b1["id"], "--json", *where(sandbox, orch), check=False)
-    assert p.returncode == 1, p.stderr
+    assert p.returncode == 1 and p.stdout, p.stderr
     (doc,) = json.loads(p.stdout)
     assert (doc["backup_id"], doc["vm_id"], doc["ok"]) == (b1["id"], vm["id"], False)
     (dmg,) = doc["damaged"]
