@@ -18,11 +18,14 @@ ROOT = Path(__file__).resolve().parents[2]
 # ansible 9.x bundles ovirt.ovirt 3.2.0 (checked with `pip download --no-deps ansible==9.13.0`).
 ANSIBLE = "9.13.0"
 COLLECTION = "3.2.0"
+# The linter of deploy/ansible (tests/integration/test_ansible_lint.py); 24.12.x
+# supports the ansible-core 2.16 that ansible 9.x brings.
+ANSIBLE_LINT = "24.12.2"
 
 
 def _pins() -> list[str]:
     """The venv gets the SDK and imageio versions the project itself uses."""
-    return [f"ansible=={ANSIBLE}",
+    return [f"ansible=={ANSIBLE}", f"ansible-lint=={ANSIBLE_LINT}",
             f"ovirt-engine-sdk-python=={metadata.version('ovirt-engine-sdk-python')}",
             f"ovirt-imageio=={metadata.version('ovirt-imageio')}"]
 
@@ -38,7 +41,7 @@ def ansible_venv() -> Path:
     base.mkdir(parents=True, exist_ok=True)
     with open(base / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if ready.exists() and (venv / "bin" / "ansible-playbook").exists():
+        if ready.exists() and all((venv / "bin" / b).exists() for b in ("ansible-playbook", "ansible-lint")):
             return venv
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
         p = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
