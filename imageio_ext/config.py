@@ -41,7 +41,7 @@ __all__ = ["ConfigError", "apply", "load_file", "apply_env", "masked", "referenc
 
 ENV_PREFIX = "OVAULT_"
 MASK = "********"
-_SECRET_NAMES = {"password", "token", "secret", "dsn"}
+_SECRET_NAMES = {"password", "token", "tokens", "secret", "dsn"}
 
 
 def is_secret(name: str) -> bool:

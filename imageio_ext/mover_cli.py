@@ -14,7 +14,6 @@ import logging
 import os
 import signal
 import socket
-import ssl
 import sys
 
 
@@ -35,7 +34,9 @@ def _serve(args) -> int:
 
     overrides = {"host": args.host, "port": args.port, "imageio_socket": args.imageio_socket,
                  "token_file": args.token_file, "tls_cert": args.tls_cert, "tls_key": args.tls_key,
-                 "max_copies": args.max_copies, "requests_per_copy": args.requests}
+                 "max_copies": args.max_copies, "requests_per_copy": args.requests,
+                 "client_ca": args.client_ca, "imageio_url": args.imageio_url, "imageio_ca": args.imageio_ca,
+                 "allowed_stores": args.allowed_stores}
     try:
         cfg = MoverConfig.load(args.config, overrides=overrides)
     except ConfigError as e:
@@ -49,11 +50,10 @@ def _serve(args) -> int:
 
     structlog.get_logger("ovault.mover").info("mover.start", version=version(), pid=os.getpid(),
                                               hostname=socket.gethostname(), host=cfg.host, port=cfg.port,
-                                              tls=bool(cfg.tls_cert), imageio_socket=cfg.imageio_socket)
-    sslctx = None
-    if cfg.tls_cert:
-        sslctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        sslctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+                                              tls=bool(cfg.tls_cert), mutual_tls=bool(cfg.client_ca),
+                                              imageio_socket=cfg.imageio_socket, imageio_url=cfg.imageio_url,
+                                              allowed_stores=cfg.allowed_stores)
+    sslctx = cfg.ssl_context()  # mutual TLS with client_ca
     web.run_app(create_app(cfg), host=cfg.host, port=cfg.port, ssl_context=sslctx, print=None,
                 access_log=None, shutdown_timeout=10)
     return 0
@@ -122,6 +122,10 @@ def main(argv=None) -> int:
     s.add_argument("--token-file")
     s.add_argument("--tls-cert")
     s.add_argument("--tls-key")
+    s.add_argument("--client-ca", help="CA of the orchestrator's client certificates (mutual TLS)")
+    s.add_argument("--imageio-url", help="this host's imageio daemon, e.g. https://host:54322")
+    s.add_argument("--imageio-ca", help="CA of this host's imageio certificate")
+    s.add_argument("--allowed-stores", help="comma-separated backup targets this mover may use")
     s.add_argument("--max-copies", type=int)
     s.add_argument("--requests", type=int)
     s.add_argument("--show-config", action="store_true")

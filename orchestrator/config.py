@@ -72,9 +72,12 @@ class Target:
 @dataclass
 class Movers:
     enabled: bool = True  # false: every copy runs in this process ("direct mode")
-    token: str = ""  # the orchestrator's credential for every host's ovault-mover
+    token: str = ""  # one token for hosts not in `tokens` (prefer a token per host)
+    tokens: dict = field(default_factory=dict)  # engine host id -> that host's mover token
     hosts: dict = field(default_factory=dict)  # engine host id -> mover URL
-    ca_file: str = ""  # CA of the movers' TLS certificates
+    ca_file: str = ""  # CA of the movers' TLS certificates (`ovault mover-cert`: movers/ca.pem)
+    client_cert: str = ""  # the orchestrator's TLS client certificate for the movers (mutual TLS)
+    client_key: str = ""  # its private key
     requests_per_copy: int = 4  # parallel HTTP requests to imageio per disk copy
 
 
@@ -188,6 +191,7 @@ def apply_sandbox(cfg: Config, d: Path) -> Config:
     cfg.target.url = info["target"].get("nfs_url") or info["target"]["path"]
     cfg.movers.hosts = {h["id"]: h["mover_url"] for h in info["hosts"] if h.get("mover_url")}
     cfg.movers.token = info.get("mover_token", "")
+    cfg.movers.tokens = {h["id"]: h["mover_token"] for h in info["hosts"] if h.get("mover_token")}
     cfg.movers.ca_file = e["ca_file"]
     if cfg.state_dir == Config.state_dir:
         cfg.state_dir = str(d / "ovault")

@@ -144,11 +144,13 @@ async def _runner(app: web.Application):
     session = None
     if cfg.movers.hosts:
         ctx = ssl.create_default_context(cafile=cfg.movers.ca_file or None)
+        if cfg.movers.client_cert:  # mutual TLS: the movers check the orchestrator's certificate
+            ctx.load_cert_chain(cfg.movers.client_cert, cfg.movers.client_key or None)
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx),
                                         timeout=aiohttp.ClientTimeout(total=60))
     mover = MoverPort(store=app[STORE], store_url=cfg.target.url,
                       movers=cfg.movers.hosts if cfg.movers.enabled else {},
-                      token=cfg.movers.token, ca_file=cfg.movers.ca_file,
+                      token=cfg.movers.token, tokens=cfg.movers.tokens, ca_file=cfg.movers.ca_file,
                       requests=cfg.movers.requests_per_copy, session=session,
                       imageio_ca=cfg.engine.ca_file or None)
     waker = Waker()

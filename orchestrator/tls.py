@@ -8,6 +8,11 @@ command line).
   SHA-256 fingerprint is logged so a client can pin it.
 - `make_ca`, `issue`: a small certificate authority (the sandbox's PKI uses
   them for the engine simulator, the imageio daemons and the movers).
+- `mover_credentials`: the per-host mover credentials the deployment installs
+  (``ovault mover-cert HOST``): the orchestrator keeps a mover CA in
+  ``<state_dir>/movers/``, issues each host a server certificate and a token
+  of its own, and itself a client certificate every mover requires (mutual
+  TLS).
 
 Files are PEM: certificates ``BEGIN CERTIFICATE``, keys unencrypted PKCS#8
 ``BEGIN PRIVATE KEY`` (what ``openssl req -nodes`` writes), written through
@@ -28,7 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["tls_context", "self_signed", "make_ca", "issue", "fingerprint", "local_names"]
+__all__ = ["tls_context", "self_signed", "make_ca", "issue", "fingerprint", "local_names", "mover_credentials"]
 
 log = structlog.get_logger("ovault.tls")
 KEY_BITS = 2048
@@ -86,10 +91,13 @@ def _builder(subject: x509.Name, issuer: x509.Name, key, days: int) -> x509.Cert
             .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days)))
 
 
-def _leaf(builder: x509.CertificateBuilder, names: Iterable[str]) -> x509.CertificateBuilder:
+def _leaf(builder: x509.CertificateBuilder, names: Iterable[str], *, client: bool = False) -> x509.CertificateBuilder:
+    # A server certificate is not a client one (and vice versa): a mover's certificate
+    # stolen from a host does not authenticate to another host's mover.
+    usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
     return (builder.add_extension(_sans(names), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False))
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
 
 
 def self_signed(cert: str | Path, key: str | Path, *, names: Iterable[str] | None = None,
@@ -119,12 +127,13 @@ def make_ca(cert: str | Path, key: str | Path, *, org: str, cn: str, days: int =
 
 
 def issue(cert: str | Path, key: str | Path, *, ca_cert: str | Path, ca_key: str | Path,
-          names: Iterable[str], org: str, cn: str, days: int = 3650) -> None:
-    """A server certificate for ``names`` signed by the CA in ``ca_cert``/``ca_key``."""
+          names: Iterable[str], org: str, cn: str, days: int = 3650, client: bool = False) -> None:
+    """A server (or, with ``client``, a TLS client) certificate for ``names``
+    signed by the CA in ``ca_cert``/``ca_key``."""
     ca = x509.load_pem_x509_certificate(Path(ca_cert).read_bytes())
     ca_k = serialization.load_pem_private_key(Path(ca_key).read_bytes(), password=None)
     k = _key()
-    c = (_leaf(_builder(_name(org, cn), ca.subject, k, days), names)
+    c = (_leaf(_builder(_name(org, cn), ca.subject, k, days), names, client=client)
          .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_k.public_key()), critical=False)
          .sign(ca_k, hashes.SHA256()))
     _write(Path(key), _key_pem(k), 0o600)
@@ -151,3 +160,34 @@ def tls_context(cfg) -> ssl.SSLContext | None:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(cert, key)
     return ctx
+
+
+def mover_credentials(movers_dir: str | Path, host: str, names: Iterable[str] = ()) -> dict[str, str]:
+    """Issue host ``host`` its mover credentials under ``movers_dir`` (made on
+    first use: ``ca.pem``/``ca.key``, the orchestrator's ``client.pem``/``client.key``).
+
+    Writes ``<host>/cert.pem``, ``key.pem`` (a server certificate for ``names``,
+    default the host name) and ``token`` (a secret of this host alone), and
+    returns the paths: what the deployment copies to the host (cert, key, token,
+    and ca.pem as the mover's ``client_ca``) and what the orchestrator uses
+    (``client_cert``/``client_key``, ``ca`` as ``movers.ca_file``, the token in
+    ``movers.tokens``). Re-running re-issues the host's certificate and token.
+    """
+    import secrets
+
+    d = Path(movers_dir)
+    if not host or "/" in host or host in (".", ".."):
+        raise ValueError(f"bad host name {host!r}")
+    ca, ca_key = d / "ca.pem", d / "ca.key"
+    if not ca.exists():
+        make_ca(ca, ca_key, org="ovault", cn="ovault mover CA")
+    client, client_key = d / "client.pem", d / "client.key"
+    if not client.exists():
+        issue(client, client_key, ca_cert=ca, ca_key=ca_key, names=["ovault-orchestrator"], org="ovault",
+              cn="ovault-orchestrator", client=True)
+    hd = d / host
+    issue(hd / "cert.pem", hd / "key.pem", ca_cert=ca, ca_key=ca_key, names=list(names) or [host], org="ovault",
+          cn=host)
+    _write(hd / "token", (secrets.token_urlsafe(32) + "\n").encode(), 0o600)
+    return {"ca": str(ca), "client_cert": str(client), "client_key": str(client_key),
+            "cert": str(hd / "cert.pem"), "key": str(hd / "key.pem"), "token_file": str(hd / "token")}

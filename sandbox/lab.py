@@ -73,7 +73,7 @@ class Lab:
         self.faults = engine_api.Faults()
         self.info: dict = {}
         self.movers: dict = {}  # host name -> (Child, url)
-        self.mover_token = secrets.token_urlsafe(24)
+        self.mover_tokens: dict = {}  # host name -> that host's own mover token
 
     # --- start ------------------------------------------------------------------
     async def start(self) -> dict:
@@ -136,8 +136,8 @@ class Lab:
                        "ca_file": str(pki["ca"])},
             "admin_url": f"{base}/sandbox",
             "hosts": [{"id": h.id, "name": h.name, "imageio_url": h.daemon.url,
-                       "mover_url": self.movers[h.name][1]} for h in hosts],
-            "mover_token": self.mover_token,
+                       "mover_url": self.movers[h.name][1], "mover_token": self.mover_tokens[h.name]}
+                      for h in hosts],
             "target": ({"nfs_url": self.nfs.url, "path": str(self.nfs_export)}
                        if self.nfs else {"nfs_url": None, "path": str(self.nfs_export)}),
             "vms": [{"id": v.id, "name": v.name} for v in sorted(e.vms.values(), key=lambda v: v.name)],
@@ -155,9 +155,6 @@ class Lab:
         import sys
         from .hosts import free_port
         from .proc import Child, wait_for
-        token_file = self.dir / "mover-token"
-        token_file.write_text(self.mover_token + "\n")
-        token_file.chmod(0o600)
         root = str(Path(__file__).resolve().parent.parent)
         env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""),
                # the movers may touch this lab's target only
@@ -165,9 +162,15 @@ class Lab:
 
         async def one(dm):
             port = free_port()
+            # each host's mover has a token of its own, and accepts only its own daemon's transfers
+            self.mover_tokens[dm.name] = secrets.token_urlsafe(24)
+            token_file = self.dir / f"mover-token-{dm.name}"
+            token_file.write_text(self.mover_tokens[dm.name] + "\n")
+            token_file.chmod(0o600)
             child = await Child(f"mover-{dm.name}", [
                 sys.executable, "-m", "imageio_ext.mover_cli", "serve", "--host", "127.0.0.1",
                 "--port", str(port), "--imageio-socket", str(dm.local_socket),
+                "--imageio-url", dm.url, "--imageio-ca", str(dm.pki["ca"]),
                 "--token-file", str(token_file)], registry=self.registry, log=dm.base / "mover.log",
                 env=env).start()
             url = f"http://127.0.0.1:{port}"

@@ -26,6 +26,8 @@ async def run_copy(
     requests: int = 4,  # parallel HTTP requests to imageio
     progress: ProgressCallback | None = None,
     clock: Callable[[], float] = time.monotonic,
+    imageio_ca: str | None = None,  # the mover's own imageio CA: replaces the spec's ca_file
+    local_only: bool = False,  # the ticket must be served by local_socket (never over the network)
 ) -> CopyResult:
     """Run one backup or restore copy to the end; raise an `OvaultError` on failure
     (a `CopyError`, a store error, `TargetFull`, ...).
@@ -38,8 +40,9 @@ async def run_copy(
     if store is None:
         store = await Store.open(spec.store)
     try:
-        async with ImageioClient(spec.transfer_url, ca_file=spec.ca_file, local_socket=local_socket,
-                                 connections=requests) as client:
+        ca = imageio_ca if imageio_ca is not None else spec.ca_file
+        async with ImageioClient(spec.transfer_url, ca_file=ca, local_socket=local_socket,
+                                 connections=requests, local_only=local_only) as client:
             if spec.op == "backup":
                 return await backup_disk(
                     store, client, vm_id=spec.vm_id, backup_id=spec.backup_id, disk_id=spec.disk_id,

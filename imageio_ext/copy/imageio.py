@@ -139,6 +139,7 @@ class ImageioClient:
         connect_timeout: float = 10.0,
         read_timeout: float = 120.0,
         blocking_reads: bool = True,  # range GETs on the blocking connections too (measured slightly faster)
+        local_only: bool = False,  # only a ticket the local socket serves; never the transfer URL's server
     ):
         u = urlsplit(transfer_url)
         parts = u.path.rstrip("/").split("/")
@@ -148,6 +149,7 @@ class ImageioClient:
         self.ticket = parts[-1]
         self.ca_file = ca_file
         self.local_socket = local_socket
+        self.local_only = local_only
         self.connections = max(1, connections)
         self.retries = retries
         self.retry_delay = retry_delay
@@ -192,6 +194,9 @@ class ImageioClient:
                 pass
             if self._session is None:
                 await session.close()
+        if self._session is None and self.local_only:
+            raise InvalidRequest(f"ticket {self.ticket} is not served by this host's imageio local socket "
+                                 f"({self.local_socket}); transfers over the network are not accepted here")
         if self._session is None:
             u = urlsplit(self.transfer_url)
             if u.scheme == "https":

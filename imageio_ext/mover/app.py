@@ -12,7 +12,14 @@ GET      /v1/health                   liveness; no token needed
 =======  ===========================  ==========================================
 
 Every route but health needs ``Authorization: Bearer <token>``, compared in
-constant time with the configured orchestrator token.
+constant time with this host's own token (each host has its own; the
+orchestrator keeps one per host), and, with ``client_ca``, a TLS client
+certificate the orchestrator's CA signed (checked by the TLS layer).
+
+A copy is accepted only if its ``store`` is one of ``allowed_stores`` and its
+transfer URL is served by this host's imageio daemon (``imageio_url``, or the
+local socket); a CA named in the request (``ca_file``) is refused: the mover
+trusts the ``imageio_ca`` of its own configuration only.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import structlog
 from aiohttp import web
 
 from ..copy import CopySpec, InvalidRequest
-from ..errors import OvaultError
+from ..errors import Forbidden, OvaultError
 from ..store.ids import is_uuid
 from ..version import version
 from .config import MoverConfig
@@ -89,8 +96,14 @@ async def create_copy(request: web.Request) -> web.Response:
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise InvalidRequest("the body is not JSON") from None
     spec = CopySpec.from_dict(body)
-    if not request.app[CONFIG].store_allowed(spec.store):
-        raise InvalidRequest(f"store {spec.store!r} is not one of this mover's allowed_stores")
+    cfg = request.app[CONFIG]
+    if not cfg.store_allowed(spec.store):
+        raise Forbidden(f"store {spec.store!r} is not one of this mover's allowed_stores")
+    if spec.ca_file is not None:
+        raise Forbidden("ca_file is refused: the mover trusts only the imageio_ca of its own configuration")
+    why = cfg.transfer_refusal(spec.transfer_url)
+    if why:
+        raise Forbidden(f"transfer_url {spec.transfer_url!r} is refused: {why}")
     job_id = body.get("id")
     if job_id is not None and not (isinstance(job_id, str) and is_uuid(job_id.lower())):
         raise InvalidRequest("id must be a UUID")

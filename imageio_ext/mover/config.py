@@ -9,9 +9,11 @@ is generated from this class (``python -m orchestrator.config --mover``).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .. import config as loader
 from ..errors import ConfigError
@@ -25,18 +27,29 @@ class MoverConfig:
     host: str = "127.0.0.1"
     # TCP port of the API (54330: next to imageio's 54322-54324).
     port: int = 54330
-    # TLS certificate and key (PEM). Both or neither; without them the API is plain HTTP
-    # and should only listen on loopback.
+    # TLS certificate and key (PEM), issued for this host by the orchestrator's mover CA
+    # (`ovault mover-cert`). Both or neither; without them the API is plain HTTP and the
+    # mover refuses to listen anywhere but on loopback.
     tls_cert: str = ""
     tls_key: str = ""  # the private key of tls_cert (PEM)
-    # The orchestrator's bearer token. Required: set it here, in token_file, or in
-    # OVAULT_MOVER_TOKEN. Only this one credential is accepted.
+    # CA of the orchestrator's client certificates (PEM). With TLS, every connection must
+    # present a client certificate it signed (mutual TLS); empty: the bearer token only.
+    client_ca: str = ""
+    # This host's own bearer token (distinct per host; the orchestrator keeps one per
+    # host). Required: set it here, in token_file, or in OVAULT_MOVER_TOKEN.
     token: str = ""
     # A file holding the token (first line), readable by the mover only.
     token_file: str = ""
     # This host's ovirt-imageio local socket ([local] socket in its config). Transfers the
     # local daemon serves are read through it (no TLS); others go to their transfer URL.
     imageio_socket: str = "/run/ovirt-imageio/sock"
+    # This host's imageio daemon, e.g. https://host.example.com:54322. A copy's transfer
+    # URL must be served by it (same scheme, host and port); empty: only tickets of the
+    # local socket are accepted, never a transfer over the network.
+    imageio_url: str = ""
+    # CA of this host's imageio certificate (PEM) for transfers over HTTPS (the engine's
+    # CA, /etc/pki/ovirt-engine/ca.pem on a host). A CA named in a request is refused.
+    imageio_ca: str = ""
     # Copies running at once on this host; more are queued.
     max_copies: int = 4
     # Parallel HTTP requests to imageio per copy.
@@ -48,8 +61,7 @@ class MoverConfig:
     # Log format: "console" (readable) or "json".
     log_format: str = "console"
     # Backup targets this mover may write to or read from, comma-separated URLs or
-    # paths (a copy's `store` must equal one or lie below it). Empty: any target the
-    # authenticated orchestrator names (set it in production).
+    # paths (a copy's `store` must equal one or lie below it). Required.
     allowed_stores: str = ""
 
     @classmethod
@@ -77,16 +89,77 @@ class MoverConfig:
             raise ConfigError("max_copies and requests_per_copy must be >= 1")
         if self.log_format not in ("console", "json"):
             raise ConfigError("log_format is console or json")
+        if not self.tls_cert and not _loopback(self.host):
+            raise ConfigError(f"host {self.host!r} is not a loopback address: set tls_cert and tls_key "
+                              "(the API carries this host's credential and backup data commands)")
+        if self.client_ca and not self.tls_cert:
+            raise ConfigError("client_ca (mutual TLS) needs tls_cert and tls_key")
+        if not self._allowed():
+            raise ConfigError("allowed_stores is required: the backup targets this mover may read and write")
+        if self.imageio_url:
+            u = urlsplit(self.imageio_url)
+            if u.scheme not in ("https", "http") or not u.hostname or u.path.strip("/") or u.query:
+                raise ConfigError(f"imageio_url {self.imageio_url!r} must be like https://host:54322")
+
+    def ssl_context(self):
+        """The listener's TLS context (None without tls_cert): with ``client_ca``,
+        a client certificate signed by it is required (mutual TLS); a server
+        certificate (another host's mover's) is not a client one and fails."""
+        import ssl
+
+        if not self.tls_cert:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(self.tls_cert, self.tls_key)
+        if self.client_ca:
+            ctx.load_verify_locations(self.client_ca)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
+
+    def _allowed(self) -> list[str]:
+        return [a.strip().rstrip("/") for a in self.allowed_stores.split(",") if a.strip()]
+
+    def transfer_refusal(self, transfer_url: str) -> str | None:
+        """Why this mover will not copy from/to ``transfer_url`` (None: it will).
+
+        Only this host's imageio daemon is accepted: ``imageio_url``'s scheme, host
+        and port, and a path ``/images/<ticket>``. Without ``imageio_url`` the ticket
+        must be served by the local socket (checked when the copy starts)."""
+        u = urlsplit(transfer_url)
+        parts = u.path.split("/")
+        if (u.username or u.password or u.query or u.fragment or len(parts) != 3 or parts[1] != "images"
+                or not parts[2]):
+            return "it is not an imageio transfer URL like https://host:54322/images/<ticket>"
+        if not self.imageio_url:
+            return None  # local socket only: run_copy(local_only=True)
+        own = urlsplit(self.imageio_url)
+        try:
+            same = (u.scheme, (u.hostname or "").lower(), u.port or 443) == (
+                own.scheme, (own.hostname or "").lower(), own.port or 443)
+        except ValueError:
+            same = False
+        if not same:
+            return f"it is not served by this host's imageio daemon ({self.imageio_url})"
+        return None
 
     def store_allowed(self, store: str) -> bool:
-        allowed = [a.strip().rstrip("/") for a in self.allowed_stores.split(",") if a.strip()]
-        if not allowed:
-            return True
+        allowed = self._allowed()
         s = store.rstrip("/")
-        return any(s == a or s.startswith(a + "/") for a in allowed) and "/../" not in s + "/"
+        if "/../" in s + "/" or "/./" in s + "/" or "\0" in s or "//" in s.partition("://")[2]:
+            return False
+        return any(s == a or s.startswith(a + "/") for a in allowed)
 
     def masked(self) -> dict:
         return loader.masked(self)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def reference_table() -> str:

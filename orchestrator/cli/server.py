@@ -1,4 +1,5 @@
-"""Server-side commands: `serve` (the orchestrator) and `token` (API tokens)."""
+"""Server-side commands: `serve` (the orchestrator), `token` (API tokens) and
+`mover-cert` (a host's mover credentials)."""
 from __future__ import annotations
 
 import asyncio
@@ -30,6 +31,14 @@ def register(sub) -> None:
     for x in (tc, tl, tr):
         add_config_options(x)
     tk.set_defaults(func=lambda args: asyncio.run(cmd_token(args)))
+
+    mc = sub.add_parser("mover-cert", help="issue a host's mover credentials (TLS certificate, own token)")
+    mc.add_argument("host", help="the host's name (a directory under <state_dir>/movers)")
+    mc.add_argument("--name", action="append", default=[],
+                    help="DNS name or IP the orchestrator reaches the mover by (repeatable; default HOST)")
+    mc.add_argument("--dir", help="the mover CA's directory (default <state_dir>/movers)")
+    add_config_options(mc, json_output=False)
+    mc.set_defaults(func=cmd_mover_cert)
 
 
 def cmd_serve(args) -> int:
@@ -104,4 +113,22 @@ async def cmd_token(args) -> int:
         await pool.close()
         if pg is not None:
             await pg.stop()
+    return 0
+
+
+def cmd_mover_cert(args) -> int:
+    """Issue (or re-issue) one host's mover certificate and token; print the files."""
+    from pathlib import Path
+
+    from ..tls import mover_credentials
+    d = args.dir or str(Path(load_config(args).state_dir) / "movers")
+    try:
+        paths = mover_credentials(d, args.host, args.name)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    print(json.dumps(paths, indent=2))
+    print(f"install on {args.host}: tls_cert={paths['cert']} tls_key={paths['key']} "
+          f"token_file={paths['token_file']} client_ca={paths['ca']}; orchestrator: movers.ca_file, "
+          "movers.client_cert/client_key as above and movers.tokens[<host id>] = the token file's content",
+          file=__import__("sys").stderr)
     return 0

@@ -159,9 +159,10 @@ class MoverPort:
 
     def __init__(self, *, store: Store, store_url: str, movers: dict, token: str,
                  ca_file: str | None, requests: int, session: aiohttp.ClientSession | None,
-                 imageio_ca: str | None):
+                 imageio_ca: str | None, tokens: dict | None = None):
         self.store, self.store_url = store, store_url
         self.movers, self.token, self.ca_file = movers, token, ca_file
+        self.tokens = dict(tokens or {})  # host id -> that host's own mover token
         self.requests, self.session, self.imageio_ca = requests, session, imageio_ca
 
     async def backup_disk(self, *, host_id, transfer_url, vm_id, backup_id, disk_id,
@@ -182,7 +183,7 @@ class MoverPort:
     async def _copy(self, host_id, spec, copy_id, progress) -> dict:
         url = self.movers.get(host_id)
         if url and self.session is not None:
-            return await self._remote(url, spec, copy_id, progress)
+            return await self._remote(url, spec, copy_id, progress, self.tokens.get(host_id) or self.token)
         return await self._direct(spec, progress)
 
     async def _direct(self, spec, progress) -> dict:
@@ -202,9 +203,10 @@ class MoverPort:
         await progress(result.size, result.size)
         return result.to_dict()
 
-    async def _remote(self, base, spec, copy_id, progress) -> dict:
-        headers = {"Authorization": f"Bearer {self.token}"}
-        body = {k: v for k, v in spec.items() if v is not None}
+    async def _remote(self, base, spec, copy_id, progress, token) -> dict:
+        headers = {"Authorization": f"Bearer {token}"}
+        # A mover trusts only the imageio CA of its own configuration: none is sent.
+        body = {k: v for k, v in spec.items() if v is not None and k != "ca_file"}
         body["id"] = copy_id
         s = self.session
         try:

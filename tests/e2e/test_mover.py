@@ -67,7 +67,7 @@ class Mover:
 
 def mover_for(sandbox, host_id) -> Mover:
     h = next(h for h in sandbox.info["hosts"] if h["id"] == host_id)
-    return Mover(h["mover_url"], sandbox.info["mover_token"])
+    return Mover(h["mover_url"], h["mover_token"])
 
 
 def vm_disks(conn, vm_id):
@@ -136,7 +136,7 @@ def restore_new_disk(conn, sandbox, store_url, vm_id, backup_id, disk) -> str:
         t, svc = open_transfer(conn, types.ImageTransferDirection.UPLOAD, disk=new.id)
         try:
             end, _ = mover_for(sandbox, t.host.id).run(
-                op="restore", transfer_url=t.transfer_url, ca_file=sandbox.engine["ca_file"], store=store_url,
+                op="restore", transfer_url=t.transfer_url, store=store_url,
                 vm_id=vm_id, backup_id=backup_id, disk_id=disk.id, size=disk.provisioned_size)
         finally:
             finalize(svc)
@@ -157,15 +157,57 @@ def grow_data(sandbox, vm_id, disk_id, mib=160):
 # -- tests -----------------------------------------------------------------------
 
 def test_mover_refuses_missing_and_wrong_tokens(sandbox):
-    h = sandbox.info["hosts"][0]
-    good = Mover(h["mover_url"], sandbox.info["mover_token"])
+    h, other = sandbox.info["hosts"][0], sandbox.info["hosts"][1]
+    good = Mover(h["mover_url"], h["mover_token"])
     assert good.call("GET", "/v1/health", token=None)[1]["status"] == "ok"
-    for bad in (None, "wrong-token-of-some-length", sandbox.info["mover_token"] + "x"):
+    assert h["mover_token"] != other["mover_token"]  # each host has its own
+    for bad in (None, "wrong-token-of-some-length", h["mover_token"] + "x", other["mover_token"]):
         st, body = good.call("GET", "/v1/copies", token=bad)
         assert st == 401 and body["type"] == "urn:ovault:mover:unauthorized"
         st, body = good.call("POST", "/v1/copies", {"op": "backup"}, token=bad)
         assert st == 401
     assert good.call("GET", "/v1/copies")[0] == 200
+
+
+def test_mover_accepts_only_its_own_daemon_and_allowed_stores(conn, sandbox, store):
+    """Another host's daemon, a server of the caller's choosing, a caller-chosen CA, a
+    store outside allowed_stores or a traversing id: each refused, nothing written."""
+    store_url, local = store
+    vm = sandbox.vm("db-primary")
+    disk = next(d for _, d in vm_disks(conn, vm["id"]))
+    t, tsvc = open_transfer(conn, types.ImageTransferDirection.DOWNLOAD, disk=disk.id)
+    try:
+        mine = next(h for h in sandbox.info["hosts"] if h["id"] == t.host.id)
+        other = next(h for h in sandbox.info["hosts"] if h["id"] != t.host.id)
+        assert t.transfer_url.startswith(mine["imageio_url"] + "/images/")
+        ticket = t.transfer_url.rsplit("/", 1)[1]
+        spec = dict(op="backup", transfer_url=t.transfer_url, store=store_url, vm_id=vm["id"],
+                    backup_id=str(uuid.uuid4()), disk_id=disk.id, size=disk.provisioned_size)
+        # the transfer's ticket sent to the other host's mover: not its daemon
+        theirs = Mover(other["mover_url"], other["mover_token"])
+        st, body = theirs.call("POST", "/v1/copies", spec)
+        assert st == 403 and "not served by this host's imageio daemon" in body["detail"], body
+        me = Mover(mine["mover_url"], mine["mover_token"])
+        for bad, status, words in [
+            ({"transfer_url": f"https://127.0.0.1:1/images/{ticket}"}, 403, "transfer_url"),
+            ({"transfer_url": f"{other['imageio_url']}/images/{ticket}"}, 403, "transfer_url"),
+            ({"ca_file": "/tmp/attacker-ca.pem"}, 403, "ca_file is refused"),
+            ({"ca_file": sandbox.engine["ca_file"]}, 403, "ca_file is refused"),
+            ({"store": "/etc"}, 403, "allowed_stores"),
+            ({"store": store_url + "/../../../../etc"}, 403, "allowed_stores"),
+            ({"vm_id": "../" + vm["id"]}, 400, "vm_id"),
+        ]:
+            st, body = me.call("POST", "/v1/copies", {**spec, **bad})
+            assert st == status and words in body["detail"], (bad, body)
+        # another host's token on this host's mover
+        st, _ = me.call("POST", "/v1/copies", spec, token=other["mover_token"])
+        assert st == 401
+        for m in (me, theirs):
+            assert m.call("GET", "/v1/copies")[1]["copies"] == []
+        assert not (local / "vms").exists() or not any((local / "vms").iterdir())
+        assert chunk_files(local) == 0
+    finally:
+        finalize(tsvc)
 
 
 def test_full_and_incremental_backup_and_restore_through_the_mover(conn, sandbox, store, no_leftovers):
@@ -187,7 +229,7 @@ def test_full_and_incremental_backup_and_restore_through_the_mover(conn, sandbox
                 t, tsvc = open_transfer(conn, types.ImageTransferDirection.DOWNLOAD, disk=d.id, backup=b.id)
                 try:
                     end, lines = mover_for(sandbox, t.host.id).run(
-                        op="backup", transfer_url=t.transfer_url, ca_file=sandbox.engine["ca_file"],
+                        op="backup", transfer_url=t.transfer_url,
                         store=store_url, vm_id=vm["id"], backup_id=b.id, disk_id=d.id,
                         size=d.provisioned_size, parent_backup_id=parent, incremental=from_cp is not None)
                 finally:
@@ -242,7 +284,7 @@ def test_cancel_then_rerun_sends_no_chunk_twice_and_nbd_export_reads_back(conn, 
     grow_data(sandbox, vm["id"], disk.id, mib=256)
     digest = sandbox.digest(disk.id)
     backup_id = str(uuid.uuid4())
-    spec = dict(op="backup", ca_file=sandbox.engine["ca_file"], store=store_url, vm_id=vm["id"],
+    spec = dict(op="backup", store=store_url, vm_id=vm["id"],
                 backup_id=backup_id, disk_id=disk.id, size=disk.provisioned_size)
 
     t, svc = open_transfer(conn, types.ImageTransferDirection.DOWNLOAD, disk=disk.id)
@@ -299,7 +341,7 @@ def test_imageio_killed_mid_copy_fails_clearly_and_a_rerun_resends_nothing(conn,
     (_, disk), = vm_disks(conn, vm["id"])
     grow_data(sandbox, vm["id"], disk.id, mib=256)
     digest = sandbox.digest(disk.id)
-    spec = dict(op="backup", ca_file=sandbox.engine["ca_file"], store=store_url, vm_id=vm["id"],
+    spec = dict(op="backup", store=store_url, vm_id=vm["id"],
                 backup_id=str(uuid.uuid4()), disk_id=disk.id, size=disk.provisioned_size)
     t, svc = open_transfer(conn, types.ImageTransferDirection.DOWNLOAD, disk=disk.id)
     mover = mover_for(sandbox, t.host.id)

@@ -279,7 +279,7 @@ def test_direct_mode_without_movers(sandbox, conn, state_root, no_leftovers):
         import urllib.request
         for h in sandbox.info["hosts"]:
             req = urllib.request.Request(h["mover_url"] + "/v1/copies",
-                                         headers={"Authorization": f"Bearer {sandbox.info['mover_token']}"})
+                                         headers={"Authorization": f"Bearer {h['mover_token']}"})
             with urllib.request.urlopen(req, timeout=10) as r:
                 doc = _json.loads(r.read())
             copies = doc["copies"]

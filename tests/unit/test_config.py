@@ -73,13 +73,14 @@ def test_show_config_masks_secrets(tmp_path, capsys):
 
 def test_mover_uses_the_same_scheme(tmp_path, monkeypatch, capsys):
     f = tmp_path / "m.toml"
-    f.write_text(f'[mover]\nport = 1234\ntoken = "{TOKEN}"\n')
+    f.write_text(f'[mover]\nport = 1234\ntoken = "{TOKEN}"\nallowed_stores = "/srv/ovault"\n')
     cfg = MoverConfig.load(str(f), env={"OVAULT_MOVER_MAX_COPIES": "7", "OVAULT_MOVER__KEEP_FINISHED": "5",
                                         "OVAULT_LIMITS_TOTAL": "x", "OVAULT_MOVERS_TOKEN": "y"})
     assert (cfg.port, cfg.max_copies, cfg.keep_finished, cfg.token) == (1234, 7, 5.0, TOKEN)
     with pytest.raises(ConfigError, match="unknown key tokne .*OVAULT_MOVER_TOKNE"):
         MoverConfig.load(env={"OVAULT_MOVER_TOKNE": "x"})
     monkeypatch.setenv("OVAULT_MOVER_TOKEN", TOKEN)
+    monkeypatch.setenv("OVAULT_MOVER_ALLOWED_STORES", "/srv/ovault")
     assert mover_cli.main(["--show-config", "--port", "4321"]) == 0
     out = capsys.readouterr().out
     assert TOKEN not in out and json.loads(out)["token"] == loader.MASK and json.loads(out)["port"] == 4321

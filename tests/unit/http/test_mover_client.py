@@ -14,6 +14,7 @@ from yarl import URL
 from orchestrator.jobs.adapters import MoverPort
 
 MOVER = "https://host1.test:54323"
+MOVER2 = "https://host2.test:54323"
 COPIES = MOVER + "/v1/copies"
 CID = "3f0c6a4e-0000-4000-8000-000000000001"
 
@@ -21,7 +22,8 @@ CID = "3f0c6a4e-0000-4000-8000-000000000001"
 @pytest.fixture
 async def port():
     session = aiohttp.ClientSession()
-    p = MoverPort(store=None, store_url="nfs://nas/export", movers={"host-1": MOVER}, token="mover-token",
+    p = MoverPort(store=None, store_url="nfs://nas/export", movers={"host-1": MOVER, "host-2": MOVER2},
+                  token="shared-token", tokens={"host-1": "mover-token", "host-2": "host2-token"},
                   ca_file=None, requests=4, session=session, imageio_ca="/etc/pki/ca.pem")
     yield p
     await session.close()
@@ -51,8 +53,23 @@ async def test_a_copy_is_requested_polled_and_its_result_returned(port):
     assert post.kwargs["json"] == {"op": "backup", "transfer_url": "https://host1.test:54322/images/t1",
                                    "store": "nfs://nas/export", "vm_id": "vm-1", "backup_id": "b-1",
                                    "disk_id": "d-1", "size": 1 << 30, "incremental": False,
-                                   "ca_file": "/etc/pki/ca.pem", "id": CID}  # no None fields
+                                   "id": CID}  # no None fields, and no CA: the mover has its own
+    # host-1's own token, not another host's nor the shared one
     assert all(c.kwargs["headers"]["Authorization"] == "Bearer mover-token" for c in [post, *gets])
+
+
+async def test_each_host_gets_its_own_token(port):
+    async def progress(done, total):
+        pass
+    with aioresponses() as m:
+        m.post(MOVER2 + "/v1/copies", status=202, payload={"id": CID, "state": "running"})
+        m.get(f"{MOVER2}/v1/copies/{CID}", payload={"state": "succeeded", "result": {"size": 1}})
+        await port.restore_disk(host_id="host-2", transfer_url="https://host2.test:54322/images/t2", vm_id="vm-1",
+                                backup_id="b-1", disk_id="d-1", size=1 << 30, copy_id=CID, progress=progress,
+                                index_sha256="cd" * 32)
+        (post,) = m.requests[("POST", URL(MOVER2 + "/v1/copies"))]
+    assert post.kwargs["headers"]["Authorization"] == "Bearer host2-token"
+    assert post.kwargs["json"]["index_sha256"] == "cd" * 32 and "ca_file" not in post.kwargs["json"]
 
 
 async def test_a_refused_copy_and_a_failed_copy_raise_with_the_movers_words(port):

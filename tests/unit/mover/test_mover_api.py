@@ -33,8 +33,9 @@ class FakeCopies:
         self.fail: Exception | None = None
         self.calls = 0
 
-    async def __call__(self, s, *, store, local_socket, requests, progress, clock):
+    async def __call__(self, s, *, store, local_socket, requests, progress, clock, imageio_ca, local_only):
         self.calls += 1
+        self.imageio = (imageio_ca, local_only)
         progress(Progress(1 << 20, s.size, 1 << 20, 100, 1e6, 0.1))
         await self.gate.wait()
         if self.fail:
@@ -52,7 +53,9 @@ async def client(monkeypatch):
     async def no_store(self, url):
         return None
     monkeypatch.setattr(jobs_mod.JobManager, "store", no_store)
-    cfg = MoverConfig.load(env={}, overrides={"token": TOKEN, "max_copies": 1, "events_interval": 0.05})
+    cfg = MoverConfig.load(env={}, overrides={"token": TOKEN, "max_copies": 1, "events_interval": 0.05,
+                                              "allowed_stores": "/tmp/x", "imageio_url": "https://h:54322",
+                                              "imageio_ca": "/etc/pki/ovirt-engine/ca.pem"})
     async with TestClient(TestServer(create_app(cfg))) as c:
         c.fake = fake
         yield c
@@ -132,13 +135,25 @@ async def test_cancel_and_failure_are_reported(client):
 def test_config_fails_fast(tmp_path):
     with pytest.raises(ConfigError, match="token"):
         MoverConfig.load(env={})
+    ok = {"token": TOKEN, "allowed_stores": "/srv/b"}
+    with pytest.raises(ConfigError, match="allowed_stores is required"):
+        MoverConfig.load(env={}, overrides={"token": TOKEN})
+    for host in ("0.0.0.0", "192.0.2.7", "::", "mover.example.com"):
+        with pytest.raises(ConfigError, match="not a loopback address: set tls_cert"):
+            MoverConfig.load(env={}, overrides={**ok, "host": host})
+    for host in ("127.0.0.1", "::1", "localhost"):
+        assert MoverConfig.load(env={}, overrides={**ok, "host": host}).host == host
+    with pytest.raises(ConfigError, match="client_ca"):
+        MoverConfig.load(env={}, overrides={**ok, "client_ca": "/etc/ca.pem"})
+    with pytest.raises(ConfigError, match="imageio_url"):
+        MoverConfig.load(env={}, overrides={**ok, "imageio_url": "https://h:54322/images/x"})
     with pytest.raises(ConfigError, match="unknown"):
         MoverConfig.load(env={"OVAULT_MOVER_TOKNE": "x"})
     f = tmp_path / "m.toml"
     f.write_text('[mover]\nport = 1234\ntoken = "%s"\nbogus = 1\n' % TOKEN)
     with pytest.raises(ConfigError, match="bogus"):
         MoverConfig.load(str(f), env={})
-    f.write_text('[mover]\nport = 1234\ntoken = "%s"\n' % TOKEN)
+    f.write_text('[mover]\nport = 1234\ntoken = "%s"\nallowed_stores = "/srv/b"\n' % TOKEN)
     cfg = MoverConfig.load(str(f), env={"OVAULT_MOVER_MAX_COPIES": "7"})
     assert (cfg.port, cfg.max_copies) == (1234, 7)
     assert cfg.masked()["token"] == "********"
@@ -151,11 +166,12 @@ async def test_only_allowed_stores_are_accepted(monkeypatch):
     async def no_store(self, url):
         return None
     monkeypatch.setattr(jobs_mod.JobManager, "store", no_store)
-    cfg = MoverConfig.load(env={}, overrides={"token": TOKEN, "allowed_stores": "nfs://nas/export,/srv/b"})
+    cfg = MoverConfig.load(env={}, overrides={"token": TOKEN, "allowed_stores": "nfs://nas/export,/srv/b",
+                                              "imageio_url": "https://h:54322"})
     async with TestClient(TestServer(create_app(cfg))) as c:
         for store in ("nfs://nas/exported", "/srv", "/srv/b/../etc", "nfs://other/export"):
             r = await c.post("/v1/copies", json=spec(store=store), headers=AUTH)
-            assert r.status == 400, store
+            assert r.status == 403, store
             assert "allowed_stores" in (await r.json())["detail"]
         for store in ("nfs://nas/export", "nfs://nas/export/sub", "/srv/b/x"):
             r = await c.post("/v1/copies", json=spec(store=store), headers=AUTH)
