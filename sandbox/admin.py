@@ -192,6 +192,33 @@ async def users_add(request):
                              status=201)
 
 
+@routes.post("/sandbox/clusters")
+async def clusters_add(request):
+    """`{"name"}`: one more cluster (no hosts) in the data center, e.g. a place a
+    user may not create VMs in; removed with DELETE."""
+    e = request.app[LAB].engine
+    b = await request.json()
+    name = str(b["name"])
+    if any(c.name == name for c in e.clusters.values()):
+        raise ValueError(f"a cluster named {name!r} exists")
+    dc_id = next(iter(e.dcs))
+    cl = engine_api.Cluster(engine_api.new_id(), name, dc_id)
+    e.clusters[cl.id] = cl
+    return web.json_response({"id": cl.id, "name": cl.name, "data_center_id": dc_id}, status=201)
+
+
+@routes.delete("/sandbox/clusters/{id}")
+async def clusters_remove(request):
+    e = request.app[LAB].engine
+    cid = request.match_info["id"]
+    if cid not in e.clusters or any(v.cluster_id == cid for v in e.vms.values()) \
+            or any(h.cluster_id == cid for h in e.hosts.values()):
+        raise ValueError(f"cluster {cid}: unknown, or has VMs or hosts")
+    del e.clusters[cid]
+    e.permissions = [p for p in e.permissions if (p.object_type, p.object_id) != ("cluster", cid)]
+    return web.json_response({"removed": cid})
+
+
 def install(app: web.Application, lab):
     app[LAB] = lab
     app.middlewares.append(errors)

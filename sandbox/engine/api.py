@@ -16,7 +16,7 @@ from aiohttp import web
 
 from . import access, disks, infos, inventory, tags, templates, vm_devices, vms
 from .http import (API, ENGINE, FAULTS, SSO, FaultRule, Faults, Sso, User, middleware)
-from .model import ROLES, NotFound, Permission, new_id  # noqa: F401  (for the lab admin API)
+from .model import ROLES, Cluster, NotFound, Permission, new_id  # noqa: F401  (for the lab admin API)
 from .state import Engine
 
 __all__ = ["create_app", "Sso", "User", "Faults", "FaultRule", "ENGINE", "SSO", "FAULTS"]

@@ -155,7 +155,15 @@ def test_a_vm_restored_by_an_sso_user_is_theirs_in_the_engine(api, sandbox):
     it to the user who restored it (UserVmManager on it, as if they made it)."""
     mine = sandbox.vm("web-frontend")["id"]
     name = f"op-{uuid.uuid4().hex[:6]}@internal"
-    sandbox.admin("POST", "/users", {"name": name, "password": "pw-123456", "admin": False, "vm_ids": [mine]})
+    conn = sandbox.connect()
+    try:  # the engine's rights to back up the VM and create VMs and disks beside it
+        cluster = conn.system_service().vms_service().vm_service(mine).get().cluster.id
+        sds = [x.id for x in conn.system_service().storage_domains_service().list()]
+    finally:
+        conn.close()
+    sandbox.admin("POST", "/users", {"name": name, "password": "pw-123456", "admin": False, "permissions": [
+        {"role": "UserVmManager", "vm_id": mine}, {"role": "PowerUserRole", "cluster_id": cluster},
+        *({"role": "DiskCreator", "storage_domain_id": sd} for sd in sds)]})
     tok = _sso_token(sandbox, name, "pw-123456")
     job = api.ok("POST", "/api/v1/backups", {"vm_ids": [mine], "mode": "full"}, token=tok, expect=202)["job"]
     done = _wait_job(api, job["id"])
