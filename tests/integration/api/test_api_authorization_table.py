@@ -39,6 +39,13 @@ class Principal:
     kind: str  # "none", "bad", "token" (ovault API token of `role`), "sso"
     role: str = ""
     sso: SsoUser | None = None
+    grants: tuple = ()  # the engine permissions of an SSO user: (role, object kind, object id)
+
+
+def _sso(name: str, uid: str, vm_ids=(), grants=()) -> Principal:
+    """A non-admin engine user (operator rank; the engine's permits decide per action)."""
+    return Principal(1, "sso", sso=SsoUser(name=f"{name}@internal", principal_id=uid, admin=False,
+                                           vm_ids=frozenset(vm_ids), engine_user_id=uid), grants=tuple(grants))
 
 
 PRINCIPALS = {
@@ -52,7 +59,14 @@ PRINCIPALS = {
                                                    vm_ids=frozenset({MINE}), engine_user_id="u-1")),
     "sso_engine_admin": Principal(2, "sso", sso=SsoUser(name="admin@internal", principal_id="p0", admin=True,
                                                         vm_ids=None)),
+    # engine permissions (api/authz.py; per-permit cases in test_api_engine_permits.py)
+    "sso_user_role": _sso("viewer-ish", "u-2", {MINE}, [("UserRole", "vm", MINE)]),
+    "sso_vm_manager": _sso("manager", "u-3", {MINE}, [("UserVmManager", "vm", MINE)]),
+    "sso_power_cluster": _sso("power", "u-4", (), [("PowerUserRole", "cluster", "c1")]),
+    "sso_disk_creator": _sso("disks", "u-5", (), [("DiskCreator", "storage_domain", "sd1")]),
+    "sso_no_permissions": _sso("nobody", "u-6"),
 }
+RESTRICTED = [k for k, p in PRINCIPALS.items() if p.kind == "sso" and p.rank == 1]
 RANK = {"viewer": 0, "operator": 1, "admin": 2}
 
 
@@ -75,11 +89,12 @@ TABLE: dict[tuple[str, str], Row] = {
     ("POST", "/api/v1/tokens"): Row("/api/v1/tokens", 422, {}),
     ("DELETE", "/api/v1/tokens/{id}"): Row(f"/api/v1/tokens/{NOBODY}", 404),
     ("GET", "/api/v1/vms"): Row("/api/v1/vms", 200),
-    ("GET", "/api/v1/vms/{id}"): Row(f"/api/v1/vms/{THEIRS}", 200, only={"sso_one_vm": 404}),
+    ("GET", "/api/v1/vms/{id}"): Row(f"/api/v1/vms/{THEIRS}", 200, only=dict.fromkeys(RESTRICTED, 404)),
     ("GET", "/api/v1/clusters"): Row("/api/v1/clusters", 200),
     ("GET", "/api/v1/storage-domains"): Row("/api/v1/storage-domains", 200),
     # a backup of a VM the SSO user's engine permissions do not show them: as if it did not exist
-    ("POST", "/api/v1/backups"): Row("/api/v1/backups", 202, {"vm_ids": [THEIRS]}, only={"sso_one_vm": 404}),
+    ("POST", "/api/v1/backups"): Row("/api/v1/backups", 202, {"vm_ids": [THEIRS]},
+                                     only=dict.fromkeys(RESTRICTED, 404)),
     ("GET", "/api/v1/backups"): Row("/api/v1/backups", 200),
     ("GET", "/api/v1/backups/{id}"): Row(f"/api/v1/backups/{NOBODY}", 404),
     ("DELETE", "/api/v1/backups/{id}"): Row(f"/api/v1/backups/{NOBODY}", 404),
@@ -147,6 +162,8 @@ async def _token(api, who: str) -> str | None:
         return await api.token(p.role)
     token = f"sso-{who}"
     api.sso.users[token] = p.sso
+    for role, kind, oid in p.grants:
+        api.engine.grant(p.sso.engine_user_id, role, kind, oid)
     return token
 
 
