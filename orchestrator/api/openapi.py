@@ -20,7 +20,9 @@ routes = web.RouteTableDef()
 
 SCHEMAS = {
     "Problem": obj({"type": STR, "title": STR, "status": {"type": "integer"}, "detail": STR,
-                    "code": STR},  # the error's stable name (the type slug with underscores)
+                    "code": STR,  # the error's stable name (the type slug with underscores)
+                    # a 403 for a missing engine permit (api/authz.py): which, on what
+                    "permit": STR, "object_type": STR, "object_id": NSTR},
                    required=["type", "title", "status", "detail"]),
     "Machine": obj({
         "id": UUID, "vm_id": STR, "vm_name": NSTR, "state": STR, "error": NSTR,
