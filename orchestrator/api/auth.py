@@ -8,8 +8,10 @@ Two kinds of token:
 - oVirt SSO tokens (what the Administration Portal gives its UI plugins),
   validated against the engine (`api/sso.py`, cached briefly). Engine admins
   get the admin role; every other engine user gets operator, limited to the
-  VMs the engine shows them (`Principal.vm_ids`). A VM outside that set is
-  answered with 404, never 403, so its existence does not leak.
+  VMs the engine shows them (`Principal.vm_ids`) and, per action, to what
+  their engine roles' permits allow on the objects involved (`authz.py`). A
+  VM outside that set is answered with 404, never 403, so its existence does
+  not leak.
 
 Failed authentications are limited per client address (`api/ratelimit.py`):
 an address that failed too often is answered 429 before its token is looked
