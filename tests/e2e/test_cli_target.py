@@ -93,6 +93,30 @@ def test_export_and_mount_give_the_disk_back(sandbox, orch, backed_up, tmp_path)
         p.wait(30)
 
 
+def test_mount_defaults_to_a_private_socket_and_tcp_stays_on_loopback(sandbox, orch, backed_up, tmp_path):
+    """Without --socket the export is a 0600 socket in a new 0700 directory,
+    removed when the command stops; TCP off loopback is refused."""
+    log_path = tmp_path / "mount.log"
+    with open(log_path, "wb") as log:
+        p = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "mount", backed_up["backup_id"],
+                              backed_up["disk_id"], *where(sandbox, orch)], cwd=ROOT, stdout=log, stderr=log)
+    try:
+        wait(lambda: "nbd+unix://" in log_path.read_text(), timeout=60, what="the NBD export's URL")
+        url = log_path.read_text().split(": ", 1)[1].split()[0]
+        sock = Path(url.split("socket=", 1)[1])
+        assert oct(sock.parent.stat().st_mode & 0o777) == "0o700" and oct(sock.stat().st_mode & 0o777) == "0o600"
+        info = subprocess.run(["qemu-img", "info", "--output=json", url], capture_output=True, text=True,
+                              check=True, timeout=60)
+        assert json.loads(info.stdout)["virtual-size"] > 0
+    finally:
+        p.terminate()
+        p.wait(30)
+    assert not sock.parent.exists()
+    r = ovault("mount", backed_up["backup_id"], backed_up["disk_id"], "--port", "0", "--host", "0.0.0.0",
+               *where(sandbox, orch), check=False)
+    assert r.returncode != 0 and "loopback only" in r.stderr
+
+
 def test_import_rebuilds_a_catalog_that_can_restore(sandbox, orch, backed_up, state_root, conn, no_leftovers):
     fresh = state_root / "imported"
     out = json.loads(ovault("import", "--sandbox", sandbox.dir, "--state-dir", fresh, "--json").stdout)
