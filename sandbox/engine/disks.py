@@ -16,12 +16,14 @@ routes = web.RouteTableDef()
 def disk_fields(e) -> dict:
     """The disk search fields clients use (the engine's names): `vm_names` is
     the names of the VMs the disk is attached to (`ovirt_disk_info
-    pattern: vm_names=NAME`), `storage` the storage domain's name."""
+    pattern: vm_names=NAME`), `storage` (and `Storage.name`) the storage domain's name."""
     def vm_names(d):
         return [v.name for v in e.vms.values() if any(a.disk_id == d.id for a in v.attachments)]
     return {"name": lambda d: d.alias, "alias": lambda d: d.alias, "id": lambda d: d.id,
             "status": lambda d: d.status, "description": lambda d: d.description,
             "storage": lambda d: e.sds[d.sd_id].name if d.sd_id in e.sds else None,
+            # the storage domain's name as ovirt_disk searches it (`Storage.name=`)
+            "storage.name": lambda d: e.sds[d.sd_id].name if d.sd_id in e.sds else None,
             "vm_names": vm_names, "number_of_vms": lambda d: len(vm_names(d)),
             "format": lambda d: d.format, "content_type": lambda d: d.content_type,
             "provisioned_size": lambda d: d.provisioned_size,
