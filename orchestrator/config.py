@@ -40,7 +40,7 @@ class Listen:
 
 @dataclass
 class Database:
-    dsn: str = ""  # empty: a private PostgreSQL cluster in <state_dir>/pg
+    dsn: str = ""  # empty: a private PostgreSQL cluster in <state_dir>/pg/postgres (PGDATA: data/)
     # The private cluster is watched every `supervise_interval` seconds and
     # started again when it died, retrying with backoff up to `restart_backoff_max`.
     supervise_interval: float = 1.0  # seconds between checks that the private cluster runs
@@ -114,7 +114,7 @@ class Api:
 class Webhooks:
     enabled: bool = True  # run the delivery worker on this replica
     timeout: float = 10.0  # one HTTP attempt
-    max_attempts: int = 12  # then the delivery is `failed` (about 11 hours with the defaults)
+    max_attempts: int = 12  # then the delivery is `failed` (about 3.4 hours after the first attempt with the defaults)
     base_delay: float = 10.0  # backoff after attempt n: base_delay * 2^(n-1), capped
     max_delay: float = 3600.0  # the cap of that backoff
     poll_interval: float = 1.0  # look for due deliveries at least this often
