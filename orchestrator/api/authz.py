@@ -6,7 +6,8 @@ an object when the user holds a role that carries it on the object or on one
 above it in the engine's tree: a VM's cluster, data center and the system; a
 storage domain's data center(s); a disk's storage domain, the VM it belongs to
 (and that VM's cluster and data center). ovault reads the user's permissions
-(`/users/{id}/permissions`) and the roles' permits (`/roles/{id}/permits`)
+(`/users/{id}/permissions`: the engine includes those held through the user's
+groups and Everyone) and the roles' permits (`/roles/{id}/permits`)
 with its own engine account, and the tree from the engine's inventory; the
 answers are cached for `api.sso_cache_seconds` (roles' permits for longer:
 predefined roles never change).
