@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Builds build/ovault-appliance.qcow2: a Debian 12 root (mmdebstrap) with a kernel,
+# systemd, PostgreSQL, ovault in a venv (its wheel + runtime dependencies pinned by
+# requirements.lock), deploy/systemd's units, a serial console and GRUB (BIOS/MBR).
+# No loop devices: the root filesystem is made with `mkfs.ext4 -d`, the disk is
+# assembled with sfdisk + dd, and GRUB's boot.img + core.img are written with dd.
+# The result is cached in $OVAULT_APPLIANCE_CACHE/<sha256 of the inputs>, so a
+# second run with unchanged inputs only copies it. docs/appliance.md describes it.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+cd "$ROOT"
+CACHE=${OVAULT_APPLIANCE_CACHE:-/var/cache/ovault-appliance}
+OUT=${OVAULT_APPLIANCE_OUT:-build/ovault-appliance.qcow2}
+DISK_SIZE_MIB=${OVAULT_APPLIANCE_DISK_MIB:-8192}   # virtual size; the qcow2 holds only what is used
+ROOT_UUID=0b5e7a11-0a11-4c0e-9a11-0a11a1ce0001     # fixed: reproducible images, root=UUID= in grub.cfg
+T0=$(date +%s)
+
+# ---- host tools (idempotent, like scripts/setup.sh) ----
+need=(mmdebstrap fdisk grub-pc-bin grub-common e2fsprogs qemu-utils python3-venv)
+missing=()
+for p in "${need[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "appliance: installing host packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# ---- the cache key: every input of the image ----
+inputs() {
+  git ls-files -co --exclude-standard -- orchestrator statemachines imageio_ext deploy/systemd \
+    deploy/appliance requirements.lock pyproject.toml README.md | LC_ALL=C sort |
+    while read -r f; do [[ -f $f ]] && echo "$f"; done
+}
+KEY=$(inputs | tr '\n' '\0' | xargs -0 sha256sum | sha256sum | cut -c1-16)
+IMG=$CACHE/$KEY/ovault-appliance.qcow2
+mkdir -p "$(dirname "$OUT")"
+if [[ -f $IMG ]]; then
+  cp --reflink=auto "$IMG" "$OUT.tmp" && mv "$OUT.tmp" "$OUT"
+  echo "appliance: $OUT from the cache ($CACHE/$KEY, $(du -h --apparent-size "$OUT" | cut -f1))"
+  exit 0
+fi
+
+# SOURCE_DATE_EPOCH: the last commit (file mtimes, package logs, the filesystem).
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 1700000000)}
+WORK=$CACHE/work-$KEY
+rm -rf "$WORK"
+mkdir -p "$WORK"
+trap 'rm -rf "$WORK"' EXIT
+
+# ---- ovault's wheel and its runtime dependencies (no test tooling) ----
+echo "appliance: building the wheelhouse"
+mkdir -p "$WORK/src" "$WORK/wheels"
+inputs | grep -E '^(orchestrator|statemachines|imageio_ext)/|^(pyproject.toml|README.md)$' |
+  grep -v -E '(^|/)(tests?|__pycache__)/' | tar -cf - -T - | tar -xf - -C "$WORK/src"
+PIP=(.venv/bin/python -m pip)
+[[ -x .venv/bin/python ]] || PIP=(python3 -m pip)
+"${PIP[@]}" wheel -q --no-deps -w "$WORK/wheels" "$WORK/src"
+"${PIP[@]}" wheel -q -w "$WORK/wheels" -c requirements.lock "$WORK"/wheels/ovault-*.whl
+
+# ---- the Debian root ----
+# The mirrors apt already uses on this machine (deb822 .sources or one-line lists).
+mirrors() {
+  { awk '/^URIs:/{for(i=2;i<=NF;i++)print $i}' /etc/apt/sources.list.d/*.sources 2>/dev/null
+    awk '$1=="deb"{for(i=2;i<=NF;i++) if ($i ~ /^https?:/) {print $i; break}}' \
+      /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null; } | grep -E '/debian(-security)?/?$' || true
+}
+main=$(mirrors | grep -v -m1 security || true); main=${main:-http://deb.debian.org/debian}
+sec=$(mirrors | grep -m1 security || true); sec=${sec:-http://deb.debian.org/debian-security}
+PKGS=(
+  linux-image-cloud-amd64 initramfs-tools systemd-sysv udev systemd-resolved dbus
+  postgresql python3 python3-venv python3-yaml
+  libcurl4 libxml2 libnfs13 ca-certificates openssh-server iproute2 less
+)
+echo "appliance: mmdebstrap bookworm from $main"
+mmdebstrap --quiet --variant=minbase \
+  --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
+  --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+  --dpkgopt='path-exclude=/usr/share/info/*' --aptopt='APT::Install-Recommends "false"' --include="$(IFS=,; echo "${PKGS[*]}")" \
+  --essential-hook='mkdir -p "$1/etc/postgresql-common" && echo "create_main_cluster = false" > "$1/etc/postgresql-common/createcluster.conf"' \
+  --customize-hook="mkdir -p \"\$1/tmp/wheels\" && cp $WORK/wheels/*.whl \"\$1/tmp/wheels/\"" \
+  --customize-hook="\"$HERE/customize.sh\" \"\$1\" $ROOT_UUID" \
+  bookworm "$WORK/root" "deb $main bookworm main" "deb $main bookworm-updates main" \
+  "deb $sec bookworm-security main"
+
+# ---- disk: MBR + one ext4 partition at 1 MiB + GRUB in the gap ----
+echo "appliance: assembling the disk"
+part_mib=$((DISK_SIZE_MIB - 1))
+mkfs.ext4 -q -F -L ovault-root -U "$ROOT_UUID" -E "root_owner=0:0,hash_seed=$ROOT_UUID" \
+  -O ^metadata_csum_seed,^orphan_file -d "$WORK/root" "$WORK/root.ext4" "${part_mib}M" 2>&1 |
+  grep -v -E 'orphan_file|^$' || true
+truncate -s "${DISK_SIZE_MIB}M" "$WORK/disk.raw"
+printf 'label: dos\nlabel-id: 0x0a11a1ce\nstart=2048, type=83, bootable\n' | sfdisk -q "$WORK/disk.raw"
+dd if="$WORK/root.ext4" of="$WORK/disk.raw" bs=1M seek=1 conv=notrunc,sparse status=none
+cat > "$WORK/early.cfg" <<CFG
+serial --unit=0 --speed=115200
+terminal_input serial console
+terminal_output serial console
+set root=(hd0,msdos1)
+set prefix=(hd0,msdos1)/boot/grub
+configfile /boot/grub/grub.cfg
+CFG
+grub-mkimage -O i386-pc -o "$WORK/core.img" -c "$WORK/early.cfg" -p '(hd0,msdos1)/boot/grub' \
+  biosdisk part_msdos ext2 normal configfile linux boot echo test serial terminal
+core_sectors=$(( ($(stat -c %s "$WORK/core.img") + 511) / 512 ))
+(( core_sectors < 2047 )) || { echo "appliance: core.img does not fit before the partition" >&2; exit 1; }
+# boot.img's code only (440 bytes: the disk signature and partition table stay), and
+# core.img from sector 1, where boot.img looks for it by default.
+dd if=/usr/lib/grub/i386-pc/boot.img of="$WORK/disk.raw" bs=440 count=1 conv=notrunc status=none
+dd if="$WORK/core.img" of="$WORK/disk.raw" bs=512 seek=1 conv=notrunc status=none
+
+mkdir -p "$CACHE/$KEY"
+qemu-img convert -c -O qcow2 "$WORK/disk.raw" "$IMG.tmp"
+mv "$IMG.tmp" "$IMG"
+# The kernel and initrd beside it (qemu -kernel/-initrd boots, debugging).
+cp -L "$WORK/root/vmlinuz" "$CACHE/$KEY/vmlinuz"; cp -L "$WORK/root/initrd.img" "$CACHE/$KEY/initrd.img"
+cp --reflink=auto "$IMG" "$OUT.tmp" && mv "$OUT.tmp" "$OUT"
+# Older builds' images are left to the operator; the work directory goes.
+echo "appliance: built $OUT in $(( $(date +%s) - T0 ))s: $(du -h --apparent-size "$OUT" | cut -f1) qcow2, ${DISK_SIZE_MIB} MiB virtual, cache key $KEY"
