@@ -57,8 +57,13 @@ inputs | grep -E '^(orchestrator|statemachines|imageio_ext)/|^(pyproject.toml|RE
   grep -v -E '(^|/)(tests?|__pycache__)/' | tar -cf - -T - | tar -xf - -C "$WORK/src"
 PIP=(.venv/bin/python -m pip)
 [[ -x .venv/bin/python ]] || PIP=(python3 -m pip)
-"${PIP[@]}" wheel -q --no-deps -w "$WORK/wheels" "$WORK/src"
-"${PIP[@]}" wheel -q -w "$WORK/wheels" -c requirements.lock "$WORK"/wheels/ovault-*.whl
+quiet() { "$@" >"$WORK/log" 2>&1 || { cat "$WORK/log" >&2; return 1; }; }   # output on failure only
+quiet "${PIP[@]}" wheel -q --no-deps -w "$WORK/wheels" "$WORK/src"
+# `rich` is imported by the CLI (orchestrator/cli/progress.py) but missing from
+# pyproject's dependencies: named here until it is declared there.
+EXTRA_RUNTIME=(rich)
+quiet "${PIP[@]}" wheel -q -w "$WORK/wheels" -c requirements.lock "$WORK"/wheels/ovault-*.whl "${EXTRA_RUNTIME[@]}"
+printf '%s\n' ovault "${EXTRA_RUNTIME[@]}" > "$WORK/wheels/requirements.txt"
 
 # ---- the Debian root ----
 # The mirrors apt already uses on this machine (deb822 .sources or one-line lists).
@@ -80,7 +85,7 @@ mmdebstrap --quiet --variant=minbase \
   --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
   --dpkgopt='path-exclude=/usr/share/info/*' --aptopt='APT::Install-Recommends "false"' --include="$(IFS=,; echo "${PKGS[*]}")" \
   --essential-hook='mkdir -p "$1/etc/postgresql-common" && echo "create_main_cluster = false" > "$1/etc/postgresql-common/createcluster.conf"' \
-  --customize-hook="mkdir -p \"\$1/tmp/wheels\" && cp $WORK/wheels/*.whl \"\$1/tmp/wheels/\"" \
+  --customize-hook="mkdir -p \"\$1/tmp/wheels\" && cp $WORK/wheels/* \"\$1/tmp/wheels/\"" \
   --customize-hook="\"$HERE/customize.sh\" \"\$1\" $ROOT_UUID" \
   bookworm "$WORK/root" "deb $main bookworm main" "deb $main bookworm-updates main" \
   "deb $sec bookworm-security main"
@@ -88,9 +93,8 @@ mmdebstrap --quiet --variant=minbase \
 # ---- disk: MBR + one ext4 partition at 1 MiB + GRUB in the gap ----
 echo "appliance: assembling the disk"
 part_mib=$((DISK_SIZE_MIB - 1))
-mkfs.ext4 -q -F -L ovault-root -U "$ROOT_UUID" -E "root_owner=0:0,hash_seed=$ROOT_UUID" \
-  -O ^metadata_csum_seed,^orphan_file -d "$WORK/root" "$WORK/root.ext4" "${part_mib}M" 2>&1 |
-  grep -v -E 'orphan_file|^$' || true
+quiet mkfs.ext4 -q -F -L ovault-root -U "$ROOT_UUID" -E "root_owner=0:0,hash_seed=$ROOT_UUID" \
+  -O ^metadata_csum_seed,^orphan_file -d "$WORK/root" "$WORK/root.ext4" "${part_mib}M"
 truncate -s "${DISK_SIZE_MIB}M" "$WORK/disk.raw"
 printf 'label: dos\nlabel-id: 0x0a11a1ce\nstart=2048, type=83, bootable\n' | sfdisk -q "$WORK/disk.raw"
 dd if="$WORK/root.ext4" of="$WORK/disk.raw" bs=1M seek=1 conv=notrunc,sparse status=none
