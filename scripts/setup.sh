@@ -16,6 +16,7 @@ APT_PACKAGES=(
   make gcc python3-dev python3-venv libcurl4-openssl-dev libssl-dev libxml2-dev
   procps psmisc curl
   systemd                              # systemd-analyze: the deploy units' security exposure test
+  prometheus                           # promtool for the deploy/monitoring/ tests (the server itself is unused)
 )
 
 missing=()
