@@ -230,7 +230,7 @@ def test_mover_role_converges_twice_with_el_facts(debian_root, tmp_path):
     root = debian_root
     subprocess.run(["chroot", str(root), "sh", "-c",
                     "apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
-                    "python3-venv python3-dev gcc libxml2-dev >/dev/null"], check=True, timeout=900)
+                    "python3-venv python3-dev gcc libxml2-dev python3-packaging >/dev/null"], check=True, timeout=900)
     pki = root / "etc/pki/vdsm"
     (pki / "certs").mkdir(parents=True)
     (pki / "keys").mkdir(parents=True)
@@ -239,7 +239,7 @@ def test_mover_role_converges_twice_with_el_facts(debian_root, tmp_path):
                     "-out", str(pki / "certs/vdsmcert.pem")], check=True, capture_output=True)
     facts = tmp_path / "facts"
     facts.mkdir()
-    (facts / str(root)).write_text(json.dumps({
+    (facts / "host1.example.org").write_text(json.dumps({
         "ansible_os_family": "RedHat", "ansible_distribution": "RedHat",
         "ansible_distribution_major_version": "9", "ansible_fqdn": "host1.example.org",
         "ansible_selinux": {"status": "disabled"}, "module_setup": True,
@@ -247,7 +247,7 @@ def test_mover_role_converges_twice_with_el_facts(debian_root, tmp_path):
     cache = {"ANSIBLE_GATHERING": "smart", "ANSIBLE_CACHE_PLUGIN": "jsonfile",
              "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(facts), "ANSIBLE_CACHE_PLUGIN_TIMEOUT": "0"}
     inventory = tmp_path / "inventory.ini"
-    inventory.write_text(f"[hosts]\n{root} ansible_connection=community.general.chroot "
+    inventory.write_text(f"[hosts]\nhost1.example.org ansible_host={root} ansible_connection=community.general.chroot "
                          f"ansible_python_interpreter=/usr/bin/python3 ansible_become=false\n")
     port = _free_port()
     token = 'host1-"token"\\0123456789'
