@@ -64,6 +64,12 @@ _NET_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asynci
                http.client.HTTPException)
 
 
+def _socket_present(path: str) -> bool:
+    """Whether a local socket can be tried: an abstract socket (imageio's own
+    default, "\\0/org/ovirt/imageio") has no file to look for; a path socket must exist."""
+    return path.startswith("\0") or os.path.exists(path)
+
+
 class _UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float):
         super().__init__("localhost", timeout=timeout)
@@ -182,7 +188,7 @@ class ImageioClient:
         await self.close()
 
     async def open(self) -> None:
-        if self.local_socket and os.path.exists(self.local_socket):
+        if self.local_socket and _socket_present(self.local_socket):
             session = self._new_session(aiohttp.UnixConnector(path=self.local_socket, limit=self.connections))
             base = f"http://localhost/images/{self.ticket}"
             try:

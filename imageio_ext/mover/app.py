@@ -164,7 +164,8 @@ async def health(request: web.Request) -> web.Response:
         "copies_running": counts["running"],
         "copies_queued": counts["queued"],
         "max_copies": cfg.max_copies,
-        "imageio_socket": bool(cfg.imageio_socket and os.path.exists(cfg.imageio_socket)),
+        "imageio_socket": bool(cfg.imageio_socket and (cfg.imageio_socket.startswith("\0")
+                                                         or os.path.exists(cfg.imageio_socket))),
     })
 
 

@@ -40,9 +40,11 @@ class MoverConfig:
     token: str = ""
     # A file holding the token (first line), readable by the mover only.
     token_file: str = ""
-    # This host's ovirt-imageio local socket ([local] socket in its config). Transfers the
-    # local daemon serves are read through it (no TLS); others go to their transfer URL.
-    imageio_socket: str = "/run/ovirt-imageio/sock"
+    # This host's ovirt-imageio local (data) socket: its `[local] socket`, by default the
+    # abstract socket \0/org/ovirt/imageio, written with a leading "@". Transfers the local
+    # daemon serves are read through it (no TLS); others go to their transfer URL. Never the
+    # control socket (/run/ovirt-imageio/sock).
+    imageio_socket: str = "@/org/ovirt/imageio"
     # This host's imageio daemon, e.g. https://host.example.com:54322. A copy's transfer
     # URL must be served by it (same scheme, host and port); empty: only tickets of the
     # local socket are accepted, never a transfer over the network.
@@ -83,6 +85,8 @@ class MoverConfig:
                 raise ConfigError(f"cannot read token_file {self.token_file}: {e}") from e
         if len(self.token) < 16:
             raise ConfigError("a token of at least 16 characters is required (token, token_file or OVAULT_MOVER_TOKEN)")
+        if self.imageio_socket.startswith("@"):  # the usual spelling of an abstract socket
+            self.imageio_socket = "\0" + self.imageio_socket[1:]
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("tls_cert and tls_key go together")
         if self.max_copies < 1 or self.requests_per_copy < 1:

@@ -177,3 +177,32 @@ async def test_mutual_tls_with_per_host_certificates(tmp_path, fake):
     finally:
         await runner.cleanup()
     assert fake.calls == 0
+
+
+async def test_imageios_abstract_local_socket_is_used():
+    """ovirt-imageio's local data socket is abstract ("\\0/org/ovirt/imageio"):
+    there is no file to look for, and the mover must still use it, with the
+    "@" spelling accepted in configuration."""
+    name = f"\0/ovault-test/imageio-{uuid.uuid4().hex}"
+    seen = []
+
+    async def options(request):
+        seen.append(request.method)
+        return web.json_response({"features": ["extents"], "max_readers": 2, "max_writers": 2})
+
+    app = web.Application()
+    app.router.add_route("OPTIONS", "/images/{ticket}", options)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.UnixSite(runner, name)
+    await site.start()
+    try:
+        assert config(imageio_socket="@" + name[1:]).imageio_socket == name
+        c = ImageioClient("https://elsewhere.example:54322/images/t-1", local_socket=name, local_only=True)
+        await c.open()
+        try:
+            assert c.transport == "unix" and c.options["features"] == ["extents"] and seen == ["OPTIONS"]
+        finally:
+            await c.close()
+    finally:
+        await runner.cleanup()
