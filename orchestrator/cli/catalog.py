@@ -37,6 +37,7 @@ import urllib.parse
 from pathlib import Path
 
 from .common import CliError, add_config_options, load_config
+from .local_catalog import catalog_dsn
 
 
 def register(sub) -> None:
@@ -56,7 +57,7 @@ def register(sub) -> None:
 
 async def run(args) -> int:
     cfg = load_config(args)
-    async with _catalog(cfg) as (dsn, bindir):
+    async with catalog_dsn(cfg) as (dsn, bindir):
         if args.catalog_cmd == "dump":
             summary = await dump(dsn, Path(args.file), bindir=bindir, overwrite=args.overwrite)
             what = "dumped"
@@ -71,27 +72,6 @@ async def run(args) -> int:
         print(f"{what} catalog (schema version {summary['schema_version']}; {counts}) "
               f"{'to' if what == 'dumped' else 'from'} {args.file}")
     return 0
-
-
-@contextlib.asynccontextmanager
-async def _catalog(cfg):
-    """(DSN, bindir or None) of the configured catalog; the embedded cluster is
-    started for the command when no `serve` runs it, and stopped after."""
-    from .. import catalog as cat
-    from ..service import state_path
-    if cfg.database.dsn:
-        yield cfg.database.dsn, None
-        return
-    pg = cat.EmbeddedPostgres(state_path(cfg, "pg"))
-    started = False
-    if not await pg.is_running():
-        await pg.start()
-        started = True
-    try:
-        yield pg.dsn, pg.bindir
-    finally:
-        if started:
-            await pg.stop()
 
 
 def tool(name: str, bindir: Path | None = None) -> str:

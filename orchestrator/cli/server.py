@@ -70,22 +70,9 @@ def cmd_serve(args) -> int:
 
 
 async def cmd_token(args) -> int:
-    from .. import catalog as cat
-    from ..service import state_path
+    from .local_catalog import open_catalog
     cfg = load_config(args)
-    pg = None
-    dsn = cfg.database.dsn
-    if not dsn:
-        pg = cat.EmbeddedPostgres(state_path(cfg, "pg"))
-        if await pg.is_running():  # a running `serve` owns it: use it, leave it up
-            dsn, pg = pg.dsn, None
-        else:
-            await pg.start()
-            dsn = pg.dsn
-    pool = await cat.connect(dsn)
-    try:
-        await cat.migrate(pool)
-        c = cat.Catalog(pool)
+    async with open_catalog(cfg) as c:
         if args.token_cmd == "create":
             import datetime as dt
             days = args.expires_days
@@ -109,10 +96,6 @@ async def cmd_token(args) -> int:
             import uuid
             await c.tokens.revoke(uuid.UUID(args.token_id))
             print(f"revoked {args.token_id}")
-    finally:
-        await pool.close()
-        if pg is not None:
-            await pg.stop()
     return 0
 
 

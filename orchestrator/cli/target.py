@@ -188,21 +188,9 @@ async def import_(args, store, cfg) -> int:
     """Every published backup becomes a catalog row (its manifest carries the VM
     configuration), so a new appliance can restore from an existing target."""
     from .. import catalog as cat
-    from ..service import state_path
-    pg = None
-    dsn = cfg.database.dsn
-    if not dsn:
-        pg = cat.EmbeddedPostgres(state_path(cfg, "pg"))
-        if await pg.is_running():
-            dsn, pg = pg.dsn, None
-        else:
-            await pg.start()
-            dsn = pg.dsn
-    pool = await cat.connect(dsn)
+    from .local_catalog import open_catalog
     added = known = 0
-    try:
-        await cat.migrate(pool)
-        c = cat.Catalog(pool)
+    async with open_catalog(cfg) as c:
         for info in await store.list_backups():
             bid = uuid.UUID(info.backup_id)
             try:
@@ -227,10 +215,6 @@ async def import_(args, store, cfg) -> int:
             await c.backups.complete(bid, size_bytes=sum(d.size for d in info.disks), new_bytes=0,
                                      consistency="crash", checkpoint_id=meta.get("checkpoint_id"))
             added += 1
-    finally:
-        await pool.close()
-        if pg is not None:
-            await pg.stop()
     print(json.dumps({"imported": added, "already_known": known}) if args.json else
           f"imported {added} backups ({known} were already in the catalog)")
     return 0

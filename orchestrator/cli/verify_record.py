@@ -57,21 +57,8 @@ async def catalog_recorder(cfg, *, enabled: bool = True) -> AsyncIterator[Record
         skip.digests = no_digests  # type: ignore[attr-defined]
         yield skip
         return
-    from .. import catalog as cat
-    from ..service import state_path
-    pg = None
-    dsn = cfg.database.dsn
-    if not dsn:
-        pg = cat.EmbeddedPostgres(state_path(cfg, "pg"))
-        if await pg.is_running():
-            dsn, pg = pg.dsn, None
-        else:
-            await pg.start()
-            dsn = pg.dsn
-    pool = await cat.connect(dsn)
-    try:
-        await cat.migrate(pool)
-        c = cat.Catalog(pool)
+    from .local_catalog import open_catalog
+    async with open_catalog(cfg) as c:
 
         async def record(info, r) -> str:
             return await record_result(c, info, r)
@@ -80,10 +67,6 @@ async def catalog_recorder(cfg, *, enabled: bool = True) -> AsyncIterator[Record
             return await catalog_digests(c, info.backup_id)
         record.digests = digests  # type: ignore[attr-defined]
         yield record
-    finally:
-        await pool.close()
-        if pg is not None:
-            await pg.stop()
 
 
 async def catalog_digests(c, backup_id: str) -> dict[str, str]:
