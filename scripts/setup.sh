@@ -17,6 +17,7 @@ APT_PACKAGES=(
   procps psmisc curl
   systemd                              # systemd-analyze: the deploy units' security exposure test
   prometheus                           # promtool for the deploy/monitoring/ tests (the server itself is unused)
+  qemu-system-x86 genisoimage          # the appliance boot test (tests/e2e/test_appliance.py)
 )
 
 missing=()

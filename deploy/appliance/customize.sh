@@ -11,7 +11,7 @@ ch() { chroot "$R" "$@"; }
 
 # ovault: a venv of Debian's python3 with the pinned wheels only (no index, no compilers).
 ch python3 -m venv /opt/ovault/.venv
-ch /opt/ovault/.venv/bin/pip install -q --no-index --find-links /tmp/wheels --no-cache-dir -r /tmp/wheels/requirements.txt
+ch env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL /opt/ovault/.venv/bin/pip install -q --no-index --find-links /tmp/wheels --no-cache-dir -r /tmp/wheels/requirements.txt
 rm -rf "$R/tmp/wheels"
 ch useradd --system --user-group --home-dir /var/lib/ovault --no-create-home \
   --shell /usr/sbin/nologin --comment "ovault orchestrator" ovault
