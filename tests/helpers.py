@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import json
+import os
 import ssl
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
+
+# Builds the tests reuse (the Ansible venv, a Debian root): kept outside the
+# checkout so a fresh clone on the same machine (CI) finds them; rebuilt when absent.
+CACHE_DIR = Path(os.environ.get("OVAULT_TEST_CACHE", "/var/cache/ovault-tests"))
 
 from sandbox.storage import image_sha256 as image_digest  # noqa: F401  (tests compare content)
 

@@ -14,6 +14,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from tests.helpers import CACHE_DIR
+
 ROOT = Path(__file__).resolve().parents[2]
 # ansible 9.x bundles ovirt.ovirt 3.2.0 (checked with `pip download --no-deps ansible==9.13.0`).
 ANSIBLE = "9.13.0"
@@ -35,7 +37,7 @@ def ansible_venv() -> Path:
     from building it twice). Raises with pip's output when it cannot be built."""
     pins = _pins()
     key = "-".join(p.replace("==", "_") for p in pins)
-    base = ROOT / ".cache" / "ansible-venv"
+    base = CACHE_DIR / "ansible-venv"
     venv = base / key
     ready = venv / ".ready"
     base.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ the unit; a second run reports changed=0. Then the service is started inside
 the root as the `ovault` user (systemd does not run in a chroot: the unit's
 StateDirectory is made by hand) against the sandbox engine and answers
 /healthz over HTTPS with its embedded catalog. Needs root, mmdebstrap (the
-root is cached in .cache/debian-root) and the package mirrors."""
+root is cached in the tests' cache folder, tests.helpers.CACHE_DIR) and the package mirrors."""
 from __future__ import annotations
 
 import json
@@ -25,11 +25,12 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.ansible_lab import ROOT, ansible_venv
+from tests.helpers import CACHE_DIR
 
 pytestmark = pytest.mark.e2e
 ANSIBLE_DIR = ROOT / "deploy" / "ansible"
 INCLUDE = "python3,python3-apt,ca-certificates"
-ROOT_TAR = ROOT / ".cache" / "debian-root" / "bookworm-minbase-python3.tar"
+ROOT_TAR = CACHE_DIR / "debian-root" / "bookworm-minbase-python3.tar"
 
 
 def _mirror() -> str:

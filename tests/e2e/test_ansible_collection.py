@@ -2,7 +2,7 @@
 release) against the sandbox. Every module's result is checked on its own:
 through the SDK, the lab's admin API (digests, users) and the engine's
 events, not only "the task did not fail". Slow tier: it builds a venv once
-(under .cache/ansible-venv) and each playbook takes a few seconds."""
+(under the tests' cache folder, tests.helpers.CACHE_DIR) and each playbook takes a few seconds."""
 from __future__ import annotations
 
 import base64
