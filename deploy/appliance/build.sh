@@ -59,11 +59,8 @@ PIP=(.venv/bin/python -m pip)
 [[ -x .venv/bin/python ]] || PIP=(python3 -m pip)
 quiet() { "$@" >"$WORK/log" 2>&1 || { cat "$WORK/log" >&2; return 1; }; }   # output on failure only
 quiet "${PIP[@]}" wheel -q --no-deps -w "$WORK/wheels" "$WORK/src"
-# `rich` is imported by the CLI (orchestrator/cli/progress.py) but missing from
-# pyproject's dependencies: named here until it is declared there.
-EXTRA_RUNTIME=(rich)
-quiet "${PIP[@]}" wheel -q -w "$WORK/wheels" -c requirements.lock "$WORK"/wheels/ovault-*.whl "${EXTRA_RUNTIME[@]}"
-printf '%s\n' ovault "${EXTRA_RUNTIME[@]}" > "$WORK/wheels/requirements.txt"
+quiet "${PIP[@]}" wheel -q -w "$WORK/wheels" -c requirements.lock "$WORK"/wheels/ovault-*.whl
+printf '%s\n' ovault > "$WORK/wheels/requirements.txt"
 
 # ---- the Debian root ----
 # The mirrors apt already uses on this machine (deb822 .sources or one-line lists).
