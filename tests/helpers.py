@@ -100,7 +100,9 @@ class Orchestrator:
         import os
         self.sandbox_dir, self.state_dir = Path(sandbox_dir), Path(state_dir)
         self.env = {**os.environ, "OVAULT_JOBS__LEASE_SECONDS": "4", "OVAULT_TIMEOUTS__POLL": "0.3",
-                    "OVAULT_JOBS__CLAIM_INTERVAL": "0.3", **(env or {})}
+                    "OVAULT_JOBS__CLAIM_INTERVAL": "0.3",
+                    # no daily gc / weekly verify firing at start depending on the hour
+                    "OVAULT_POLICIES_GC_SCHEDULE": "", "OVAULT_POLICIES_VERIFY_SCHEDULE": "", **(env or {})}
         if dsn:
             self.env["OVAULT_DATABASE__DSN"] = dsn
         self.proc = None

@@ -75,7 +75,8 @@ def run_orchestrator(sandbox, env: dict | None = None):
     log = open(state / "serve.log", "wb")
     p = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "serve", "--sandbox", str(sandbox.dir),
                           "--state-dir", str(state)], cwd=ROOT, stdout=log, stderr=log, start_new_session=True,
-                         env={**os.environ, **(env or {})})
+                         env={**os.environ, "OVAULT_POLICIES_GC_SCHEDULE": "",
+                              "OVAULT_POLICIES_VERIFY_SCHEDULE": "", **(env or {})})
     try:
         deadline = time.monotonic() + 60
         client = state / "client.json"
