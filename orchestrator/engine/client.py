@@ -336,9 +336,14 @@ class EngineClient:
 
     async def grant_disk_role(self, disk_id: str, user_id: str, role: str, correlation_id: str):
         """Give a user a role (by name) on a disk; twice is harmless (409 = done)."""
+        await self._grant("disk", lambda c: c.system_service().disks_service().disk_service(disk_id),
+                          user_id, role, correlation_id)
+
+    async def _grant(self, kind: str, service, user_id: str, role: str, correlation_id: str):
+        """Add a permission on the object `service(connection)` names. Granting it twice
+        is harmless: the engine's 409 "permission already exists" counts as done."""
         try:
-            await self.call("disk.permission.add", lambda c: c.system_service().disks_service()
-                            .disk_service(disk_id).permissions_service()
+            await self.call(f"{kind}.permission.add", lambda c: service(c).permissions_service()
                             .add(types.Permission(role=types.Role(name=role), user=types.User(id=user_id)),
                                  query={"correlation_id": correlation_id}),
                             correlation_id=correlation_id)
@@ -352,17 +357,9 @@ class EngineClient:
             vm, query={"correlation_id": correlation_id}), correlation_id=correlation_id)
 
     async def grant_vm_role(self, vm_id: str, user_id: str, role: str, correlation_id: str):
-        """Give a user a role (by name) on a VM. Granting it twice is harmless:
-        the engine's 409 "permission already exists" counts as done."""
-        try:
-            await self.call("vm.permission.add", lambda c: c.system_service().vms_service()
-                            .vm_service(vm_id).permissions_service()
-                            .add(types.Permission(role=types.Role(name=role), user=types.User(id=user_id)),
-                                 query={"correlation_id": correlation_id}),
-                            correlation_id=correlation_id)
-        except EngineError as e:
-            if getattr(e, "http_status", None) != 409:
-                raise
+        """Give a user a role (by name) on a VM; twice is harmless (409 = done)."""
+        await self._grant("vm", lambda c: c.system_service().vms_service().vm_service(vm_id),
+                          user_id, role, correlation_id)
 
     async def update_vm(self, vm_id: str, vm: types.Vm, correlation_id: str) -> types.Vm:
         return await self.call("vm.update", lambda c: c.system_service().vms_service()
