@@ -18,6 +18,7 @@ APT_PACKAGES=(
   systemd                              # systemd-analyze: the deploy units' security exposure test
   prometheus                           # promtool for the deploy/monitoring/ tests (the server itself is unused)
   qemu-system-x86 genisoimage          # the appliance boot test (tests/e2e/test_appliance.py)
+  python3-guestfs libguestfs-tools linux-image-amd64  # file-level restore (libguestfs needs a kernel in /boot)
 )
 
 missing=()
@@ -49,6 +50,13 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
   .venv/bin/pip install -q --no-deps -e .
   echo "$want" > "$stamp"
 fi
+
+# libguestfs' Python binding is Debian's (python3-guestfs, built for the
+# system 3.11): expose only its two files to the venv, not all of dist-packages.
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+for f in /usr/lib/python3/dist-packages/guestfs.py /usr/lib/python3/dist-packages/libguestfsmod.cpython-311-*.so; do
+  if [[ -e $f && ! -e $site/$(basename "$f") ]]; then ln -s "$f" "$site/"; fi
+done
 
 # The SDK's own example scripts (backup_vm.py, download_disk.py, ...) ship only
 # in its source distribution; the conformance tests run them unchanged.
