@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds build/ovault-appliance.qcow2: a Debian 12 root (mmdebstrap) with a kernel,
+# Builds build/ovault-appliance.qcow2 (and .ova): a Debian 12 root (mmdebstrap) with a kernel,
 # systemd, PostgreSQL, ovault in a venv (its wheel + runtime dependencies pinned by
 # requirements.lock), deploy/systemd's units, a serial console and GRUB (BIOS/MBR).
 # No loop devices: the root filesystem is made with `mkfs.ext4 -d`, the disk is
@@ -12,6 +12,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 cd "$ROOT"
 CACHE=${OVAULT_APPLIANCE_CACHE:-/var/cache/ovault-appliance}
 OUT=${OVAULT_APPLIANCE_OUT:-build/ovault-appliance.qcow2}
+OVA=${OUT%.qcow2}.ova                              # the same disk as an OVA (deploy/appliance/ova.py)
 DISK_SIZE_MIB=${OVAULT_APPLIANCE_DISK_MIB:-8192}   # virtual size; the qcow2 holds only what is used
 ROOT_UUID=0b5e7a11-0a11-4c0e-9a11-0a11a1ce0001     # fixed: reproducible images, root=UUID= in grub.cfg
 T0=$(date +%s)
@@ -37,9 +38,10 @@ inputs() {
 KEY=$(inputs | tr '\n' '\0' | xargs -0 sha256sum | sha256sum | cut -c1-16)
 IMG=$CACHE/$KEY/ovault-appliance.qcow2
 mkdir -p "$(dirname "$OUT")"
-if [[ -f $IMG ]]; then
+if [[ -f $IMG && -f ${IMG%.qcow2}.ova ]]; then
   cp --reflink=auto "$IMG" "$OUT.tmp" && mv "$OUT.tmp" "$OUT"
-  echo "appliance: $OUT from the cache ($CACHE/$KEY, $(du -h --apparent-size "$OUT" | cut -f1))"
+  cp --reflink=auto "${IMG%.qcow2}.ova" "$OVA.tmp" && mv "$OVA.tmp" "$OVA"
+  echo "appliance: $OUT and $OVA from the cache ($CACHE/$KEY, $(du -h --apparent-size "$OUT" | cut -f1))"
   exit 0
 fi
 
@@ -75,6 +77,7 @@ PKGS=(
   linux-image-cloud-amd64 initramfs-tools systemd-sysv udev systemd-resolved dbus
   postgresql python3 python3-venv python3-yaml
   libcurl4 libxml2 libnfs13 ca-certificates openssh-server iproute2 less
+  cloud-guest-utils fdisk e2fsprogs
 )
 echo "appliance: mmdebstrap bookworm from $main"
 mmdebstrap --quiet --variant=minbase \
@@ -115,8 +118,10 @@ dd if="$WORK/core.img" of="$WORK/disk.raw" bs=512 seek=1 conv=notrunc status=non
 mkdir -p "$CACHE/$KEY"
 qemu-img convert -c -O qcow2 "$WORK/disk.raw" "$IMG.tmp"
 mv "$IMG.tmp" "$IMG"
+python3 "$HERE/ova.py" --mtime "$SOURCE_DATE_EPOCH" "$IMG" "${IMG%.qcow2}.ova"
 # The kernel and initrd beside it (qemu -kernel/-initrd boots, debugging).
 cp -L "$WORK/root/vmlinuz" "$CACHE/$KEY/vmlinuz"; cp -L "$WORK/root/initrd.img" "$CACHE/$KEY/initrd.img"
 cp --reflink=auto "$IMG" "$OUT.tmp" && mv "$OUT.tmp" "$OUT"
+cp --reflink=auto "${IMG%.qcow2}.ova" "$OVA.tmp" && mv "$OVA.tmp" "$OVA"
 # Older builds' images are left to the operator; the work directory goes.
 echo "appliance: built $OUT in $(( $(date +%s) - T0 ))s: $(du -h --apparent-size "$OUT" | cut -f1) qcow2, ${DISK_SIZE_MIB} MiB virtual, cache key $KEY"

@@ -21,11 +21,11 @@ install -d -m 0750 -g "$(ch getent group ovault | cut -d: -f3)" "$R/etc/ovault"
 install -m 0644 "$REPO/deploy/systemd/ovault.service" "$R/etc/systemd/system/ovault.service"
 install -d "$R/etc/systemd/system/ovault.service.d"
 install -m 0644 "$F/ovault-appliance.conf" "$R/etc/systemd/system/ovault.service.d/appliance.conf"
-install -m 0644 "$F/ovault-firstboot.service" "$F/ovault-console-hint.service" "$R/etc/systemd/system/"
-install -m 0755 "$F/ovault-firstboot" "$F/ovault-console-hint" "$R/usr/local/sbin/"
+install -m 0644 "$F/ovault-firstboot.service" "$F/ovault-console-hint.service" "$F/ovault-growroot.service" "$R/etc/systemd/system/"
+install -m 0755 "$F/ovault-firstboot" "$F/ovault-console-hint" "$F/ovault-growroot" "$R/usr/local/sbin/"
 install -m 0644 "$F/20-wired-dhcp.network" "$R/etc/systemd/network/"
 install -m 0644 "$F/issue" "$R/etc/issue"
-systemctl --root="$R" enable -q ovault.service ovault-firstboot.service ovault-console-hint.service \
+systemctl --root="$R" enable -q ovault.service ovault-firstboot.service ovault-console-hint.service ovault-growroot.service \
   systemd-networkd.service systemd-resolved.service
 # Debian's own PostgreSQL cluster service is not used: ovault runs its embedded cluster.
 systemctl --root="$R" disable -q postgresql.service 2>/dev/null || true

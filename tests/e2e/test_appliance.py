@@ -3,7 +3,8 @@ command, cached by its inputs), booted under qemu-system-x86_64 from a snapshot 
 with user-mode networking, once without a seed and once with a NoCloud seed.
 
 KVM is used when it works: when /dev/kvm exists but a guest kernel makes no progress
-under it in 40 s (some nested-virtualisation hosts), the boot is retried with TCG.
+under it in 40 s (some nested-virtualisation hosts), the boot is retried with TCG, and
+later boots of the module go straight to TCG.
 """
 from __future__ import annotations
 
@@ -35,6 +36,12 @@ def image() -> Path:
     subprocess.run(["bash", str(REPO / "deploy/appliance/build.sh")], check=True, timeout=1500)
     print(f"appliance build (or cache hit): {time.monotonic() - t0:.0f}s, "
           f"{IMAGE.stat().st_size / 2**20:.0f} MiB")
+    # The OVA beside it carries the same disk (tests/integration/deploy checks its packing).
+    import tarfile
+    with tarfile.open(IMAGE.with_suffix(".ova")) as tar:
+        names = tar.getnames()
+        assert names[0] == "ovault-appliance.ovf" and names[-1] == "ovault-appliance.mf"
+        assert tar.getmember("ovault-appliance-disk1.qcow2").size == IMAGE.stat().st_size
     return IMAGE
 
 
@@ -44,23 +51,35 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Guest:
-    """One qemu boot of the image; the image itself is never written (-snapshot)."""
+_KVM_WORKS: list[bool] = []   # the first boot's finding, for the module's later boots
+MAC = "52:54:00:0a:11:01"
 
-    def __init__(self, image: Path, tmp: Path, seed: Path | None = None):
+
+class Guest:
+    """One qemu boot of the image; the image itself is never written (-snapshot, or
+    a qcow2 overlay when the disk is to be larger than the image)."""
+
+    def __init__(self, image: Path, tmp: Path, seed: Path | None = None,
+                 disk_gib: int | None = None, guest_ip: str = ""):
         self.image, self.tmp, self.seed = image, tmp, seed
         self.console = tmp / "console.log"
         self.https, self.ssh = free_port(), free_port()
         self.proc: subprocess.Popen | None = None
         self.accel = ""
+        self.guest_ip = guest_ip
+        self.disk = ["-snapshot", "-drive", f"file={image},if=virtio,format=qcow2"]
+        if disk_gib:
+            overlay = tmp / "overlay.qcow2"
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image), "-F", "qcow2",
+                            str(overlay), f"{disk_gib}G"], check=True)
+            self.disk = ["-drive", f"file={overlay},if=virtio,format=qcow2"]
 
     def _start(self, accel: str) -> None:
         self.console.unlink(missing_ok=True)
-        cmd = [QEMU, "-machine", f"q35,accel={accel}", "-m", "1536", "-smp", "2",
-               "-snapshot", "-drive", f"file={self.image},if=virtio,format=qcow2",
-               "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.https}-:8443,"
-                          f"hostfwd=tcp:127.0.0.1:{self.ssh}-:22",
-               "-device", "virtio-net-pci,netdev=n0",
+        cmd = [QEMU, "-machine", f"q35,accel={accel}", "-m", "1536", "-smp", "2", *self.disk,
+               "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.https}-{self.guest_ip}:8443,"
+                          f"hostfwd=tcp:127.0.0.1:{self.ssh}-{self.guest_ip}:22",
+               "-device", f"virtio-net-pci,netdev=n0,mac={MAC}",
                "-serial", f"file:{self.console}", "-monitor", "none", "-display", "none"]
         if self.seed:
             cmd += ["-drive", f"file={self.seed},if=virtio,format=raw,readonly=on"]
@@ -68,10 +87,12 @@ class Guest:
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def boot(self) -> None:
-        if os.access("/dev/kvm", os.R_OK | os.W_OK):
+        if os.access("/dev/kvm", os.R_OK | os.W_OK) and _KVM_WORKS != [False]:
             self._start("kvm")
             if self.wait_console("Linux version", 40, fail=False):
+                _KVM_WORKS[:] = [True]
                 return
+            _KVM_WORKS[:] = [False]
             self.stop()
         self._start("tcg")
         assert self.wait_console("Linux version", 120), "no kernel output under TCG"
@@ -139,6 +160,7 @@ def test_first_boot_without_seed(image, tmp_path):
         out = g.text()
         assert "ovault-firstboot: no NoCloud seed found: default configuration" in out
         assert "engine https://engine.invalid/ovirt-engine/api, target /var/lib/ovault/target" in out
+        assert "ovault-growroot: root fills its disk" in out
         # Everything but health needs a token.
         assert g.get("/api/v1/jobs")[0] == 401
         print(f"appliance boot to /healthz 200 ({g.accel}): {up:.0f}s")
@@ -146,14 +168,18 @@ def test_first_boot_without_seed(image, tmp_path):
         g.stop()
 
 
-def make_seed(tmp: Path, user_data: str, meta: str) -> Path:
+def make_seed(tmp: Path, user_data: str, meta: str, network: str = "") -> Path:
     d = tmp / "seed"
     d.mkdir()
     (d / "user-data").write_text(user_data)
     (d / "meta-data").write_text(meta)
+    files = [str(d / "user-data"), str(d / "meta-data")]
+    if network:
+        (d / "network-config").write_text(network)
+        files.append(str(d / "network-config"))
     iso = tmp / "seed.iso"
     subprocess.run(["genisoimage", "-quiet", "-output", str(iso), "-volid", "cidata", "-joliet",
-                    "-rock", str(d / "user-data"), str(d / "meta-data")], check=True)
+                    "-rock", *files], check=True)
     return iso
 
 
@@ -175,8 +201,13 @@ def test_first_boot_with_nocloud_seed(image, tmp_path):
             "target": {"url": "/srv/ovault-target", "name": "local1"},
             "movers": {"token": "mover-secret", "hosts": {"0b9c": "https://10.0.2.2:54323"}},
         }}, indent=1)
-    seed = make_seed(tmp_path, user_data, "instance-id: iid-test-1\nlocal-hostname: ignored\n")
-    g = Guest(image, tmp_path, seed)
+    # A static address on user-mode networking's subnet, matched by MAC address.
+    network = ("version: 2\nethernets:\n  lan:\n    match: {macaddress: '%s'}\n"
+               "    addresses: [10.0.2.50/24]\n    gateway4: 10.0.2.2\n"
+               "    nameservers: {addresses: [10.0.2.3]}\n" % MAC)
+    seed = make_seed(tmp_path, user_data, "instance-id: iid-test-1\nlocal-hostname: ignored\n", network)
+    # A disk larger than the image: the root grows to fill it at boot.
+    g = Guest(image, tmp_path, seed, disk_gib=12, guest_ip="10.0.2.50")
     try:
         g.boot()
         g.wait_healthy()
@@ -207,6 +238,13 @@ def test_first_boot_with_nocloud_seed(image, tmp_path):
         assert ssh("cat /etc/ovault/engine-ca.pem").strip() == ca
         assert ssh("stat -c '%a %U:%G' /etc/ovault/ovault.toml").strip() == "640 root:ovault"
         assert ssh("hostname").strip() == "vault-from-seed"
+        assert "inet 10.0.2.50/24" in ssh("ip -4 addr show")
+        assert "default via 10.0.2.2" in ssh("ip -4 route show default")
+        assert ssh("ls /etc/systemd/network").split() == ["10-seed-00-lan.network"]
+        assert "network from the seed: 10-seed-00-lan.network" in out
+        assert "ovault-growroot: root grew from" in out
+        size = int(ssh("df -B1M --output=size / | tail -1").strip())
+        assert size > 11 * 1024, f"root is {size} MiB on a 12 GiB disk"
         token = ssh("cat /var/lib/ovault/admin.token").strip()
         assert ssh("stat -c '%a' /var/lib/ovault/admin.token").strip() == "600"
         status, body = g.get("/api/v1/jobs", token)
