@@ -15,6 +15,12 @@ Flow for one disk (see docs/mover.md):
    spans concurrently and hand whole chunks to the `DiskWriter`, whose own
    bound (``max_inflight``) makes a slow target slow the readers. Memory is
    at most ``requests`` reads plus ``max_inflight`` chunks.
+   In an incremental, a slot that is only partly dirty is rebuilt: its dirty
+   ranges are read from the disk, its clean ranges are copied from the
+   parent's chunk, read back through the store's `DiskReader` (which verifies
+   and decodes it whatever the store's format), so only changed bytes cross
+   the network. If the parent's chunk cannot be read (damaged, collected),
+   the slot is read whole from the disk instead.
 4. ``commit`` writes the index. If a chunk inherited from the parent is no
    longer on the target — set aside as damaged (``<digest>.<n>.bad``, see
    docs/store-format.md) or garbage-collected meanwhile — the writer names the
@@ -31,10 +37,11 @@ are in.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Callable, Protocol
 
-from ..store import BackupExists, ChunkMissing, Store
+from ..store import BackupExists, ChunkCorrupted, ChunkMissing, NotFound, Store
 from .errors import InvalidRequest
 from .plan import ImageExtent, Step, plan_backup
 from .pool import run_workers
@@ -80,20 +87,33 @@ async def backup_disk(
         raise InvalidRequest(f"disk size must be a positive integer, got {size!r}")
     dw = await bw.add_disk(disk_id, size)
 
-    steps = plan_backup(extents, size, store.chunk_size, dirty_only=use_dirty, max_read=read_size)
+    parent_disk = bw.parent.disk(disk_id) if use_dirty else None
+    steps = plan_backup(extents, size, store.chunk_size, dirty_only=use_dirty, max_read=read_size,
+                        parent_size=parent_disk.size if parent_disk is not None else None)
+    parent = _ParentChunks(store, vm_id, parent_backup_id, disk_id) if use_dirty else None
     meter = Meter(size, progress, clock=clock)
     unchanged = size - sum(s.length for s in steps)
     meter.skip(unchanged)
     zeroed = 0
+    from_parent = 0
     reread: list[int] = []
 
     async def do(step: Step) -> None:
-        nonlocal zeroed
+        nonlocal zeroed, from_parent
         if step.kind == "zero":
             await dw.write_zero(step.offset, step.length)
             zeroed += step.length
             meter.add(step.length)
             return
+        if step.parts:
+            buf = await _patch_slot(step, source, parent)
+            if buf is not None:
+                before = dw.new_bytes
+                await dw.write(step.offset, buf)
+                from_parent += sum(e - s for s, e, how in step.parts if how == "parent")
+                meter.add(step.length, read=step.read_length, written=dw.new_bytes - before)
+                return
+            step = Step("data", step.offset, step.length, step.read_start, step.read_end)  # parent unreadable
         data = await source.read(step.read_start, step.read_length)
         if step.read_length != step.length:
             # Known-zero edges of the slot are not read, only rebuilt.
@@ -126,9 +146,50 @@ async def backup_disk(
         op="backup", vm_id=bw.vm_id, backup_id=bw.backup_id, disk_id=dw.disk_id, size=size,
         bytes_read=meter.read, bytes_written=dw.new_bytes, bytes_zeroed=zeroed, bytes_unchanged=unchanged,
         new_chunks=dw.new_chunks, new_bytes=dw.new_bytes, dedup_chunks=dw.dedup_chunks,
+        bytes_from_parent=from_parent,
         reread_offsets=sorted(reread), index_sha256=info.index_sha256, disk=info.to_dict(), incremental=use_dirty,
         transport=transport, seconds=round(clock() - t0, 3),
     )
+
+
+class _ParentChunks:
+    """The parent backup's chunks of one disk, read through the store's reader
+    (opened on first use: a plan without partly dirty slots never needs it)."""
+
+    def __init__(self, store: Store, vm_id: str, backup_id: str, disk_id: str):
+        self._args = (vm_id, backup_id, disk_id)
+        self._store = store
+        self._reader = None
+        self._lock = asyncio.Lock()
+
+    async def chunk(self, offset: int) -> bytes | None:
+        """The parent's plaintext of the slot at ``offset``; None if it cannot be read."""
+        async with self._lock:
+            if self._reader is None:
+                self._reader = await self._store.open_disk(*self._args)
+        try:
+            return await self._reader.read_chunk(offset // self._reader.chunk_size)
+        except (ChunkMissing, ChunkCorrupted, NotFound):
+            return None
+
+
+async def _patch_slot(step: Step, source: ImageSource, parent: _ParentChunks | None) -> bytearray | None:
+    """One slot from its parts: reads from the disk, the rest from the parent chunk
+    (zeros elsewhere). None if the parent chunk is unreadable."""
+    if parent is None:
+        return None
+    base = await parent.chunk(step.offset)
+    if base is None or len(base) != step.length:
+        return None
+    buf = bytearray(step.length)
+    view = memoryview(buf)
+    o = step.offset
+    for s, e, how in step.parts:
+        if how == "parent":
+            view[s - o:e - o] = memoryview(base)[s - o:e - o]
+        else:
+            view[s - o:e - o] = await source.read(s, e - s)
+    return buf
 
 
 async def _already_published(store: Store, vm_id, backup_id, disk_id, size, transport, seconds) -> CopyResult:

@@ -16,6 +16,7 @@ class CopyResult:
     bytes_written: int  # backup: compressed bytes of new chunks; restore: bytes PUT to imageio
     bytes_zeroed: int = 0  # recorded as zero (backup) / PATCH zero (restore)
     bytes_unchanged: int = 0  # incremental: inherited from the parent without reading
+    bytes_from_parent: int = 0  # incremental: clean bytes of partly dirty slots, copied from the parent's chunks
     new_chunks: int = 0  # chunks this copy added to the store
     new_bytes: int = 0  # their compressed size
     dedup_chunks: int = 0  # chunks read but already in the store (not sent again)
