@@ -18,7 +18,7 @@ APT_PACKAGES=(
   systemd                              # systemd-analyze: the deploy units' security exposure test
   prometheus                           # promtool for the deploy/monitoring/ tests (the server itself is unused)
   qemu-system-x86 genisoimage          # the appliance boot test (tests/e2e/test_appliance.py)
-  python3-guestfs libguestfs-tools linux-image-amd64  # file-level restore (libguestfs needs a kernel in /boot)
+  python3-guestfs libguestfs-tools libguestfs-xfs linux-image-amd64  # file-level restore (libguestfs needs a kernel in /boot)
 )
 
 missing=()
