@@ -85,6 +85,7 @@ class Movers:
 class Limits:
     total: int = 8  # VMs in flight on this replica
     per_job: int = 4  # VMs of one job in parallel
+    per_policy_run: int = 0  # VMs of one policy run (a scheduled or run-now policy job) in parallel; 0: as many as `total` allows
     per_host: int = 2  # VMs whose transfers run on one hypervisor host
     per_storage_domain: int = 4  # VMs whose disks are on one storage domain
     disks_per_vm: int = 2  # disks of one VM copied in parallel

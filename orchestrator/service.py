@@ -192,12 +192,22 @@ async def _policies(app: web.Application):
     mailer = Mailer(cfg.smtp)
     maint = Maintenance(app[CATALOG], svc, replica=cfg.replica, settings=cfg.policies,
                         mailer=mailer)
-    task = asyncio.create_task(Scheduler(
-        app[CATALOG], svc, replica=cfg.replica, interval=cfg.policies.scheduler_interval,
-        mailer=mailer, base_url=cfg.smtp.base_url, maintenance=maint).run())
+    sched = Scheduler(app[CATALOG], svc, replica=cfg.replica,
+                      interval=cfg.policies.scheduler_interval, mailer=mailer,
+                      base_url=cfg.smtp.base_url, maintenance=maint)
+    task = asyncio.create_task(sched.run())
+    from .api.authz import authorizer
+    from .inventory import Inventory
+    from .inventory.wiring import attach
+    inv = Inventory(app[ENGINE], interval=cfg.engine.events_interval,
+                    reconcile_seconds=cfg.policies.inventory_reconcile_seconds)
+    attach(inv, service=svc, maintenance=maint, wake=sched.wakeup.set,
+           forget=[app[SSO].forget, lambda: authorizer(app).forget()])
+    inv_task = asyncio.create_task(inv.run())
     yield
     task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    inv_task.cancel()
+    await asyncio.gather(task, inv_task, return_exceptions=True)
 
 
 async def _bootstrap_token(app: web.Application):

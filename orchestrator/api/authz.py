@@ -85,6 +85,11 @@ class Authorizer:
             self._cache[key] = (time.monotonic() + ttl, value)
             return value
 
+    def forget(self) -> None:
+        """Drop the cached permissions and VM placements (the engine logged a change)."""
+        for k in [k for k in self._cache if k[0] in ("perms", "vm", "disk")]:
+            self._cache.pop(k, None)
+
     # --- the engine's answers ----------------------------------------------------------------
     async def _user_permissions(self, user_id: str):
         return await self._cached(("perms", user_id), self.ttl,

@@ -63,6 +63,13 @@ class SsoVerifier:
         self._session: aiohttp.ClientSession | None = None
         self._cache: dict[bytes, tuple[float, SsoUser | None, float]] = {}  # (expiry, user, asked at)
         self._inflight: dict[bytes, asyncio.Future] = {}
+        self._generation = 0
+
+    def forget(self) -> None:
+        """Drop every cached answer (the engine logged a permission or VM change:
+        users' visible VMs may differ); an answer being asked meanwhile is not kept."""
+        self._generation += 1
+        self._cache.clear()
 
     async def close(self):
         if self._session is not None:
@@ -90,13 +97,15 @@ class SsoVerifier:
             return await asyncio.shield(fut)
         fut = asyncio.get_running_loop().create_future()
         self._inflight[key] = fut
+        gen = self._generation
         try:
             user = await self._ask(token)
             ttl = self.cache_seconds if user else NEGATIVE_SECONDS
             if len(self._cache) >= MAX_ENTRIES:
                 self._evict(now)
             at = time.monotonic()
-            self._cache[key] = (at + ttl, user, at)
+            if gen == self._generation:
+                self._cache[key] = (at + ttl, user, at)
             fut.set_result(user)
             return user
         except BaseException as e:

@@ -1,8 +1,12 @@
 """/api/v1/vms: the engine's VMs with their protection status.
 
-The list comes from the engine (through the service's own connection) and is
-filtered by the caller's VM visibility; an SSO user never sees, and gets 404
-for, a VM the engine does not show them.
+The list comes from the service's inventory of the engine's VMs, kept current
+from the engine's event log (orchestrator/inventory: a change the engine logs
+shows within about a second, anything else within `policies.inventory_reconcile_seconds`);
+a `search` and any moment the inventory is not current ask the engine itself. It
+is filtered by the caller's VM visibility, which the engine answers for the
+caller's own SSO token (api/sso.py); an SSO user never sees, and gets 404 for,
+a VM the engine does not show them.
 """
 from __future__ import annotations
 
@@ -51,7 +55,8 @@ def _policy_fields(svc, status, pol, a, vm_id) -> dict:
 async def _view(request, vm, last=..., prot=None) -> dict:
     if prot is None:
         # one VM from the engine comes without its tags: take them from the inventory
-        refs = [r for r in await policy_service(request.app).inventory() if r.id == vm.id]
+        refs = [r for r in await policy_service(request.app).inventory(cached=True)
+                if r.id == vm.id]
         (status, pol), last, a = (await _protection(request, [vm], refs or None))[vm.id]
     else:
         (status, pol), _, a = prot
@@ -87,7 +92,7 @@ async def list_vms(request: web.Request):
     limit = v.limit(request, default=500)
     after = _cursor_name(q.get("cursor"))
     try:
-        found = await policy_service(request.app).list_vms(search=search)
+        found = await policy_service(request.app).list_vms(search=search, cached=True)
     except EngineError as e:
         if getattr(e, "http_status", None) == 400:  # the engine could not parse the search
             raise v.Invalid(f"search: {e.reason}") from None
@@ -117,5 +122,8 @@ async def get_vm(request: web.Request):
     vm_id = str(v.path_uuid(request, "id"))
     if not p.sees(vm_id):
         raise NotFound("VM", vm_id)
-    vm = await request.app[ENGINE].get_vm(vm_id)
+    inv = policy_service(request.app).cache
+    vm = inv.get(vm_id) if inv is not None and inv.fresh() else None
+    if vm is None:
+        vm = await request.app[ENGINE].get_vm(vm_id)
     return web.json_response(await _view(request, vm))

@@ -182,7 +182,10 @@ class JobRunner:
 
     async def _run_machines(self, job: cat.Job):
         """A backup or restore job: one machine per VM not finished yet."""
-        per_job = asyncio.Semaphore(self.cfg.limits.per_job)
+        lim = self.cfg.limits
+        per_job = asyncio.Semaphore(  # a policy run has its own (larger) parallelism
+            (lim.per_policy_run or lim.total) if (job.request or {}).get("policy_id")
+            else lim.per_job)
         deps = self._deps(job)
         machines = []
         for m in job.machines:

@@ -36,6 +36,11 @@ class Maintenance:
         self.clock = clock or service.clock
         self._last_protection = float("-inf")
 
+    def request_protection(self) -> None:
+        """Check the protection status at the next pass (the inventory saw a VM's
+        name, cluster, tags or existence change)."""
+        self._last_protection = float("-inf")
+
     async def pass_once(self) -> None:
         now = self.clock()
         if time.monotonic() - self._last_protection >= self.settings.protection_interval:
@@ -115,7 +120,7 @@ class Maintenance:
         policies = await self.catalog.policies.list()
         if not policies:
             return 0
-        inv = await self.service.inventory()
+        inv = await self.service.inventory(cached=True)
         a = await self.service.assignment(policies, inv)
         by_id = {p.id: p for p in policies}
         last = await self.catalog.backups.last_succeeded_many(v.id for v in inv)

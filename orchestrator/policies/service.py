@@ -12,6 +12,7 @@ idempotent); a manifest still on the target meanwhile is still importable.
 """
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -40,6 +41,19 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+@functools.lru_cache(maxsize=256)
+def _cron_at(cron: str, tz: str, minute: datetime, count: int) -> tuple[timedelta, tuple]:
+    """(interval, next `count` fire times) of a schedule during one minute: both are
+    constant within a minute (fire times fall on whole minutes), so a list of
+    hundreds of VMs computes them once per policy, not once per VM."""
+    s = Schedule.parse(cron, tz)
+    return s.interval(minute), tuple(s.next_times(minute, count))
+
+
+def _minute(t: datetime) -> datetime:
+    return t.replace(second=0, microsecond=0)
+
+
 @dataclass(frozen=True)
 class RunResult:
     jobs: list[cat.Job]
@@ -54,14 +68,19 @@ class PolicyService:
         self.clock = clock
         self.poke = poke
         self.on_event = on_event
+        self.cache: Any = None     # orchestrator.inventory.Inventory, when the service runs one
 
     # -- membership -----------------------------------------------------------------------
 
-    async def inventory(self, search: str | None = None) -> list[VmRef]:
-        return [VmRef.from_sdk(vm) for vm in await self.list_vms(search)]
+    async def inventory(self, search: str | None = None, *, cached: bool = False) -> list[VmRef]:
+        return [VmRef.from_sdk(vm) for vm in await self.list_vms(search, cached=cached)]
 
-    async def list_vms(self, search: str | None = None) -> list[Any]:
-        """The engine's VMs with their tags (engines without tag support: without)."""
+    async def list_vms(self, search: str | None = None, *, cached: bool = False) -> list[Any]:
+        """The engine's VMs with their tags (engines without tag support: without).
+        `cached`: from the event-fed inventory when it is current (no `search`:
+        the engine's search language is the engine's to answer)."""
+        if cached and search is None and self.cache is not None and self.cache.fresh():
+            return self.cache.vms()
         lister = getattr(self.engine, "list_vms_with_tags", None) or self.engine.list_vms
         return await lister(search=search)
 
@@ -73,7 +92,9 @@ class PolicyService:
     def next_runs(self, policy: cat.Policy, count: int = 5) -> list[datetime]:
         if not policy.enabled:
             return []
-        return Schedule.parse(policy.schedule, policy.timezone).next_times(self.clock(), count)
+        now = self.clock()
+        _, times = _cron_at(policy.schedule, policy.timezone, _minute(now), count)
+        return [t for t in times if t > now] if times and times[0] <= now else list(times)
 
     async def view(self, policy: cat.Policy, a: Assignment, names: Mapping[Any, str]) -> dict:
         members = a.members.get(policy.id, [])
@@ -265,7 +286,7 @@ class PolicyService:
         if not p.enabled:
             return "unprotected", p
         now = self.clock()
-        interval = Schedule.parse(p.schedule, p.timezone).interval(now)
+        interval, _ = _cron_at(p.schedule, p.timezone, _minute(now), 1)
         if last_success is not None and now - last_success <= interval * AT_RISK_FACTOR:
             return "protected", p
         return "at_risk", p
