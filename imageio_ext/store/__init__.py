@@ -21,11 +21,15 @@ from .errors import (
     ManifestCorrupted,
     NotFound,
     StoreError,
+    StoreKeyInvalid,
+    StoreKeyMissing,
+    StoreKeyWrong,
     StoreNotInitialized,
     TargetUnavailable,
     WriterStateError,
 )
 from .chunkstore import ChunkStore, PutResult
+from .crypto import StoreKey
 from .export import ExportResult, export_disk
 from .fidx import ZERO_DIGEST, FixedIndex
 from .gc import DEFAULT_GC_GRACE, GcReport
@@ -61,6 +65,7 @@ __all__ = [
     "DirEntry",
     # format and results
     "StoreConfig",
+    "StoreKey",
     "BackupInfo",
     "DiskInfo",
     "FixedIndex",
@@ -80,6 +85,9 @@ __all__ = [
     "TargetUnavailable",
     "NotFound",
     "StoreNotInitialized",
+    "StoreKeyInvalid",
+    "StoreKeyMissing",
+    "StoreKeyWrong",
     "IncompatibleStore",
     "ChunkMissing",
     "ChunkCorrupted",

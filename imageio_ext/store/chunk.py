@@ -8,11 +8,18 @@ runs it in a thread pool and gets real parallelism.
 
 zstd compressors are not safe to share between threads, hence one per
 thread.
+
+Incompressible chunks (already compressed or encrypted guest data) are not
+run through the compressor: `worth_compressing` compresses a small sample
+first, and a chunk whose sample does not shrink is stored as a zstd frame
+of *raw blocks* (`raw_frame`) — still exactly one valid zstd frame, so every
+version-1 reader decodes it, at the cost of a memory copy.
 """
 
 from __future__ import annotations
 
 import hashlib
+import struct
 import threading
 
 import zstandard
@@ -26,6 +33,39 @@ def compress_bound(size: int) -> int:
     ``ZSTD_COMPRESSBOUND``): a stored chunk larger than this is damage and is
     refused before it is read."""
     return size + (size >> 8) + ((128 * 1024 - size) >> 11 if size < 128 * 1024 else 0)
+
+
+ZSTD_MAGIC = 0xFD2FB528
+_RAW_BLOCK = 128 * 1024  # zstd's largest block
+SAMPLE_PIECES = 4  # pieces of the chunk compressed to decide
+SAMPLE_PIECE = 8 * 1024
+SAMPLE_MIN_SAVING = 0.03  # compress only if the sample shrinks by at least 3 %
+
+
+def raw_frame(data) -> bytes:
+    """One zstd frame (RFC 8878) holding ``data`` in raw blocks: single
+    segment, 4-byte content size, no checksum."""
+    n = len(data)
+    out = bytearray(struct.pack("<IBI", ZSTD_MAGIC, 0xA0, n))
+    if n == 0:
+        out += (1).to_bytes(3, "little")  # last block, raw, size 0
+    view = memoryview(data)
+    for off in range(0, n, _RAW_BLOCK):
+        piece = view[off : off + _RAW_BLOCK]
+        out += ((len(piece) << 3) | int(off + _RAW_BLOCK >= n)).to_bytes(3, "little")
+        out += piece
+    return bytes(out)
+
+
+def worth_compressing(data, compress) -> bool:
+    """Decide from a sample of ``SAMPLE_PIECES`` pieces spread over the chunk
+    whether compressing it pays; ``compress`` is the compressor to try."""
+    n = len(data)
+    if n <= 4 * SAMPLE_PIECES * SAMPLE_PIECE:
+        return True  # small: just compress it
+    step = (n - SAMPLE_PIECE) // (SAMPLE_PIECES - 1)
+    sample = b"".join(bytes(data[i * step : i * step + SAMPLE_PIECE]) for i in range(SAMPLE_PIECES))
+    return len(compress(sample)) <= len(sample) * (1 - SAMPLE_MIN_SAVING)
 
 
 class ChunkCodec:
@@ -58,6 +98,13 @@ class ChunkCodec:
         if c is None:
             c = self._local.cctx = zstandard.ZstdCompressor(level=self.level, write_content_size=True)
         return c.compress(data)
+
+    def encode(self, digest: bytes, data) -> bytes:
+        """The chunk file for ``data``: a zstd frame, compressed when the
+        sample says it pays, else raw blocks."""
+        if worth_compressing(data, self.compress):
+            return self.compress(data)
+        return raw_frame(data)
 
     def decode(self, digest: bytes, blob: bytes) -> bytes:
         """Decompress and verify; raise ChunkCorrupted on any mismatch."""

@@ -1,6 +1,8 @@
 """The chunk store: put, get and touch content-addressed chunks on a target.
 
-- A chunk is named by the SHA-256 of its plaintext (`layout.chunk_path`) and
+- A chunk is named by the digest of its plaintext (`layout.chunk_path`;
+  SHA-256 in a version-1 store, BLAKE3 — keyed when encrypted — in version 2,
+  see `format`) and
   written through `Target.write_file` (temp name + fsync + rename), so a chunk
   file is either absent or complete. Zero chunks are never stored; their
   digest is `ZERO_DIGEST`.
@@ -15,7 +17,9 @@
   so the next put of that content writes it again, and a writer inheriting it
   from a parent index is told to re-read those ranges (`DiskWriter.commit`).
   That rewrite heals every backup that references the digest.
-- Hashing and zstd run in a thread pool (`cpu`); both release the GIL.
+- Hashing, zstd and AES-GCM run in a thread pool (`cpu`); all release the GIL.
+- `read_chunk(digest, length)` is the one way to read a chunk back, whatever
+  the version: it reads, authenticates/decrypts, decompresses and verifies.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable, Iterable, TypeVar
 
 from .chunk import ChunkCodec
+from .format import ChunkCodecV2, StoreFormat
 from .errors import ChunkCorrupted, ChunkMissing, Damaged, NotFound, StoreNotInitialized
 from .fidx import ZERO_DIGEST
 from .layout import MAX_BAD_COPIES, bad_chunk_path, chunk_path
@@ -73,15 +78,17 @@ class ChunkStore:
         self._pool = ThreadPoolExecutor(
             max_workers=cpu_workers or min(4, os.cpu_count() or 1), thread_name_prefix="ovault-cpu"
         )
-        self._codec: ChunkCodec | None = None
+        self._codec: ChunkCodec | ChunkCodecV2 | None = None
+        self.format: StoreFormat | None = None
         self._inflight: dict[bytes, asyncio.Future] = {}  # digest -> first put in progress
 
-    def configure(self, chunk_size: int) -> None:
-        if self._codec is None or self._codec.chunk_size != chunk_size:
-            self._codec = ChunkCodec(chunk_size, self.compression_level)
+    def configure(self, fmt: StoreFormat) -> None:
+        """Use the codecs of the store's format (version, digest, encryption)."""
+        self.format = fmt
+        self._codec = fmt.chunks
 
     @property
-    def codec(self) -> ChunkCodec:
+    def codec(self) -> ChunkCodec | ChunkCodecV2:
         if self._codec is None:
             raise StoreNotInitialized(self.target.url)
         return self._codec
@@ -128,7 +135,7 @@ class ChunkStore:
         try:
             if await self.touch(digest):
                 return PutResult(digest, False, 0)
-            blob = await self.cpu(self.codec.compress, data)
+            blob = await self.cpu(self.codec.encode, digest, data)
             await self.target.write_file(chunk_path(digest), blob)
             return PutResult(digest, True, len(blob))
         finally:
@@ -194,8 +201,13 @@ class ChunkStore:
 
     # -- reading -------------------------------------------------------------
 
+    async def read_chunk(self, digest: bytes, length: int | None = None) -> bytes:
+        """The plaintext of one chunk, verified (decrypted when the store is
+        encrypted); see `get`."""
+        return await self.get(digest, length)
+
     async def get(self, digest: bytes, length: int | None = None) -> bytes:
-        """Read, decompress and verify one chunk.
+        """Read, decrypt, decompress and verify one chunk.
 
         ZERO_DIGEST needs ``length`` (zero chunks are not stored). When
         ``length`` is given, a chunk of another length is reported corrupted.

@@ -243,3 +243,44 @@ class FileTooLarge(Damaged):
         self.size = size
         self.limit = limit
         self.reason = f"{size} bytes, more than the {limit} allowed"
+
+
+class StoreKeyInvalid(errors.Invalid, StoreError):
+    """Key material that cannot be a store key (malformed, mistyped, unsafe file)."""
+
+    msg = "Invalid store key: {self.reason}"
+    code = "store_key_invalid"
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+class StoreKeyMissing(StoreError):
+    """The store is encrypted and no key was given to this process."""
+
+    msg = ("Store at {self.url} is encrypted (key fingerprint {self.fingerprint}) and no key is "
+           "available{self._where}: {self.what} needs it")
+    code, title = "store_key_missing", "Store key missing"
+
+    def __init__(self, url: str, fingerprint: str, what: str = "this operation", where: str = ""):
+        self.url = url
+        self.fingerprint = fingerprint
+        self.what = what
+        self.where = where
+
+    @property
+    def _where(self) -> str:
+        return f" ({self.where})" if self.where else ""
+
+
+class StoreKeyWrong(StoreError):
+    """A key was given but it is not the store's key."""
+
+    msg = ("Wrong key for the store at {self.url}: the key's fingerprint is {self.given}, "
+           "the store's is {self.expected}")
+    code, title = "store_key_wrong", "Wrong store key"
+
+    def __init__(self, url: str, given: str, expected: str):
+        self.url = url
+        self.given = given
+        self.expected = expected

@@ -4,7 +4,7 @@ Layout (all integers little-endian; see docs/store-format.md):
 
     offset size  field
     0      8     magic b"OVLTFIDX"
-    8      4     version (u32) = 1
+    8      4     version (u32) = the store's version (1 or 2; same layout)
     12     4     flags (u32) = 0, reserved
     16     16    index uuid (RFC 4122 bytes), random per index file
     32     8     disk size in bytes (u64)
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from .errors import IndexCorrupted
 
 MAGIC = b"OVLTFIDX"
-VERSION = 1
+VERSION = 1  # of a version-1 store's indexes; a version-2 store writes 2
 HEADER_SIZE = 4096
 DIGEST_SIZE = 32
 ZERO_DIGEST = bytes(DIGEST_SIZE)
@@ -48,6 +48,7 @@ class FixedIndex:
     digests: bytearray
     uuid: _uuid.UUID = field(default_factory=_uuid.uuid4)
     created: int = field(default_factory=lambda: int(time.time()))
+    version: int = VERSION  # 1 or 2, the store's version (digests are SHA-256 or BLAKE3)
 
     @classmethod
     def empty(cls, size: int, chunk_size: int) -> "FixedIndex":
@@ -88,19 +89,20 @@ class FixedIndex:
 
     def encode(self) -> bytes:
         head = _HEADER.pack(
-            MAGIC, VERSION, 0, self.uuid.bytes, self.size, self.chunk_size, self.created, self.csum()
+            MAGIC, self.version, 0, self.uuid.bytes, self.size, self.chunk_size, self.created, self.csum()
         )
         return head + bytes(HEADER_SIZE - len(head)) + bytes(self.digests)
 
     @classmethod
-    def decode(cls, data: bytes, path: str = "<index>") -> "FixedIndex":
+    def decode(cls, data: bytes, path: str = "<index>", version: int = VERSION) -> "FixedIndex":
         if len(data) < HEADER_SIZE:
             raise IndexCorrupted(path, f"file is {len(data)} bytes, shorter than the {HEADER_SIZE}-byte header")
+        expect = version
         magic, version, _flags, uid, size, chunk_size, created, csum = _HEADER.unpack_from(data)
         if magic != MAGIC:
             raise IndexCorrupted(path, f"bad magic {magic!r}")
-        if version != VERSION:
-            raise IndexCorrupted(path, f"unsupported index version {version}")
+        if version != expect:
+            raise IndexCorrupted(path, f"unsupported index version {version} in a version-{expect} store")
         if chunk_size <= 0:
             raise IndexCorrupted(path, f"bad chunk size {chunk_size}")
         n = chunk_count(size, chunk_size)
@@ -110,4 +112,5 @@ class FixedIndex:
         digests = bytearray(data[HEADER_SIZE:])
         if hashlib.sha256(digests).digest() != csum:
             raise IndexCorrupted(path, "checksum over the digests does not match the header")
-        return cls(size=size, chunk_size=chunk_size, digests=digests, uuid=_uuid.UUID(bytes=uid), created=created)
+        return cls(size=size, chunk_size=chunk_size, digests=digests, uuid=_uuid.UUID(bytes=uid), created=created,
+                   version=version)

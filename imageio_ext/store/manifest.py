@@ -10,6 +10,7 @@ job ids) rides along untouched under ``"meta"``.
 from __future__ import annotations
 
 import json
+import uuid as _uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -18,9 +19,11 @@ from .errors import IncompatibleStore, InvalidId, ManifestCorrupted
 from .ids import check_uuid
 
 STORE_FORMAT = "ovault-store"
-STORE_VERSION = 1
+STORE_VERSION = 2  # what new stores get
+STORE_VERSIONS = (1, 2)  # what this code reads and writes
 MANIFEST_FORMAT = "ovault-manifest"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 1  # of a version-1 store; a version-2 store's manifests are version 2
+ENCRYPTIONS = ("none", "aes-256-gcm")
 DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024
 # The largest store config or manifest read from a target (a manifest of a VM
 # with hundreds of disks and its OVF is well below): a larger one is corrupt.
@@ -43,20 +46,36 @@ def utc_now_iso() -> str:
 @dataclass(frozen=True)
 class StoreConfig:
     chunk_size: int = DEFAULT_CHUNK_SIZE
-    digest: str = "sha256"
+    digest: str = "blake3"
     compression: str = "zstd"
     created: str = field(default_factory=utc_now_iso)
     version: int = STORE_VERSION
+    # Version 2 only:
+    store_id: _uuid.UUID | None = None  # bound into every encrypted object's associated data
+    encryption: str = "none"
+    key_fingerprint: str | None = None  # of the store key (crypto.StoreKey.fingerprint)
+
+    @classmethod
+    def new(cls, chunk_size: int = DEFAULT_CHUNK_SIZE, *, version: int = STORE_VERSION,
+            fingerprint: str | None = None) -> "StoreConfig":
+        """The config of a store about to be created (encrypted when ``fingerprint`` is given)."""
+        if version == 1:
+            if fingerprint is not None:
+                raise ValueError("version-1 stores cannot be encrypted")
+            return cls(chunk_size=chunk_size, digest="sha256", version=1)
+        return cls(chunk_size=chunk_size, version=version, store_id=_uuid.uuid4(),
+                   digest="blake3-keyed" if fingerprint else "blake3",
+                   encryption="aes-256-gcm" if fingerprint else "none", key_fingerprint=fingerprint)
 
     def to_json(self) -> bytes:
-        doc = {
-            "format": STORE_FORMAT,
-            "version": self.version,
-            "chunk_size": self.chunk_size,
-            "digest": self.digest,
-            "compression": self.compression,
-            "created": self.created,
-        }
+        doc = {"format": STORE_FORMAT, "version": self.version}
+        if self.version >= 2:
+            doc["store_id"] = str(self.store_id)
+        doc.update({"chunk_size": self.chunk_size, "digest": self.digest, "compression": self.compression})
+        if self.version >= 2:
+            doc["encryption"] = self.encryption
+            doc["key_fingerprint"] = self.key_fingerprint
+        doc["created"] = self.created
         return (json.dumps(doc, indent=2) + "\n").encode()
 
     @classmethod
@@ -67,16 +86,40 @@ class StoreConfig:
             raise IncompatibleStore(url, f"ovault-store.json is not JSON ({e})") from e
         if not isinstance(doc, dict) or doc.get("format") != STORE_FORMAT:
             raise IncompatibleStore(url, f"format is {doc.get('format') if isinstance(doc, dict) else doc!r}, expected {STORE_FORMAT!r}")
-        if doc.get("version") != STORE_VERSION:
-            raise IncompatibleStore(url, f"store version {doc.get('version')!r}; this ovault reads version {STORE_VERSION}")
-        if doc.get("digest") != "sha256":
-            raise IncompatibleStore(url, f"digest {doc.get('digest')!r} is not supported (only sha256)")
+        version = doc.get("version")
+        if version not in STORE_VERSIONS or isinstance(version, bool):
+            raise IncompatibleStore(url, f"store version {version!r}; this ovault reads versions 1 and 2")
+        digests = ("sha256",) if version == 1 else ("blake3", "blake3-keyed")
+        if doc.get("digest") not in digests:
+            raise IncompatibleStore(url, f"digest {doc.get('digest')!r} is not supported in version {version} "
+                                    f"(only {' or '.join(digests)})")
         if doc.get("compression") != "zstd":
             raise IncompatibleStore(url, f"compression {doc.get('compression')!r} is not supported (only zstd)")
         cs = doc.get("chunk_size")
         if not isinstance(cs, int) or cs < 4096 or cs > 64 * 1024 * 1024 or cs % 4096:
             raise IncompatibleStore(url, f"chunk_size {cs!r} must be a multiple of 4096 in 4 KiB..64 MiB")
-        return cls(chunk_size=cs, created=str(doc.get("created", "")), version=doc["version"])
+        if version == 1:
+            return cls(chunk_size=cs, digest="sha256", created=str(doc.get("created", "")), version=1)
+        try:
+            store_id = _uuid.UUID(str(doc.get("store_id")))
+        except ValueError:
+            raise IncompatibleStore(url, f"store_id {doc.get('store_id')!r} is not a UUID") from None
+        enc, fp = doc.get("encryption"), doc.get("key_fingerprint")
+        if enc not in ENCRYPTIONS:
+            raise IncompatibleStore(url, f"encryption {enc!r} is not supported (only {', '.join(ENCRYPTIONS)})")
+        encrypted = enc != "none"
+        if encrypted != (doc["digest"] == "blake3-keyed"):
+            raise IncompatibleStore(url, "an encrypted store has keyed digests (blake3-keyed), a plain one blake3")
+        if encrypted and not (isinstance(fp, str) and len(fp) == 32 and all(c in "0123456789abcdef" for c in fp)):
+            raise IncompatibleStore(url, f"key_fingerprint {fp!r} is not 32 hex digits")
+        if not encrypted and fp is not None:
+            raise IncompatibleStore(url, "a plain store has no key_fingerprint")
+        return cls(chunk_size=cs, digest=doc["digest"], created=str(doc.get("created", "")), version=2,
+                   store_id=store_id, encryption=enc, key_fingerprint=fp)
+
+    def same_kind(self, other: "StoreConfig") -> bool:
+        """Whether ``other`` (what a caller asked for) matches this existing store."""
+        return (self.version, self.chunk_size, self.encryption) == (other.version, other.chunk_size, other.encryption)
 
 
 @dataclass(frozen=True)
@@ -143,10 +186,10 @@ class BackupInfo:
                 return d
         return None
 
-    def to_json(self) -> bytes:
+    def to_json(self, version: int = MANIFEST_VERSION) -> bytes:
         doc = {
             "format": MANIFEST_FORMAT,
-            "version": MANIFEST_VERSION,
+            "version": version,
             "vm_id": self.vm_id,
             "backup_id": self.backup_id,
             "parent_id": self.parent_id,
@@ -157,15 +200,16 @@ class BackupInfo:
         return (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode()
 
     @classmethod
-    def from_json(cls, data: bytes, path: str, *, vm_id: str, backup_id: str) -> "BackupInfo":
+    def from_json(cls, data: bytes, path: str, *, vm_id: str, backup_id: str,
+                  version: int = MANIFEST_VERSION) -> "BackupInfo":
         try:
             doc = parse_json(data)
         except ValueError as e:
             raise ManifestCorrupted(path, f"not JSON ({e})") from e
         if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
             raise ManifestCorrupted(path, f"format is not {MANIFEST_FORMAT!r}")
-        if doc.get("version") != MANIFEST_VERSION:
-            raise ManifestCorrupted(path, f"unsupported manifest version {doc.get('version')!r}")
+        if doc.get("version") != version:
+            raise ManifestCorrupted(path, f"manifest version {doc.get('version')!r} in a version-{version} store")
         # The directory names are authoritative; a manifest copied to the
         # wrong place must not pretend to be another backup.
         if doc.get("vm_id") != vm_id or doc.get("backup_id") != backup_id:

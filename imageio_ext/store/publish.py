@@ -5,6 +5,9 @@
 - A backup exists only once ``manifest.json`` is renamed into place. Before
   publishing, every index it names is read back and checked against its
   recorded SHA-256: a dangling backup is never published.
+- In an encrypted store (format version 2) indexes and manifests are sealed
+  (`StoreFormat.seal_meta`: AES-256-GCM, bound to their path); the SHA-256
+  recorded in the manifest and the catalog is that of the file as stored.
 - Deleting unpublishes first (removes the manifest, atomic), then removes the
   indexes. Chunks are left for gc. A crash in between leaves an orphan
   directory that gc removes after the grace period.
@@ -38,10 +41,16 @@ class Backups:
 
     # -- indexes -------------------------------------------------------------
 
+    @property
+    def format(self):
+        return self.chunks.format
+
     async def write_index(self, vm_id: str, backup_id: str, disk_id: str, index: FixedIndex) -> str:
         """Write ``<disk>.fidx`` atomically; return the file's SHA-256 hex."""
-        data = index.encode()
-        await self.target.write_file(index_path(vm_id, backup_id, disk_id), data)
+        path = index_path(vm_id, backup_id, disk_id)
+        index.version = self.format.index_version
+        data = self.format.seal_meta("index", path, index.encode())
+        await self.target.write_file(path, data)
         return hashlib.sha256(data).hexdigest()
 
     async def read_index(
@@ -55,7 +64,8 @@ class Backups:
         path = index_path(vm_id, backup_id, disk_id)
         limit = MAX_READ
         if expect_size is not None:
-            limit = HEADER_SIZE + chunk_count(expect_size, self.chunks.chunk_size) * DIGEST_SIZE
+            limit = (HEADER_SIZE + chunk_count(expect_size, self.chunks.chunk_size) * DIGEST_SIZE
+                     + self.format.meta_overhead)
         try:
             data = await self.target.read_file(path, max_size=limit)
         except NotFound:
@@ -71,7 +81,11 @@ class Backups:
                 "when the backup was published: the index (and its manifest) were replaced on the target")
         if expect_sha256 is not None and digest != expect_sha256:
             raise IndexCorrupted(path, "file SHA-256 differs from the one recorded in the manifest")
-        index = FixedIndex.decode(data, path)
+        try:
+            plain = self.format.open_meta("index", path, data)
+        except ValueError as e:
+            raise IndexCorrupted(path, str(e)) from None
+        index = FixedIndex.decode(plain, path, self.format.index_version)
         cs = self.chunks.chunk_size
         if index.chunk_size != cs:
             raise IndexCorrupted(path, f"chunk size {index.chunk_size} differs from the store's {cs}")
@@ -111,7 +125,8 @@ class Backups:
             # (grace shorter than the backup): never publish a dangling backup.
             await self.read_index(info.vm_id, info.backup_id, d.disk_id, expect_sha256=d.index_sha256,
                                   expect_size=d.size)
-        await self.target.write_file(mpath, info.to_json())
+        await self.target.write_file(
+            mpath, self.format.seal_meta("manifest", mpath, info.to_json(self.format.manifest_version)))
 
     async def publish_disks(
         self,
@@ -148,7 +163,12 @@ class Backups:
             raise BackupNotFound(vm_id, backup_id) from None
         except Damaged as e:  # larger than any manifest, or a symlink
             raise ManifestCorrupted(mpath, e.reason) from None
-        return BackupInfo.from_json(data, mpath, vm_id=vm_id, backup_id=backup_id)
+        try:
+            data = self.format.open_meta("manifest", mpath, data)
+        except ValueError as e:
+            raise ManifestCorrupted(mpath, str(e)) from None
+        return BackupInfo.from_json(data, mpath, vm_id=vm_id, backup_id=backup_id,
+                                    version=self.format.manifest_version)
 
     async def published(self, vm_id: str | None = None, *, strict: bool = False) -> list[BackupInfo]:
         """Every published backup, from the manifests alone (catalog import).

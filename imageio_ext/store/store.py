@@ -14,7 +14,12 @@ format is in docs/store-format.md):
 `stats`         stored versus logical bytes
 `export`        a backup disk as a plain raw or qcow2 file
 `registry`      which `Target` serves a URL or path
+`format`        what differs between format versions 1 and 2
+`crypto`        store keys, sealing, key files, the paper form
 ==============  ===========================================================
+
+New stores are version 2 (BLAKE3; encrypted when created with a key);
+version-1 stores are read and written as version 1, never migrated.
 """
 
 from __future__ import annotations
@@ -23,13 +28,15 @@ import os
 from typing import Any, Callable, Iterable
 
 from .chunkstore import ChunkStore
-from .errors import Damaged, IncompatibleStore, NotFound, StoreNotInitialized
+from .crypto import StoreKey
+from .errors import Damaged, IncompatibleStore, NotFound, StoreKeyWrong, StoreNotInitialized
 from .export import ExportResult, export_disk
 from .fidx import FixedIndex
+from .format import StoreFormat, sniff_chunk
 from .gc import DEFAULT_GC_GRACE, GcReport, collect_garbage, target_now
 from .ids import check_uuid
-from .layout import CHUNKS_DIR, CONFIG_NAME, VMS_DIR
-from .manifest import DEFAULT_CHUNK_SIZE, MAX_DOCUMENT, BackupInfo, DiskInfo, StoreConfig
+from .layout import CHUNKS_DIR, CONFIG_NAME, VMS_DIR, chunk_leaf_dirs, safe_scandir
+from .manifest import DEFAULT_CHUNK_SIZE, MAX_DOCUMENT, STORE_VERSION, BackupInfo, DiskInfo, StoreConfig
 from .publish import Backups
 from .reader import DiskReader
 from .registry import open_target
@@ -63,6 +70,7 @@ class Store:
         )
         self.backups = Backups(target, self.chunks)
         self._config: StoreConfig | None = None
+        self._key: StoreKey | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -74,17 +82,26 @@ class Store:
         create: bool = False,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         target_options: dict[str, Any] | None = None,
+        key: StoreKey | None = None,
+        encrypt: bool = False,
+        version: int = STORE_VERSION,
         **options,
     ) -> "Store":
-        """Open (and with ``create=True`` initialise) the store at a URL or path."""
+        """Open (and with ``create=True`` initialise) the store at a URL or path.
+
+        ``key``: the store key of an encrypted store (a wrong one is refused
+        here; without one, listing works but reading or writing data raises
+        `StoreKeyMissing`). With ``create=True``, ``encrypt`` makes a new
+        store encrypted with ``key`` and ``version`` picks the format of a
+        new store (1 only to write stores for older readers)."""
         target = open_target(url_or_path, **(target_options or {}))
         store = cls(target, **options)
         try:
             await target.connect()
             if create:
-                await store.init(chunk_size)
+                await store.init(chunk_size, key=key, encrypt=encrypt, version=version)
             else:
-                await store.load()
+                await store.load(key)
         except BaseException:
             await store.close()
             raise
@@ -110,17 +127,44 @@ class Store:
     def chunk_size(self) -> int:
         return self.config.chunk_size
 
-    def _use(self, cfg: StoreConfig) -> StoreConfig:
-        self._config = cfg
-        self.chunks.configure(cfg.chunk_size)
+    @property
+    def encrypted(self) -> bool:
+        return self.config.encryption != "none"
+
+    @property
+    def key(self) -> StoreKey | None:
+        return self._key
+
+    def _use(self, cfg: StoreConfig, key: StoreKey | None) -> StoreConfig:
+        if key is not None:
+            if cfg.encryption == "none":
+                raise IncompatibleStore(self.target.url, "a key was given but the store is not encrypted "
+                                        "(a store's encryption is chosen when it is created)")
+            if key.fingerprint != cfg.key_fingerprint:
+                raise StoreKeyWrong(self.target.url, key.fingerprint, cfg.key_fingerprint)
+        self._config, self._key = cfg, key
+        self.chunks.configure(StoreFormat(cfg, key, self.target.url, self.chunks.compression_level))
         return cfg
 
-    async def init(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> StoreConfig:
+    def set_key(self, key: StoreKey) -> None:
+        """Give an open encrypted store its key (checked against the fingerprint)."""
+        if self._key is not None and self._key.fingerprint == key.fingerprint:
+            return
+        self._use(self.config, key)
+
+    async def init(self, chunk_size: int = DEFAULT_CHUNK_SIZE, *, key: StoreKey | None = None,
+                   encrypt: bool = False, version: int = STORE_VERSION) -> StoreConfig:
         """Create ovault-store.json, or accept an existing identical store.
 
-        An existing store with another format, version or chunk size is
-        refused rather than silently reused.
+        An existing store with another format, chunk size or encryption is
+        refused rather than silently reused; an existing version-1 store is
+        accepted as it is (no silent migration). A target that holds store
+        data but no ovault-store.json is refused: its version is unknown.
         """
+        if encrypt and key is None:
+            raise ValueError("an encrypted store needs a key")
+        if key is not None and not encrypt:
+            raise ValueError("a key was given for a store that is not to be encrypted")
         try:
             existing = await self.target.read_file(CONFIG_NAME, max_size=MAX_DOCUMENT)
         except NotFound:
@@ -133,23 +177,58 @@ class Store:
                 raise IncompatibleStore(
                     self.target.url, f"existing store has chunk_size {cfg.chunk_size}, asked for {chunk_size}"
                 )
+            if (cfg.encryption != "none") != encrypt:
+                raise IncompatibleStore(
+                    self.target.url, f"existing store is {'' if encrypt is False else 'not '}encrypted, "
+                    f"asked for {'an encrypted' if encrypt else 'a plain'} one")
+            await self._check_versions(cfg)
         else:
-            cfg = StoreConfig(chunk_size=chunk_size)
+            if await self._holds_data():
+                raise IncompatibleStore(self.target.url, "the target holds chunks or backups but no "
+                                        "ovault-store.json: unknown format version, refusing to create a store over it")
+            cfg = StoreConfig.new(chunk_size, version=version, fingerprint=key.fingerprint if key else None)
             # Validate our own document the way a reader would.
             StoreConfig.from_json(cfg.to_json(), self.target.url)
             await self.target.makedirs(CHUNKS_DIR)
             await self.target.makedirs(VMS_DIR)
             await self.target.write_file(CONFIG_NAME, cfg.to_json())
-        return self._use(cfg)
+        return self._use(cfg, key)
 
-    async def load(self) -> StoreConfig:
+    async def load(self, key: StoreKey | None = None) -> StoreConfig:
         try:
             data = await self.target.read_file(CONFIG_NAME, max_size=MAX_DOCUMENT)
         except NotFound:
             raise StoreNotInitialized(self.target.url) from None
         except Damaged as e:
             raise IncompatibleStore(self.target.url, f"ovault-store.json: {e.reason}") from None
-        return self._use(StoreConfig.from_json(data, self.target.url))
+        cfg = StoreConfig.from_json(data, self.target.url)
+        await self._check_versions(cfg)
+        return self._use(cfg, key)
+
+    async def _holds_data(self) -> bool:
+        for d in (CHUNKS_DIR, VMS_DIR):
+            if any(not e.name.startswith(".") for e in await safe_scandir(self.target, d)):
+                return True
+        return False
+
+    async def _check_versions(self, cfg: StoreConfig) -> None:
+        """Refuse a target holding objects of another format version than its
+        config says (two ovault generations writing one directory): the
+        first chunk found is sniffed (cheap: one directory walk down, one read)."""
+        for leaf in (await chunk_leaf_dirs(self.target))[:1]:
+            for e in await safe_scandir(self.target, leaf):
+                if e.is_dir or "." in e.name or len(e.name) != 64:
+                    continue
+                try:
+                    head = await self.target.read_file(f"{leaf}/{e.name}", max_size=2 * cfg.chunk_size + 4096)
+                except (NotFound, Damaged):
+                    continue
+                found = sniff_chunk(head)
+                if found is not None and found != cfg.version:
+                    raise IncompatibleStore(
+                        self.target.url, f"ovault-store.json says version {cfg.version} but the target holds "
+                        f"version-{found} chunks ({leaf}/{e.name}): mixed format versions are refused")
+                return
 
     # -- chunks ------------------------------------------------------------
 

@@ -104,7 +104,7 @@ def test_codec_refuses_oversized_frames():
 
 @pytest.fixture
 async def store(store_url):
-    s = await Store.open(store_url, create=True, chunk_size=CS)
+    s = await Store.open(store_url, create=True, chunk_size=CS, version=1)  # the version-1 format (test_store_v2 covers 2)
     yield s
     await s.close()
 
