@@ -96,6 +96,9 @@ class Jobs:
     replica_id: str = ""  # empty: hostname-pid-random
     lease_seconds: float = 30.0  # a job whose owner stops renewing this long is taken over
     claim_interval: float = 1.0  # look for queued or orphaned jobs at least this often
+    # a job stopped because the catalog is unreachable keeps its engine objects (transfers,
+    # engine backup, snapshot) this long, then this replica releases them (docs/operations.md)
+    catalog_unreachable_release_seconds: float = 120.0
 
 
 @dataclass

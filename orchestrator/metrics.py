@@ -92,6 +92,9 @@ class Metrics:
                                         "Messages not queued for slow websocket clients", registry=r)
         self.catalog_restarts = Counter("ovault_catalog_restarts_total",
                                         "Restarts of the embedded PostgreSQL after it died", registry=r)
+        self.engine_releases = Counter("ovault_engine_releases_total",
+                                       "Machines whose engine objects were released because the catalog "
+                                       "stayed unreachable", registry=r)
         self.stats_errors = Counter("ovault_target_stats_errors_total", "Failed target statistics walks",
                                     registry=r)
         r.register(_CatalogCollector(self))

@@ -157,7 +157,8 @@ async def _runner(app: web.Application):
     poller = asyncio.create_task(EventPoller(app[ENGINE], waker, cfg.engine.events_interval).run())
     runner = JobRunner(catalog=app[CATALOG], engine=app[ENGINE], mover=mover,
                        store=StorePort(app[STORE]), config=cfg, target_id=app[TARGET_ID],
-                       on_event=app[HUB].runner_event, waker=waker)
+                       on_event=app[HUB].runner_event, waker=waker,
+                       on_release=app[METRICS].engine_releases.inc)
     app[RUNNER] = runner
     task = asyncio.create_task(runner.run())
     await _bootstrap_token(app)

@@ -60,6 +60,15 @@ class LostOwnership(Exception):
     """The compare-and-swap lost: another replica owns this machine now."""
 
 
+class CatalogUnreachable(LostOwnership):
+    """The catalog could not be reached for a write the machine needs.
+
+    Not a failure of the step: the machine stops here as if it had lost
+    ownership (nothing was decided, nothing is undone); the job's lease lets
+    a runner resume it from its persisted state once the catalog answers
+    (orchestrator/jobs/outage.py). The catalog ports raise it."""
+
+
 class VmMachine:
     """Base of BackupMachine and RestoreMachine.
 
@@ -156,6 +165,15 @@ class VmMachine:
 
     async def _drive(self) -> str:
         while self.state not in TERMINAL:
+            released = self.res.get("engine_released")
+            if released and self.state in self.WORK_STATES:
+                # While the catalog was unreachable the runner released what
+                # this machine held in the engine: it cannot go on; cleanup
+                # finds those objects gone and records the outcome.
+                self.error = released.get("error") or "engine objects released"
+                await self.record(outcome="failed", error=self.error)
+                await self.trigger("fail")
+                continue
             if self.state == CLEANUP:
                 await self._run_cleanup()
                 continue
@@ -203,6 +221,8 @@ class VmMachine:
         self.error = self.error or self.res.get("error")
         try:
             await self.STEPS[CLEANUP](self)
+        except LostOwnership:
+            raise
         except Exception as e:
             # Cleanup failures are loud: they leave something in the engine.
             msg = f"cleanup incomplete: {e}"

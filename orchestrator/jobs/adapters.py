@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from typing import Awaitable, Callable
@@ -20,11 +21,25 @@ import structlog
 
 from imageio_ext.copy import run_copy
 from imageio_ext.store import BackupExists, Store
+from statemachines import CatalogUnreachable
 
 from .. import catalog as cat
 from ..errors import MoverError, from_dict
 
 log = structlog.get_logger("ovault.jobs")
+
+
+def reachable(fn):
+    """A catalog call of a machine: `Unavailable` (the database cannot be
+    reached) becomes the machine's `CatalogUnreachable`, which stops the
+    machine without failing it (orchestrator/jobs/outage.py resumes it)."""
+    @functools.wraps(fn)
+    async def wrapper(*args, **kwargs):
+        try:
+            return await fn(*args, **kwargs)
+        except cat.Unavailable as e:
+            raise CatalogUnreachable(str(e)) from e
+    return wrapper
 
 
 class CatalogJournal:
@@ -39,6 +54,7 @@ class CatalogJournal:
         self._last_progress = 0.0
         self.publish = publish
 
+    @reachable
     async def transition(self, from_state: str, to_state: str, error: str | None,
                          event: tuple[str, dict]) -> bool:
         type_, payload = event
@@ -50,6 +66,7 @@ class CatalogJournal:
         self.state, self.version = m.state, m.version
         return True
 
+    @reachable
     async def record(self, patch: dict) -> None:
         _merge(self.resources, patch)
         await self.catalog.jobs.record_resources(self.id, patch, owner=self.owner)
@@ -59,13 +76,17 @@ class CatalogJournal:
         if now - self._last_progress < 0.5 and bytes_done < bytes_total:
             return  # at most two writes a second per machine
         self._last_progress = now
-        await self.catalog.jobs.update_progress(self.id, bytes_done=bytes_done,
-                                                bytes_total=bytes_total, disks=disks)
+        try:
+            await self.catalog.jobs.update_progress(self.id, bytes_done=bytes_done,
+                                                    bytes_total=bytes_total, disks=disks)
+        except cat.Unavailable as e:  # progress is a courtesy: the copy goes on
+            log.info("progress not recorded: catalog unavailable", machine_id=str(self.id), error=str(e))
         if self.publish:
             await self.publish("machine.progress", {"job_id": self.job_id, "machine_id": str(self.id),
                                                     "vm_id": self.vm_id, "bytes_done": bytes_done,
                                                     "bytes_total": bytes_total, "disks": disks})
 
+    @reachable
     async def event(self, type_: str, payload: dict) -> None:
         await self.catalog.events.append(type_, self._payload(payload), job_id=uuid.UUID(self.job_id))
 
@@ -87,11 +108,13 @@ class CatalogPort:
     def __init__(self, catalog: cat.Catalog, job_id: str, target_id=None):
         self.catalog, self.job_id, self.target_id = catalog, job_id, target_id
 
+    @reachable
     async def last_backup(self, vm_id: str, method: str | None) -> dict | None:
         b = await self.catalog.backups.last_succeeded(vm_id, method=method, target_id=self.target_id)
         return None if b is None else {"id": str(b.id), "checkpoint_id": b.checkpoint_id,
                                        "method": b.method}
 
+    @reachable
     async def backup_started(self, *, backup_id, vm_id, vm_name, mode, method, parent_id,
                              checkpoint_id, fallback_reason, config, disks) -> None:
         try:
@@ -107,6 +130,7 @@ class CatalogPort:
                 disk_id=d["disk_id"], provisioned_size=d["size"], format=d["format"],
                 alias=d.get("alias"), info={k: v for k, v in d.items() if k not in ("disk_id",)}))
 
+    @reachable
     async def backup_succeeded(self, backup_id: str, *, checkpoint_id, stats: dict) -> None:
         bid = uuid.UUID(backup_id)
         b = await self.catalog.backups.get(bid)
@@ -121,15 +145,18 @@ class CatalogPort:
         await self.catalog.backups.complete(bid, size_bytes=stats["size"], new_bytes=stats["new_bytes"],
                                             consistency="crash", checkpoint_id=checkpoint_id)
 
+    @reachable
     async def backup_failed(self, backup_id: str, error: str) -> None:
         try:
             await self.catalog.backups.fail(uuid.UUID(backup_id), error)
         except (cat.Conflict, cat.NotFound):
             pass
 
+    @reachable
     async def checkpoints(self, vm_id: str) -> dict[str, list[str]]:
         return await self.catalog.backups.checkpoints(vm_id)
 
+    @reachable
     async def get_backup(self, backup_id: str) -> dict:
         b = await self.catalog.backups.get(uuid.UUID(str(backup_id)))
         return {"id": str(b.id), "vm_id": b.vm_id, "status": b.status, "config": b.config,

@@ -29,11 +29,12 @@ from typing import Awaitable, Callable
 
 import structlog
 
-from statemachines import MACHINES, BackupMachine, Deps, LostOwnership, VmMachine
+from statemachines import MACHINES, BackupMachine, CatalogUnreachable, Deps, LostOwnership, VmMachine
 
 from .. import catalog as cat
 from ..engine.port import EnginePort
 from .adapters import CatalogJournal, CatalogPort, MoverPort, StorePort
+from .outage import ride_out
 
 log = structlog.get_logger("ovault.jobs")
 MAX_ATTEMPTS = 5
@@ -43,7 +44,7 @@ JobHandler = Callable[[cat.Job], Awaitable[None]]
 
 class JobRunner:
     def __init__(self, *, catalog: cat.Catalog, engine, mover: MoverPort, store: StorePort,
-                 config, target_id=None, on_event=None, waker=None):
+                 config, target_id=None, on_event=None, waker=None, on_release=None):
         self.catalog, self.engine, self.mover, self.store = catalog, engine, mover, store
         self.machine_engine = EnginePort(engine)  # the machines' port over the SDK client
         self.cfg = config
@@ -57,6 +58,8 @@ class JobRunner:
         self.jobs: dict[uuid.UUID, asyncio.Task] = {}
         self.machines: dict[uuid.UUID, list] = {}
         self.on_event = on_event
+        self.on_release = on_release  # called with the number of machines whose engine objects
+        #                               were released after a long catalog outage (a metric)
         self.waker = waker
         self.wakeup = asyncio.Event()
         self._stopping = False
@@ -84,7 +87,7 @@ class JobRunner:
                                  attempt=job.attempts, owner=self.owner)
                         t = asyncio.create_task(self._run_job(job))
                         self.jobs[job.id] = t
-                        t.add_done_callback(lambda _t, jid=job.id: self.jobs.pop(jid, None))
+                        t.add_done_callback(lambda _t, jid=job.id: self._job_done(jid, _t))
                 try:
                     await asyncio.wait_for(self.wakeup.wait(), self.cfg.jobs.claim_interval)
                 except asyncio.TimeoutError:
@@ -96,6 +99,12 @@ class JobRunner:
 
     def poke(self):
         self.wakeup.set()
+
+    def _job_done(self, job_id, task):
+        # A job handed back (released) may already run again in a new task.
+        if self.jobs.get(job_id) is task:
+            del self.jobs[job_id]
+        self.poke()
 
     async def stop(self):
         """Stop driving machines; release the leases so another replica resumes
@@ -160,11 +169,14 @@ class JobRunner:
     async def _crashed(self, job: cat.Job, error: BaseException):
         """Let it be claimed again (here or elsewhere) and resumed; give up
         after a few attempts so a poison job cannot loop forever."""
-        if job.attempts >= MAX_ATTEMPTS:
-            await self.catalog.jobs.fail(job.id, f"gave up after {job.attempts} attempts: "
-                                                 f"{error!r}")
-        else:
-            await self.catalog.jobs.release(job.id, self.owner)
+        try:
+            if job.attempts >= MAX_ATTEMPTS:
+                await self.catalog.jobs.fail(job.id, f"gave up after {job.attempts} attempts: "
+                                                     f"{error!r}")
+            else:
+                await self.catalog.jobs.release(job.id, self.owner)
+        except cat.CatalogError as e:  # the lease runs out and the job is claimed again
+            log.warning("could not release the crashed job", job_id=str(job.id), error=str(e))
 
     def _deps(self, job: cat.Job) -> Deps:
         return Deps(engine=self.machine_engine, mover=self.mover, store=self.store,
@@ -197,16 +209,31 @@ class JobRunner:
             machines.append(vm)
         self.machines[job.id] = machines
 
+        stopped: list[float] = []  # when machines stopped for an unreachable catalog
+
         async def drive(vm):
             async with per_job, self.total:
                 structlog.contextvars.bind_contextvars(job_id=str(job.id), vm_id=vm.vm_id)
                 try:
                     return await vm.run()
+                except CatalogUnreachable as e:
+                    stopped.append(asyncio.get_running_loop().time())
+                    log.warning("catalog unreachable: machine stopped (not failed)", error=str(e),
+                                state=vm.state)
+                    raise
                 except LostOwnership as e:
                     log.warning("machine lost to another replica", error=str(e))
                     raise
         try:
             results = await asyncio.gather(*(drive(vm) for vm in machines), return_exceptions=True)
+            unreachable = [vm for vm, r in zip(machines, results) if isinstance(r, CatalogUnreachable)]
+            if unreachable:
+                loop = asyncio.get_running_loop()
+                await ride_out(self.catalog, job, unreachable, owner=self.owner,
+                               release_after=self.cfg.jobs.catalog_unreachable_release_seconds,
+                               lease_seconds=self.cfg.jobs.lease_seconds, since=min(stopped),
+                               on_release=self.on_release, clock=loop.time)
+                return
             if any(isinstance(r, LostOwnership) for r in results):
                 return
             crashed = [r for r in results if isinstance(r, BaseException)
