@@ -69,7 +69,7 @@ class BackupStatus(enum.StrEnum):
 
 class Consistency(enum.StrEnum):
     CRASH = "crash"
-    APPLICATION = "application"
+    FILESYSTEM = "filesystem"  # the engine froze the guest's file systems first
 
 
 class DeliveryStatus(enum.StrEnum):
