@@ -119,6 +119,7 @@ def main() -> int:
     args = ap.parse_args()
     base = args.dir or Path(tempfile.mkdtemp(prefix="ovault-policy-scale-", dir="/var/tmp"))
     base.mkdir(parents=True, exist_ok=True)
+    base.chmod(0o755)    # the embedded PostgreSQL runs as another user and must reach its directory
     out: dict = {"vms": args.vms, "hosts": args.hosts, "disk_size": args.disk_size}
     t0 = time.monotonic()
     sb = start_sandbox(base / "sandbox", args)

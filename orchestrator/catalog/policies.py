@@ -393,6 +393,14 @@ class PolicyRepository(Repository):
             "WHERE task = $1 AND fire_at = $2", task, fire_at, dict(result))
 
     @wrap_errors
+    async def backup_policy(self, backup_id: uuid.UUID) -> uuid.UUID | None:
+        """The policy whose run made a backup (None: a manual backup, or the policy
+        is gone)."""
+        return await self._db.fetchval(
+            "SELECT j.policy_id FROM backups b JOIN jobs j ON j.id = b.job_id WHERE b.id = $1",
+            backup_id)
+
+    @wrap_errors
     async def last_maintenance(self, task: str) -> Mapping[str, Any] | None:
         row = await self._db.fetchrow(
             "SELECT * FROM maintenance_ticks WHERE task = $1 ORDER BY fire_at DESC LIMIT 1", task)

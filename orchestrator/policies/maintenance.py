@@ -1,6 +1,7 @@
 """Daily maintenance the scheduler drives, each run once across replicas (a
 `maintenance_ticks` row per fire time): the target's garbage collection, the
-summary mail, and the protection-status log behind `vm.protection_changed`.
+summary mail, the protection-status log behind `vm.protection_changed`, and the
+mail for each `backup.damaged` event (once across replicas).
 
 Garbage collection runs as a `gc` job (policies/jobs.py) that never races a
 backup: it waits until no backup job is queued or running, and the store's sweep
@@ -11,13 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import uuid
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
 import structlog
 
 from .. import catalog as cat
-from .notify import Mailer, summary_mail
+from .notify import Mailer, damaged_mail, summary_mail
 from .schedule import Schedule
 from .service import PolicyService
 from .settings import Policies
@@ -35,6 +37,7 @@ class Maintenance:
         self.settings, self.mailer = settings, mailer
         self.clock = clock or service.clock
         self._last_protection = float("-inf")
+        self._damaged_after = 0          # events scanned for `backup.damaged` mail
 
     def request_protection(self) -> None:
         """Check the protection status at the next pass (the inventory saw a VM's
@@ -46,6 +49,8 @@ class Maintenance:
         if time.monotonic() - self._last_protection >= self.settings.protection_interval:
             self._last_protection = time.monotonic()
             await self.protection()
+        if self.mailer is not None and self.mailer.enabled:
+            await self.damaged()
         if self.settings.gc_schedule:
             await self._daily("gc", self.settings.gc_schedule, now, self.gc)
         if self.settings.verify_schedule:
@@ -114,6 +119,51 @@ class Maintenance:
         sent = await self.mailer.send(to, subject, body) if to else False
         return {"to": to, "sent": sent, "runs": sum(r["n"] for r in runs),
                 "at_risk": len(at_risk)}
+
+    async def damaged(self) -> int:
+        """Mail each `backup.damaged` event (of the last day) once across replicas to
+        the policy that made the backup (else the VM's policy now), when its
+        `notify.on` has `failure`."""
+        since = self.clock() - timedelta(days=1)
+        sent = 0
+        while True:
+            events = await self.catalog.events.list_after(self._damaged_after, limit=100,
+                                                          types=["backup.damaged"])
+            if not events:
+                return sent
+            for e in events:
+                self._damaged_after = e.id
+                if e.created_at < since:
+                    continue
+                task = f"damaged-mail:{e.id}"
+                if not await self.catalog.policies.claim_maintenance(task, e.created_at,
+                                                                     self.replica):
+                    continue
+                policy = await self._policy_of_backup(e.payload)
+                to = (policy.notify or {}).get("emails", []) if policy is not None and \
+                    "failure" in (policy.notify or {}).get("on", ["failure"]) else []
+                ok = await self.mailer.send(to, *damaged_mail(e.payload, policy, self.mailer.cfg.base_url)) \
+                    if to else False
+                sent += bool(ok)
+                await self.catalog.policies.finish_maintenance(task, e.created_at,
+                                                               {"to": to, "sent": ok})
+
+    async def _policy_of_backup(self, payload: dict) -> cat.Policy | None:
+        pid = None
+        try:
+            pid = await self.catalog.policies.backup_policy(uuid.UUID(str(payload.get("backup_id"))))
+        except (ValueError, cat.CatalogError):
+            pass
+        if pid is None and payload.get("vm_id"):
+            policies = await self.catalog.policies.list()
+            a = await self.service.assignment(policies, await self.service.inventory(cached=True))
+            pid = a.policy_of(payload["vm_id"])
+        if pid is None:
+            return None
+        try:
+            return await self.catalog.policies.get(pid)
+        except cat.NotFound:
+            return None
 
     async def protection(self) -> int:
         """Record every member VM's status; announce each change once."""

@@ -21,7 +21,7 @@ from .settings import SMTP_SECURITY, Smtp
 
 log = structlog.get_logger("ovault.notify")
 
-__all__ = ["Mailer", "failure_mail", "success_mail", "tick_mail", "summary_mail"]
+__all__ = ["Mailer", "failure_mail", "success_mail", "tick_mail", "summary_mail", "damaged_mail"]
 
 
 class Mailer:
@@ -89,6 +89,32 @@ def tick_mail(policy: Any, tick: Any) -> tuple[str, str]:
     return (f"[ovault] policy {policy.name}: run {tick.status} ({tick.fire_at:%Y-%m-%d %H:%M} UTC)",
             f"Policy {policy.name}, scheduled for {tick.fire_at.isoformat()}: {tick.status}.\n"
             f"{tick.reason or ''}\n")
+
+
+def damaged_mail(payload: Mapping[str, Any], policy: Any | None, base_url: str = ""
+                 ) -> tuple[str, str]:
+    """A `backup.damaged` event: verify found chunks or indexes of a backup damaged
+    on the target."""
+    vm = payload.get("vm_name") or payload.get("vm_id")
+    bid = payload.get("backup_id")
+    lines = [f"ovault verify found damage in backup {bid} of VM {vm} ({payload.get('vm_id')}).", "",
+             f"Damaged chunks: {payload.get('damaged_chunks', 0)}"]
+    bad = payload.get("bad_indexes") or {}
+    if bad:
+        lines.append("Unreadable disk indexes: " + ", ".join(f"{k} ({v})" for k, v in sorted(bad.items())))
+    ranges = payload.get("ranges") or []
+    if ranges:
+        lines += ["", f"Affected ranges ({payload.get('ranges_total', len(ranges))} in all; "
+                      "first ones):"]
+        lines += [f"- disk {r.get('disk_id')}: {r.get('length')} bytes at offset {r.get('offset')}"
+                  for r in ranges[:10]]
+    lines += ["", "Restoring this backup would give wrong data in those ranges. The next backup "
+              "of this VM does not build on it; backups built on it may share the damage "
+              "(`ovault verify` tells).",
+              f"Backup: {base_url.rstrip('/')}/api/v1/backups/{bid}" if base_url else f"Backup: {bid}"]
+    if policy is not None:
+        lines.append(f"Policy: {policy.name}")
+    return f"[ovault] backup of VM {vm} is damaged", "\n".join(lines) + "\n"
 
 
 def summary_mail(runs: Sequence[Mapping[str, Any]], at_risk: Sequence[str],

@@ -176,3 +176,51 @@ async def test_delete_then_gc_frees_the_chunks_once_per_day_never_beside_a_backu
         assert [e["payload"]["bytes_freed"] for e in ev] == [done.result["bytes_freed"]]
     finally:
         await store.close()
+
+
+async def test_damaged_backup_mail_reaches_the_policy_once(catalog, smtp):
+    """A `backup.damaged` event (recorded the way the verify job records it) is
+    mailed to the policy whose run made the backup, once across two replicas."""
+    from imageio_ext.store.verify import DamagedChunk, VerifyReport
+    from orchestrator.catalog import NewMachine
+    from orchestrator.jobs.verify import record_result
+    cfg, inbox = smtp
+    cfg.base_url = "https://ovault.example:8443"
+    engine = Engine("db-9")
+    vm = engine.vms[0]
+    clock = Clock(datetime.now(UTC))
+    p = await catalog.policies.create({
+        "name": "gold", "schedule": "0 2 * * *", "timezone": "UTC", "rules": {"tags": ["gold"]},
+        "notify": {"emails": ["ops@example.com"], "on": ["failure"]}}, scheduled_through=clock.t)
+    job = await catalog.jobs.create("backup", [NewMachine(vm_id=vm.id, vm_name=vm.name)])
+    await catalog.policies.tag_job(job.id, p.id)
+    b = await catalog.backups.create(vm_id=vm.id, vm_name=vm.name, mode="full", method="cbt",
+                                     job_id=job.id)
+    await catalog.backups.complete(b.id, size_bytes=1, new_bytes=1, consistency="crash")
+    report = VerifyReport(vm_id=vm.id, backup_id=str(b.id), chunks_checked=9, damaged=[
+        DamagedChunk(digest="ab" * 32, reason="digest mismatch",
+                     disk_offsets={"disk-1": [4194304]}, length=65536)])
+    info = SimpleNamespace(backup_id=str(b.id), vm_id=vm.id)
+    assert await record_result(catalog, info, report) == "became damaged"
+    svc = PolicyService(catalog, engine, clock=clock)
+    replicas = [Maintenance(catalog, svc, replica=r, settings=Policies(gc_schedule="",
+                                                                        verify_schedule="",
+                                                                        summary_schedule=""),
+                            mailer=Mailer(cfg), clock=clock) for r in ("A", "B")]
+    sent = [await m.damaged() for m in replicas] + [await m.damaged() for m in replicas]
+    assert sum(sent) == 1
+    assert len(inbox.mails) == 1
+    to, msg = inbox.mails[0]
+    assert to == ["ops@example.com"]
+    assert msg["Subject"] == "[ovault] backup of VM db-9 is damaged"
+    body = msg.get_payload(decode=True).decode()
+    assert f"backup {b.id} of VM db-9 ({vm.id})" in body and "Damaged chunks: 1" in body
+    assert "disk disk-1: 65536 bytes at offset 4194304" in body
+    assert f"https://ovault.example:8443/api/v1/backups/{b.id}" in body and "Policy: gold" in body
+    # a manual backup of a VM whose policy does not ask for failure mail: nothing sent
+    await catalog.policies.update(p.id, {**p.fields(), "notify": {"emails": ["ops@example.com"], "on": ["success"]}})
+    b2 = await catalog.backups.create(vm_id=vm.id, vm_name=vm.name, mode="full", method="cbt")
+    await catalog.backups.complete(b2.id, size_bytes=1, new_bytes=1, consistency="crash")
+    report.backup_id = str(b2.id)
+    await record_result(catalog, SimpleNamespace(backup_id=str(b2.id), vm_id=vm.id), report)
+    assert await replicas[0].damaged() == 0 and len(inbox.mails) == 1
