@@ -38,7 +38,7 @@ def compress_bound(size: int) -> int:
 ZSTD_MAGIC = 0xFD2FB528
 _RAW_BLOCK = 128 * 1024  # zstd's largest block
 SAMPLE_PIECES = 4  # pieces of the chunk compressed to decide
-SAMPLE_PIECE = 8 * 1024
+SAMPLE_PIECE = 4 * 1024
 SAMPLE_MIN_SAVING = 0.03  # compress only if the sample shrinks by at least 3 %
 
 
@@ -61,8 +61,8 @@ def worth_compressing(data, compress) -> bool:
     """Decide from a sample of ``SAMPLE_PIECES`` pieces spread over the chunk
     whether compressing it pays; ``compress`` is the compressor to try."""
     n = len(data)
-    if n <= 4 * SAMPLE_PIECES * SAMPLE_PIECE:
-        return True  # small: just compress it
+    if n < 4 * SAMPLE_PIECES * SAMPLE_PIECE:
+        return True  # under 64 KiB: just compress it
     step = (n - SAMPLE_PIECE) // (SAMPLE_PIECES - 1)
     sample = b"".join(bytes(data[i * step : i * step + SAMPLE_PIECE]) for i in range(SAMPLE_PIECES))
     return len(compress(sample)) <= len(sample) * (1 - SAMPLE_MIN_SAVING)
