@@ -40,6 +40,10 @@ class ImageioLab:
     def local_socket(self) -> str:
         return str(self.daemon.local_socket)
 
+    @property
+    def control_socket(self) -> str:
+        return str(self.daemon.control_socket)
+
     async def transfer(self, path: Path, fmt: str, size: int, *, write: bool = False,
                        bitmap: str | None = None) -> Transfer:
         tid = str(uuid.uuid4())

@@ -33,6 +33,7 @@ def _serve(args) -> int:
     from .version import version
 
     overrides = {"host": args.host, "port": args.port, "imageio_socket": args.imageio_socket,
+                 "imageio_control_socket": args.imageio_control_socket,
                  "token_file": args.token_file, "tls_cert": args.tls_cert, "tls_key": args.tls_key,
                  "max_copies": args.max_copies, "requests_per_copy": args.requests,
                  "client_ca": args.client_ca, "imageio_url": args.imageio_url, "imageio_ca": args.imageio_ca,
@@ -73,6 +74,7 @@ def _copy(args) -> int:
 
     try:
         res = asyncio.run(run_copy(json.loads(raw), local_socket=args.imageio_socket,
+                                   control_socket=args.imageio_control_socket,
                                    requests=args.requests, progress=progress))
     except OvaultError as e:
         print(json.dumps({"error": e.to_dict()}))
@@ -119,6 +121,7 @@ def main(argv=None) -> int:
     s.add_argument("--host")
     s.add_argument("--port", type=int)
     s.add_argument("--imageio-socket")
+    s.add_argument("--imageio-control-socket", help="imageio's control socket: read/write local NBD exports directly")
     s.add_argument("--token-file")
     s.add_argument("--tls-cert")
     s.add_argument("--tls-key")
@@ -132,6 +135,7 @@ def main(argv=None) -> int:
     c = sub.add_parser("copy", help="run one copy here (direct mode)")
     c.add_argument("spec", help="JSON copy request (as POST /v1/copies), a file or - for stdin")
     c.add_argument("--imageio-socket")
+    c.add_argument("--imageio-control-socket")
     c.add_argument("--requests", type=int, default=4)
     c.add_argument("--progress", action="store_true")
     n = sub.add_parser("nbd", help="export a backup disk read-only over NBD")

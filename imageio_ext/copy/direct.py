@@ -28,6 +28,7 @@ async def run_copy(
     clock: Callable[[], float] = time.monotonic,
     imageio_ca: str | None = None,  # the mover's own imageio CA: replaces the spec's ca_file
     local_only: bool = False,  # the ticket must be served by local_socket (never over the network)
+    control_socket: str | None = None,  # this host's imageio control socket: read/write its NBD export directly
 ) -> CopyResult:
     """Run one backup or restore copy to the end; raise an `OvaultError` on failure
     (a `CopyError`, a store error, `TargetFull`, ...).
@@ -42,7 +43,8 @@ async def run_copy(
     try:
         ca = imageio_ca if imageio_ca is not None else spec.ca_file
         async with ImageioClient(spec.transfer_url, ca_file=ca, local_socket=local_socket,
-                                 connections=requests, local_only=local_only) as client:
+                                 connections=requests, local_only=local_only,
+                                 control_socket=control_socket) as client:
             if spec.op == "backup":
                 return await backup_disk(
                     store, client, vm_id=spec.vm_id, backup_id=spec.backup_id, disk_id=spec.disk_id,

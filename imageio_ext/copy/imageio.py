@@ -24,6 +24,12 @@ send could not write in a bytearray and memmoves it after every partial
 send, so a 4 MiB body through a ~200 KiB socket buffer costs far more than
 sendall() from a thread, which also runs without the GIL while it waits.
 
+Beside imageio: with ``control_socket`` (this host's imageio control
+socket) the client asks the daemon for the ticket's backend; an ``nbd:unix:``
+export is then read and written directly (`nbd_direct`, transport ``nbd``),
+with imageio still answering extents and a periodic ``OPTIONS`` that keeps the
+ticket active. Anything else falls back to the HTTP paths above.
+
 Connection errors are retried (every request used here is idempotent), with
 a backoff that doubles from ``retry_delay`` up to ``retry_max_delay``: with
 the defaults 6 retries span about 15 s, so a daemon restarted within a few
@@ -58,6 +64,7 @@ from .errors import (
     InvalidRequest,
     TransferNotFound,
 )
+from .nbd_direct import NbdPool, nbd_unix_url, ticket_info
 from .plan import ImageExtent
 
 _NET_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError, OSError,
@@ -146,6 +153,8 @@ class ImageioClient:
         read_timeout: float = 120.0,
         blocking_reads: bool = True,  # range GETs on the blocking connections too (measured slightly faster)
         local_only: bool = False,  # only a ticket the local socket serves; never the transfer URL's server
+        control_socket: str | None = None,  # this host's imageio control socket: enables direct NBD
+        keepalive: float = 10.0,  # direct NBD: seconds between OPTIONS requests keeping the ticket active
     ):
         u = urlsplit(transfer_url)
         parts = u.path.rstrip("/").split("/")
@@ -168,7 +177,13 @@ class ImageioClient:
         self._path = f"/images/{self.ticket}"
         self._sock_timeout = read_timeout
         self.blocking_reads = blocking_reads
-        self.transport = ""  # "unix" or "https"/"http" once open
+        self.transport = ""  # "nbd", "unix" or "https"/"http" once open
+        self.control_socket = control_socket
+        self.keepalive = keepalive
+        self._nbd: NbdPool | None = None
+        self._keepalive_task: asyncio.Task | None = None
+        self._ticket_gone: BaseException | None = None
+        self.nbd_url = ""
         self.options: dict = {}
         self.bytes_read = 0
         self.bytes_written = 0
@@ -219,6 +234,50 @@ class ImageioClient:
         limit = min(self.options.get("max_readers") or 64, self.options.get("max_writers") or 64)
         self.connections = max(1, min(self.connections, limit))
         self._blocking = _BlockingConnections(self._connection_factory(), self.connections)
+        if self.control_socket and _socket_present(self.control_socket):
+            await self._open_nbd(limit)
+
+    async def _open_nbd(self, limit: int) -> None:
+        """Use the ticket's NBD export directly if this host's daemon serves it."""
+        info = await ticket_info(self.control_socket, self.ticket)
+        url = (info or {}).get("url", "")
+        if nbd_unix_url(url) is None:
+            return
+        # imageio keeps one backend connection for our extents/OPTIONS requests.
+        pool = NbdPool(url, max(1, min(self.connections, limit - 1)), sparse=bool(info.get("sparse", True)))
+        try:
+            await asyncio.get_running_loop().run_in_executor(pool.executor, pool.connect)
+        except OSError:
+            await asyncio.to_thread(pool.close)
+            return  # not reachable from here (permissions, gone): imageio's path works
+        self._nbd, self.nbd_url, self.transport = pool, url, "nbd"
+        self.connections = pool.workers
+        self._keepalive_task = asyncio.create_task(self._keep_ticket_active())
+
+    async def _keep_ticket_active(self) -> None:
+        while True:
+            await asyncio.sleep(self.keepalive)
+            try:
+                await self._request("OPTIONS", "")
+            except (TransferNotFound, ImageioUnavailable) as e:
+                self._ticket_gone = e
+                return
+            except ImageioError:
+                pass
+
+    async def _nbd_request(self, method: str, fn, *args):
+        """``fn(*args)`` on the NBD pool's threads, with the usual retries and errors."""
+        if self._ticket_gone is not None:
+            raise self._ticket_gone
+        loop = asyncio.get_running_loop()
+        pool = self._nbd
+
+        async def once():
+            r = await loop.run_in_executor(pool.executor, fn, *args)
+            self.requests += 1
+            return r
+
+        return await self._with_retries(method, f"/images/{self.ticket} (nbd)", once)
 
     def _connection_factory(self):
         timeout = self._sock_timeout
@@ -240,6 +299,13 @@ class ImageioClient:
         )
 
     async def close(self) -> None:
+        if self._keepalive_task is not None:
+            self._keepalive_task.cancel()
+            await asyncio.gather(self._keepalive_task, return_exceptions=True)
+            self._keepalive_task = None
+        if self._nbd is not None:
+            await asyncio.to_thread(self._nbd.close)
+            self._nbd = None
         if self._blocking is not None:
             await asyncio.to_thread(self._blocking.close)
             self._blocking = None
@@ -336,6 +402,8 @@ class ImageioClient:
         return await self._with_retries(method, what, once)
 
     def _where(self) -> str:
+        if self.transport == "nbd":
+            return self.nbd_url
         return f"unix:{self.local_socket}" if self.transport == "unix" else self.transfer_url
 
     # -- ImageSource -------------------------------------------------------------
@@ -354,6 +422,10 @@ class ImageioClient:
         return out
 
     async def read(self, offset: int, length: int) -> bytes:
+        if self._nbd is not None:
+            body = await self._nbd_request("GET", self._nbd.read, offset, length)
+            self.bytes_read += length
+            return body
         headers = {"Range": f"bytes={offset}-{offset + length - 1}"}
         if self.blocking_reads:
             body = await self._data_request("GET", "", headers, ok=(206, 200), expect_len=length)
@@ -365,14 +437,24 @@ class ImageioClient:
     # -- ImageSink ---------------------------------------------------------------
 
     async def write(self, offset: int, data: bytes) -> None:
+        if self._nbd is not None:
+            await self._nbd_request("PUT", self._nbd.write, offset, data)
+            self.bytes_written += len(data)
+            return
         await self._data_request("PUT", "?flush=n", {"Content-Range": f"bytes {offset}-{offset + len(data) - 1}/*",
                                                      "Content-Type": "application/octet-stream",
                                                      "Content-Length": str(len(data))}, body=data)
         self.bytes_written += len(data)
 
     async def zero(self, offset: int, length: int) -> None:
+        if self._nbd is not None and self._nbd.can_zero:
+            await self._nbd_request("PATCH", self._nbd.zero, offset, length)
+            return
         await self._request("PATCH", "", json_body={"op": "zero", "offset": offset, "size": length, "flush": False},
                             ok=(200, 204))
 
     async def flush(self) -> None:
+        if self._nbd is not None:
+            await self._nbd_request("PATCH", self._nbd.flush)
+            return
         await self._request("PATCH", "", json_body={"op": "flush"}, ok=(200, 204))

@@ -45,6 +45,10 @@ class MoverConfig:
     # daemon serves are read through it (no TLS); others go to their transfer URL. Never the
     # control socket (/run/ovirt-imageio/sock).
     imageio_socket: str = "@/org/ovirt/imageio"
+    # This host's ovirt-imageio control socket (its `[control] socket`). When the mover may
+    # read it (vdsm's hosts: group ovirtimg), a local transfer's NBD export is read and
+    # written directly, beside the daemon (docs/mover.md); empty: always through imageio.
+    imageio_control_socket: str = "/run/ovirt-imageio/sock"
     # This host's imageio daemon, e.g. https://host.example.com:54322. A copy's transfer
     # URL must be served by it (same scheme, host and port); empty: only tickets of the
     # local socket are accepted, never a transfer over the network.
@@ -87,6 +91,8 @@ class MoverConfig:
             raise ConfigError("a token of at least 16 characters is required (token, token_file or OVAULT_MOVER_TOKEN)")
         if self.imageio_socket.startswith("@"):  # the usual spelling of an abstract socket
             self.imageio_socket = "\0" + self.imageio_socket[1:]
+        if self.imageio_control_socket.startswith("@"):
+            self.imageio_control_socket = "\0" + self.imageio_control_socket[1:]
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("tls_cert and tls_key go together")
         if self.max_copies < 1 or self.requests_per_copy < 1:

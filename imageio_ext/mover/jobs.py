@@ -160,7 +160,8 @@ class JobManager:
                     s, store=store, local_socket=self.config.imageio_socket or None,
                     requests=self.config.requests_per_copy, progress=progress, clock=self.clock,
                     # this host's daemon only, with the CA of the mover's own configuration
-                    imageio_ca=self.config.imageio_ca or None, local_only=not self.config.imageio_url)
+                    imageio_ca=self.config.imageio_ca or None, local_only=not self.config.imageio_url,
+                    control_socket=self.config.imageio_control_socket or None)
                 job.state = SUCCEEDED
                 lg.info("copy.succeeded", bytes_read=job.result.bytes_read, new_chunks=job.result.new_chunks,
                         seconds=job.result.seconds, transport=job.result.transport)

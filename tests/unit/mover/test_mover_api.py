@@ -33,9 +33,11 @@ class FakeCopies:
         self.fail: Exception | None = None
         self.calls = 0
 
-    async def __call__(self, s, *, store, local_socket, requests, progress, clock, imageio_ca, local_only):
+    async def __call__(self, s, *, store, local_socket, requests, progress, clock, imageio_ca, local_only,
+                       control_socket=None):
         self.calls += 1
         self.imageio = (imageio_ca, local_only)
+        self.control_socket = control_socket
         progress(Progress(1 << 20, s.size, 1 << 20, 100, 1e6, 0.1))
         await self.gate.wait()
         if self.fail:

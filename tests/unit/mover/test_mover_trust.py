@@ -108,6 +108,7 @@ async def test_without_imageio_url_only_the_local_socket_serves(fake):
         assert r.status == 202
         await (await c.get(f"/v1/copies/{(await r.json())['id']}/events", headers=auth(HOST_A))).read()
     assert fake.imageio[1] is True  # local_only
+    assert fake.control_socket == "/run/ovirt-imageio/sock"  # imageio's default control socket: NBD beside it
     # and the client then never goes to the URL's server: refused before any connection
     with pytest.raises(InvalidRequest, match="not served by this host's imageio local socket"):
         async with ImageioClient("https://127.0.0.1:1/images/t-1", local_socket="/nonexistent/sock",
