@@ -28,6 +28,7 @@ overlay, as vdsm does, so dirty tracking continues.
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,10 +55,14 @@ def _short(s: str) -> str:
 
 async def begin(qmp: Qmp, backup_id: str, nodes: dict[str, str], sizes: dict[str, int], *,
                 scratch_dir: Path, sock: Path, to_checkpoint: str | None,
-                from_checkpoint: str | None) -> LiveBackup:
+                from_checkpoint: str | None, checkpoint_disks=None,
+                before_point=None, after_point=None) -> LiveBackup:
     """Start a pull-mode backup of `nodes` ({disk_id: active node}). A disk
     whose node lacks `from_checkpoint`'s bitmap is exported in full (its
-    `bitmap` is None). On failure everything set up so far is undone."""
+    `bitmap` is None); `to_checkpoint` goes to `checkpoint_disks` (default:
+    all). `before_point`/`after_point` (async, no arguments) run right around
+    the point-in-time transaction — the guest freeze and thaw. On failure
+    everything set up so far is undone."""
     lb = LiveBackup(backup_id, sock)
     scratch_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -82,14 +87,21 @@ async def begin(qmp: Qmp, backup_id: str, nodes: dict[str, str], sizes: dict[str
                     ("block-dirty-bitmap-merge", {"node": d["fleece"], "target": d["bitmap"],
                                                   "bitmaps": [{"node": node,
                                                                "name": from_checkpoint}]})]
-            if to_checkpoint and to_checkpoint not in have:
+            if to_checkpoint and to_checkpoint not in have and (
+                    checkpoint_disks is None or disk_id in checkpoint_disks):
                 actions.append(("block-dirty-bitmap-add", {"node": node, "name": to_checkpoint,
                                                            "persistent": True}))
             actions.append(("blockdev-backup", {"job-id": d["job"], "device": node,
                                                 "target": d["fleece"], "sync": "none",
                                                 "auto-finalize": True, "auto-dismiss": True}))
         # The point in time: one atomic transaction for every disk.
-        await qmp.transaction(actions)
+        if before_point:
+            await before_point()
+        try:
+            await qmp.transaction(actions)
+        finally:
+            if after_point:
+                await after_point()
         for d in lb.disks.values():
             d["job_started"] = True
         await qmp.execute("nbd-server-start", {
@@ -177,7 +189,7 @@ async def thaw(agent_path: str | Path, timeout: float = 5.0) -> int:
 
 # --- snapshots ----------------------------------------------------------------------------------
 async def snapshot(qmp: Qmp, node: str, overlay: Path, new_node: str, backing_name: str,
-                   backing_fmt: str, size: int) -> None:
+                   backing_fmt: str, size: int, file_node: str | None = None) -> None:
     """Put a new qcow2 overlay (file `overlay`, whose header names
     `backing_name` so offline tools find the chain) over the running `node`
     and carry the node's bitmaps to it."""
@@ -186,7 +198,8 @@ async def snapshot(qmp: Qmp, node: str, overlay: Path, new_node: str, backing_na
     try:
         await qmp.execute("blockdev-add", {"driver": "qcow2", "node-name": new_node,
                                            "backing": None,
-                                           "file": {"driver": "file", "filename": str(overlay)}})
+                                           "file": {"driver": "file", "filename": str(overlay),
+                                                    "node-name": file_node or f"{new_node}-file"}})
     except QmpError:
         overlay.unlink(missing_ok=True)
         raise
@@ -221,3 +234,32 @@ async def commit(qmp: Qmp, active_node: str, top: str, base: str, job: str,
     ev = await qmp.wait_event("BLOCK_JOB_COMPLETED", timeout=timeout, device=job)
     if ev["data"].get("error"):
         raise QmpError("block-commit", "JobFailed", ev["data"]["error"])
+    if top == active_node:
+        # The disk now runs on `base`, whose bitmaps are writable again: carry
+        # the ones only `top` had (qemu kept those on `top`, still open since
+        # it was added by name), then close `top`.
+        have = set(await qmp.bitmaps(base))
+        for name in await qmp.bitmaps(top):
+            if name not in have:
+                await qmp.execute("block-dirty-bitmap-add", {"node": base, "name": name,
+                                                             "persistent": True})
+            await qmp.execute("block-dirty-bitmap-merge", {"node": base, "target": name,
+                                                           "bitmaps": [{"node": top, "name": name}]})
+        await qmp.execute("blockdev-del", {"node-name": top})
+
+
+async def node_of(qmp: Qmp, path: str | Path) -> str:
+    """The format node that has the image file `path` open."""
+    nodes = await qmp.named_nodes()
+    for name, n in nodes.items():
+        if n.get("drv") in ("file", "host_device"):
+            continue
+        f = n.get("file") or ""
+        if f.startswith("json:"):
+            # qemu names a node by its options when its backing file is named
+            # differently in the header than it was opened.
+            f = (json.loads(f[5:]).get("file") or {}).get("filename")
+        if f == str(path):
+            return name
+    raise QmpError("query-named-block-nodes", "DeviceNotFound",
+                   f"no format node on {path} in {[(k, n.get('file')) for k, n in nodes.items()]}")

@@ -176,12 +176,15 @@ async def test_live_snapshot_carries_bitmaps_and_merges(vm):
                                                      "persistent": True})
         overlay = tmp / "overlay.qcow2"
         await live_backup.snapshot(qmp, "disk0", overlay, "disk1", disk.name, "qcow2", SIZE)
+        await qmp.execute("block-dirty-bitmap-add", {"node": "disk1", "name": "cp2",
+                                                     "persistent": True})
         await guest_write(qmp, 0x99, 4 * MiB, 65536)
         blk = {b["qdev"]: b for b in await qmp.execute("query-block")}
         ins = blk["/machine/peripheral/vda/virtio-backend"]["inserted"]
         assert ins["node-name"] == "disk1"
         assert ins["image"]["backing-image"]["filename"] == str(disk)
-        assert await qmp.bitmaps("disk1") == ["cp1"]
+        assert sorted(await qmp.bitmaps("disk1")) == ["cp1", "cp2"]
+        assert await live_backup.node_of(qmp, overlay) == "disk1"
         # The write went to the overlay: the frozen volume still holds 0x11.
         out = subprocess.run(["qemu-io", "-U", "-f", "qcow2", "-r", "-c",
                               f"read -P 0x11 {4 * MiB} 65536", disk],
@@ -191,6 +194,10 @@ async def test_live_snapshot_carries_bitmaps_and_merges(vm):
         await live_backup.commit(qmp, "disk1", "disk1", "disk0", "commit-1")
         blk = {b["qdev"]: b for b in await qmp.execute("query-block")}
         assert blk["/machine/peripheral/vda/virtio-backend"]["inserted"]["node-name"] == "disk0"
+        assert "disk1" not in await qmp.named_nodes()
+        # Both checkpoints' bitmaps now on the base, the write recorded in both.
+        bm = {b["name"]: b["count"] for b in (await qmp.named_nodes())["disk0"]["dirty-bitmaps"]}
+        assert bm == {"cp1": 65536, "cp2": 65536}
         out = await qemu_io(qmp, f"read -P 0x99 {4 * MiB} 65536")
         assert "read 65536/65536" in out and "Pattern verification failed" not in out, out
 

@@ -25,9 +25,9 @@ async def test_backup_lifecycle_and_chain(catalog):
     await catalog.backups.put_disk(full.id, BackupDisk("d2", 1 << 30, "raw"))
     await catalog.backups.put_disk(full.id, BackupDisk("d2", 2 << 30, "raw"))  # retried step
     done = await catalog.backups.complete(full.id, size_bytes=12 << 30, new_bytes=1 << 30,
-                                          consistency="application", checkpoint_id="cp-1")
+                                          consistency="filesystem", checkpoint_id="cp-1")
     assert (done.status, done.checkpoint_id, done.consistency) == \
-        ("succeeded", "cp-1", "application")
+        ("succeeded", "cp-1", "filesystem")
     assert done.completed_at is not None
     assert [(d.disk_id, d.provisioned_size) for d in done.disks] == \
         [("d1", 10 << 30), ("d2", 2 << 30)]
