@@ -1,7 +1,11 @@
 """Benchmarks of the data mover against the reference tools, in one run.
 
     .venv/bin/python -m bench.mover_bench [all|full|incremental|unchanged|clones|restore|rss]
-        [--size-gib 4] [--dir /var/tmp/ovault-bench] [--keep]
+        [--size-gib 4] [--dir /var/tmp/ovault-bench] [--keep] [--via nbd|unix] [--chunk-mib 4]
+
+``--via nbd`` (the default) lets the mover read and write the ticket's NBD export
+beside imageio (it is given the daemon's control socket); ``--via unix`` keeps it
+on imageio's local unix socket, as before.
 
 Everything runs on this machine: one real ovirt-imageio daemon, qemu-nbd
 exports, a store on a local directory. Each benchmark runs the reference in
@@ -70,6 +74,15 @@ def make_disk(path: Path, size: int, seed: str = "bench") -> dict:
     return {"size": size, "data": 8 * q, "unique": 6 * q}
 
 
+VIA = {"via": "nbd"}
+
+
+def direct(lab) -> dict:
+    """How the mover reaches the disk: beside imageio (NBD) or through its unix socket."""
+    return dict(local_socket=lab.local_socket,
+                control_socket=lab.control_socket if VIA["via"] == "nbd" else None)
+
+
 async def mover_backup(lab, disk, store_url, size, *, backup_id=None, parent=None, bitmap=None, requests=4,
                        disk_id=None):
     disk_id = disk_id or DISK
@@ -79,7 +92,7 @@ async def mover_backup(lab, disk, store_url, size, *, backup_id=None, parent=Non
         t0 = time.monotonic()
         r = await run_copy(dict(op="backup", transfer_url=t.url, ca_file=lab.ca, store=store_url, vm_id=VM,
                                 backup_id=bid, disk_id=disk_id, size=size, parent_backup_id=parent,
-                                incremental=parent is not None), local_socket=lab.local_socket, requests=requests)
+                                incremental=parent is not None), **direct(lab), requests=requests)
         dt = time.monotonic() - t0
     finally:
         await lab.close_transfer(t)
@@ -136,7 +149,7 @@ async def main(args) -> None:
     try:
         # -- full backup -------------------------------------------------------------
         full_id, r, dt = await mover_backup(lab, disk, store_url, size)
-        row("full", "mover (unix socket, 4 requests)", dt, read_MiB=r.bytes_read // MiB,
+        row("full", f"mover ({r.transport}, 4 requests)", dt, read_MiB=r.bytes_read // MiB,
             stored_MiB=du(store_dir) // MiB, new_chunks=r.new_chunks)
         mover_full = dt
         ref_full = base / "ref-full.qcow2"
@@ -178,8 +191,9 @@ async def main(args) -> None:
                 subprocess.run(["qemu-io", "-f", "qcow2", *cmds[i:i + 400], str(disk)], check=True,
                                capture_output=True)
             inc_id, r, dt = await mover_backup(lab, disk, store_url, size, parent=full_id, bitmap="cp1")
-            row("incremental", "mover incremental (dirty extents)", dt, changed_MiB=changed,
-                read_MiB=r.bytes_read // MiB, new_chunks=r.new_chunks, new_MiB=r.new_bytes // MiB)
+            row("incremental", f"mover incremental ({r.transport})", dt, changed_MiB=changed,
+                read_MiB=r.bytes_read // MiB, from_parent_MiB=r.bytes_from_parent // MiB,
+                new_chunks=r.new_chunks, new_MiB=r.new_bytes // MiB)
             ref_inc = base / "ref-inc.qcow2"
             dt_ri = await ref_download(lab, disk, size, ref_inc, bitmap="cp1", backing=ref_full)
             row("incremental", "ovirt_imageio.client.download incr.", dt_ri, stored_MiB=du(ref_inc) // MiB)
@@ -197,10 +211,10 @@ async def main(args) -> None:
             t = await lab.transfer(out, "qcow2", size, write=True)
             t0 = time.monotonic()
             r = await run_copy(dict(op="restore", transfer_url=t.url, ca_file=lab.ca, store=store_url, vm_id=VM,
-                                    backup_id=full_id, disk_id=DISK), local_socket=lab.local_socket)
+                                    backup_id=full_id, disk_id=DISK), **direct(lab))
             dt = time.monotonic() - t0
             await lab.close_transfer(t)
-            row("restore", "mover restore (PUT + PATCH zero)", dt, written_MiB=r.bytes_written // MiB)
+            row("restore", f"mover restore ({r.transport})", dt, written_MiB=r.bytes_written // MiB)
             out2 = base / "restore-ref.qcow2"
             subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(out2), str(size)], check=True)
             from ovirt_imageio import client
@@ -213,6 +227,7 @@ async def main(args) -> None:
             print(f"  restore: mover/reference time ratio {dt / dt_r:.2f}", flush=True)
             if "incremental" not in which:
                 assert image_sha256(out, "qcow2") == image_sha256(disk, "qcow2")
+                print("  restore verified: restored image digest == disk digest", flush=True)
 
         if "clones" in which:
             cstore = base / "clone-store"
@@ -259,7 +274,9 @@ async def rss_bench(lab, disk, size, base):
     port = free_port()
     env = {**os.environ, "OVAULT_MOVER_TOKEN": token}
     p = subprocess.Popen([sys.executable, "-m", "imageio_ext.mover_cli", "serve", "--port", str(port),
-                          "--imageio-socket", lab.local_socket, "--max-copies", "8"], env=env,
+                          "--imageio-socket", lab.local_socket, "--max-copies", "8", "--allowed-stores", str(sdir),
+                          *(["--imageio-control-socket", lab.control_socket] if VIA["via"] == "nbd" else [])],
+                         env=env,
                          stdout=subprocess.DEVNULL, stderr=open(base / "mover.log", "wb"))
     try:
         url = f"http://127.0.0.1:{port}"
@@ -314,4 +331,8 @@ if __name__ == "__main__":
     ap.add_argument("--dir", default="/var/tmp/ovault-bench")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--chunk-mib", type=int, default=4, help="chunk size of the bench's store (default 4)")
-    asyncio.run(main(ap.parse_args()))
+    ap.add_argument("--via", choices=("nbd", "unix"), default="nbd",
+                    help="the mover reads/writes the NBD export beside imageio (default) or imageio's unix socket")
+    a = ap.parse_args()
+    VIA["via"] = a.via
+    asyncio.run(main(a))
