@@ -35,6 +35,7 @@ from .format import ChunkCodecV2, StoreFormat
 from .errors import ChunkCorrupted, ChunkMissing, Damaged, NotFound, StoreNotInitialized
 from .fidx import ZERO_DIGEST
 from .layout import MAX_BAD_COPIES, bad_chunk_path, chunk_path
+from .leases import mark_damaged
 from .target import Target
 
 T = TypeVar("T")
@@ -176,6 +177,7 @@ class ChunkStore:
             if not await self.target.exists(bad_chunk_path(digest, n)):
                 bad = bad_chunk_path(digest, n)
                 break
+        await mark_damaged(self.target, digest)  # before the rename: committing incrementals look (leases.py)
         try:
             await self.target.rename(path, bad)
         except NotFound:

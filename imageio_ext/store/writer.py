@@ -25,30 +25,38 @@ Rules:
   zeros); a slot that was the parent's short last chunk must be re-sent.
 - Bounded memory: at most ``max_inflight`` chunks are being hashed,
   compressed or written per DiskWriter; ``write()`` waits for room.
-- Commit touches every chunk the index references that this writer did not
-  write or touch within the chunk store's ``touch_refresh`` seconds, so gc
-  treats them as young until the manifest is published. If one of them has vanished (its last
-  user was deleted and gc ran), commit raises `ChunkMissing` whose
-  ``offsets`` are the slots to re-send; those slots become unwritten, the
-  writer stays open and commit can be retried.
+- gc safety without touching what is inherited (docs/store-format.md,
+  *Writers and garbage collection*): while any of its disks is open the
+  backup holds a writer lease (`leases.WriterLease`, registered before the
+  parent index is read or a chunk stored, released when every disk is
+  committed or cancelled, or on publish/abort). Commit checks the lease
+  never lapsed, and that no inherited chunk was set aside as damaged
+  (one listing of ``.damaged/``), writes the index, then checks the parent
+  is still published. Commit time does not depend on how much is inherited.
+- If an inherited chunk is damaged, or the parent was deleted meanwhile
+  (gc may then collect what only it referenced), commit raises
+  `ChunkMissing` whose ``offsets`` are the slots to re-send; those slots
+  become unwritten, the writer stays open and commit can be retried.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
+import struct
 from typing import Any
 
 from .chunkstore import ChunkStore
 from .errors import ChunkMissing, IncompleteDisk, InvalidRange, WriterStateError
 from .fidx import ZERO_DIGEST, FixedIndex
 from .ids import check_uuid
+from .layout import chunk_path, manifest_path
+from .leases import DEFAULT_LEASE_SECONDS, WriterLease, damaged_markers
 from .manifest import BackupInfo, DiskInfo, utc_now_iso
 from .publish import Backups
 
 # Slot states.
 _UNSET = 0
-_INHERITED = 1  # copied from the parent index; not yet touched by us
+_INHERITED = 1  # copied from the parent index (protected by it, not touched)
 _WRITTEN = 2  # written, deduplicated or zero in this session
 
 
@@ -75,7 +83,7 @@ class DiskWriter:
         self._sem = asyncio.Semaphore(max_inflight)
         self._tasks: set[asyncio.Task] = set()
         self._error: BaseException | None = None
-        self._touched: dict[bytes, float] = {}  # digest -> monotonic time we wrote/touched it
+        self.cancelled = False
         self.info: DiskInfo | None = None
         # Statistics of this session.
         self.new_chunks = 0
@@ -85,6 +93,11 @@ class DiskWriter:
         self.bytes_written = 0  # plaintext bytes passed to write()/write_zero()
 
     def _inherit(self, parent: FixedIndex) -> None:
+        if parent.size == self.size:  # the common case, without a Python step per slot
+            self.index.digests[:] = parent.digests
+            self._state = bytearray(_WRITTEN if d == ZERO_DIGEST else _INHERITED
+                                    for (d,) in struct.iter_unpack("32s", parent.digests))
+            return
         for i in range(self.index.count):
             start = i * self.chunk_size
             if i < parent.count and parent.chunk_len(i) == self.index.chunk_len(i):
@@ -154,8 +167,6 @@ class DiskWriter:
                 self.new_bytes += res.stored_bytes
             else:
                 self.dedup_chunks += 1
-            if res.digest != ZERO_DIGEST:
-                self._touched[res.digest] = time.monotonic()
             self.index.set(i, res.digest)
             self._state[i] = _WRITTEN
         finally:
@@ -174,47 +185,31 @@ class DiskWriter:
             raise err
 
     async def cancel(self) -> None:
+        self.cancelled = True
         for t in list(self._tasks):
             t.cancel()
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self.backup.release_lease_if_idle()
 
     # -- commit --------------------------------------------------------------
 
     async def commit(self) -> DiskInfo:
-        """Wait for pending chunks, refresh referenced chunks, write the index."""
+        """Wait for pending chunks, check what is inherited, write the index."""
         self._check_open()
         await self._drain()
-        missing = [i for i, s in enumerate(self._state) if s == _UNSET]
-        if missing:
-            raise IncompleteDisk(self.disk_id, len(missing), missing[0] * self.chunk_size)
-
-        now = time.monotonic()
-        stale: dict[bytes, list[int]] = {}
-        for i, s in enumerate(self._state):
-            dg = self.index.get(i)
-            if dg == ZERO_DIGEST:
-                continue
-            t = self._touched.get(dg)
-            if s == _INHERITED or t is None or now - t > self.chunks.touch_refresh:
-                stale.setdefault(dg, []).append(i)
-
-        gone = await self.chunks.touch_all(stale)
-        for dg in stale:
-            if dg not in gone:
-                self._touched[dg] = now
-        if gone:
-            offsets = []
-            for dg in gone:
-                for i in stale[dg]:
-                    self._state[i] = _UNSET
-                    offsets.append(i * self.chunk_size)
-            raise ChunkMissing(gone[0].hex() + (f" (and {len(gone) - 1} more)" if len(gone) > 1 else ""), sorted(offsets))
+        first = self._state.find(_UNSET)
+        if first >= 0:
+            raise IncompleteDisk(self.disk_id, self._state.count(_UNSET), first * self.chunk_size)
+        self.backup.check_lease()
+        await self._check_damaged()
 
         index_sha = await self.backup.backups.write_index(
             self.backup.vm_id, self.backup.backup_id, self.disk_id, self.index
         )
-        zero = sum(1 for i in range(self.index.count) if self.index.get(i) == ZERO_DIGEST)
+        await self._check_parent()  # after the index is on the target: see docs/store-format.md
+        self.backup.check_lease()  # protected without a gap until the index was there
+        zero = list(struct.iter_unpack("32s", self.index.digests)).count((ZERO_DIGEST,))
         self.info = DiskInfo(
             disk_id=self.disk_id,
             size=self.size,
@@ -225,7 +220,54 @@ class DiskWriter:
             new_chunks=self.new_chunks,
             new_bytes=self.new_bytes,
         )
+        await self.backup.release_lease_if_idle()
         return self.info
+
+    def _inherited_slots(self, digest: bytes) -> list[int]:
+        out, buf = [], self.index.digests
+        pos = buf.find(digest)
+        while pos >= 0:
+            if pos % 32 == 0 and self._state[pos // 32] == _INHERITED:
+                out.append(pos // 32)
+            pos = buf.find(digest, pos + 1)
+        return out
+
+    def _resend(self, slots: dict[bytes, list[int]], why: str) -> ChunkMissing:
+        offsets = []
+        for idx in slots.values():
+            for i in idx:
+                self._state[i] = _UNSET
+                offsets.append(i * self.chunk_size)
+        first = next(iter(slots)).hex()
+        return ChunkMissing(first + (f" (and {len(slots) - 1} more)" if len(slots) > 1 else "") + why,
+                            sorted(offsets))
+
+    async def _check_damaged(self) -> None:
+        """Inherited chunks set aside as damaged (and not rewritten since) must be re-sent."""
+        if self._state.find(_INHERITED) < 0:
+            return
+        target = self.chunks.target
+        gone: dict[bytes, list[int]] = {}
+        for dg, _ in await damaged_markers(target):
+            slots = self._inherited_slots(dg)
+            if slots and not await target.exists(chunk_path(dg)):
+                gone[dg] = slots
+        if gone:
+            raise self._resend(gone, "")
+
+    async def _check_parent(self) -> None:
+        """The parent's published index protected what we inherited; if it was
+        deleted meanwhile, gc may have collected those chunks: re-send them."""
+        parent = self.backup.parent
+        if parent is None or self._state.find(_INHERITED) < 0:
+            return
+        if await self.chunks.target.exists(manifest_path(parent.vm_id, parent.backup_id)):
+            return
+        slots: dict[bytes, list[int]] = {}
+        for i in range(self.index.count):
+            if self._state[i] == _INHERITED:
+                slots.setdefault(self.index.get(i), []).append(i)
+        raise self._resend(slots, f" (parent backup {parent.backup_id} was deleted while this incremental was written)")
 
 
 class BackupWriter:
@@ -240,9 +282,13 @@ class BackupWriter:
         parent: BackupInfo | None,
         *,
         max_inflight: int = 4,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        heartbeat_seconds: float | None = None,
     ):
         self.chunks = chunks
         self.backups = backups
+        self._lease_options = {"lease_seconds": lease_seconds, "heartbeat_seconds": heartbeat_seconds}
+        self.lease: WriterLease | None = None
         self.vm_id = vm_id
         self.backup_id = backup_id
         self.parent = parent
@@ -267,10 +313,17 @@ class BackupWriter:
             raise WriterStateError(f"disk {disk_id} was already added to backup {self.backup_id}")
         if not isinstance(size, int) or size <= 0:
             raise InvalidRange(0, size if isinstance(size, int) else 0, "disk size must be a positive integer")
-        parent_index = None
-        if self.parent is not None and self.parent.disk(disk_id) is not None:
-            parent_index = await self.backups.read_backup_index(self.parent, disk_id)
-        dw = DiskWriter(self, disk_id, size, parent_index, max_inflight=self.max_inflight)
+        if self.lease is None or self.lease.released:  # before the parent index is read, or a chunk stored
+            self.lease = await WriterLease(self.chunks.target, purpose="backup", vm_id=self.vm_id,
+                                           backup_id=self.backup_id, **self._lease_options).register()
+        try:
+            parent_index = None
+            if self.parent is not None and self.parent.disk(disk_id) is not None:
+                parent_index = await self.backups.read_backup_index(self.parent, disk_id)
+            dw = DiskWriter(self, disk_id, size, parent_index, max_inflight=self.max_inflight)
+        except BaseException:
+            await self.release_lease_if_idle()
+            raise
         self.disks[disk_id] = dw
         return dw
 
@@ -293,7 +346,23 @@ class BackupWriter:
         await self.backups.publish_manifest(info)
         self.info = info
         self.closed = True
+        await self.release_lease()
         return info
+
+    def check_lease(self) -> None:
+        """Raise `LeaseLost` if this backup's writer lease ever lapsed."""
+        if self.lease is not None:
+            self.lease.check()
+
+    async def release_lease(self) -> None:
+        if self.lease is not None:
+            await self.lease.release()
+
+    async def release_lease_if_idle(self) -> None:
+        """Release once every disk is committed or cancelled (the committed
+        indexes protect their chunks from then on, see `gc`)."""
+        if all(w.info is not None or w.cancelled for w in self.disks.values()):
+            await self.release_lease()
 
     async def abort(self) -> None:
         """Give up: cancel pending work and remove the unpublished directory.
@@ -303,4 +372,5 @@ class BackupWriter:
         self.closed = True
         for w in self.disks.values():
             await w.cancel()
+        await self.release_lease()
         await self.backups.discard(self.vm_id, self.backup_id)
