@@ -10,7 +10,9 @@ Two kinds:
   holds now: rebuilt at every scrape, so it may shrink), and the target's usage
   and dedup ratio from `Store.stats()`, which walks the whole target and is
   therefore refreshed in the background at most every
-  `api.stats_cache_seconds`, never on the scrape path.
+  `api.stats_cache_seconds`, never on the scrape path; with it, the target's
+  file system capacity (`ovault_target_{capacity,used,free}_bytes{target}`,
+  from statvfs of a directory target; a target ovault cannot measure has none).
 
 Names follow Prometheus' conventions (tests/unit/test_metrics_names.py checks
 them): the base unit last (`_seconds`, `_bytes`, `_ratio`), counters end in
@@ -20,6 +22,7 @@ and what is rebuilt at scrape time is a gauge or a gauge histogram.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import structlog
@@ -69,6 +72,14 @@ class _CatalogCollector:
                                     value=st["dedup_ratio"])
             yield GaugeMetricFamily("ovault_target_stats_age_seconds", "Age of the target statistics",
                                     value=time.monotonic() - st["at"])
+        fams = {k: GaugeMetricFamily(f"ovault_target_{k}_bytes", doc, labels=["target"]) for k, doc in (
+            ("capacity", "Size of the target's file system"),
+            ("used", "Bytes used on the target's file system (by anything)"),
+            ("free", "Bytes free on the target's file system for ovault"))}
+        for target, cap in sorted(self.m._capacity.items()):
+            for k, f in fams.items():
+                f.add_metric([target], cap[k])
+        yield from fams.values()
 
 
 class Metrics:
@@ -104,6 +115,8 @@ class Metrics:
         self._jobs: dict = {}
         self._durations: dict = {}
         self._stats: dict | None = None
+        self._capacity: dict[str, dict[str, int]] = {}   # target name -> capacity/used/free
+        self._target_name: str | None = None
         self._stats_task: asyncio.Task | None = None
         self._last: dict[str, int] = {}
 
@@ -141,6 +154,10 @@ class Metrics:
                   total_s, total_n)
             for key, (counts, total_s, total_n) in
             (await catalog.jobs.duration_histogram(DURATION_BUCKETS)).items()}
+        if self._target_name is None and store is not None and hasattr(catalog, "targets"):
+            url = getattr(getattr(store, "target", None), "url", None)
+            self._target_name = next((t.name for t in await catalog.targets.list() if t.url == url),
+                                     None)
         self.kick(store)
 
     def kick(self, store) -> None:
@@ -151,6 +168,7 @@ class Metrics:
 
     async def _walk(self, store) -> None:
         try:
+            await self._measure(store)
             s = await store.stats()
             self._stats = {"stored_bytes": s.stored_bytes, "logical_bytes": s.logical_bytes,
                            "chunks": s.chunks, "backups": s.backups,
@@ -159,6 +177,18 @@ class Metrics:
         except Exception as e:
             self.stats_errors.inc()
             log.warning("target statistics failed", error=str(e))
+
+    async def _measure(self, store) -> None:
+        """The target's file system size (statvfs; a directory target only)."""
+        target = getattr(store, "target", None)
+        root = getattr(target, "root", None)
+        if root is None:
+            return
+        st = await asyncio.get_running_loop().run_in_executor(None, os.statvfs, root)
+        name = self._target_name or str(getattr(target, "url", root))
+        self._capacity = {name: {"capacity": st.f_blocks * st.f_frsize,
+                                 "used": (st.f_blocks - st.f_bfree) * st.f_frsize,
+                                 "free": st.f_bavail * st.f_frsize}}
 
     def stats(self) -> dict | None:
         return self._stats

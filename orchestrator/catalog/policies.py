@@ -452,6 +452,12 @@ class PolicyRepository(Repository):
         return last, status, runs
 
     @wrap_errors
+    async def damaged_count(self) -> int:
+        """Backups verify found damaged (and not deleted): what no restore should trust."""
+        return await self._db.fetchval(
+            "SELECT count(*) FROM backups WHERE damaged AND status = 'succeeded'")
+
+    @wrap_errors
     async def backups_in_flight(self) -> int:
         """Backup jobs queued or running (garbage collection waits for none)."""
         return await self._db.fetchval(

@@ -4,7 +4,8 @@ every replica; aggregate with `max`):
 - `ovault_vm_last_success_timestamp_seconds{vm_id,vm,policy}`: per member VM, when
   its newest successful backup was taken (0: never);
 - `ovault_vm_protection{status}`: VMs per protection status (docs/policies.md);
-- `ovault_policy_runs_total{policy,result}`: policy jobs that ended, by state.
+- `ovault_policy_runs_total{policy,result}`: policy jobs that ended, by state;
+- `ovault_backups_damaged`: backups verify found damaged (not deleted).
 
 Membership and status come from the `vm_protection` table the maintenance pass
 keeps current, so a scrape never asks the engine.
@@ -24,12 +25,14 @@ class PolicyCollector:
         self._last: list[tuple[str, str, str, float]] = []
         self._status: dict[str, int] = {}
         self._runs: dict[tuple[str, str], int] = {}
+        self._damaged = 0
 
     async def refresh(self, catalog) -> None:
         repo = getattr(catalog, "policies", None)
         if repo is None:      # a catalog without policies (unit fakes): empty families
             return
         last, self._status, self._runs = await repo.metrics_snapshot()
+        self._damaged = await repo.damaged_count()
         self._last = [(vm_id, vm or "", policy, at.timestamp() if at else 0.0)
                       for vm_id, vm, policy, at in last]
 
@@ -50,3 +53,6 @@ class PolicyCollector:
         for (policy, result), n in sorted(self._runs.items()):
             runs.add_metric([policy, result], n)
         yield runs
+        yield GaugeMetricFamily("ovault_backups_damaged",
+                                "Backups verify found damaged on the target (not deleted)",
+                                value=self._damaged)
