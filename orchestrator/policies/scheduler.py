@@ -55,17 +55,35 @@ class Scheduler:
 
     async def run(self) -> None:
         while True:
+            delay = self.interval
             try:
                 await self.pass_once()
+                delay = await self._until_next_fire()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("scheduler pass failed")
             try:
-                await asyncio.wait_for(self.wakeup.wait(), self.interval)
+                await asyncio.wait_for(self.wakeup.wait(), delay)
             except asyncio.TimeoutError:
                 pass
             self.wakeup.clear()
+
+    async def _until_next_fire(self) -> float:
+        """Seconds to sleep: `interval`, or less when a policy fires sooner (a tick
+        then starts within a fraction of a second of its time, not up to
+        `interval` late)."""
+        now = self.clock()
+        soonest = None
+        for p in await self.catalog.policies.list(enabled=True):
+            try:
+                t = Schedule.parse(p.schedule, p.timezone).next_after(max(now, p.scheduled_through))
+            except Exception:
+                continue
+            soonest = t if soonest is None or t < soonest else soonest
+        if soonest is None:
+            return self.interval
+        return max(0.05, min(self.interval, (soonest - now).total_seconds() + 0.05))
 
     async def pass_once(self) -> list[cat.Tick]:
         fired = []
