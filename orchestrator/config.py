@@ -67,6 +67,12 @@ class Target:
     # own). 4096 suits most disks; 1024 makes incrementals of scattered small
     # writes ~2-3x cheaper and full backups slower (docs/performance.md).
     chunk_size_kib: int = 4096
+    # A store created on a new target is encrypted at rest (AES-256-GCM, format
+    # version 2); an existing store keeps what it was created with.
+    encrypt: bool = False
+    # The store key of an encrypted target (0600; never on the target). Empty:
+    # <state_dir>/keys/<name>.key (orchestrator/store_keys.py).
+    key_file: str = ""
 
 
 @dataclass

@@ -18,10 +18,11 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from imageio_ext.store import Store, StoreNotInitialized
+from imageio_ext.store import Store
 from imageio_ext.version import version
 
 from . import catalog as cat
+from . import store_keys
 from .api import (auth, backups, cors, health, inventory, jobs, observe, openapi, problem, targets,
                   tokens, vms,
                   webhooks, ws)
@@ -111,19 +112,15 @@ async def _webhooks(app: web.Application):
     await worker.stop()
 
 
-async def open_store(cfg: Config) -> Store:
-    """The configured target's store; a new target is initialised with the
-    configured chunk size, an existing store keeps its own."""
-    try:
-        return await Store.open(cfg.target.url)
-    except StoreNotInitialized:
-        return await Store.open(cfg.target.url, create=True, chunk_size=cfg.target.chunk_size_kib * 1024)
+async def open_store(cfg: Config, *, encrypt: bool | None = None) -> Store:
+    """The configured target's store (with its key when encrypted): a new target
+    is initialised with the configured chunk size and encryption, an existing
+    store keeps its own (`store_keys.open_store`)."""
+    return await store_keys.open_store(cfg, encrypt=encrypt)
 
 
 async def _store(app: web.Application):
     cfg: Config = app[CONFIG]
-    store = await open_store(cfg)
-    app[STORE] = store
     targets = app[CATALOG].targets
     try:
         t = await targets.get_by_name(cfg.target.name)
@@ -131,9 +128,13 @@ async def _store(app: web.Application):
             t = await targets.update(t.id, url=cfg.target.url)
     except cat.NotFound:
         try:
-            t = await targets.create(cfg.target.name, cfg.target.url, {})
+            t = await targets.create(cfg.target.name, cfg.target.url, {"encrypt": True} if cfg.target.encrypt else {})
         except cat.Conflict:
             t = await targets.get_by_name(cfg.target.name)
+    # A new target's store is encrypted if the configuration or the target's
+    # row (POST /api/v1/targets {"encrypt": true}) asks for it.
+    store = await open_store(cfg, encrypt=cfg.target.encrypt or (t.options or {}).get("encrypt") is True)
+    app[STORE] = store
     app[TARGET_ID] = t.id
     yield
     await store.close()

@@ -35,6 +35,7 @@ from aiohttp import web
 
 from ..copy import CopySpec, InvalidRequest
 from ..errors import Forbidden, OvaultError
+from ..store import StoreKey, StoreKeyInvalid
 from ..store.ids import is_uuid
 from ..version import version
 from .config import MoverConfig
@@ -89,12 +90,30 @@ def _job(request: web.Request):
     return job
 
 
+def _store_key(body) -> StoreKey | None:
+    """The key of an encrypted store, sent by the orchestrator with each copy
+    (inside this TLS connection): taken out of the request before anything
+    else sees it, never stored with the job, logged or returned."""
+    if not isinstance(body, dict) or "store_key" not in body:
+        return None
+    raw = body.pop("store_key")
+    try:
+        if raw is None:
+            return None
+        if not isinstance(raw, str):
+            raise StoreKeyInvalid("not a string")
+        return StoreKey.from_hex(raw)
+    except StoreKeyInvalid:
+        raise InvalidRequest("store_key must be 64 hex digits") from None
+
+
 @routes.post("/v1/copies")
 async def create_copy(request: web.Request) -> web.Response:
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise InvalidRequest("the body is not JSON") from None
+    store_key = _store_key(body)
     spec = CopySpec.from_dict(body)
     cfg = request.app[CONFIG]
     if not cfg.store_allowed(spec.store):
@@ -107,7 +126,7 @@ async def create_copy(request: web.Request) -> web.Response:
     job_id = body.get("id")
     if job_id is not None and not (isinstance(job_id, str) and is_uuid(job_id.lower())):
         raise InvalidRequest("id must be a UUID")
-    job, created = request.app[JOBS].create(spec, job_id.lower() if job_id else None)
+    job, created = request.app[JOBS].create(spec, job_id.lower() if job_id else None, store_key=store_key)
     return web.json_response(job.to_dict(), status=202 if created else 200,
                              headers={"Location": f"/v1/copies/{job.id}"})
 

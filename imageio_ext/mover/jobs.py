@@ -25,7 +25,7 @@ import structlog
 
 from ..copy import CopyResult, CopySpec, Progress, run_copy
 from ..errors import Conflict, OvaultError, os_error_text
-from ..store import Store
+from ..store import Store, StoreKey
 from .config import MoverConfig
 
 log = structlog.get_logger("ovault.mover")
@@ -61,6 +61,7 @@ class Job:
     error: dict | None = None
     task: asyncio.Task | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    store_key: StoreKey | None = field(default=None, repr=False)  # encrypted store: from the request, never shown
 
     def touch(self) -> None:
         self.changed.set()
@@ -103,7 +104,8 @@ class JobManager:
 
     # -- jobs ------------------------------------------------------------------
 
-    def create(self, spec: CopySpec, job_id: str | None = None) -> tuple[Job, bool]:
+    def create(self, spec: CopySpec, job_id: str | None = None, *,
+               store_key: StoreKey | None = None) -> tuple[Job, bool]:
         self._expire()
         if job_id is not None:
             job = self.jobs.get(job_id)
@@ -111,7 +113,7 @@ class JobManager:
                 if job.spec != spec:
                     raise JobConflict(job_id)
                 return job, False
-        job = Job(job_id or str(uuid.uuid4()), spec)
+        job = Job(job_id or str(uuid.uuid4()), spec, store_key=store_key)
         self.jobs[job.id] = job
         job.task = asyncio.create_task(self._run(job), name=f"copy-{job.id}")
         return job, True
@@ -156,6 +158,8 @@ class JobManager:
                     job.touch()
 
                 store = await self.store(s.store)
+                if job.store_key is not None:  # an encrypted store: checked against its fingerprint
+                    store.set_key(job.store_key)
                 job.result = await run_copy(
                     s, store=store, local_socket=self.config.imageio_socket or None,
                     requests=self.config.requests_per_copy, progress=progress, clock=self.clock,

@@ -105,7 +105,10 @@ SCHEMAS = {
         "target_vm_id": UUID, "power_on": {"type": "boolean"}}, required=[], extra=False),
     "TargetCreate": obj({"name": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$"},
                          "url": {"type": "string", "description": "nfs://server/export/path or an absolute path"},
-                         "options": {"type": "object"}}, required=["name", "url"], extra=False),
+                         "options": {"type": "object"},
+                         "encrypt": {"type": "boolean", "description": "a store encrypted at rest (AES-256-GCM) "
+                                     "when the target is first used; cannot be changed later"}},
+                        required=["name", "url"], extra=False),
     "TargetUpdate": obj({"name": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$"},
                          "url": STR, "options": {"type": "object"}}, required=[], extra=False),
     "WebhookCreate": obj({

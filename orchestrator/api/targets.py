@@ -4,6 +4,10 @@ This replica writes to the target named in its configuration (`active`);
 only that one has live usage figures (`Store.stats()`, cached by the metrics
 module because it walks the whole target). The active target cannot be
 deleted or renamed from the API: the configuration owns it.
+
+``encrypt`` (create only) asks for a store encrypted at rest when the target
+is first used (recorded as ``options.encrypt``; docs/security.md): the key is
+made on the appliance that initialises the store; it cannot be changed later.
 """
 from __future__ import annotations
 
@@ -48,13 +52,20 @@ async def list_targets(request: web.Request):
 @allow("admin")
 async def create_target(request: web.Request):
     body = await v.json_body(request)
-    v.no_unknown(body, {"name", "url", "options"})
+    v.no_unknown(body, {"name", "url", "options", "encrypt"})
     name = v.opt_str(body.get("name"), "name", 63, NAME)
     if name is None:
         raise v.Invalid("name is required")
     options = body.get("options", {})
     if not isinstance(options, dict) or len(options) > 50:
         raise v.Invalid("options must be an object")
+    encrypt = body.get("encrypt", False)
+    if not isinstance(encrypt, bool):
+        raise v.Invalid("encrypt must be a boolean")
+    if "encrypt" in options:
+        raise v.Invalid("encrypt is a field of its own, not an option")
+    if encrypt:
+        options = {**options, "encrypt": True}
     t = await request.app[CATALOG].targets.create(name, _url(body.get("url")), options)
     return web.json_response(_view(request, t), status=201)
 
@@ -78,6 +89,9 @@ async def update_target(request: web.Request):
     options = body.get("options")
     if options is not None and not isinstance(options, dict):
         raise v.Invalid("options must be an object")
+    if options is not None:
+        if options.get("encrypt", False) != (t.options or {}).get("encrypt", False):
+            raise v.Invalid("encryption is chosen when a target is created and cannot be changed")
     t = await request.app[CATALOG].targets.update(
         tid, name=v.opt_str(body.get("name"), "name", 63, NAME),
         url=_url(body["url"]) if "url" in body else None, options=options)

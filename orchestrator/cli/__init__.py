@@ -3,7 +3,8 @@
 Server side: `serve`, `token` (`server`). Client side: `backup`, `restore`,
 `backups`, `jobs`, `cancel` talk to a running `ovault serve` over its REST
 API (`client`). Target side: `verify`, `gc`, `export`, `mount`, `import`
-work on the backup target directly (`target`). `completion` prints a shell
+work on the backup target directly (`target`); `init` and `key` create the
+store and handle its key (`keys`). `completion` prints a shell
 completion script; ``--version`` the installed version.
 
 Each command module has ``register(sub)``, which adds its parsers to the
@@ -31,7 +32,7 @@ from .. import logs
 from .common import CliError
 
 # Command modules of this package, in help order.
-COMMANDS = ("server", "client", "policy", "target", "catalog", "completion")
+COMMANDS = ("server", "client", "policy", "target", "keys", "catalog", "completion")
 # Modules outside the product that may add commands when importable.
 DEV_COMMANDS = "sandbox.commands"
 

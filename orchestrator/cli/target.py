@@ -14,7 +14,7 @@ import signal
 import tempfile
 import uuid
 
-from imageio_ext.store import Store
+from imageio_ext.store import Store, StoreKeyInvalid, StoreKeyMissing, StoreKeyWrong
 
 from .common import CliError, add_config_options, load_config
 from .progress import TaskProgress
@@ -57,7 +57,11 @@ async def _store(args) -> tuple[Store, object]:
     cfg = load_config(args)
     if not cfg.target.url:
         raise CliError("no backup target configured (target.url)")
-    return await Store.open(cfg.target.url), cfg
+    from ..store_keys import open_existing
+    try:
+        return await open_existing(cfg), cfg
+    except (StoreKeyMissing, StoreKeyWrong, StoreKeyInvalid) as e:
+        raise CliError(str(e)) from None
 
 
 async def _find(store: Store, backup_id: str):

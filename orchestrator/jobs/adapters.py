@@ -181,6 +181,13 @@ class StorePort:
         return None
 
 
+def _key_channel_ok(base: str) -> bool:
+    """HTTPS, or plain HTTP to a loopback mover (the key never leaves this host)."""
+    from urllib.parse import urlsplit
+    u = urlsplit(base)
+    return u.scheme == "https" or (u.scheme == "http" and u.hostname in ("127.0.0.1", "::1", "localhost"))
+
+
 class MoverPort:
     """Runs a disk copy on the transfer host's mover, or in-process."""
 
@@ -235,6 +242,10 @@ class MoverPort:
         # A mover trusts only the imageio CA of its own configuration: none is sent.
         body = {k: v for k, v in spec.items() if v is not None and k != "ca_file"}
         body["id"] = copy_id
+        if self.store.encrypted:  # the store key travels per copy, only inside TLS (or to this host)
+            if not _key_channel_ok(base):
+                raise MoverError(f"refusing to send the store key to {base}: not HTTPS")
+            body["store_key"] = self.store.key.hex() if self.store.key else None
         s = self.session
         try:
             async with s.post(f"{base}/v1/copies", json=body, headers=headers) as r:
