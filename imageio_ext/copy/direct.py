@@ -6,6 +6,7 @@ service calls the same function for each command it accepts.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Callable
 
@@ -39,7 +40,8 @@ async def run_copy(
         spec = CopySpec.from_dict(spec)
     own_store = store is None
     if store is None:
-        store = await Store.open(spec.store)
+        # hashing and compression release the GIL: one thread per core
+        store = await Store.open(spec.store, cpu_workers=os.cpu_count() or 1)
     try:
         ca = imageio_ca if imageio_ca is not None else spec.ca_file
         async with ImageioClient(spec.transfer_url, ca_file=ca, local_socket=local_socket,

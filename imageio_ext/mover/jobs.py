@@ -15,6 +15,7 @@ Design notes:
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -188,10 +189,12 @@ class JobManager:
     # -- stores ------------------------------------------------------------------
 
     async def store(self, url: str) -> Store:
+        """The shared store at ``url`` (an encrypted store's key comes with each job)."""
         async with self._store_lock:
             st = self._stores.get(url)
             if st is None:
-                st = self._stores[url] = await Store.open(url)
+                # one store (and CPU pool) per target for all copies: a thread per core
+                st = self._stores[url] = await Store.open(url, cpu_workers=os.cpu_count() or 1)
             return st
 
     async def close(self) -> None:
