@@ -178,6 +178,9 @@ class Backup:
     modified: dt.datetime = field(default_factory=now)
     modes: dict = field(default_factory=dict)  # disk_id -> full | incremental
     frozen: dict = field(default_factory=dict)  # disk_id -> frozen volume id
+    consistency: str = "crash"  # filesystem: the guest was frozen for the point in time
+    live: object | None = None  # a running guest's export (guests.live_backup.LiveBackup)
+    qmp: object | None = None  # the QMP connection that holds it
 
 
 @dataclass

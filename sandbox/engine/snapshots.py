@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import copy
 
+from . import live
 from .model import (ACTIVE_PHASES, Backup, BadRequest, Checkpoint, Conflict, NotFound, Snapshot,
                     Vm, new_id, now, vm_config)
 
@@ -54,9 +55,16 @@ class SnapshotOps:
 
         async def go():
             try:
-                for d in disks:
-                    frozen = await d.image.freeze()
-                    snap.volumes[d.id] = frozen.id
+                g = live.guest_of(self, vm)
+                if g is not None:
+                    # A live snapshot: the guest's qemu switches to new overlays,
+                    # its file systems frozen around it when the agent answers.
+                    vols, _ = await live.snapshot(self, vm, g, disks, job.correlation_id)
+                    snap.volumes.update(vols)
+                else:
+                    for d in disks:
+                        frozen = await d.image.freeze()
+                        snap.volumes[d.id] = frozen.id
                 await asyncio.sleep(self.timing.snapshot)
                 snap.status = "ok"
                 self.event(68, f"Snapshot '{description}' creation for VM '{vm.name}' has been "
@@ -97,9 +105,13 @@ class SnapshotOps:
 
         async def go():
             try:
+                g = live.guest_of(self, vm)
                 for d in disks:
                     vol = snap.volumes[d.id]
-                    removed = await d.image.merge(vol)
+                    if g is not None:
+                        removed = await live.merge(self, g, d, vol)
+                    else:
+                        removed = await d.image.merge(vol)
                     # The snapshot taken after this one now owns the merged volume.
                     for s in vm.snapshots:
                         if s is not snap and s.volumes.get(d.id) == removed:
@@ -241,7 +253,12 @@ class SnapshotOps:
             try:
                 b.phase = "starting"
                 await asyncio.sleep(self.timing.backup_start / 2)
-                for d in disks:
+                g = live.guest_of(self, vm)
+                if g is not None:
+                    # The VM runs: qemu exports the point in time itself.
+                    await live.begin_backup(self, vm, g, b, disks, incremental_capable,
+                                            require_consistency, job.correlation_id)
+                for d in disks if g is None else ():
                     d.status = "locked"
                     frozen = await d.image.freeze()
                     b.frozen[d.id] = frozen.id
@@ -261,6 +278,7 @@ class SnapshotOps:
                            correlation_id=job.correlation_id)
             except Exception:
                 b.phase = "failed"
+                await live.end_backup(b)
                 await self._unfreeze(b)
                 vm.busy = None
                 self.event(10793, f"Backup {b.id} for VM {vm.name} failed.", severity="error",
@@ -292,6 +310,7 @@ class SnapshotOps:
             for t in list(self.transfers.values()):
                 if t.backup_id == b.id and t.phase in ACTIVE_PHASES:
                     await self._end_transfer(t, "finished_failure")
+            await live.end_backup(b)
             await self._unfreeze(b)
             await asyncio.sleep(self.timing.backup_finalize)
             b.phase, b.modified = "succeeded", now()
@@ -312,9 +331,13 @@ class SnapshotOps:
                            "removed.]")
         if vm.busy == "backup":
             raise Conflict("[Cannot remove VM checkpoint. A backup is in progress.]")
+        g = live.guest_of(self, vm)
         for d in cp.disk_ids:
             if d in self.disks:
-                await self.disks[d].image.remove_bitmap(cp_id)
+                if g is not None:
+                    await live.remove_bitmap(g, self.disks[d], cp_id)
+                else:
+                    await self.disks[d].image.remove_bitmap(cp_id)
         vm.checkpoints.remove(cp)
         if vm.checkpoints:
             vm.checkpoints[0].parent_id = None

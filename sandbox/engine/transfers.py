@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 
 from ..hosts import NbdExport
+from . import live
 from .model import (ACTIVE_PHASES, FINAL_PHASES, Backup, BadRequest, Conflict, Disk, Host,
                     NotFound, Transfer, new_id)
 
@@ -87,7 +88,12 @@ class TransferOps:
         try:
             image = disk.image
             bitmap, dirty = None, False
-            if backup:
+            src = live.transfer_source(backup, disk.id) if backup else None
+            if src:
+                # A running VM's backup: qemu's own NBD export of the point in time.
+                url, dirty = src
+                size = image.size
+            elif backup:
                 vol = image.volume(backup.frozen[disk.id])
                 if backup.modes.get(disk.id) == "incremental":
                     bitmap, dirty = backup.from_checkpoint_id, True
@@ -96,7 +102,9 @@ class TransferOps:
             else:
                 vol = image.top
             readonly = t.direction == "download"
-            if t.format == "cow":
+            if src:
+                pass
+            elif t.format == "cow":
                 # The legacy "file" path: the volume's bytes as stored.
                 url, size = f"file://{vol.path}", vol.path.stat().st_size
                 if not readonly:

@@ -50,7 +50,8 @@ class LiveBackup:
 
 
 def _short(s: str) -> str:
-    return s.replace("-", "")[:12]
+    # qemu node names are at most 31 characters
+    return s.replace("-", "")[:8]
 
 
 async def begin(qmp: Qmp, backup_id: str, nodes: dict[str, str], sizes: dict[str, int], *,
@@ -246,6 +247,11 @@ async def commit(qmp: Qmp, active_node: str, top: str, base: str, job: str,
             await qmp.execute("block-dirty-bitmap-merge", {"node": base, "target": name,
                                                            "bitmaps": [{"node": top, "name": name}]})
         await qmp.execute("blockdev-del", {"node-name": top})
+    else:
+        try:  # a node added by name stays open once out of the chain
+            await qmp.execute("blockdev-del", {"node-name": top})
+        except QmpError:
+            pass
 
 
 async def node_of(qmp: Qmp, path: str | Path) -> str:
