@@ -51,6 +51,9 @@ async def init(args) -> int:
     except (StoreError, ValueError) as e:
         raise CliError(str(e)) from None
     try:
+        if args.encrypt and not store.encrypted:
+            raise CliError(f"the store at {cfg.target.url} exists and is not encrypted; encryption is chosen "
+                           "when a store is created (back up to a new target to encrypt)")
         c = store.config
         doc = {"url": cfg.target.url, "version": c.version, "chunk_size": c.chunk_size,
                "encryption": c.encryption, "key_fingerprint": c.key_fingerprint,
