@@ -80,6 +80,7 @@ async def create_policy(request: web.Request):
         pol = await request.app[CATALOG].policies.create(_fields(spec), created_by=p.name)
     except cat.Conflict:
         raise Conflict(f"a policy named {spec.name!r} exists already") from None
+    policy_service(request.app).changed()
     [view] = await _views(request, [pol])
     return web.json_response(view, status=201)
 
@@ -143,6 +144,7 @@ async def edit_policy(request: web.Request):
         pol = await request.app[CATALOG].policies.update(pol.id, _fields(spec))
     except cat.Conflict:
         raise Conflict(f"a policy named {spec.name!r} exists already") from None
+    policy_service(request.app).changed()
     [view] = await _views(request, [pol])
     return web.json_response(view)
 
@@ -153,6 +155,7 @@ async def delete_policy(request: web.Request):
     """The policy's backups stay; its jobs lose the tag."""
     require(request, "admin")
     await request.app[CATALOG].policies.delete(v.path_uuid(request, "id"))
+    policy_service(request.app).changed()
     return web.Response(status=204)
 
 

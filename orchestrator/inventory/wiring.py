@@ -1,6 +1,6 @@
 """What the service connects to the inventory: the policy service reads VMs from
 it, a membership change (a VM's name, cluster, tags or existence) asks for a
-protection-status check at once (so `vm.protection_changed` does not wait for
+protection-status check at once (so does a policy created, edited or deleted; so `vm.protection_changed` does not wait for
 `policies.protection_interval`), and a permission or VM-set change drops the
 per-user caches (SSO visibility, engine permits) so the next request asks the
 engine again."""
@@ -22,11 +22,16 @@ def attach(inv: Inventory, *, service: Any, maintenance: Any = None,
            forget: list[Callable[[], None]] | tuple = ()) -> None:
     service.cache = inv
 
-    def changed(ch: Change) -> None:
-        if ch.vm_ids and maintenance is not None:
+    def recheck() -> None:
+        if maintenance is not None:
             maintenance.request_protection()
             if wake is not None:
                 wake()
+    service.on_change = recheck     # a policy created, edited or deleted
+
+    def changed(ch: Change) -> None:
+        if ch.vm_ids:
+            recheck()
         if ch.visibility:
             for fn in forget:
                 fn()

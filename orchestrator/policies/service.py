@@ -69,6 +69,13 @@ class PolicyService:
         self.poke = poke
         self.on_event = on_event
         self.cache: Any = None     # orchestrator.inventory.Inventory, when the service runs one
+        self.on_change: Callable[[], None] | None = None   # membership may differ (wiring.attach)
+
+    def changed(self) -> None:
+        """A policy was created, edited or deleted: membership may differ, so the
+        protection status is checked now (not at the next periodic check)."""
+        if self.on_change is not None:
+            self.on_change()
 
     # -- membership -----------------------------------------------------------------------
 
