@@ -31,6 +31,9 @@ from .lifecycle import CLEANUP, QUEUED
 from .ports import Deps
 from .resources import BackupResources, TransferRec
 
+# The engine's audit-log codes (AuditLogType) around a guest freeze.
+FAILED_TO_FREEZE_VM, FREEZE_VM_SUCCESS = 10764, 10767
+
 ACTIVE = {"initializing", "transferring", "resuming", "paused_user", "paused_system",
           "finalizing_success", "finalizing_failure", "finalizing_cleanup",
           "cancelled_user", "cancelled_system"}
@@ -117,11 +120,12 @@ class BackupMachine(VmMachine):
             return cur if cur.phase == "ready" else None
         b = await self.wait(ready, timeout=self.deps.timeouts.engine_backup,
                              interval=self.deps.timeouts.poll, what="the engine backup to be ready")
+        consistency = await self._consistency()
         modes = await e.backup_disk_modes(self.vm_id, eb["id"])
         mode = "incremental" if eb.get("parent_id") and any(m == "incremental" for m in modes.values()) \
             else "full"
         await self.record(engine_backup={**eb, "to_checkpoint": b.to_checkpoint_id, "ready": True},
-                          disk_modes=modes, mode=mode, parent_id=eb.get("parent_id") if mode == "incremental" else None)
+                          consistency=consistency, disk_modes=modes, mode=mode, parent_id=eb.get("parent_id") if mode == "incremental" else None)
 
     async def _snapshot(self):
         e = self.engine
@@ -152,11 +156,27 @@ class BackupMachine(VmMachine):
         if missing:
             raise StepFailed(f"snapshot {snap['id']} lacks disks {missing}")
         parent, reason = await self._parent(None)
+        consistency = await self._consistency()
         await self.record(snapshot={**snap, "images": images, "ready": True},
+                          consistency=consistency,
                           disk_modes={d: "full" for d in self.res["disks"]},
                           mode="incremental" if parent else "full",
                           parent_id=parent["id"] if parent else None,
                           fallback_reason=self.res.get("fallback_reason") or reason)
+
+    async def _consistency(self) -> str:
+        """`filesystem` when the engine's audit log says it froze the guest's
+        file systems for this job's point in time (FREEZE_VM_SUCCESS and no
+        FAILED_TO_FREEZE_VM under the job's correlation id), else `crash`: the
+        VM was down, had no agent that answered, or the log cannot be read."""
+        try:
+            codes = set(await self.engine.event_codes(self.correlation_id))
+        except Exception as err:  # an unreadable audit log never fails a backup
+            self.log.warning("engine events unreadable; consistency recorded as crash",
+                             error=str(err))
+            return "crash"
+        frozen = FREEZE_VM_SUCCESS in codes and FAILED_TO_FREEZE_VM not in codes
+        return "filesystem" if frozen else "crash"
 
     # --- metadata ----------------------------------------------------------------------
     async def step_metadata(self):
@@ -180,8 +200,7 @@ class BackupMachine(VmMachine):
             checkpoint_id=(self.res.get("engine_backup") or {}).get("to_checkpoint"),
             fallback_reason=self.res.get("fallback_reason"), config=config,
             disks=[{"disk_id": k, **v} for k, v in self.res["disks"].items()])
-        await self.record(metadata=True, vm_name=vm.name,
-                          consistency="crash" if self.res["method"] == "snapshot" else "crash")
+        await self.record(metadata=True, vm_name=vm.name)
         return "metadata_done"
 
     # --- transfer ----------------------------------------------------------------------
@@ -272,6 +291,7 @@ class BackupMachine(VmMachine):
             # enough to rebuild a catalog and restore (`ovault import`).
             row = await self.deps.catalog.get_backup(self.res["backup_id"])
             meta = {"job_id": self.job_id, "method": self.res["method"], "mode": self.res["mode"],
+                    "consistency": self.res.get("consistency") or "crash",
                     "checkpoint_id": (self.res.get("engine_backup") or {}).get("to_checkpoint"),
                     "vm_name": self.res.get("vm_name"), "config": row.get("config") or {}}
             disks = [self.res["copies"][d]["result"]["disk"] for d in self.res["disks"]]
@@ -285,10 +305,12 @@ class BackupMachine(VmMachine):
                  "disks": {k: c["result"] for k, c in copies.items()}}
         await self.deps.catalog.backup_succeeded(
             self.res["backup_id"], checkpoint_id=(self.res.get("engine_backup") or {}).get("to_checkpoint"),
-            stats=stats)
+            stats=stats, consistency=self.res.get("consistency") or "crash")
         await self.journal.event("backup.created", {"backup_id": self.res["backup_id"],
                                                     "vm_id": self.vm_id, "mode": self.res["mode"],
-                                                    "method": self.res["method"], **{k: v for k, v in stats.items() if k != "disks"}})
+                                                    "method": self.res["method"],
+                                                    "consistency": self.res.get("consistency") or "crash",
+                                                    **{k: v for k, v in stats.items() if k != "disks"}})
         reread = {k: c["result"].get("reread_offsets") for k, c in copies.items()
                   if c["result"].get("reread_offsets")}
         if reread:

@@ -219,3 +219,6 @@ class Engine(Protocol):
 
     # the engine's event log (a courtesy to the administrator)
     async def add_event(self, description: str, vm_id: str | None = None) -> None: ...
+    # the codes of the audit-log events of one operation (its correlation id):
+    # how the engine says whether it froze the guest (FREEZE_VM_SUCCESS)
+    async def event_codes(self, correlation_id: str) -> list[int]: ...

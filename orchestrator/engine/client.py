@@ -405,6 +405,11 @@ class EngineClient:
         return await self.call("events.list", lambda c: c.system_service().events_service()
                                .list(from_=index, max=max_), retries=0)
 
+    async def events_of(self, correlation_id: str, max_: int = 500) -> list[types.Event]:
+        """The audit-log events of one operation (the engine's search by correlation id)."""
+        return await self.call("events.list", lambda c: c.system_service().events_service()
+                               .list(search=f"correlation_id={correlation_id}", max=max_))
+
     async def add_event(self, description: str, severity: str = "normal", vm_id: str | None = None,
                         custom_id: int | None = None):
         ev = types.Event(description=description, severity=types.LogSeverity(severity),

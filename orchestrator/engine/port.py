@@ -260,3 +260,6 @@ class EnginePort:
 
     async def add_event(self, description: str, vm_id: str | None = None) -> None:
         await self.client.add_event(description, vm_id=vm_id)
+
+    async def event_codes(self, correlation_id: str) -> list[int]:
+        return [e.code for e in await self.client.events_of(correlation_id)]

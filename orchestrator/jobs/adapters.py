@@ -131,7 +131,8 @@ class CatalogPort:
                 alias=d.get("alias"), info={k: v for k, v in d.items() if k not in ("disk_id",)}))
 
     @reachable
-    async def backup_succeeded(self, backup_id: str, *, checkpoint_id, stats: dict) -> None:
+    async def backup_succeeded(self, backup_id: str, *, checkpoint_id, stats: dict,
+                               consistency: str = "crash") -> None:
         bid = uuid.UUID(backup_id)
         b = await self.catalog.backups.get(bid)
         for disk in (b.disks or ()):
@@ -143,7 +144,7 @@ class CatalogPort:
         if b.status == "succeeded":
             return
         await self.catalog.backups.complete(bid, size_bytes=stats["size"], new_bytes=stats["new_bytes"],
-                                            consistency="crash", checkpoint_id=checkpoint_id)
+                                            consistency=consistency, checkpoint_id=checkpoint_id)
 
     @reachable
     async def backup_failed(self, backup_id: str, error: str) -> None:

@@ -63,6 +63,7 @@ class FakeEngine:
         self.refuse_checkpoint = refuse_checkpoint
         self.checkpoints: list[ev.Checkpoint] = []  # chain order, oldest first
         self.calls = []
+        self.freeze_events: list[int] = []  # what event_codes reports for any operation
 
     async def get_vm(self, vm_id, all_content=False):
         if vm_id in self.vms:
@@ -209,6 +210,9 @@ class FakeEngine:
     async def add_event(self, description, vm_id=None):
         pass
 
+    async def event_codes(self, correlation_id):
+        return list(self.freeze_events)
+
 
 class FakeMover:
     def __init__(self, fail=False, hang=False):
@@ -243,6 +247,7 @@ class FakeCatalog:
     async def backup_succeeded(self, backup_id, **kw):
         self.rows[backup_id]["status"] = "succeeded"
         self.rows[backup_id]["checkpoint_id"] = kw.get("checkpoint_id") or self.rows[backup_id].get("checkpoint_id")
+        self.rows[backup_id]["consistency"] = kw.get("consistency", "crash")
 
     async def checkpoints(self, vm_id):
         ours = [r["checkpoint_id"] for r in self.rows.values() if r.get("checkpoint_id")]
@@ -263,10 +268,11 @@ class FakeCatalog:
 
 class FakeStore:
     def __init__(self):
-        self.published = []
+        self.published, self.metas = [], {}
 
     async def publish(self, vm_id, backup_id, parent_id, disks, meta):
         self.published.append((backup_id, parent_id))
+        self.metas[backup_id] = meta
 
     async def discard(self, vm_id, backup_id):
         pass
