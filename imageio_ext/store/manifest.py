@@ -186,6 +186,14 @@ class BackupInfo:
                 return d
         return None
 
+    @property
+    def consistency(self) -> str:
+        """``meta["consistency"]``: "filesystem" (the engine froze the guest for
+        the point in time) or "crash"; a manifest without it (written before it
+        was recorded) or with an unknown value is "crash"."""
+        c = self.meta.get("consistency")
+        return c if c in ("filesystem", "crash") else "crash"
+
     def to_json(self, version: int = MANIFEST_VERSION) -> bytes:
         doc = {
             "format": MANIFEST_FORMAT,

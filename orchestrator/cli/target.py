@@ -217,7 +217,7 @@ async def import_(args, store, cfg) -> int:
                     alias=dc.get("alias"), index_digest=d.index_sha256,
                     info={k: val for k, val in dc.items() if k != "disk_id"}))
             await c.backups.complete(bid, size_bytes=sum(d.size for d in info.disks), new_bytes=0,
-                                     consistency="crash", checkpoint_id=meta.get("checkpoint_id"))
+                                     consistency=info.consistency, checkpoint_id=meta.get("checkpoint_id"))
             added += 1
     print(json.dumps({"imported": added, "already_known": known}) if args.json else
           f"imported {added} backups ({known} were already in the catalog)")
