@@ -52,7 +52,12 @@ SCHEMAS = {
         "mode": {"type": "string", "enum": ["full", "incremental"]},
         "method": {"type": "string", "enum": ["cbt", "snapshot"]},
         "status": {"type": "string", "enum": ["running", "succeeded", "failed", "deleted"]},
-        "parent_id": NSTR, "checkpoint_id": NSTR, "consistency": NSTR, "created_at": TIME,
+        "parent_id": NSTR, "checkpoint_id": NSTR,
+        "consistency": nullable({"type": "string", "enum": ["filesystem", "crash", None],
+                                 "description": "filesystem: the engine froze the guest's file "
+                                 "systems (guest agent) for the point in time; crash: it did not "
+                                 "(VM down, no agent answered); null until the backup succeeded"}),
+        "created_at": TIME,
         "completed_at": nullable(TIME), "size_bytes": INT, "new_bytes": INT, "fallback_reason": NSTR,
         "error": NSTR, "disks": {"type": "array", "items": ref("BackupDisk")},
         "damaged": {"type": "boolean", "description": "verify found damage on the target; never an incremental's parent"},

@@ -90,11 +90,12 @@ async def run(args) -> int:
                 print(json.dumps(items, indent=2))
             else:
                 print(f"{'ID':<36}  {'VM':<18} {'CREATED':<25} {'MODE':<11} {'METHOD':<8} "
-                      f"{'STATUS':<9} {'SIZE':>10} {'NEW':>10}")
+                      f"{'STATUS':<9} {'CONSISTENCY':<11} {'SIZE':>10} {'NEW':>10}")
                 for b in items:
                     print(f"{b['id']:<36}  {(b['vm_name'] or b['vm_id'])[:18]:<18} "
                           f"{b['created_at'][:25]:<25} {b['mode']:<11} {b['method']:<8} "
-                          f"{b['status']:<9} {human(b['size_bytes']):>10} {human(b['new_bytes']):>10}"
+                          f"{b['status']:<9} {b.get('consistency') or '-':<11} "
+                          f"{human(b['size_bytes']):>10} {human(b['new_bytes']):>10}"
                           + ("  DAMAGED (ovault verify shows where)" if b.get("damaged") else ""))
             return 0
         elif args.cmd == "jobs":
