@@ -11,7 +11,7 @@ export function backupTable(ctx, backups, { showVm = true, onChange = () => {} }
   const operate = can.operate(ctx.role);
   return h('table', { class: 'ov-table', 'data-table': 'backups' },
     h('thead', {}, h('tr', {},
-      showVm ? h('th', {}, t('col.vmShort')) : null, h('th', {}, t('col.created')), h('th', {}, t('col.mode')), h('th', {}, t('col.method')), h('th', {}, t('col.status')),
+      showVm ? h('th', {}, t('col.vmShort')) : null, h('th', {}, t('col.created')), h('th', {}, t('col.mode')), h('th', {}, t('col.method')), h('th', {}, t('col.consistency')), h('th', {}, t('col.status')),
       h('th', { class: 'ov-num' }, t('col.size')), h('th', { class: 'ov-num' }, t('col.newData')), h('th', {}, t('col.disks')),
       h('th', {}, t('col.protected')),
       operate ? h('th', { class: 'ov-actions' }, h('span', { class: 'ov-sr' }, t('col.actions'))) : null)),
@@ -20,6 +20,7 @@ export function backupTable(ctx, backups, { showVm = true, onChange = () => {} }
       h('td', { title: b.created_at, class: 'ov-nowrap' }, when(b.created_at)),
       h('td', {}, b.mode || t('none')),
       h('td', { class: 'ov-muted' }, b.method || t('none')),
+      h('td', { 'data-consistency': b.consistency || '' }, consistencyLabel(b.consistency)),
       h('td', {}, stateLabel(b.status), b.damaged ? h('span', { class: 'ov-label ov-red', 'data-damaged': 'true', title: t('backups.damagedHelp') }, t('backups.damaged')) : null,
         b.fallback_reason ? h('div', { class: 'ov-muted', style: { fontSize: '12px' } }, b.fallback_reason) : null),
       h('td', { class: 'ov-num ov-nowrap' }, bytes(b.size_bytes)),
@@ -33,6 +34,13 @@ export function backupTable(ctx, backups, { showVm = true, onChange = () => {} }
         b.status !== 'running' ? h('button', { class: 'ov-btn ov-link ov-danger', 'data-action': 'delete', 'aria-label': t('backups.deleteLabel', { name: b.vm_name, when: when(b.created_at) }),
           disabled: !!b.protected, title: b.protected ? t('backups.protectedNoDelete') : null,
           onclick: () => deleteBackup(ctx, b, onChange) }, t('action.delete')) : null) : null))));
+}
+
+// How consistent the backup's point in time is, as the engine reported it.
+function consistencyLabel(c) {
+  if (c === 'filesystem') return h('span', { class: 'ov-label ov-green', title: t('backups.filesystemHelp') }, t('backups.filesystem'));
+  if (c === 'crash') return h('span', { class: 'ov-label ov-grey', title: t('backups.crashHelp') }, t('backups.crash'));
+  return h('span', { class: 'ov-muted' }, t('none'));
 }
 
 // The protected flag as a switch (operators): a protected backup is never
