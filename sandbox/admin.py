@@ -1,6 +1,9 @@
 """The sandbox admin API (not part of oVirt), under `/sandbox` on the engine's port.
 
 - `POST /sandbox/vms/{vm_id}/writes` guest writes into a disk's active layer
+- `POST /sandbox/vms/{vm_id}/files` a file in the root file system of a VM that runs a real
+  guest (through its guest agent when up, a maintenance boot when down)
+- `GET  /sandbox/vms/{vm_id}/guest` the running guest's sockets and disk node names
 - `GET  /sandbox/disks/{disk_id}/digest` SHA-256 of the guest-visible content
 - `POST /sandbox/faults` engine errors/latency, imageio kill/restart, NFS stop/start,
   checkpoint invalidation; `GET`/`DELETE /sandbox/faults[/{id}]`
@@ -11,6 +14,8 @@ It answers JSON and is meant for loopback use by tests and the demo.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import uuid
 
 from aiohttp import web
@@ -57,8 +62,66 @@ async def writes(request):
         return _bad("pattern must be 0-255 or 'random'")
     if d.locked_by and d.status == "locked":
         return _bad(f"disk {disk_id} is locked by image transfer {d.locked_by}", 409)
-    await d.image.write(off, length, pattern, body.get("seed"))
+    g = e.guests.get(vm.id) if e.guests is not None else None
+    if g is not None:  # a running guest holds the image: write through its qemu
+        await _guest_write(g, d, off, length, pattern, body.get("seed"))
+    else:
+        await d.image.write(off, length, pattern, body.get("seed"))
     return web.json_response({"vm_id": vm.id, "disk_id": disk_id, "offset": off, "length": length})
+
+
+async def _guest_write(g, d, off: int, length: int, pattern, seed):
+    import random
+    import tempfile
+    piece = 64 << 20
+    rnd = random.Random(seed)
+    for o in range(off, off + length, piece):
+        n = min(piece, off + length - o)
+        if pattern == "random":
+            with tempfile.NamedTemporaryFile(dir=d.image.dir, prefix=".w") as f:
+                f.write(rnd.randbytes(n))
+                f.flush()
+                await g.write_disk(d.id, o, n, data_file=f.name)
+        else:
+            await g.write_disk(d.id, o, n, pattern=int(pattern))
+
+
+@routes.post("/sandbox/vms/{vm_id}/files")
+async def files_write(request):
+    """`{"path", "content_b64"}`: a file in the VM's root file system (parents created)."""
+    e = request.app[LAB].engine
+    vm = e.vm(request.match_info["vm_id"])
+    body = await request.json()
+    from .guests.manager import check_guest_path
+    from .guests.runner import GuestError
+    path = check_guest_path(body["path"])
+    try:
+        data = base64.b64decode(body["content_b64"], validate=True)
+    except (binascii.Error, TypeError):
+        return _bad("content_b64 is not base64")
+    if e.guests is None or not e.guests.is_guest(vm):
+        return _bad(f"VM {vm.name} runs no guest operating system (a record-only VM)", 409)
+    if vm.status not in ("up", "down"):
+        return _bad(f"VM {vm.name} is {vm.status}", 409)
+    for a in vm.attachments:
+        dk = e.disks.get(a.disk_id)
+        if a.bootable and dk is not None and dk.status == "locked":
+            return _bad(f"disk {dk.id} is locked", 409)
+    try:
+        how = await e.guests.write_file(vm, path, data)
+    except GuestError as ex:
+        return _bad(str(ex), 409)
+    return web.json_response({"vm_id": vm.id, "path": path, "size": len(data), "via": how})
+
+
+@routes.get("/sandbox/vms/{vm_id}/guest")
+async def guest_info(request):
+    e = request.app[LAB].engine
+    vm = e.vm(request.match_info["vm_id"])
+    g = e.guests.get(vm.id) if e.guests is not None else None
+    if g is None:
+        return _bad(f"VM {vm.name} has no running guest", 404)
+    return web.json_response({**g.handle(), "boot_seconds": g.boot_seconds})
 
 
 @routes.get("/sandbox/disks/{disk_id}/digest")

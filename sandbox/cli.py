@@ -32,6 +32,8 @@ def add_arguments(sub):
     up.add_argument("--port", type=int, default=0, help="engine HTTPS port (default: any free)")
     up.add_argument("--no-nfs", action="store_true", help="do not start the NFS target")
     up.add_argument("--detach", action="store_true", help="return once ready, keep running")
+    up.add_argument("--guests", default="", help="comma-separated layouts of sample VMs that run "
+                    "real qemu guests: ext4,xfs,lvm (default none; see docs/sandbox.md)")
     down = sub.add_parser("down", help="stop a detached sandbox")
     down.add_argument("--dir", required=True, type=Path)
 
@@ -42,7 +44,8 @@ def run(args) -> int:
     if args.detach:
         return detach(args)
     cfg = LabConfig(args.dir, hosts=args.hosts, vms=args.vms, disk_size=args.disk_size,
-                    nfs=not args.no_nfs, port=args.port)
+                    nfs=not args.no_nfs, port=args.port,
+                    guests=tuple(g for g in args.guests.split(",") if g))
     if cfg.hosts < 1 or cfg.vms < 0:
         print("ovault sandbox: --hosts must be >= 1 and --vms >= 0", file=sys.stderr)
         return 2
@@ -71,7 +74,7 @@ async def _foreground(cfg: LabConfig) -> int:
 def detach(args) -> int:
     argv = [sys.executable, "-m", "orchestrator.cli", "sandbox", "up", "--dir", str(args.dir),
             "--hosts", str(args.hosts), "--vms", str(args.vms), "--disk-size", str(args.disk_size),
-            "--port", str(args.port)] + (["--no-nfs"] if args.no_nfs else [])
+            "--port", str(args.port), "--guests", args.guests] + (["--no-nfs"] if args.no_nfs else [])
     args.dir.mkdir(parents=True, exist_ok=True)
     (args.dir / "sandbox.json").unlink(missing_ok=True)
     log = open(args.dir / "sandbox.log", "ab")

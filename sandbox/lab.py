@@ -44,6 +44,13 @@ PROFILES = [
          boot=["network", "hd"], ha=False, nics=[("nic1", "virtio"), ("nic2", "virtio")],
          disks=[("boot", "cow", "incremental", "virtio_scsi", True, 1.0)], tags=["gold"]),
 ]
+# Sample VMs running real guests (opt-in: `LabConfig.guests` lists the layouts): a small
+# Debian on a 1 GiB disk, see sandbox/guests/. They start `down`; starting one boots qemu.
+GUEST_PROFILES = {
+    layout: dict(name=f"linux-{layout}", memory=256 * MiB, cpu=(1, 1, 1), bios="q35_sea_bios",
+                 boot=["hd"], ha=False, nics=[("nic1", "virtio")],
+                 disks=[("boot", "cow", "incremental", "virtio_scsi", True, layout)], tags=[])
+    for layout in ("ext4", "xfs", "lvm")}
 # Engine tags of the sample lab: (name, description); VMs carry them per profile.
 SAMPLE_TAGS = [("gold", "Sample tag: the lab's most protected VMs"),
                ("legacy", "Sample tag: old systems")]
@@ -59,6 +66,7 @@ class LabConfig:
     port: int = 0
     timing: Timing | None = None
     password: str | None = None
+    guests: tuple = ()  # layouts of sample VMs that run real guests: "ext4", "xfs", "lvm"
 
 
 class Lab:
@@ -91,6 +99,8 @@ class Lab:
         self.registry.kill_all()  # leftovers of a crashed earlier run in this dir
         pki = await make_pki(d / "pki")
         e = self.engine = Engine(d / "engine", self.registry, self.cfg.timing)
+        from .guests.manager import Guests
+        e.guests = Guests(e, d / "guests", self.registry)
         dc = DataCenter(str(uuid.uuid4()), "Default")
         cl = Cluster(str(uuid.uuid4()), "Default", dc.id)
         e.dcs[dc.id], e.clusters[cl.id] = dc, cl
@@ -116,7 +126,8 @@ class Lab:
                 raise r
         hosts = list(e.hosts.values())
         for i, vm in enumerate(sorted(e.vms.values(), key=lambda v: v.name)):
-            vm.status, vm.host_id = "up", hosts[i % len(hosts)].id
+            if not e.guests.is_guest(vm):  # guests stay down until started
+                vm.status, vm.host_id = "up", hosts[i % len(hosts)].id
 
         password = self.cfg.password or secrets.token_urlsafe(12)
         self.sso = engine_api.Sso([engine_api.User("admin@internal", password, id=e.admin_user_id)])
@@ -204,7 +215,29 @@ class Lab:
         for name, description in SAMPLE_TAGS:
             t = Tag(str(uuid.uuid4()), name, description)
             e.tags[t.id] = t
-        await asyncio.gather(*(self._make_vm(e, cl, sd, i) for i in range(self.cfg.vms)))
+        await asyncio.gather(*(self._make_vm(e, cl, sd, i) for i in range(self.cfg.vms)),
+                             *(self._make_guest_vm(e, cl, sd, layout) for layout in self.cfg.guests))
+
+    async def _make_guest_vm(self, e: Engine, cl: Cluster, sd: StorageDomain, layout: str):
+        from .engine.model import Disk
+        from .guests import build, manager
+        if layout not in GUEST_PROFILES:
+            raise ValueError(f"unknown guest layout {layout!r}; one of {sorted(GUEST_PROFILES)}")
+        p = GUEST_PROFILES[layout]
+        name = p["name"]
+        vm = Vm(str(uuid.uuid4()), name, cl.id, p["memory"], *p["cpu"], os_type=manager.GUEST_OS,
+                bios_type=p["bios"], boot_devices=list(p["boot"]), ha=p["ha"],
+                description=f"sample VM {name} (a running Debian guest, root on {layout})")
+        for nic_name, iface in p["nics"]:
+            vm.nics.append(Nic(str(uuid.uuid4()), nic_name, iface, e.new_mac()))
+        for label, fmt, backup, iface, boot, lay in p["disks"]:
+            disk_id = str(uuid.uuid4())
+            img = await Image.create(sd.dir, disk_id, build.DISK_SIZE, "qcow2")
+            await manager.make_disk(img.top.path, lay, name)
+            e.disks[disk_id] = Disk(disk_id, f"{name}_{label}", build.DISK_SIZE, fmt, True, backup,
+                                    sd.id, img, description=f"{label} disk of {name}")
+            vm.attachments.append(Attachment(disk_id, boot, iface))
+        e.vms[vm.id] = vm
 
     async def _make_vm(self, e: Engine, cl: Cluster, sd: StorageDomain, i: int):
         p = PROFILES[i % len(PROFILES)]

@@ -63,6 +63,7 @@ class Engine(TransferOps, SnapshotOps):
         # Permission, at every level; the built-in admin is SuperUser on the system.
         self.permissions: list = [Permission(new_id(), "SuperUser", self.admin_user_id, "system")]
         self.templates: dict = {}  # id -> Vm-like template records (Blank is implicit)
+        self.guests = None  # sandbox.guests.manager.Guests: VMs that run real qemu guests
 
     # --- plumbing -----------------------------------------------------------
     def spawn(self, coro, job: Job | None = None):
@@ -84,6 +85,8 @@ class Engine(TransferOps, SnapshotOps):
         for t in list(self.tasks):
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.guests is not None:
+            await self.guests.close()
         for tr in self.transfers.values():
             if tr.export:
                 await tr.export.stop()
@@ -289,25 +292,41 @@ class Engine(TransferOps, SnapshotOps):
         del self.vms[vm_id]
         self.event(113, f"VM {vm.name} was successfully removed.")
 
-    async def set_power(self, vm_id: str, up: bool, correlation_id: str | None = None):
+    async def set_power(self, vm_id: str, up: bool, correlation_id: str | None = None,
+                        graceful: bool = False):
         vm = self.vm(vm_id)
         if up and vm.status == "up":
             raise Conflict(f"[Cannot run VM. VM {vm.name} is running.]")
         if vm.busy == "restore" or vm.status == "image_locked":
             raise Conflict(f"[Cannot run VM. VM {vm.name} is locked.]")
+        guest = self.guests is not None and self.guests.is_guest(vm)  # a real qemu guest
+        if up and guest:
+            self.guests.check_start(vm)
         job = self.start_job(("Launching" if up else "Stopping") + f" VM {vm.name}", correlation_id)
 
         async def go():
             if up:
                 vm.status = "restoring_state" if vm.status == "suspended" else "powering_up"
                 vm.host_id = self.pick_host().id
-                await asyncio.sleep(self.timing.vm_power)
+                if guest:
+                    try:
+                        await self.guests.start(vm)
+                    except Exception as ex:
+                        vm.status, vm.host_id = "down", None
+                        self.event(119, f"VM {vm.name} is down with error. Exit message: {ex}.",
+                                   severity="error", vm_id=vm.id, correlation_id=job.correlation_id)
+                        raise
+                else:
+                    await asyncio.sleep(self.timing.vm_power)
                 vm.status = "up"
                 self.event(153, f"VM {vm.name} started on Host {self.hosts[vm.host_id].name}",
                            vm_id=vm.id, correlation_id=job.correlation_id)
             else:
                 vm.status = "powering_down"
-                await asyncio.sleep(self.timing.vm_power)
+                if guest:
+                    await self.guests.stop(vm, graceful)
+                else:
+                    await asyncio.sleep(self.timing.vm_power)
                 vm.status, vm.host_id = "down", None
                 self.event(33, f"VM {vm.name} powered off by admin@internal-authz.",
                            vm_id=vm.id, correlation_id=job.correlation_id)
@@ -323,7 +342,10 @@ class Engine(TransferOps, SnapshotOps):
 
         async def go():
             vm.status = "reboot_in_progress"
-            await asyncio.sleep(self.timing.vm_power)
+            if self.guests is not None and self.guests.get(vm.id):
+                await self.guests.reboot(vm)
+            else:
+                await asyncio.sleep(self.timing.vm_power)
             if vm.status == "reboot_in_progress":
                 vm.status = "up"
         self.spawn(go(), job)

@@ -277,7 +277,9 @@ async def vm_remove(request):
 @routes.post(API + "/vms/{vm}/{action:(start|stop|shutdown)}")
 async def vm_power(request):
     vm = get_vm(request)
-    await request.app[ENGINE].set_power(vm.id, request.match_info["action"] == "start", corr(request))
+    act = request.app[ENGINE].set_power
+    await act(vm.id, request.match_info["action"] == "start", corr(request),
+              graceful=request.match_info["action"] == "shutdown")
     return action()
 
 
