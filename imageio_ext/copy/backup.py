@@ -175,21 +175,41 @@ class _ParentChunks:
 
 async def _patch_slot(step: Step, source: ImageSource, parent: _ParentChunks | None) -> bytearray | None:
     """One slot from its parts: reads from the disk, the rest from the parent chunk
-    (zeros elsewhere). None if the parent chunk is unreadable."""
+    (zeros elsewhere); the parent chunk is fetched while the disk is read. None if
+    the parent chunk is unreadable."""
     if parent is None:
         return None
-    base = await parent.chunk(step.offset)
+    fetch = asyncio.ensure_future(parent.chunk(step.offset))
+    try:
+        reads = [(s, e) for s, e, how in step.parts if how == "read"]
+        datas = await asyncio.gather(*(source.read(s, e - s) for s, e in reads))
+        base = await fetch
+    finally:
+        if not fetch.done():
+            fetch.cancel()
+            await asyncio.gather(fetch, return_exceptions=True)
     if base is None or len(base) != step.length:
         return None
-    buf = bytearray(step.length)
-    view = memoryview(buf)
     o = step.offset
-    for s, e, how in step.parts:
-        if how == "parent":
-            view[s - o:e - o] = memoryview(base)[s - o:e - o]
-        else:
-            view[s - o:e - o] = await source.read(s, e - s)
+    buf = bytearray(base)
+    view = memoryview(buf)
+    for (s, e), data in zip(reads, datas):
+        view[s - o:e - o] = data
+    for s, e, how in _zero_gaps(step):
+        view[s - o:e - o] = bytes(e - s)
     return buf
+
+
+def _zero_gaps(step: Step) -> list[tuple[int, int, str]]:
+    """The ranges of a patched slot covered by no part: zeros now (the parent may differ)."""
+    out, pos = [], step.offset
+    for s, e, _ in step.parts:
+        if s > pos:
+            out.append((pos, s, "zero"))
+        pos = max(pos, e)
+    if pos < step.offset + step.length:
+        out.append((pos, step.offset + step.length, "zero"))
+    return out
 
 
 async def _already_published(store: Store, vm_id, backup_id, disk_id, size, transport, seconds) -> CopyResult:
