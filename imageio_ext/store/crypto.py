@@ -88,18 +88,25 @@ class StoreKey:
 # -- sealing --------------------------------------------------------------------
 
 
-def seal(aead: AESGCM, plaintext: bytes, ad: bytes) -> bytes:
-    """``nonce || ciphertext || tag`` with a fresh random nonce."""
+def seal_parts(aead: AESGCM, plaintext, ad: bytes) -> tuple[bytes, bytes]:
+    """(nonce, ciphertext || tag) with a fresh random nonce."""
     nonce = secrets.token_bytes(NONCE_SIZE)
-    return nonce + aead.encrypt(nonce, plaintext, ad)
+    return nonce, aead.encrypt(nonce, plaintext, ad)
 
 
-def unseal(aead: AESGCM, blob: bytes, ad: bytes) -> bytes:
-    """Inverse of `seal`; raises ValueError when authentication fails."""
+def seal(aead: AESGCM, plaintext, ad: bytes) -> bytes:
+    """``nonce || ciphertext || tag`` with a fresh random nonce."""
+    return b"".join(seal_parts(aead, plaintext, ad))
+
+
+def unseal(aead: AESGCM, blob, ad: bytes) -> bytes:
+    """Inverse of `seal` (``blob`` may be a memoryview); raises ValueError when
+    authentication fails."""
     if len(blob) < NONCE_SIZE + TAG_SIZE:
         raise ValueError("too short for a nonce and a tag")
+    view = memoryview(blob)
     try:
-        return aead.decrypt(blob[:NONCE_SIZE], blob[NONCE_SIZE:], ad)
+        return aead.decrypt(bytes(view[:NONCE_SIZE]), view[NONCE_SIZE:], ad)
     except InvalidTag:
         raise ValueError("authentication failed (damaged, replaced, or another store's key)") from None
 

@@ -22,7 +22,7 @@ import blake3
 import zstandard
 
 from .chunk import ZSTD_MAGIC, ChunkCodec, compress_bound, worth_compressing
-from .crypto import NONCE_SIZE, TAG_SIZE, StoreKey, seal, unseal
+from .crypto import NONCE_SIZE, TAG_SIZE, StoreKey, seal, seal_parts, unseal
 from .errors import ChunkCorrupted, IncompatibleStore, StoreKeyMissing
 from .fidx import ZERO_DIGEST
 
@@ -89,13 +89,14 @@ class ChunkCodecV2:
 
     def encode(self, digest: bytes, data) -> bytes:
         compressed = worth_compressing(data, self.compress)
-        payload = self.compress(data) if compressed else bytes(data)
+        payload = self.compress(data) if compressed else data
         flags = (FLAG_COMPRESSED if compressed else 0) | (FLAG_ENCRYPTED if self.encrypted else 0)
         header = CHUNK_HEADER.pack(CHUNK_MAGIC_V2, flags, b"\0\0\0", len(data))
         if self.encrypted:
             key = self._need_key("writing a chunk")
-            return header + seal(key.chunk_aead, payload, chunk_ad(self.store_id, digest, header))
-        return header + payload
+            nonce, sealed = seal_parts(key.chunk_aead, payload, chunk_ad(self.store_id, digest, header))
+            return b"".join((header, nonce, sealed))
+        return b"".join((header, payload))
 
     def decode(self, digest: bytes, blob: bytes) -> bytes:
         h = digest.hex()
@@ -112,7 +113,7 @@ class ChunkCodecV2:
                                  else "unencrypted chunk in an encrypted store")
         if size > self.chunk_size:
             raise ChunkCorrupted(h, f"plaintext length {size} exceeds the chunk size {self.chunk_size}")
-        header, payload = blob[: CHUNK_HEADER.size], blob[CHUNK_HEADER.size :]
+        header, payload = bytes(blob[: CHUNK_HEADER.size]), memoryview(blob)[CHUNK_HEADER.size :]
         if self.encrypted:
             key = self._need_key("reading a chunk")
             try:
@@ -124,13 +125,13 @@ class ChunkCodecV2:
             if d is None:
                 d = self._local.dctx = zstandard.ZstdDecompressor()
             try:
-                if zstandard.frame_content_size(payload) != size:
+                if zstandard.frame_content_size(bytes(payload[:18])) != size:
                     raise ChunkCorrupted(h, "zstd frame size differs from the header's plaintext length")
                 data = d.decompress(payload)
             except zstandard.ZstdError as e:
                 raise ChunkCorrupted(h, f"zstd: {e}") from e
         else:
-            data = payload
+            data = payload if isinstance(payload, bytes) else bytes(payload)
         if len(data) != size:
             raise ChunkCorrupted(h, f"holds {len(data)} bytes, header says {size}")
         if self.digest(data) != digest:
