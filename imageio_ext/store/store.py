@@ -237,8 +237,10 @@ class Store:
         return (await self.chunks.put(data)).digest
 
     async def get_chunk(self, digest: bytes, length: int | None = None) -> bytes:
-        """Read, decompress and verify one chunk (see `ChunkStore.get`)."""
+        """Read, decrypt, decompress and verify one chunk (see `ChunkStore.get`)."""
         return await self.chunks.get(digest, length)
+
+    read_chunk = get_chunk  # the read path's name for it (any version, encrypted or not)
 
     # -- backups -----------------------------------------------------------
 
