@@ -35,7 +35,7 @@ from .fidx import FixedIndex
 from .format import StoreFormat, sniff_chunk
 from .gc import DEFAULT_GC_GRACE, GcReport, collect_garbage, target_now
 from .ids import check_uuid
-from .layout import CHUNKS_DIR, CONFIG_NAME, VMS_DIR, chunk_leaf_dirs, safe_scandir
+from .layout import CHUNKS_DIR, CONFIG_NAME, VMS_DIR, safe_scandir
 from .manifest import DEFAULT_CHUNK_SIZE, MAX_DOCUMENT, STORE_VERSION, BackupInfo, DiskInfo, StoreConfig
 from .publish import Backups
 from .reader import DiskReader
@@ -213,22 +213,27 @@ class Store:
 
     async def _check_versions(self, cfg: StoreConfig) -> None:
         """Refuse a target holding objects of another format version than its
-        config says (two ovault generations writing one directory): the
-        first chunk found is sniffed (cheap: one directory walk down, one read)."""
-        for leaf in (await chunk_leaf_dirs(self.target))[:1]:
-            for e in await safe_scandir(self.target, leaf):
-                if e.is_dir or "." in e.name or len(e.name) != 64:
-                    continue
-                try:
-                    head = await self.target.read_file(f"{leaf}/{e.name}", max_size=2 * cfg.chunk_size + 4096)
-                except (NotFound, Damaged):
-                    continue
-                found = sniff_chunk(head)
-                if found is not None and found != cfg.version:
-                    raise IncompatibleStore(
-                        self.target.url, f"ovault-store.json says version {cfg.version} but the target holds "
-                        f"version-{found} chunks ({leaf}/{e.name}): mixed format versions are refused")
+        config says (two ovault generations writing one directory). Cheap: one
+        walk down the first entries of ``chunks/`` (three listings), one chunk read."""
+        leaf = CHUNKS_DIR
+        for _ in range(2):
+            subs = sorted(e.name for e in await safe_scandir(self.target, leaf) if e.is_dir and len(e.name) == 2)
+            if not subs:
                 return
+            leaf = f"{leaf}/{subs[0]}"
+        for e in sorted(await safe_scandir(self.target, leaf), key=lambda e: e.name):
+            if e.is_dir or "." in e.name or len(e.name) != 64:
+                continue
+            try:
+                head = await self.target.read_file(f"{leaf}/{e.name}", max_size=2 * cfg.chunk_size + 4096)
+            except (NotFound, Damaged):
+                continue
+            found = sniff_chunk(head)
+            if found is not None and found != cfg.version:
+                raise IncompatibleStore(
+                    self.target.url, f"ovault-store.json says version {cfg.version} but the target holds "
+                    f"version-{found} chunks ({leaf}/{e.name}): mixed format versions are refused")
+            return
 
     # -- chunks ------------------------------------------------------------
 
