@@ -287,6 +287,10 @@ def test_viewer_sees_no_destructive_buttons(page, portal, orchestrator, sandbox,
         assert destructive.count() == 0, token
     f = place_frame(page, "ovault-backups")
     assert f.locator("[data-backup]").count() >= 1
+    # Backups show their consistency (the sandbox's record VMs run no guest: crash).
+    assert f.locator("[data-backup] td[data-consistency='crash']").count() >= 1
+    assert f.locator("[data-backup] td[data-consistency='filesystem']").count() == 0
+    assert f.locator("[data-backup] td[data-consistency='crash'] .ov-label").first.inner_text() == "crash"
 
 
 def test_screenshots_of_every_place(page, portal, orchestrator, sandbox, backed_up):
