@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -75,6 +76,34 @@ def make_disk(path: Path, size: int, seed: str = "bench") -> dict:
 
 
 VIA = {"via": "nbd"}
+LAST_CPU = {"s": 0.0}  # CPU seconds of the last measured copy (see Cpu)
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu(pid: int) -> float:
+    try:
+        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(f[11]) + int(f[12])) / _TICK
+
+
+class Cpu:
+    """CPU seconds of everything one copy runs on: this process (the mover or the
+    reference client, all threads), its finished children (the client's qemu-nbd),
+    the imageio daemon and the transfer's qemu-nbd. Unlike wall time on a shared
+    machine, this does not depend on what else runs."""
+
+    def __init__(self, lab, t):
+        self.pids = [lab.daemon.child.proc.pid, t.export.child.proc.pid]
+        self.start = self._now()
+
+    def _now(self) -> float:
+        s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime + sum(_proc_cpu(p) for p in self.pids)
+
+    def stop(self) -> float:
+        return round(self._now() - self.start, 2)
 
 
 def direct(lab) -> dict:
@@ -89,11 +118,13 @@ async def mover_backup(lab, disk, store_url, size, *, backup_id=None, parent=Non
     t = await lab.transfer(disk, "qcow2", size, bitmap=bitmap)
     try:
         bid = backup_id or str(uuid.uuid4())
+        cpu = Cpu(lab, t)
         t0 = time.monotonic()
         r = await run_copy(dict(op="backup", transfer_url=t.url, ca_file=lab.ca, store=store_url, vm_id=VM,
                                 backup_id=bid, disk_id=disk_id, size=size, parent_backup_id=parent,
                                 incremental=parent is not None), **direct(lab), requests=requests)
         dt = time.monotonic() - t0
+        LAST_CPU["s"] = cpu.stop()
     finally:
         await lab.close_transfer(t)
     async with await Store.open(store_url) as st:
@@ -105,11 +136,13 @@ async def ref_download(lab, disk, size, dest: Path, *, bitmap=None, backing=None
     from ovirt_imageio import client
     t = await lab.transfer(disk, "qcow2", size, bitmap=bitmap)
     try:
+        cpu = Cpu(lab, t)
         t0 = time.monotonic()
         await asyncio.to_thread(
             client.download, t.url, str(dest), lab.ca, fmt="qcow2", incremental=backing is not None,
             backing_file=str(backing) if backing else None, backing_format="qcow2" if backing else None)
         dt = time.monotonic() - t0
+        LAST_CPU["s"] = cpu.stop()
     finally:
         await lab.close_transfer(t)
     return dt
@@ -149,12 +182,12 @@ async def main(args) -> None:
     try:
         # -- full backup -------------------------------------------------------------
         full_id, r, dt = await mover_backup(lab, disk, store_url, size)
-        row("full", f"mover ({r.transport}, 4 requests)", dt, read_MiB=r.bytes_read // MiB,
+        row("full", f"mover ({r.transport}, 4 requests)", dt, cpu_s=LAST_CPU["s"], read_MiB=r.bytes_read // MiB,
             stored_MiB=du(store_dir) // MiB, new_chunks=r.new_chunks)
         mover_full = dt
         ref_full = base / "ref-full.qcow2"
         dt_ref = await ref_download(lab, disk, size, ref_full)
-        row("full", "ovirt_imageio.client.download", dt_ref, stored_MiB=du(ref_full) // MiB)
+        row("full", "ovirt_imageio.client.download", dt_ref, cpu_s=LAST_CPU["s"], stored_MiB=du(ref_full) // MiB)
         exp = await lab.transfer(disk, "qcow2", size)  # its qemu-nbd socket, no imageio
         dt_q = qemu_img_convert(f"nbd+unix:///?socket={exp.export.sock}", base / "qi.qcow2")
         await lab.close_transfer(exp)
@@ -166,7 +199,8 @@ async def main(args) -> None:
             before = du(store_dir)
             _, r2, dt = await mover_backup(lab, disk, store_url, size)
             added = du(store_dir) - before
-            row("unchanged", "mover second full backup", dt, new_bytes=r2.new_bytes, target_added=added,
+            row("unchanged", "mover second full backup", dt, cpu_s=LAST_CPU["s"], new_bytes=r2.new_bytes,
+                target_added=added,
                 pct_of_data=f"{100 * added / info['data']:.3f}%")
             row("unchanged", "reference: a second full download", dt_ref, target_added=du(ref_full))
 
@@ -191,12 +225,13 @@ async def main(args) -> None:
                 subprocess.run(["qemu-io", "-f", "qcow2", *cmds[i:i + 400], str(disk)], check=True,
                                capture_output=True)
             inc_id, r, dt = await mover_backup(lab, disk, store_url, size, parent=full_id, bitmap="cp1")
-            row("incremental", f"mover incremental ({r.transport})", dt, changed_MiB=changed,
+            row("incremental", f"mover incremental ({r.transport})", dt, cpu_s=LAST_CPU["s"], changed_MiB=changed,
                 read_MiB=r.bytes_read // MiB, from_parent_MiB=r.bytes_from_parent // MiB,
                 new_chunks=r.new_chunks, new_MiB=r.new_bytes // MiB)
             ref_inc = base / "ref-inc.qcow2"
             dt_ri = await ref_download(lab, disk, size, ref_inc, bitmap="cp1", backing=ref_full)
-            row("incremental", "ovirt_imageio.client.download incr.", dt_ri, stored_MiB=du(ref_inc) // MiB)
+            row("incremental", "ovirt_imageio.client.download incr.", dt_ri, cpu_s=LAST_CPU["s"],
+                stored_MiB=du(ref_inc) // MiB)
             print(f"  incremental: mover/reference time ratio {dt / dt_ri:.2f}; read/changed "
                   f"{r.bytes_read / (changed * MiB):.2f}", flush=True)
             want = image_sha256(disk, "qcow2")
@@ -209,21 +244,25 @@ async def main(args) -> None:
             out = base / "restore-mover.qcow2"
             subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(out), str(size)], check=True)
             t = await lab.transfer(out, "qcow2", size, write=True)
+            cpu = Cpu(lab, t)
             t0 = time.monotonic()
             r = await run_copy(dict(op="restore", transfer_url=t.url, ca_file=lab.ca, store=store_url, vm_id=VM,
                                     backup_id=full_id, disk_id=DISK), **direct(lab))
             dt = time.monotonic() - t0
+            c = cpu.stop()
             await lab.close_transfer(t)
-            row("restore", f"mover restore ({r.transport})", dt, written_MiB=r.bytes_written // MiB)
+            row("restore", f"mover restore ({r.transport})", dt, cpu_s=c, written_MiB=r.bytes_written // MiB)
             out2 = base / "restore-ref.qcow2"
             subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(out2), str(size)], check=True)
             from ovirt_imageio import client
             t = await lab.transfer(out2, "qcow2", size, write=True)
+            cpu = Cpu(lab, t)
             t0 = time.monotonic()
             await asyncio.to_thread(client.upload, str(ref_full), t.url, lab.ca)
             dt_r = time.monotonic() - t0
+            c = cpu.stop()
             await lab.close_transfer(t)
-            row("restore", "ovirt_imageio.client.upload", dt_r)
+            row("restore", "ovirt_imageio.client.upload", dt_r, cpu_s=c)
             print(f"  restore: mover/reference time ratio {dt / dt_r:.2f}", flush=True)
             if "incremental" not in which:
                 assert image_sha256(out, "qcow2") == image_sha256(disk, "qcow2")
@@ -294,9 +333,12 @@ async def rss_bench(lab, disk, size, base):
             ids = []
             for i, t in enumerate(ts):
                 async with s.post(url + "/v1/copies", headers=hdr, json=dict(
-                        op="backup", transfer_url=t.url, ca_file=lab.ca, store=str(sdir), vm_id=str(uuid.uuid4()),
+                        op="backup", transfer_url=t.url, store=str(sdir), vm_id=str(uuid.uuid4()),
                         backup_id=str(uuid.uuid4()), disk_id=str(uuid.uuid4()), size=size)) as r:
-                    ids.append((await r.json())["id"])
+                    body = await r.json()
+                    if r.status != 202:
+                        raise RuntimeError(f"the mover refused the copy: {r.status} {body}")
+                    ids.append(body["id"])
             states = []
             for jid in ids:
                 async with s.get(f"{url}/v1/copies/{jid}/events", headers=hdr) as r:
