@@ -18,3 +18,4 @@ METRICS = web.AppKey("metrics", Any)  # metrics.Metrics
 DELIVERY = web.AppKey("delivery", Any)  # webhooks.DeliveryWorker
 DSN = web.AppKey("dsn", str)
 POLICIES = web.AppKey("policies", Any)  # policies.PolicyService
+TARGETS = web.AppKey("targets", Any)  # policies.targets.TargetStores: every target's store

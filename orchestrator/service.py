@@ -36,9 +36,10 @@ from .api.sso import SsoVerifier
 from .catalog.supervisor import PostgresSupervisor
 from .keys import (CATALOG, CONFIG, DELIVERY, DSN, ENGINE, HUB, METRICS, POLICIES, READY, RUNNER,
                    SSO, STORE,
-                   TARGET_ID)
+                   TARGET_ID, TARGETS)
 from .live import Hub
 from .metrics import Metrics
+from .policies.targets import TargetStores
 from .tls import tls_context
 from .webhooks import DeliveryWorker
 
@@ -149,17 +150,24 @@ async def _runner(app: web.Application):
             ctx.load_cert_chain(cfg.movers.client_cert, cfg.movers.client_key or None)
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx),
                                         timeout=aiohttp.ClientTimeout(total=60))
-    mover = MoverPort(store=app[STORE], store_url=cfg.target.url,
-                      movers=cfg.movers.hosts if cfg.movers.enabled else {},
-                      token=cfg.movers.token, tokens=cfg.movers.tokens, ca_file=cfg.movers.ca_file,
-                      requests=cfg.movers.requests_per_copy, session=session,
-                      imageio_ca=cfg.engine.ca_file or None)
+    def mover_for(store, url):
+        return MoverPort(store=store, store_url=url,
+                         movers=cfg.movers.hosts if cfg.movers.enabled else {},
+                         token=cfg.movers.token, tokens=cfg.movers.tokens, ca_file=cfg.movers.ca_file,
+                         requests=cfg.movers.requests_per_copy, session=session,
+                         imageio_ca=cfg.engine.ca_file or None)
+    mover = mover_for(app[STORE], cfg.target.url)
     waker = Waker()
     poller = asyncio.create_task(EventPoller(app[ENGINE], waker, cfg.engine.events_interval).run())
     runner = JobRunner(catalog=app[CATALOG], engine=app[ENGINE], mover=mover,
                        store=StorePort(app[STORE]), config=cfg, target_id=app[TARGET_ID],
                        on_event=app[HUB].runner_event, waker=waker,
                        on_release=app[METRICS].engine_releases.inc)
+    # a policy's own target: its runs write there (orchestrator/policies/targets.py)
+    app[TARGETS] = TargetStores(app[CATALOG], main_id=app[TARGET_ID], main_store=app[STORE],
+                                chunk_size=cfg.target.chunk_size_kib * 1024,
+                                ports=lambda s, url: (StorePort(s), mover_for(s, url)))
+    runner.target_ports = app[TARGETS].ports
     app[RUNNER] = runner
     task = asyncio.create_task(runner.run())
     await _bootstrap_token(app)
@@ -174,6 +182,7 @@ async def _runner(app: web.Application):
     except (asyncio.CancelledError, Exception):
         pass
     await runner.stop()
+    await app[TARGETS].close()
     if session:
         await session.close()
 
@@ -188,6 +197,7 @@ async def _policies(app: web.Application):
     from .policies.service import PolicyService
     cfg: Config = app[CONFIG]
     svc = PolicyService(app[CATALOG], app[ENGINE], store=app[STORE], poke=app[RUNNER].poke)
+    svc.stores, svc.default_target_id = app[TARGETS], app[TARGET_ID]
     app[POLICIES] = svc
     MaintenanceJobs(app[CATALOG], svc).register(app[RUNNER])   # prune and gc jobs
     VerifyJobs(app[CATALOG], app[STORE]).register(app[RUNNER])  # verify jobs (jobs/verify.py)

@@ -297,6 +297,14 @@ class PolicyRepository(Repository):
         return [dict(r) for r in rows]
 
     @wrap_errors
+    async def targets_in_use(self) -> list[uuid.UUID]:
+        """Every target some (not deleted) backup is on."""
+        rows = await self._db.fetch(
+            "SELECT DISTINCT target_id FROM backups WHERE target_id IS NOT NULL "
+            "AND status <> 'deleted'")
+        return [uuid.UUID(str(r["target_id"])) for r in rows]
+
+    @wrap_errors
     async def vms_with_backups(self) -> list[str]:
         rows = await self._db.fetch(
             "SELECT DISTINCT vm_id FROM backups WHERE status IN ('succeeded', 'failed')")

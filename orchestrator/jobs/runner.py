@@ -61,6 +61,7 @@ class JobRunner:
         self.on_release = on_release  # called with the number of machines whose engine objects
         #                               were released after a long catalog outage (a metric)
         self.waker = waker
+        self.target_ports = None  # async job -> (store, mover, target id) | None (policies/targets.py)
         self.wakeup = asyncio.Event()
         self._stopping = False
         self.handlers: dict[str, JobHandler] = {kind: self._run_machines for kind in MACHINES}
@@ -199,6 +200,10 @@ class JobRunner:
             (lim.per_policy_run or lim.total) if (job.request or {}).get("policy_id")
             else lim.per_job)
         deps = self._deps(job)
+        ports = await self.target_ports(job) if self.target_ports else None
+        if ports:  # (store, mover, target id) of another target: a policy's own (policies/targets.py)
+            deps.store, deps.mover = ports[0], ports[1]
+            deps.catalog = CatalogPort(self.catalog, str(job.id), ports[2])
         machines = []
         for m in job.machines:
             if m.terminal:

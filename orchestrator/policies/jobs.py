@@ -6,7 +6,8 @@ the runner re-claims a job whose replica died and the handler starts over.
   `request.vms` [{vm_id, policy_id}] (apply each policy's retention). Backups of
   those VMs left `deleting` by an earlier attempt are finished first.
 - gc: waits until no backup job is queued or running (checked again every
-  `poll` seconds while the lease is renewed), then sweeps the target, with
+  `poll` seconds while the lease is renewed), then sweeps each target in use
+  (the service's own and any policy's own target, policies/targets.py), with
   `result.progress` {done, total} (backup and chunk directories) while it runs;
   `result.bytes_freed` says what it freed.
 """
@@ -46,7 +47,8 @@ class MaintenanceJobs:
             b = await self.catalog.backups.get(uuid.UUID(bid))
             if b.status == "deleting" and await self.service.finish_one(
                     b.id, b.vm_id, event="backup.deleted", extra={"by": job.created_by,
-                                                                   "job_id": str(job.id)}):
+                                                                   "job_id": str(job.id)},
+                    target_id=getattr(b, "target_id", None)):
                 deleted.append(bid)
         vms = req.get("vms", [])
         if vms:
@@ -68,13 +70,34 @@ class MaintenanceJobs:
         log.info("prune finished", job_id=str(job.id), deleted=len(deleted))
 
     async def gc(self, job: cat.Job) -> None:
-        store = self.service.store
-        if store is None:
+        """Sweep the service's own target and every other target a backup is on
+        (a policy's own target), one after the other."""
+        if self.service.stores is not None:
+            stores = await self.service.stores.all_in_use()
+        else:
+            stores = [(None, self.service.store)] if self.service.store is not None else []
+        if not stores:
             await self.catalog.policies.end_job(job.id, "failed", error="no target store here")
             return
         while await self.catalog.policies.backups_in_flight():
             await asyncio.sleep(self.poll)
         t0 = time.monotonic()
+        totals = {"bytes_freed": 0, "chunks_removed": 0, "chunks_seen": 0, "kept_young": 0}
+        per_target = []
+        for tid, store in stores:
+            r = await self._gc_one(job, store)
+            for k in totals:
+                totals[k] += r[k]
+            per_target.append({"target_id": str(tid) if tid else None, **r})
+        result = {**totals, "seconds": round(time.monotonic() - t0, 3)}
+        if len(per_target) > 1:
+            result["targets"] = per_target
+        await self.catalog.policies.end_job(job.id, "succeeded", result=result)
+        await self.catalog.events.append("gc.finished", {"job_id": str(job.id), **result},
+                                         job_id=job.id)
+        log.info("gc finished", job_id=str(job.id), **totals)
+
+    async def _gc_one(self, job: cat.Job, store: Any) -> dict:
         kw = {} if self.gc_grace_seconds is None else {"grace_seconds": self.gc_grace_seconds}
         writes: list[asyncio.Task] = []
         last = [float("-inf")]
@@ -91,10 +114,5 @@ class MaintenanceJobs:
             report = await store.gc(progress=progress, **kw)
         finally:
             await asyncio.gather(*writes, return_exceptions=True)
-        result = {"bytes_freed": report.bytes_removed, "chunks_removed": report.chunks_removed,
-                  "chunks_seen": report.chunks_seen, "kept_young": report.chunks_kept_young,
-                  "seconds": round(time.monotonic() - t0, 3)}
-        await self.catalog.policies.end_job(job.id, "succeeded", result=result)
-        await self.catalog.events.append("gc.finished", {"job_id": str(job.id), **result},
-                                         job_id=job.id)
-        log.info("gc finished", job_id=str(job.id), **result)
+        return {"bytes_freed": report.bytes_removed, "chunks_removed": report.chunks_removed,
+                "chunks_seen": report.chunks_seen, "kept_young": report.chunks_kept_young}

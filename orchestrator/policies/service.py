@@ -69,6 +69,8 @@ class PolicyService:
         self.poke = poke
         self.on_event = on_event
         self.cache: Any = None     # orchestrator.inventory.Inventory, when the service runs one
+        self.stores: Any = None    # policies.targets.TargetStores: a policy's own target
+        self.default_target_id: uuid.UUID | None = None   # the service's own target
         self.on_change: Callable[[], None] | None = None   # membership may differ (wiring.attach)
 
     def changed(self) -> None:
@@ -171,7 +173,9 @@ class PolicyService:
             job, raced = await create_job_skipping_busy(
                 self.catalog, "backup", machines, created_by=created_by, queued_event=False,
                 then=started, request={"vm_ids": [m.vm_id for m in group], "mode": mode,
-                                       "policy_id": str(policy.id), "policy": policy.name})
+                                       "policy_id": str(policy.id), "policy": policy.name,
+                                       **({"target_id": str(policy.target_id)}
+                                          if policy.target_id else {})})
             for vm_id, busy in raced.items():
                 skipped[vm_id] = f"busy: {busy}"
             if job is not None:
@@ -182,8 +186,17 @@ class PolicyService:
 
     # -- retention ------------------------------------------------------------------------
 
+    def _on_policy_target(self, policy: cat.Policy, target_id: Any) -> bool:
+        """Whether a backup on `target_id` is one the policy's retention decides on:
+        those on the policy's target (the service's own when it names none)."""
+        want = policy.target_id or self.default_target_id
+        if want is None:
+            return True
+        return (target_id or self.default_target_id) == want
+
     async def decisions(self, vm_id: str, policy: cat.Policy) -> list[tuple[Decision, dict]]:
-        rows = await self.catalog.policies.retention_items(vm_id)
+        rows = [r for r in await self.catalog.policies.retention_items(vm_id)
+                if self._on_policy_target(policy, r.get("target_id"))]
         by_id = {r["id"]: r for r in rows}
         items = [Item(r["id"], r["created_at"], r["status"], r["protected"]) for r in rows]
         ds = plan(items, Retention.from_mapping(policy.retention), tz=ZoneInfo(policy.timezone))
@@ -225,7 +238,8 @@ class PolicyService:
                 log.info("not pruned", backup_id=str(d.id), reason=str(e))
                 continue
             if await self.finish_one(d.id, vm_id, event="backup.pruned",
-                                     extra={"policy_id": str(policy.id), "by": requested_by}):
+                                     extra={"policy_id": str(policy.id), "by": requested_by},
+                                     target_id=r.get("target_id")):
                 done.append(str(d.id))
         result["deleted"] = done
         return result
@@ -254,11 +268,23 @@ class PolicyService:
             self.poke()
         return job
 
+    async def _store_of(self, target_id: Any) -> Any:
+        if self.stores is None or target_id is None:
+            return self.store
+        return await self.stores.store(target_id)
+
     async def finish_one(self, backup_id: uuid.UUID, vm_id: str, *, event: str,
-                         extra: Mapping[str, Any] | None = None) -> bool:
-        if self.store is not None:
+                         extra: Mapping[str, Any] | None = None, target_id: Any = None) -> bool:
+        """Remove a `deleting` backup's manifest from its target (`target_id`: the
+        one it is on; None: the service's own), then mark the row `deleted`."""
+        try:
+            store = await self._store_of(target_id)
+        except Exception as e:
+            log.warning("target unavailable; will retry", backup_id=str(backup_id), error=str(e))
+            return False
+        if store is not None:
             try:
-                await self.store.delete_backup(vm_id, str(backup_id))
+                await store.delete_backup(vm_id, str(backup_id))
             except (BackupNotFound, MissingOnTarget):
                 pass  # the manifest is already gone (a previous attempt got that far)
             except Exception as e:
@@ -278,7 +304,7 @@ class PolicyService:
         for r in await self.catalog.policies.deleting(vm_ids=vm_ids,
                                                       older_than_seconds=older_than_seconds):
             if await self.finish_one(r["id"], r["vm_id"], event="backup.deleted",
-                                     extra={"by": "recovery"}):
+                                     extra={"by": "recovery"}, target_id=r.get("target_id")):
                 n += 1
         return n
 

@@ -168,3 +168,97 @@ def test_sigkill_during_a_delete_leaves_catalog_and_target_consistent(sandbox, s
             assert bid not in found and listed <= found
     finally:
         o.stop()
+
+
+async def test_a_policy_writes_to_its_own_target_and_prunes_there(sandbox, state_root):
+    """A policy naming another target: its runs publish there (not on the service's
+    target), its retention decides on that target's backups only (a manual backup on
+    the service's target stays), its prune removes manifests from that target, and a
+    restore of one of its backups reads from that target."""
+    from imageio_ext.store import Store
+    from orchestrator import config
+    from orchestrator.catalog import Catalog, EmbeddedPostgres, connect
+
+    pg = EmbeddedPostgres(state_root / "policy-target-pg")
+    await pg.start()
+    import shutil
+    orch = pool = None
+    restored_id = None
+    # inside the lab's target directory: the lab's movers accept stores under it
+    # (their allowed_stores), as a site's movers must list every policy's target
+    second = Path(sandbox.dir) / "target" / f"second-{uuid.uuid4().hex[:6]}"
+    second.mkdir()
+    try:
+        orch = await asyncio.to_thread(lambda: Orchestrator(
+            sandbox.dir, state_root / "policy-target", dsn=pg.dsn,
+            env={"OVAULT_POLICIES_SCHEDULER_INTERVAL": "100000"}).start())
+        pool = await connect(pg.dsn, min_size=1, max_size=2)
+        catalog = Catalog(pool)
+        vm = sandbox.vm("legacy-erp")
+        main = await asyncio.to_thread(orch.wait_job, orch.backup([vm["id"]])["id"], 300)
+        assert main["state"] == "succeeded", main
+        b0 = main["machines"][0]["backup_id"]
+        t2 = await asyncio.to_thread(orch.api, "POST", "/api/v1/targets", {
+            "name": f"second-{uuid.uuid4().hex[:6]}", "url": str(second)}, 201)
+        p = await asyncio.to_thread(orch.api, "POST", "/api/v1/policies", {
+            "name": "to-second", "schedule": "0 3 * * *", "vm_ids": [vm["id"]],
+            "retention": {"keep_last": 1}, "target_id": t2["id"]}, 201)
+        assert p["target_id"] == t2["id"]
+        runs = []
+        for _ in range(2):
+            job = (await asyncio.to_thread(orch.api, "POST", f"/api/v1/policies/{p['id']}/run",
+                                           None, 202))["job"]
+            assert job["request"]["target_id"] == t2["id"]
+            job = await asyncio.to_thread(orch.wait_job, job["id"], 300)
+            assert job["state"] == "succeeded", job
+            runs.append(job["machines"][0]["backup_id"])
+        for bid in runs:
+            row = await catalog.backups.get(uuid.UUID(bid))
+            assert str(row.target_id) == t2["id"], row
+        assert str((await catalog.backups.get(uuid.UUID(b0))).target_id) != t2["id"]
+        cfg = config.load(sandbox=sandbox.dir)
+
+        async def manifests(url):
+            s = await Store.open(url)
+            try:
+                return {b.backup_id for b in await s.list_backups(vm["id"])}
+            finally:
+                await s.close()
+        assert set(runs) <= await manifests(str(second))
+        assert not set(runs) & await manifests(cfg.target.url)
+        # the policy's retention decides on its target's backups only
+        preview = await asyncio.to_thread(orch.api, "GET", f"/api/v1/policies/{p['id']}/preview",
+                                          None, 200)
+        decided = {b["backup_id"]: b["action"] for v in preview["vms"] for b in v["backups"]}
+        assert decided == {runs[1]: "keep", runs[0]: "prune"}, preview
+        pj = (await asyncio.to_thread(orch.api, "POST", "/api/v1/prune", {"vm_id": vm["id"]},
+                                      202))["job"]
+        pj = await asyncio.to_thread(orch.wait_job, pj["id"], 120)
+        assert pj["state"] == "succeeded" and pj["result"]["deleted"] == [runs[0]], pj
+        assert (await catalog.backups.get(uuid.UUID(runs[0]))).status == "deleted"
+        on_second = await manifests(str(second))
+        assert runs[1] in on_second and runs[0] not in on_second
+        assert b0 in await manifests(cfg.target.url)
+        assert (await catalog.backups.get(uuid.UUID(b0))).status == "succeeded"
+        # a restore of the kept backup reads it from the second target
+        name = f"from-second-{uuid.uuid4().hex[:6]}"
+        rj = await asyncio.to_thread(orch.restore, runs[1], kind="new", name=name)
+        rj = await asyncio.to_thread(orch.wait_job, rj["id"], 300)
+        assert rj["state"] == "succeeded", rj
+        found = (await asyncio.to_thread(orch.api, "GET", f"/api/v1/vms?search=name%3D{name}",
+                                          None, 200))["items"]
+        assert [v["name"] for v in found] == [name]
+        restored_id = found[0]["id"]
+    finally:
+        if restored_id:
+            conn = sandbox.connect()
+            try:
+                conn.system_service().vms_service().vm_service(restored_id).remove()
+            finally:
+                conn.close()
+        if pool is not None:
+            await pool.close()
+        if orch is not None:
+            await asyncio.to_thread(orch.stop)
+        await pg.stop()
+        shutil.rmtree(second, ignore_errors=True)
