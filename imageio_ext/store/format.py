@@ -15,6 +15,7 @@ of one version refuses objects of another (`sniff_chunk` tells them apart).
 
 from __future__ import annotations
 
+import secrets
 import struct
 import threading
 
@@ -22,7 +23,7 @@ import blake3
 import zstandard
 
 from .chunk import ZSTD_MAGIC, ChunkCodec, compress_bound, worth_compressing
-from .crypto import NONCE_SIZE, TAG_SIZE, StoreKey, seal, seal_parts, unseal
+from .crypto import NONCE_SIZE, TAG_SIZE, StoreKey, seal, unseal
 from .errors import ChunkCorrupted, IncompatibleStore, StoreKeyMissing
 from .fidx import ZERO_DIGEST
 
@@ -87,15 +88,22 @@ class ChunkCodecV2:
     def compress(self, data) -> bytes:
         return self._v1.compress(data)
 
-    def encode(self, digest: bytes, data) -> bytes:
+    def encode(self, digest: bytes, data) -> bytes | bytearray:
         compressed = worth_compressing(data, self.compress)
         payload = self.compress(data) if compressed else data
         flags = (FLAG_COMPRESSED if compressed else 0) | (FLAG_ENCRYPTED if self.encrypted else 0)
         header = CHUNK_HEADER.pack(CHUNK_MAGIC_V2, flags, b"\0\0\0", len(data))
         if self.encrypted:
             key = self._need_key("writing a chunk")
-            nonce, sealed = seal_parts(key.chunk_aead, payload, chunk_ad(self.store_id, digest, header))
-            return b"".join((header, nonce, sealed))
+            # One buffer, encrypted in place behind the header and nonce: no copy
+            # of the chunk besides the encryption itself.
+            nonce = secrets.token_bytes(NONCE_SIZE)
+            h, n = CHUNK_HEADER.size, NONCE_SIZE
+            out = bytearray(h + n + len(payload) + TAG_SIZE)
+            out[:h], out[h : h + n] = header, nonce
+            key.chunk_aead.encrypt_into(nonce, payload, chunk_ad(self.store_id, digest, header),
+                                        memoryview(out)[h + n :])
+            return out
         return b"".join((header, payload))
 
     def decode(self, digest: bytes, blob: bytes) -> bytes:
