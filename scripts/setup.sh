@@ -18,6 +18,7 @@ APT_PACKAGES=(
   systemd                              # systemd-analyze: the deploy units' security exposure test
   prometheus                           # promtool for the deploy/monitoring/ tests (the server itself is unused)
   qemu-system-x86 genisoimage          # the appliance boot test (tests/e2e/test_appliance.py)
+  mmdebstrap                           # the sandbox guests' Debian image (sandbox/guests/build.py)
   python3-guestfs libguestfs-tools libguestfs-xfs linux-image-amd64  # file-level restore (libguestfs needs a kernel in /boot)
 )
 
@@ -68,6 +69,11 @@ if [[ ! -d $examples ]]; then
   .venv/bin/pip download -q --no-deps --no-binary :all: "ovirt-engine-sdk-python==$sdk_ver" -d .cache/sdk
   tar xzf ".cache/sdk/ovirt_engine_sdk_python-$sdk_ver.tar.gz" -C .cache/sdk
 fi
+
+# The sandbox guests' image (kernel, initramfs, ext4/XFS/LVM base disks), built from
+# Debian packages into /var/cache/ovault-tests/guests/<key of its inputs>; a few minutes
+# the first time, nothing when the cache holds it.
+PYTHONPATH=. .venv/bin/python -m sandbox.guests.build >/dev/null
 
 # ESLint for the UI plugin, pinned by ui-plugin/package-lock.json, into
 # ui-plugin/node_modules (the plugin itself needs no build). Reinstalled only

@@ -356,6 +356,9 @@ class Engine(TransferOps, SnapshotOps):
             raise Conflict(f"[Cannot hibernate VM. VM {vm.name} is not running.]")
         if vm.busy:
             raise Conflict(f"[Cannot hibernate VM. VM {vm.name} is locked ({vm.busy}).]")
+        if self.guests is not None and self.guests.get(vm.id):
+            raise Conflict(f"[Cannot hibernate VM. VM {vm.name} runs a sandbox guest (no memory "
+                           "state is saved in the sandbox).]")
         job = self.start_job(f"Suspending VM {vm.name}", correlation_id)
         self.event(46, f"Suspending VM {vm.name} was initiated by User admin@internal-authz.",
                    vm_id=vm.id, correlation_id=job.correlation_id)
