@@ -84,6 +84,10 @@ class JobRunner:
                         log.warning("claim failed", error=str(e))
                         claimed = []
                     for job in claimed:
+                        if job.id in self.jobs:
+                            # still ours, waiting out a catalog outage (outage.py): its lease ran
+                            # out meanwhile; that task hands it back when it is done
+                            continue
                         log.info("job claimed", job_id=str(job.id), kind=job.kind,
                                  attempt=job.attempts, owner=self.owner)
                         t = asyncio.create_task(self._run_job(job))
@@ -224,7 +228,7 @@ class JobRunner:
                 except CatalogUnreachable as e:
                     stopped.append(asyncio.get_running_loop().time())
                     log.warning("catalog unreachable: machine stopped (not failed)", error=str(e),
-                                state=vm.state)
+                                state=vm.state, job_id=str(job.id), machine_id=vm.machine_id)
                     raise
                 except LostOwnership as e:
                     log.warning("machine lost to another replica", error=str(e))
