@@ -117,10 +117,6 @@ class StoreConfig:
         return cls(chunk_size=cs, digest=doc["digest"], created=str(doc.get("created", "")), version=2,
                    store_id=store_id, encryption=enc, key_fingerprint=fp)
 
-    def same_kind(self, other: "StoreConfig") -> bool:
-        """Whether ``other`` (what a caller asked for) matches this existing store."""
-        return (self.version, self.chunk_size, self.encryption) == (other.version, other.chunk_size, other.encryption)
-
 
 @dataclass(frozen=True)
 class DiskInfo:
