@@ -41,6 +41,7 @@ import os
 import socket
 import time
 import uuid
+import weakref
 from dataclasses import dataclass
 from typing import AsyncIterator
 
@@ -100,7 +101,12 @@ class WriterLease:
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         heartbeat_seconds: float | None = None,
         clock=time.monotonic,
+        owner: object | None = None,
     ):
+        """``owner``: the object whose life the lease is for (a `BackupWriter`);
+        if it is garbage-collected without releasing (dropped after an error),
+        the lease releases itself at its next heartbeat instead of protecting
+        chunks for as long as the process lives."""
         if not (1.0 <= lease_seconds <= MAX_LEASE_SECONDS):
             raise ValueError(f"lease_seconds must be within 1..{MAX_LEASE_SECONDS:.0f}, got {lease_seconds}")
         hb = lease_seconds / 4 if heartbeat_seconds is None else heartbeat_seconds
@@ -119,6 +125,7 @@ class WriterLease:
         self._last_ok: float | None = None  # monotonic start of the last successful heartbeat
         self._lapsed: str | None = None
         self._task: asyncio.Task | None = None
+        self._owner = weakref.ref(owner) if owner is not None else None
         self.released = False
 
     def _doc(self) -> bytes:
@@ -146,6 +153,11 @@ class WriterLease:
     async def _beat(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_seconds)
+            if self._owner is not None and self._owner() is None:
+                log.warning("store.lease_abandoned", writer_id=self.writer_id, purpose=self.purpose)
+                self._task = None  # release() must not wait for ourselves
+                await self.release()
+                return
             await self.heartbeat()
 
     async def heartbeat(self) -> None:

@@ -315,7 +315,7 @@ class BackupWriter:
             raise InvalidRange(0, size if isinstance(size, int) else 0, "disk size must be a positive integer")
         if self.lease is None or self.lease.released:  # before the parent index is read, or a chunk stored
             self.lease = await WriterLease(self.chunks.target, purpose="backup", vm_id=self.vm_id,
-                                           backup_id=self.backup_id, **self._lease_options).register()
+                                           backup_id=self.backup_id, owner=self, **self._lease_options).register()
         try:
             parent_index = None
             if self.parent is not None and self.parent.disk(disk_id) is not None:

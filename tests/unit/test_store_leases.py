@@ -315,3 +315,49 @@ async def test_parent_deleted_during_incremental_resends_inherited(store):
     await dw.commit()
     info = await bw.publish()
     assert await read_all(store, vm, info.backup_id, disk) == content
+
+
+async def test_writer_dropped_without_commit_releases_its_lease(store):
+    """A BackupWriter lost after an error (no commit, cancel or abort) must not
+    protect chunks for as long as its process lives."""
+    import gc as pygc
+
+    vm, bid, disk = uid(), uid(), uid()
+    bw = await store.begin_backup(vm, bid, lease_seconds=3, heartbeat_seconds=0.2)
+    await bw.add_disk(disk, CS)
+    lease = bw.lease
+    del bw
+    pygc.collect()
+    await asyncio.sleep(0.5)
+    assert lease.released and await store.target.scandir(WRITERS_DIR) == []
+
+
+async def test_damage_marker_lives_until_healed(store):
+    """mark_bad leaves .damaged/<digest> for committing incrementals; gc drops it
+    once the chunk is back."""
+    from imageio_ext.store.leases import DAMAGED_DIR, damaged_markers
+
+    vm, disk = uid(), uid()
+    content = make_disk(8, 2)
+    full = await backup(store, vm, uid(), {disk: content})
+    d0 = (await store.read_index(vm, full.backup_id, disk)).get(0)
+    path = chunk_path(d0)
+    raw = bytearray(await store.target.read_file(path))
+    raw[len(raw) // 2] ^= 1
+    await store.target.write_file(path, bytes(raw))
+    assert not (await store.verify(vm, full.backup_id)).ok
+    assert [d for d, _ in await damaged_markers(store.target)] == [d0]
+    rep = await store.gc(grace_seconds=0)
+    assert rep.markers_removed == 0  # still damaged and referenced
+    bw = await store.begin_backup(vm, uid(), parent_id=full.backup_id)
+    dw = await bw.add_disk(disk, len(content))
+    with pytest.raises(Exception) as ei:
+        await dw.commit()
+    assert ei.value.offsets == [0]
+    await dw.write(0, content[:CS])
+    await dw.commit()
+    await bw.publish()
+    assert (await store.verify(vm, full.backup_id)).ok  # healed
+    await asyncio.sleep(0.05)
+    rep = await store.gc(grace_seconds=0)
+    assert rep.markers_removed == 1 and await store.target.scandir(DAMAGED_DIR) == []
