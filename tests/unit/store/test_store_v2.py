@@ -224,8 +224,9 @@ async def test_chunk_names_differ_between_keys_for_same_data(tmp_path):
         url = str(tmp_path / f"t{n}")
         os.mkdir(url)
         async with await _open(url, key=StoreKey.generate(), encrypt=True) as s:
-            await backup(s, uid(), uid(), {uid(): content})
+            await backup(s, uid(), uid(), {uid(): content, uid(): content})  # two identical disks
             names.append(await chunk_names(s))
+    # dedup inside each store (4 chunks for 8 slots), nothing shared between them
     assert len(names[0]) == 4 and len(names[1]) == 4 and not names[0] & names[1]
 
 
