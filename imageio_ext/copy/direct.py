@@ -18,6 +18,12 @@ from .restore import restore_disk
 from .result import CopyResult
 from .spec import CopySpec
 
+# How a copy opens its store: hashing and compression release the GIL, so one
+# thread per core; chunk writes wait in fsync (or on the NFS server) far more than
+# they work, so more I/O threads than the target's default let several copies'
+# writes overlap instead of queueing behind each other's fsyncs.
+STORE_OPTIONS = {"cpu_workers": os.cpu_count() or 1, "target_options": {"io_workers": 16}}
+
 
 async def run_copy(
     spec: CopySpec | dict,
@@ -40,8 +46,7 @@ async def run_copy(
         spec = CopySpec.from_dict(spec)
     own_store = store is None
     if store is None:
-        # hashing and compression release the GIL: one thread per core
-        store = await Store.open(spec.store, cpu_workers=os.cpu_count() or 1)
+        store = await Store.open(spec.store, **STORE_OPTIONS)
     try:
         ca = imageio_ca if imageio_ca is not None else spec.ca_file
         async with ImageioClient(spec.transfer_url, ca_file=ca, local_socket=local_socket,

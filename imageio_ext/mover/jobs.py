@@ -15,7 +15,6 @@ Design notes:
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Callable
 import structlog
 
 from ..copy import CopyResult, CopySpec, Progress, run_copy
+from ..copy.direct import STORE_OPTIONS
 from ..errors import Conflict, OvaultError, os_error_text
 from ..store import Store, StoreKey
 from .config import MoverConfig
@@ -193,8 +193,8 @@ class JobManager:
         async with self._store_lock:
             st = self._stores.get(url)
             if st is None:
-                # one store (and CPU pool) per target for all copies: a thread per core
-                st = self._stores[url] = await Store.open(url, cpu_workers=os.cpu_count() or 1)
+                # one store (and its CPU and I/O pools) per target for all copies
+                st = self._stores[url] = await Store.open(url, **STORE_OPTIONS)
             return st
 
     async def close(self) -> None:
