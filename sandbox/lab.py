@@ -181,7 +181,10 @@ class Lab:
             child = await Child(f"mover-{dm.name}", [
                 sys.executable, "-m", "imageio_ext.mover_cli", "serve", "--host", "127.0.0.1",
                 "--port", str(port), "--imageio-socket", str(dm.local_socket),
-                "--imageio-control-socket", str(dm.control_socket),  # local NBD exports read directly
+                # imageio's control socket is not given: the sandbox's movers copy through the
+                # daemon's local socket (tests/e2e/test_mover.py relies on imageio being on the
+                # data path); copies beside imageio (NBD) are tested in tests/integration/mover
+                "--imageio-control-socket", "",
                 "--imageio-url", dm.url, "--imageio-ca", str(dm.pki["ca"]),
                 "--token-file", str(token_file)], registry=self.registry, log=dm.base / "mover.log",
                 env=env).start()
