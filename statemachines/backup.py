@@ -30,6 +30,7 @@ from .engine import CheckpointRefused
 from .lifecycle import CLEANUP, QUEUED
 from .ports import Deps
 from .resources import BackupResources, TransferRec
+from .resume import copy_with_resume
 
 # The engine's audit-log codes (AuditLogType) around a guest freeze.
 FAILED_TO_FREEZE_VM, FREEZE_VM_SUCCESS = 10764, 10767
@@ -222,24 +223,14 @@ class BackupMachine(VmMachine):
         return None
 
     async def _copy_disk(self, disk_id: str, total: int):
-        e = self.engine
         info = self.res["disks"][disk_id]
         t_rec = (self.res.get("transfers") or {}).get(disk_id)
         if t_rec is None or t_rec.get("finalized"):
             t = await self._find_transfer(disk_id) if t_rec is None else None
             if t is None:
-                if self.res["method"] == "cbt":
-                    t = await e.create_transfer(direction="download", disk_id=disk_id,
-                                                backup_id=self.res["engine_backup"]["id"],
-                                                correlation_id=self.correlation_id)
-                else:
-                    t = await e.create_transfer(direction="download",
-                                                snapshot_id=self.res["snapshot"]["images"][disk_id],
-                                                correlation_id=self.correlation_id)
+                t = await self._new_transfer(disk_id)
             t_rec = {"id": t.id, "host_id": t.host_id, "finalized": False}
             await self.record(transfers={disk_id: t_rec})
-        t = await self.wait_transferring(t_rec["id"])
-        t_rec = {**t_rec, "host_id": t.host_id}
         incremental = self.res.get("disk_modes", {}).get(disk_id) == "incremental"
 
         async def progress(done, size):
@@ -248,15 +239,30 @@ class BackupMachine(VmMachine):
             await self.journal.progress(d, total, {k: {"done": v[0], "total": v[1],
                                                        "alias": self.res["disks"][k]["alias"]}
                                                    for k, v in self.disk_progress.items()})
-        async with self.deps.host_slot(t.host_id), self.deps.sd_slot(info.get("storage_domain")):
-            result = await self.deps.mover.backup_disk(
-                host_id=t.host_id, transfer_url=t.transfer_url, vm_id=self.vm_id,
-                backup_id=self.res["backup_id"], disk_id=disk_id,
-                parent_backup_id=self.res.get("parent_id"),
-                incremental=incremental and bool(self.res.get("parent_id")), size=info["size"],
-                copy_id=str(uuid.uuid5(uuid.UUID(self.machine_id), disk_id)), progress=progress)
+
+        async def copy(t, attempt):
+            async with self.deps.host_slot(t.host_id), self.deps.sd_slot(info.get("storage_domain")):
+                return await self.deps.mover.backup_disk(
+                    host_id=t.host_id, transfer_url=t.transfer_url, vm_id=self.vm_id,
+                    backup_id=self.res["backup_id"], disk_id=disk_id,
+                    parent_backup_id=self.res.get("parent_id"),
+                    incremental=incremental and bool(self.res.get("parent_id")), size=info["size"],
+                    copy_id=str(uuid.uuid5(uuid.UUID(self.machine_id), disk_id if not attempt
+                                           else f"{disk_id}/{attempt}")), progress=progress)
+        # a transfer whose ticket imageio lost goes on on a new one (resume.py)
+        result, t_rec = await copy_with_resume(self, disk_id, t_rec, direction="download", copy=copy,
+                                               new_transfer=lambda: self._new_transfer(disk_id))
         await self.record(copies={disk_id: {"done": True, "result": result}})
         await self._finalize_transfer(disk_id, t_rec)
+
+    async def _new_transfer(self, disk_id: str):
+        if self.res["method"] == "cbt":
+            return await self.engine.create_transfer(direction="download", disk_id=disk_id,
+                                                     backup_id=self.res["engine_backup"]["id"],
+                                                     correlation_id=self.correlation_id)
+        return await self.engine.create_transfer(direction="download",
+                                                 snapshot_id=self.res["snapshot"]["images"][disk_id],
+                                                 correlation_id=self.correlation_id)
 
     async def _finalize_transfer(self, disk_id: str, t_rec: TransferRec, *, strict=True):
         e = self.engine

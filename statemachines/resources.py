@@ -74,6 +74,8 @@ class BackupResources(Outcome, total=False):
     copies: dict[str, CopyRec]
     published: bool
     checkpoints_removed: list[str]  # engine checkpoints removed after success (no longer needed)
+    resumes: dict[str, list[dict[str, Any]]]  # disk id -> copies resumed on a new transfer (resume.py)
+    engine_released: dict[str, Any]  # set after a long catalog outage (orchestrator/jobs/outage.py)
 
 
 class PlanEntry(TypedDict, total=False):

@@ -231,3 +231,63 @@ async def test_catalog_ports_turn_unavailable_into_catalog_unreachable():
         raise cat.Conflict("taken")
     with pytest.raises(cat.Conflict):  # only unavailability is translated
         await other()
+
+
+# --- a transfer whose ticket imageio lost (statemachines/resume.py) ---------------------
+
+class TicketLost(Exception):
+    code = "transfer_not_found"
+
+
+class LosingMover(FakeMover):
+    """Fails the first `losses` copies the way a restarted imageio does."""
+
+    def __init__(self, losses=1, code="transfer_not_found"):
+        super().__init__()
+        self.losses, self.code = losses, code
+
+    async def backup_disk(self, **kw):
+        if self.losses:
+            self.losses -= 1
+            self.copies.append(kw)
+            await kw["progress"](3 << 20, kw["size"])
+            err = TicketLost(f"ovirt-imageio GET /images/x failed: HTTP 404 ticket not found")
+            err.code = self.code
+            raise err
+        return await super().backup_disk(**kw)
+
+
+@pytest.mark.parametrize("cow", [True, False])
+async def test_a_lost_ticket_resumes_the_disk_on_a_new_transfer(cow):
+    e, c, mover = FakeEngine(cow=cow), FakeCatalog(), LosingMover()
+    j = Journal()
+    m = machine(j, deps(e, mover=mover, catalog=c))
+    assert await m.run() == "succeeded"
+    first, second = e.transfers
+    assert e.transfers[first].phase == e.transfers[second].phase == "finished_success"
+    assert ("transfer_finalize", first) in e.calls
+    (r,) = j.resources["resumes"]["d1"]
+    assert (r["from"], r["to"], r["bytes_done"]) == (first, second, 3 << 20)
+    assert "HTTP 404 ticket not found" in r["cause"]
+    assert j.resources["transfers"]["d1"]["id"] == second
+    assert "backup.transfer_resumed" in j.events
+    # the same backup id (the chunks already stored are reused); a new copy id for the mover
+    assert [x["backup_id"] for x in mover.copies] == [j.resources["backup_id"]] * 2
+    assert len({x["copy_id"] for x in mover.copies}) == 2
+    assert [r["status"] for r in c.rows.values()] == ["succeeded"]
+
+
+async def test_a_ticket_lost_again_and_again_fails_the_disk_with_the_cause():
+    e, mover = FakeEngine(), LosingMover(losses=10, code="imageio_unavailable")
+    j = Journal()
+    assert await machine(j, deps(e, mover=mover)).run() == "failed"
+    assert len(j.resources["resumes"]["d1"]) == 3 and len(mover.copies) == 4
+    assert "ticket not found" in j.resources["error"]
+    assert all(t.phase == "finished_success" for t in e.transfers.values())
+
+
+async def test_other_copy_errors_are_not_resumed():
+    e = FakeEngine()
+    j = Journal()
+    assert await machine(j, deps(e, mover=FakeMover(fail=True))).run() == "failed"
+    assert len(e.transfers) == 1 and "resumes" not in j.resources
