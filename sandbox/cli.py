@@ -31,6 +31,8 @@ def add_arguments(sub):
                     help="virtual size of the boot disks (default 1G)")
     up.add_argument("--port", type=int, default=0, help="engine HTTPS port (default: any free)")
     up.add_argument("--no-nfs", action="store_true", help="do not start the NFS target")
+    up.add_argument("--address", default="127.0.0.1", help="this machine's address in transfer "
+                    "URLs (10.0.2.2 for clients in a qemu VM on user-mode networking)")
     up.add_argument("--detach", action="store_true", help="return once ready, keep running")
     up.add_argument("--guests", default="", help="comma-separated layouts of sample VMs that run "
                     "real qemu guests: ext4,xfs,lvm (default none; see docs/sandbox.md)")
@@ -44,7 +46,7 @@ def run(args) -> int:
     if args.detach:
         return detach(args)
     cfg = LabConfig(args.dir, hosts=args.hosts, vms=args.vms, disk_size=args.disk_size,
-                    nfs=not args.no_nfs, port=args.port,
+                    nfs=not args.no_nfs, port=args.port, address=args.address,
                     guests=tuple(g for g in args.guests.split(",") if g))
     if cfg.hosts < 1 or cfg.vms < 0:
         print("ovault sandbox: --hosts must be >= 1 and --vms >= 0", file=sys.stderr)
@@ -74,7 +76,8 @@ async def _foreground(cfg: LabConfig) -> int:
 def detach(args) -> int:
     argv = [sys.executable, "-m", "orchestrator.cli", "sandbox", "up", "--dir", str(args.dir),
             "--hosts", str(args.hosts), "--vms", str(args.vms), "--disk-size", str(args.disk_size),
-            "--port", str(args.port), "--guests", args.guests] + (["--no-nfs"] if args.no_nfs else [])
+            "--port", str(args.port), "--guests", args.guests, "--address", args.address] + (
+                ["--no-nfs"] if args.no_nfs else [])
     args.dir.mkdir(parents=True, exist_ok=True)
     (args.dir / "sandbox.json").unlink(missing_ok=True)
     log = open(args.dir / "sandbox.log", "ab")

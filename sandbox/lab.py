@@ -67,6 +67,9 @@ class LabConfig:
     timing: Timing | None = None
     password: str | None = None
     guests: tuple = ()  # layouts of sample VMs that run real guests: "ext4", "xfs", "lvm"
+    # This machine's address in transfer URLs; 10.0.2.2 serves clients in a qemu VM with
+    # user-mode networking (the appliance test), which reach the host's loopback there.
+    address: str = "127.0.0.1"
 
 
 class Lab:
@@ -99,6 +102,7 @@ class Lab:
         self.registry.kill_all()  # leftovers of a crashed earlier run in this dir
         pki = await make_pki(d / "pki")
         e = self.engine = Engine(d / "engine", self.registry, self.cfg.timing)
+        e.address = self.cfg.address
         from .guests.manager import Guests
         e.guests = Guests(e, d / "guests", self.registry)
         dc = DataCenter(str(uuid.uuid4()), "Default")

@@ -2,7 +2,8 @@
 (orchestrator/tls.py; no openssl process, no key on a command line).
 
 The engine simulator and every host's imageio daemon present certificates
-signed by this CA, for 127.0.0.1 and localhost, like an engine's
+signed by this CA, for 127.0.0.1 and localhost (and 10.0.2.2, the address under
+which a qemu VM on user-mode networking reaches this machine's loopback), like an engine's
 `/etc/pki/ovirt-engine/ca.pem` chain. Files: ``ca.pem``/``ca.key`` and
 ``server.pem``/``server.key`` (PEM; keys PKCS#8, mode 0600).
 """
@@ -20,6 +21,6 @@ async def make_pki(pki_dir: Path) -> dict:
     if not ca_pem.exists():
         make_ca(ca_pem, ca_key, org="ovault sandbox", cn="ovault-sandbox-ca")
     if not cert.exists():
-        issue(cert, key, ca_cert=ca_pem, ca_key=ca_key, names=["127.0.0.1", "localhost"],
+        issue(cert, key, ca_cert=ca_pem, ca_key=ca_key, names=["127.0.0.1", "localhost", "10.0.2.2"],
               org="ovault sandbox", cn="localhost")
     return {"ca": ca_pem, "key": key, "cert": cert}

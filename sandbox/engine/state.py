@@ -40,6 +40,9 @@ class Engine(TransferOps, SnapshotOps):
         self.base = base
         self.registry = registry
         self.timing = timing or Timing()
+        # The address of this machine in the URLs handed to clients (transfer URLs);
+        # a lab reached from a VM on user-mode networking uses 10.0.2.2 (LabConfig.address).
+        self.address = "127.0.0.1"
         self.dcs: dict[str, DataCenter] = {}
         self.clusters: dict[str, Cluster] = {}
         self.hosts: dict[str, Host] = {}

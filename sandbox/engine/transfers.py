@@ -123,7 +123,7 @@ class TransferOps:
                 "transfer_id": t.id, "sparse": disk.sparse, "dirty": dirty,
                 "filename": f"{disk.id}.{'raw' if t.format == 'raw' else 'qcow2'}"})
             await asyncio.sleep(self.timing.transfer_init)
-            t.transfer_url = f"{host.daemon.url}/images/{t.ticket}"
+            t.transfer_url = f"https://{self.address}:{host.daemon.port}/images/{t.ticket}"
             t.proxy_url = t.transfer_url
             if t.phase == "initializing":
                 t.phase = "transferring"
