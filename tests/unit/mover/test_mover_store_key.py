@@ -85,3 +85,27 @@ def test_key_sent_only_over_tls_or_to_this_host():
     assert _key_channel_ok("https://host1:54323")
     assert _key_channel_ok("http://127.0.0.1:8000") and _key_channel_ok("http://[::1]:8000")
     assert not _key_channel_ok("http://host1:54323")
+
+
+async def test_the_orchestrator_sends_the_key_of_its_encrypted_store(setup, tmp_path):
+    import aiohttp
+
+    from orchestrator.errors import MoverError
+    from orchestrator.jobs.adapters import MoverPort
+    client, store_url, key, seen = setup
+    base = str(client.make_url("")).rstrip("/")
+    assert base.startswith("http://127.0.0.1:")
+    async with await Store.open(store_url, key=key) as st, aiohttp.ClientSession() as session:
+        port = MoverPort(store=st, store_url=store_url, movers={"h1": base}, token=TOKEN, ca_file=None,
+                         requests=1, session=session, imageio_ca=None)
+
+        async def progress(done, total):
+            pass
+        args = dict(transfer_url="https://h:54322/images/abc", vm_id=str(uuid.uuid4()),
+                    backup_id=str(uuid.uuid4()), disk_id=str(uuid.uuid4()), parent_backup_id=None,
+                    incremental=False, size=8 << 20, progress=progress)
+        res = await port.backup_disk(host_id="h1", copy_id=str(uuid.uuid4()), **args)
+        assert res["new_chunks"] == 1 and seen["key"] == key
+        port.movers = {"h1": base.replace("127.0.0.1", "mover.example")}  # plain HTTP off this host
+        with pytest.raises(MoverError, match="refusing to send the store key"):
+            await port.backup_disk(host_id="h1", copy_id=str(uuid.uuid4()), **args)
