@@ -339,17 +339,19 @@ async def rss_bench(lab, disk, size, base):
                     if r.status != 202:
                         raise RuntimeError(f"the mover refused the copy: {r.status} {body}")
                     ids.append(body["id"])
-            states = []
+            states, transports = [], set()
             for jid in ids:
                 async with s.get(f"{url}/v1/copies/{jid}/events", headers=hdr) as r:
                     async for line in r.content:
                         last = json.loads(line)
                 states.append(last["state"])
+                transports.add((last.get("result") or {}).get("transport", "?"))
             dt = time.monotonic() - t0
             for t in ts:
                 await lab.close_transfer(t)
         cur, peak = _rss(p.pid)
         row("rss", "mover, 8 concurrent 4-request copies", dt, states=",".join(sorted(set(states))),
+            transport=",".join(sorted(transports)),
             idle_MiB=base_rss // MiB, peak_MiB=peak // MiB, copied_GiB=8 * size // GiB)
     finally:
         p.terminate()
