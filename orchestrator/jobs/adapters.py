@@ -243,7 +243,7 @@ class MoverPort:
         # A mover trusts only the imageio CA of its own configuration: none is sent.
         body = {k: v for k, v in spec.items() if v is not None and k != "ca_file"}
         body["id"] = copy_id
-        if self.store.encrypted:  # the store key travels per copy, only inside TLS (or to this host)
+        if getattr(self.store, "encrypted", False):  # the store key travels per copy, only inside TLS (or this host)
             if not _key_channel_ok(base):
                 raise MoverError(f"refusing to send the store key to {base}: not HTTPS")
             body["store_key"] = self.store.key.hex() if self.store.key else None
