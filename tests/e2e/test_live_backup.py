@@ -1,0 +1,257 @@
+"""Issue 13: backups of a running guest, as vdsm takes them, and their consistency.
+
+A sandbox with a real Debian guest (`--guests ext4`, sandbox/guests/): while
+its workload appends records, a CBT backup is exported by the guest's own
+qemu (fleecing node + NBD export) — the test reads that export itself at the
+backup's point in time as the reference, writes more into the disk through
+qemu, and the image downloaded through imageio equals the reference; full and
+incremental. Through ovault, backups taken while the guest agent answers are
+recorded `filesystem`, and `crash` once the agent is stopped (the engine's
+FAILED_TO_FREEZE_VM warning); the restored VM boots and its workload's
+record file verifies.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import ovirtsdk4.types as types
+import pytest
+from ovirt_imageio import client
+
+from sandbox.guests import records
+from sandbox.guests.qmp import Agent
+from tests.helpers import Orchestrator, Sandbox, wait
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+MiB = 1 << 20
+ROOT = Path(__file__).resolve().parent.parent.parent
+FREEZE_VM_SUCCESS, FAILED_TO_FREEZE_VM, THAW_VM_SUCCESS = 10767, 10764, 10768
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A sandbox of its own with one guest VM (the session sandbox runs none);
+    the guest OS image is built on first use and cached."""
+    d = tmp_path_factory.mktemp("live-sandbox")
+    with open(d / "sandbox.log", "wb") as log:
+        p = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "sandbox", "up", "--dir", str(d),
+                              "--hosts", "1", "--vms", "1", "--guests", "ext4", "--no-nfs"],
+                             cwd=ROOT, stdout=log, stderr=log, start_new_session=True)
+    deadline = time.monotonic() + 1200
+    while not (d / "sandbox.json").exists():
+        if p.poll() is not None or time.monotonic() > deadline:
+            p.kill()
+            raise RuntimeError("sandbox did not start:\n" + (d / "sandbox.log").read_text()[-3000:])
+        time.sleep(0.5)
+    sb = Sandbox(json.loads((d / "sandbox.json").read_text()), d)
+    yield sb
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def conn(lab):
+    c = lab.connect()
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def guest(lab, conn):
+    """linux-ext4 started through the engine; its guest handle (sockets, nodes)."""
+    vm = lab.vm("linux-ext4")
+    svc = conn.system_service().vms_service().vm_service(vm["id"])
+    svc.start()
+    wait(lambda: svc.get().status == types.VmStatus.UP, timeout=300, what="the guest up")
+    g = lab.admin("GET", f"/vms/{vm['id']}/guest")
+    # The workload has written some records before the first backup.
+    wait(lambda: asyncio.run(_agent_ok(g["qga"])), timeout=120, what="the guest agent")
+    time.sleep(3)
+    yield vm, g
+    svc.stop()
+    wait(lambda: svc.get().status == types.VmStatus.DOWN, timeout=120, what="the guest down")
+
+
+async def _agent_ok(path) -> bool:
+    return await Agent(path, timeout=3).ping()
+
+
+async def _guest_sync(qga: str):
+    """`sync` in the guest (through its agent): what it wrote is on the disk."""
+    a = Agent(qga, timeout=10)
+    r = await a.execute("guest-exec", {"path": "/bin/sync", "arg": []})
+    for _ in range(100):
+        st = await a.execute("guest-exec-status", {"pid": r["pid"]})
+        if st.get("exited"):
+            assert st.get("exitcode") == 0, st
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("sync did not finish in the guest")
+
+
+def _write_marker(lab, vm_id: str, qga: str, name: str) -> bytes:
+    """A file of unique content in the guest's root file system, synced to disk."""
+    import base64
+    marker = (uuid.uuid4().hex * 256).encode()  # 8 KiB, found nowhere else
+    lab.admin("POST", f"/vms/{vm_id}/files", {"path": f"/var/tmp/{name}",
+                                             "content_b64": base64.b64encode(marker).decode()})
+    asyncio.run(_guest_sync(qga))
+    return marker
+
+
+def _contains(path: Path, needle: bytes) -> bool:
+    import mmap
+    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        return m.find(needle) >= 0
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(4 * MiB):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _transfer(conn, disk_id, backup_id):
+    ts = conn.system_service().image_transfers_service()
+    t = ts.add(types.ImageTransfer(direction=types.ImageTransferDirection.DOWNLOAD,
+                                   format=types.DiskFormat.RAW, disk=types.Disk(id=disk_id),
+                                   backup=types.Backup(id=backup_id)))
+    svc = ts.image_transfer_service(t.id)
+    wait(lambda: svc.get().phase == types.ImageTransferPhase.TRANSFERRING, what="transferring")
+    return svc.get(), svc
+
+
+def test_live_full_and_incremental_are_point_in_time(lab, conn, guest, tmp_path):
+    vm, g = guest
+    disk = g["disks"][0]
+    vms = conn.system_service().vms_service().vm_service(vm["id"])
+    bs = vms.backups_service()
+    ev = conn.system_service().events_service()
+    markers = []
+
+    def run_backup(from_cp, tag):
+        cid = f"live-e2e-{uuid.uuid4()}"
+        b = bs.add(types.Backup(disks=[types.Disk(id=disk["disk_id"])], from_checkpoint_id=from_cp),
+                   query={"correlation_id": cid})
+        bsvc = bs.backup_service(b.id)
+        wait(lambda: bsvc.get().phase == types.BackupPhase.READY, timeout=60, what="backup ready")
+        b = bsvc.get()
+        # The reference: qemu's export of the point in time, read by the test itself.
+        sock = lab.dir / "engine" / "nbd" / f"live-{b.id[:8]}.sock"
+        ref = tmp_path / f"{tag}.ref.raw"
+        subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "raw",
+                        f"nbd+unix:///{disk['disk_id']}?socket={sock}", ref], check=True)
+        # The guest goes on: its workload, and a file the backup must not hold.
+        markers.append(_write_marker(lab, vm["id"], g["qga"], f"after-{tag}"))
+        (d,) = bsvc.disks_service().list()
+        incremental = d.backup_mode == types.DiskBackupMode.INCREMENTAL
+        assert incremental == (from_cp is not None)
+        t, tsvc = _transfer(conn, disk["disk_id"], b.id)
+        path = tmp_path / f"{tag}.qcow2"
+        try:
+            client.download(t.transfer_url, str(path), lab.engine["ca_file"], incremental=incremental,
+                            fmt="qcow2", backing_file="full.qcow2" if incremental else None,
+                            backing_format="qcow2" if incremental else None)
+        finally:
+            tsvc.finalize()
+        bsvc.finalize()
+        wait(lambda: bsvc.get().phase == types.BackupPhase.SUCCEEDED, what="backup succeeded")
+        codes = [e.code for e in ev.list(search=f"correlation_id={cid}")]
+        assert FREEZE_VM_SUCCESS in codes and THAW_VM_SUCCESS in codes, codes
+        assert FAILED_TO_FREEZE_VM not in codes
+        flat = tmp_path / f"{tag}.raw"
+        subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", path, flat], check=True,
+                       cwd=tmp_path)
+        assert _sha256(flat) == _sha256(ref)
+        assert not _contains(flat, markers[-1])  # written after the point in time
+        return b, flat
+
+    b1, full = run_backup(None, "full")
+    assert b1.to_checkpoint_id
+    b2, inc = run_backup(b1.to_checkpoint_id, "inc")
+    assert b2.to_checkpoint_id
+    # The file written after the full's point in time is in the incremental.
+    assert _contains(inc, markers[0]) and not _contains(full, markers[0])
+    assert _sha256(inc) != _sha256(full)
+
+
+def test_consistency_recorded_filesystem_then_crash_and_restored_vm_boots(lab, conn, guest,
+                                                                          state_root):
+    vm, g = guest
+    o = Orchestrator(lab.dir, state_root / "orch-live").start()
+    try:
+        def backup(mode="auto"):
+            job = o.wait_job(o.backup([vm["id"]], mode)["id"], timeout=600)
+            assert job["state"] == "succeeded", job
+            (m,) = job["machines"]
+            return o.api("GET", f"/api/v1/backups/{m['backup_id']}", expect=200)
+
+        full = backup("full")
+        assert (full["mode"], full["method"], full["consistency"]) == ("full", "cbt", "filesystem")
+        time.sleep(2)  # the workload appends meanwhile
+        inc = backup()
+        assert (inc["mode"], inc["consistency"]) == ("incremental", "filesystem")
+
+        # The guest agent stops answering: the next backup is crash consistent
+        # and the engine says why.
+        # (a command it runs stops its parent, the agent)
+        asyncio.run(Agent(g["qga"], timeout=10).execute("guest-exec", {
+            "path": "/bin/sh", "arg": ["-c", "kill -STOP $PPID"]}))
+        wait(lambda: not asyncio.run(_agent_ok(g["qga"])), timeout=60, what="the agent stopped")
+        crash = backup()
+        assert (crash["mode"], crash["consistency"]) == ("incremental", "crash")
+        listed = {b["id"]: b["consistency"]
+                  for b in o.api("GET", f"/api/v1/backups?vm_id={vm['id']}", expect=200)["items"]}
+        assert listed == {full["id"]: "filesystem", inc["id"]: "filesystem", crash["id"]: "crash"}
+        warned = conn.system_service().events_service().list(search=f"type={FAILED_TO_FREEZE_VM}")
+        assert any(e.vm and e.vm.id == vm["id"] for e in warned)
+
+        # The filesystem-consistent incremental restores to a VM that boots and
+        # whose records verify up to the last complete one.
+        job = o.wait_job(o.restore(inc["id"], kind="new", name="linux-ext4-restored")["id"],
+                         timeout=600)
+        assert job["state"] == "succeeded", job
+        new = conn.system_service().vms_service().list(search="name=linux-ext4-restored")[0]
+        nsvc = conn.system_service().vms_service().vm_service(new.id)
+        nsvc.start()
+        wait(lambda: nsvc.get().status == types.VmStatus.UP, timeout=300, what="the restored VM up")
+        ng = lab.admin("GET", f"/vms/{new.id}/guest")
+        wait(lambda: asyncio.run(_agent_ok(ng["qga"])), timeout=120, what="its guest agent")
+        data = asyncio.run(_read_guest_file(ng["qga"], records.RECORDS_PATH))
+        v = records.verify(data, allow_torn=True)
+        assert v.records > 0
+        nsvc.stop()
+        wait(lambda: nsvc.get().status == types.VmStatus.DOWN, timeout=120, what="restored VM down")
+        nsvc.remove()
+    finally:
+        o.stop()
+
+
+async def _read_guest_file(qga: str, path: str) -> bytes:
+    import base64
+    a = Agent(qga, timeout=10)
+    h = await a.execute("guest-file-open", {"path": path, "mode": "r"})
+    out = b""
+    try:
+        while True:
+            r = await a.execute("guest-file-read", {"handle": h, "count": 1 << 20})
+            out += base64.b64decode(r.get("buf-b64", ""))
+            if r.get("eof"):
+                return out
+    finally:
+        await a.execute("guest-file-close", {"handle": h})
