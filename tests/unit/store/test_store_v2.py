@@ -292,3 +292,21 @@ def test_key_file_is_0600_and_refused_when_readable_by_others(tmp_path):
     os.chmod(p, 0o644)
     with pytest.raises(StoreKeyInvalid, match="must be 0600"):
         read_key_file(p)
+
+
+async def test_encrypted_damaged_chunk_set_aside_and_healed_by_next_backup(store_url):
+    key = StoreKey.generate()
+    vm, b1, b2, disk = uid(), uid(), uid(), uid()
+    content = make_disk(12, 3)
+    async with await _open(store_url, key=key, encrypt=True) as s:
+        await backup(s, vm, b1, {disk: content})
+        victim = _chunk_files(store_url)[0]
+        _flip(victim, os.path.getsize(victim) - 1)  # the tag
+        rep = await s.verify(vm, b1)
+        assert len(rep.damaged) == 1 and rep.damaged[0].set_aside == [
+            os.path.relpath(victim, store_url) + ".0.bad"]
+        assert not os.path.exists(victim)
+        await backup(s, vm, b2, {disk: content})  # the same content: the chunk is written again
+        assert os.path.exists(victim)
+        assert (await s.verify(vm, b1)).ok and await read_all(s, vm, b1, disk) == content
+        assert (await s.gc(grace_seconds=0)).bad_removed == 1
