@@ -2,8 +2,11 @@
 
     ovault-mover [serve] [--config FILE] [--host H] [--port P] [--imageio-socket S]
                          [--token-file F] [--tls-cert C --tls-key K] [--show-config]
-    ovault-mover copy SPEC.json|-          one copy in this process (direct mode), JSON result
-    ovault-mover nbd --store URL --vm ID --backup ID --disk ID (--socket PATH | --port N)
+    ovault-mover copy SPEC.json|- [--key-file F]   one copy in this process (direct mode), JSON result
+    ovault-mover nbd --store URL --vm ID --backup ID --disk ID (--socket PATH | --port N) [--key-file F]
+
+``--key-file``: the store key of an encrypted store (a 0600 file holding it in hex,
+as `ovault key export` prints it); never on the command line.
 """
 from __future__ import annotations
 
@@ -72,10 +75,19 @@ def _copy(args) -> int:
             print(f"\r{p.bytes_done / max(1, p.bytes_total):6.1%} {p.rate / 2**20:8.1f} MiB/s", end="",
                   file=sys.stderr, flush=True)
 
+    async def copy():
+        spec = json.loads(raw)
+        store = await _open_store(spec.get("store"), args.key_file) if args.key_file else None
+        try:
+            return await run_copy(spec, store=store, local_socket=args.imageio_socket,
+                                  control_socket=args.imageio_control_socket,
+                                  requests=args.requests, progress=progress)
+        finally:
+            if store is not None:
+                await store.close()
+
     try:
-        res = asyncio.run(run_copy(json.loads(raw), local_socket=args.imageio_socket,
-                                   control_socket=args.imageio_control_socket,
-                                   requests=args.requests, progress=progress))
+        res = asyncio.run(copy())
     except OvaultError as e:
         print(json.dumps({"error": e.to_dict()}))
         return 1
@@ -85,14 +97,25 @@ def _copy(args) -> int:
     return 0
 
 
+async def _open_store(url, key_file):
+    """The store at ``url``, given the key in ``key_file`` (an encrypted store)."""
+    from .store import Store, StoreKeyInvalid
+    from .store.crypto import read_key_file
+
+    try:
+        key = read_key_file(key_file) if key_file else None
+    except OSError as e:
+        raise StoreKeyInvalid(str(e)) from None
+    return await Store.open(url, key=key)
+
+
 def _nbd(args) -> int:
-    from .store import Store
     from .nbd import serve_disk
 
     _logging()
 
     async def main():
-        store = await Store.open(args.store)
+        store = await _open_store(args.store, args.key_file)
         try:
             reader = await store.open_disk(args.vm, args.backup, args.disk)
             export = await serve_disk(reader, unix_path=args.socket, host=args.host, port=args.port or 0)
@@ -138,6 +161,7 @@ def main(argv=None) -> int:
     c.add_argument("--imageio-control-socket")
     c.add_argument("--requests", type=int, default=4)
     c.add_argument("--progress", action="store_true")
+    c.add_argument("--key-file", help="the store key of an encrypted store (0600 file, hex)")
     n = sub.add_parser("nbd", help="export a backup disk read-only over NBD")
     n.add_argument("--store", required=True)
     n.add_argument("--vm", required=True)
@@ -147,6 +171,7 @@ def main(argv=None) -> int:
     g.add_argument("--socket", help="unix socket path")
     g.add_argument("--port", type=int, help="TCP port (0: any)")
     n.add_argument("--host", default="127.0.0.1")
+    n.add_argument("--key-file", help="the store key of an encrypted store (0600 file, hex)")
     args = p.parse_args(argv)
     return {"serve": _serve, "copy": _copy, "nbd": _nbd}[args.cmd](args)
 

@@ -109,3 +109,18 @@ async def test_the_orchestrator_sends_the_key_of_its_encrypted_store(setup, tmp_
         port.movers = {"h1": base.replace("127.0.0.1", "mover.example")}  # plain HTTP off this host
         with pytest.raises(MoverError, match="refusing to send the store key"):
             await port.backup_disk(host_id="h1", copy_id=str(uuid.uuid4()), **args)
+
+
+async def test_mover_cli_opens_an_encrypted_store_with_a_key_file(setup, tmp_path):
+    from imageio_ext.mover_cli import _open_store
+    from imageio_ext.store import StoreKeyInvalid
+    from imageio_ext.store.crypto import write_key_file
+    _, store_url, key, _ = setup
+    write_key_file(tmp_path / "k", key)
+    st = await _open_store(store_url, str(tmp_path / "k"))
+    try:
+        assert st.key == key
+    finally:
+        await st.close()
+    with pytest.raises(StoreKeyInvalid, match="does not exist"):
+        await _open_store(store_url, str(tmp_path / "nope"))
