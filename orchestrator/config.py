@@ -24,6 +24,7 @@ from statemachines import Timeouts
 from imageio_ext import config as loader
 
 from .errors import ConfigError
+from .files.settings import FileRestore
 from .policies.settings import Policies, Smtp
 
 __all__ = ["Config", "ConfigError", "load", "apply_sandbox"]
@@ -151,6 +152,7 @@ class Config:
     webhooks: Webhooks = field(default_factory=Webhooks)
     policies: Policies = field(default_factory=Policies)  # schedules, gc, summary (docs/policies.md)
     smtp: Smtp = field(default_factory=Smtp)  # policy notification mail
+    files: FileRestore = field(default_factory=FileRestore)  # file-level restore (docs/file-restore.md)
     sandbox_admin_url: str = ""  # set by --sandbox; used by the demo only
 
     @property

@@ -23,7 +23,7 @@ from imageio_ext.version import version
 
 from . import catalog as cat
 from . import store_keys
-from .api import (auth, backups, cors, health, inventory, jobs, observe, openapi, problem, targets,
+from .api import (auth, backups, cors, files, health, inventory, jobs, observe, openapi, problem, targets,
                   tokens, vms,
                   webhooks, ws)
 from .config import Config
@@ -246,14 +246,15 @@ def create_app(cfg: Config) -> web.Application:
     app[READY] = {"started": False}
     app[METRICS] = Metrics(cfg.api.stats_cache_seconds)
     app[auth.LIMITER] = auth.FailureLimiter(cfg.api.auth_failures_burst, cfg.api.auth_failures_per_minute)
-    app.cleanup_ctx.extend([_database, _engine, _store, _live, _webhooks, _runner, _policies])
+    app.cleanup_ctx.extend([_database, _engine, _store, _live, _webhooks, _runner, _policies,
+                            files.files_ctx])
     for module in ROUTE_MODULES:
         app.add_routes(module.routes)
     return app
 
 
 ROUTE_MODULES = (health, observe, openapi, tokens, vms, inventory, backups, jobs, ws, targets, webhooks,
-                 policies, verify)
+                 policies, verify, files)
 
 
 async def serve(cfg: Config, *, stop: asyncio.Event | None = None) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import queue
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
@@ -83,6 +84,7 @@ class NbdPool:
         self.sparse = sparse
         self.executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ovault-nbd")
         self._idle: queue.SimpleQueue = queue.SimpleQueue()
+        self._local = threading.local()  # each worker thread's read buffer
         self._all: list = []
         self.export_size = 0
         self.read_only = True
@@ -147,10 +149,16 @@ class NbdPool:
 
         return self._run(do)
 
-    def read(self, offset: int, length: int) -> bytearray:
-        buf = bytearray(length)
-        self.readinto(offset, buf)
-        return buf
+    def read(self, offset: int, length: int) -> bytes:
+        """``length`` bytes at ``offset`` as ``bytes`` (what the store keeps): received
+        into this thread's reused buffer, then copied once — no fresh zeroed buffer per
+        read, and no second copy in the store."""
+        buf = getattr(self._local, "buf", None)
+        if buf is None or len(buf) < length:
+            buf = self._local.buf = bytearray(length)
+        with memoryview(buf) as whole, whole[:length] as view:
+            self.readinto(offset, view)
+            return bytes(view)
 
     def write(self, offset: int, data) -> None:
         view = memoryview(data).cast("B")

@@ -61,6 +61,20 @@ async def test_nbd_pool_pins_ovirt_imageio_nbd_client(lab, tmp_path):
         assert pool.read(2 * MiB, 3 * MiB) == bytes(3 * MiB)
     finally:
         pool.close()
+    # One worker thread, so one reused read buffer: a hole read after a data read must
+    # come back as zeros (the client zero-fills hole replies), never the stale bytes.
+    one = NbdPool(t.export.url, 1)
+    try:
+        one.connect()
+        loop = asyncio.get_running_loop()
+        got = await loop.run_in_executor(one.executor, one.read, MiB, 4 * MiB)
+        assert isinstance(got, bytes) and got == big[:MiB] + bytes(3 * MiB)  # data then the zeroed range
+        got = await loop.run_in_executor(one.executor, one.read, 6 * MiB, 64 * 1024)
+        assert got == big[5 * MiB:5 * MiB + 64 * 1024]
+        got = await loop.run_in_executor(one.executor, one.read, 2 * MiB, 3 * MiB)
+        assert got == bytes(3 * MiB)
+    finally:
+        one.close()
         await lab.close_transfer(t)
     want = bytearray(SIZE)
     want[MiB:] = big
