@@ -1,0 +1,137 @@
+"""Search a VM's backups for paths by name.
+
+Each backup disk is walked once (`GuestFs.walk`, links not followed, at most
+`files.search_max_entries` entries per disk) and its index — path, type,
+size, mtime of every entry — is kept in `<cache_dir>/index/<backup>/<disk>.json.gz`:
+a backup never changes, so an index never goes stale, and later searches
+(and restarts) reuse it. A session opened only to index is closed at once.
+
+Matching: a glob (`fnmatch`, case-sensitive: `*`, `?`, `[...]`) against the
+entry's name, or against the whole API path when the pattern holds a `/`.
+The answer groups matches by (disk, path) with one version per backup, newest
+first, so a file's history reads top to bottom.
+"""
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import gzip
+import json
+import os
+import secrets
+
+import structlog
+
+from ..errors import Invalid
+
+log = structlog.get_logger("ovault.files")
+
+MAX_PATTERN = 255
+
+
+def check_pattern(name: str | None) -> str:
+    if not name or not isinstance(name, str):
+        raise Invalid("name is required: a glob such as hostname or *.conf")
+    if len(name) > MAX_PATTERN or "\x00" in name:
+        raise Invalid(f"name must be at most {MAX_PATTERN} characters, without NUL")
+    if name.strip("*/") == "":
+        raise Invalid("name must say more than * (a name or a glob such as *.conf)")
+    return name
+
+
+def matches(pattern: str, path: str) -> bool:
+    if "/" in pattern:
+        return fnmatch.fnmatchcase(path, pattern if pattern.startswith("/") else "*/" + pattern)
+    return fnmatch.fnmatchcase(path.rsplit("/", 1)[-1], pattern)
+
+
+class IndexCache:
+    def __init__(self, cache_dir: str):
+        self.dir = os.path.join(cache_dir, "index")
+        self._mem: dict[tuple[str, str], dict] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    def _path(self, backup_id: str, disk_id: str) -> str:
+        return os.path.join(self.dir, backup_id, f"{disk_id}.json.gz")
+
+    def _load(self, key) -> dict | None:
+        try:
+            with gzip.open(self._path(*key), "rt", encoding="utf-8") as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def _save(self, key, doc: dict) -> None:
+        p = self._path(*key)
+        os.makedirs(os.path.dirname(p), mode=0o700, exist_ok=True)
+        tmp = f"{p}.tmp.{secrets.token_hex(4)}"
+        with gzip.open(tmp, "wt", encoding="utf-8") as f:
+            json.dump(doc, f)
+        os.rename(tmp, p)
+
+    async def get(self, key: tuple[str, str], build) -> dict:
+        """The index of one backup disk; ``build()`` makes it when there is none."""
+        hit = self._mem.get(key)
+        if hit is not None:
+            return hit
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            doc = self._mem.get(key) or await asyncio.to_thread(self._load, key)
+            if doc is None:
+                doc = await build()
+                await asyncio.to_thread(self._save, key, doc)
+            if len(self._mem) > 64:
+                self._mem.pop(next(iter(self._mem)))
+            self._mem[key] = doc
+            return doc
+
+    def forget(self, backup_id: str) -> None:
+        for key in [k for k in self._mem if k[0] == backup_id]:
+            self._mem.pop(key, None)
+
+
+async def _walk(s, limit: int) -> dict:
+    entries, truncated = await s.call("walk", "/", limit)
+    return {"entries": [[e["path"], e["type"], e["size"], e["mtime"]] for e in entries],
+            "truncated": truncated, "filesystems": sorted(gfs.mounts)}
+
+
+async def search(manager, cache: IndexCache, user: str, backups: list, pattern: str, settings) -> dict:
+    """``backups``: catalog rows of one VM, newest first (succeeded only)."""
+    found: dict[tuple[str, str], dict] = {}
+    truncated = False
+    searched = 0
+    for b in backups[:settings.search_backups]:
+        searched += 1
+        for d in b.disks:
+            key = (str(b.id), d.disk_id)
+
+            async def build(b=b, d=d, key=key):
+                existed = key in manager.sessions
+                s = await manager.get(user, b.vm_id, str(b.id), d.disk_id, d.index_digest)
+                try:
+                    return await _walk(s, settings.search_max_entries)
+                finally:
+                    if not existed:
+                        await manager.release(s)
+            idx = await cache.get(key, build)
+            truncated |= bool(idx.get("truncated"))
+            for path, typ, size, mtime in idx["entries"]:
+                if not matches(pattern, path):
+                    continue
+                item = found.get((d.disk_id, path))
+                if item is None:
+                    if len(found) >= settings.search_max_results:
+                        truncated = True
+                        continue
+                    item = found[(d.disk_id, path)] = {
+                        "disk_id": d.disk_id, "disk_alias": d.alias, "path": path, "versions": []}
+                item["versions"].append({"backup_id": str(b.id), "created_at": _iso(b), "type": typ,
+                                         "size": size, "mtime": mtime})
+    items = sorted(found.values(), key=lambda i: (i["path"], i["disk_id"]))
+    return {"items": items, "backups_searched": searched, "truncated": truncated}
+
+
+def _iso(b) -> str | None:
+    t = getattr(b, "created_at", None) or getattr(b, "started_at", None)
+    return t.isoformat().replace("+00:00", "Z") if t is not None else None

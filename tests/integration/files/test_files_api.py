@@ -1,0 +1,138 @@
+"""File-level restore through the API against three real backups of one disk
+holding ext4, XFS and an LVM volume: list, download byte-identical, archive,
+search across the backups, refusals, per-user bound and idle close.
+
+One test drives most of it: each appliance start costs 10-40 s under TCG."""
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import tarfile
+
+import pytest
+
+from tests import files_disks
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+def base(fx, i: int) -> str:
+    return f"/api/v1/backups/{fx.backups[i]}/disks/{fx.disk_id}/files"
+
+
+async def raw(fx, method: str, path: str, token=None, **kw):
+    headers = {"Authorization": f"Bearer {token or fx.api.admin}"}
+    async with fx.api.client.request(method, path, headers=headers, **kw) as r:
+        return r.status, r.headers, await r.read()
+
+
+async def test_browse_download_archive_search(files_app):
+    fx, api = files_app, files_app.api
+    v3 = files_disks.files(3)
+
+    # the root lists the file systems found on the disk: two partitions and a volume group
+    st, _, doc = await api.call("GET", base(fx, 2) + "?path=/")
+    assert st == 200, doc
+    assert [(e["name"], e["type"], e.get("fstype")) for e in doc["items"]] == [
+        ("sda1", "filesystem", "ext4"), ("sda2", "filesystem", "xfs"), ("vg0", "volume_group", None)]
+    st, _, doc = await api.call("GET", base(fx, 2) + "?path=/vg0")
+    assert [(e["name"], e["type"], e["path"]) for e in doc["items"]] == [("root", "filesystem", "/vg0/root")]
+
+    # a folder: names, types, sizes, modes, mtimes; the link is listed with its target
+    st, _, doc = await api.call("GET", base(fx, 2) + "?path=/sda1/etc")
+    by = {e["name"]: e for e in doc["items"]}
+    assert by["app.conf"]["type"] == "file" and by["app.conf"]["size"] == len(v3["/sda1/etc/app.conf"])
+    assert by["app.conf"]["mtime"] == "2023-11-17T22:13:23Z"  # files_disks.mtime(3)
+    assert by["evil"]["type"] == "symlink" and by["evil"]["target"] == "/"
+    assert by["hostname"]["mode"] == "0644"
+
+    # every file of every file system comes back byte-identical
+    for path, data in v3.items():
+        st, h, body = await raw(fx, "GET", base(fx, 2) + "/content", params={"path": path})
+        assert st == 200, (path, body[:300])
+        assert body == data, path
+        assert int(h["Content-Length"]) == len(data)
+        assert h["Content-Type"] == "application/octet-stream"
+    # the oldest backup holds the oldest version
+    st, _, body = await raw(fx, "GET", base(fx, 0) + "/content", params={"path": "/sda1/etc/app.conf"})
+    assert st == 200 and body == files_disks.app_conf(1)
+
+    # a folder and a file as one tar.gz, streamed
+    st, h, body = await raw(fx, "POST", base(fx, 2) + "/archive",
+                            json={"paths": ["/sda1/docs", "/sda2/srv/big.bin", "/sda1/etc"]})
+    assert st == 200, body[:300]
+    assert h["Content-Type"] == "application/gzip"
+    with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        assert tar.extractfile("sda1/docs/sub/b.txt").read() == b"beta\n"
+        assert tar.extractfile("sda2/srv/big.bin").read() == v3["/sda2/srv/big.bin"]
+        assert tar.extractfile("sda1/etc/app.conf").read() == v3["/sda1/etc/app.conf"]
+    assert members["sda1/docs/sub"].isdir() and members["sda1/etc/evil"].issym()
+    assert members["sda1/etc/evil"].linkname == "/"
+    assert {"sda1/docs", "sda1/docs/a.txt"} <= set(members)
+
+    # hostile paths: traversal, links, not-a-file, missing, unknown file system
+    for path, status in (("/sda1/../../etc/passwd", 422), ("sda1/etc", 422), ("/sda1/etc/evil/etc", 422),
+                         ("/sda1/etc/evil", 422), ("/sda1/etc", 422), ("/sda1/nope", 404),
+                         ("/sdz9/etc", 404), ("/sda1/etc/\x00x", 422)):
+        st, ct, doc = await api.call("GET", base(fx, 2) + "/content", params={"path": path})
+        assert (st, ct) == (status, "application/problem+json"), (path, st, doc)
+    st, ct, doc = await api.call("GET", base(fx, 2), params={"path": "/sda1/etc/evil"})
+    assert st == 422 and "symbolic link" in doc["detail"]
+    st, _, doc = await api.call("POST", base(fx, 2) + "/archive", json={"paths": ["/sda1/etc/evil"]})
+    assert st == 422
+    st, _, doc = await api.call("POST", base(fx, 2) + "/archive", json={"paths": []})
+    assert st == 422
+
+    # search: the changed file in each of the three backups, newest first, with its size and mtime
+    st, _, doc = await api.call("GET", f"/api/v1/vms/{fx.vm_id}/files", params={"name": "app.conf"})
+    assert st == 200, doc
+    assert doc["backups_searched"] == 3 and not doc["truncated"]
+    [item] = doc["items"]
+    assert item["path"] == "/sda1/etc/app.conf" and item["disk_id"] == fx.disk_id
+    assert [(x["backup_id"], x["size"], x["mtime"][:10]) for x in item["versions"]] == [
+        (str(fx.backups[i]), len(files_disks.app_conf(i + 1)), d)
+        for i, d in ((2, "2023-11-17"), (1, "2023-11-16"), (0, "2023-11-15"))]
+    st, _, doc = await api.call("GET", f"/api/v1/vms/{fx.vm_id}/files", params={"name": "hostname"})
+    assert sorted(i["path"] for i in doc["items"]) == ["/sda1/etc/hostname", "/vg0/root/etc/hostname"]
+    st, _, doc = await api.call("GET", f"/api/v1/vms/{fx.vm_id}/files", params={"name": "/sda2/srv/*"})
+    assert sorted(i["path"] for i in doc["items"]) == ["/sda2/srv/big.bin", "/sda2/srv/report.txt"]
+    # indexes are kept per backup disk: a second search opens no session
+    assert len(os.listdir(os.path.join(fx.cfg.files.cache_dir, "index"))) == 3
+    st, _, doc = await api.call("GET", f"/api/v1/vms/{fx.vm_id}/files", params={"name": "*"})
+    assert st == 422
+
+    # bounded per user: the admin holds backup 3's session; backup 1's makes two, a third is 429
+    assert len(fx.service.sessions.sessions) == 1
+    st, _, _ = await api.call("GET", base(fx, 0) + "?path=/")
+    assert st == 200
+    st, ct, doc = await api.call("GET", base(fx, 1) + "?path=/")
+    assert (st, ct, doc["code"]) == (429, "application/problem+json", "file_sessions_exceeded")
+
+    # idle sessions are closed: export, appliance and the socket's private folder go away
+    sessions = list(fx.service.sessions.sessions.values())
+    for s in sessions:
+        s.last_used -= fx.cfg.files.idle_seconds + 1
+    assert await fx.service.sessions.reap() == 2
+    assert fx.service.sessions.sessions == {}
+    assert not any(os.path.exists(s.tmpdir) for s in sessions)
+    st, _, _ = await api.call("GET", base(fx, 1) + "?path=/sda2/srv")
+    assert st == 200
+
+
+async def test_access_and_state_refusals(files_app):
+    fx, api = files_app, files_app.api
+    viewer = await api.token("viewer")
+    st, _, doc = await api.call("GET", base(fx, 0), viewer, params={"path": "/"})
+    assert st == 403
+    st, _, doc = await api.call("GET", f"/api/v1/vms/{fx.vm_id}/files", viewer, params={"name": "x"})
+    assert st == 403
+    other = "/api/v1/backups/%s/disks/%s/files" % (fx.backups[0], "00000000-0000-0000-0000-000000000000")
+    st, _, doc = await api.call("GET", other, params={"path": "/"})
+    assert st == 404 and "disk" in doc["detail"]
+    await api.catalog.db.execute("UPDATE backups SET status = 'failed' WHERE id = $1", fx.backups[1])
+    st, _, doc = await api.call("GET", base(fx, 1), params={"path": "/"})
+    assert st == 409
+    # nothing was opened for refused requests
+    assert fx.service.sessions.sessions == {}
