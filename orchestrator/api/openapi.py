@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import openapi_policies
+from . import openapi_files, openapi_policies
 from .auth import allow
 from .openapi_parts import (CURSOR, INT, LIMIT, NO_CONTENT, NSTR, STR, TIME, UUID, _json, nullable, obj, op,
                             page, path, q, ref)
@@ -233,6 +233,7 @@ PATHS = {
 }
 
 openapi_policies.extend(SCHEMAS, PATHS)
+openapi_files.extend(SCHEMAS, PATHS)
 
 DOCUMENT = {
     "openapi": "3.0.3",
