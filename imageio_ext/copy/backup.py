@@ -45,6 +45,7 @@ from ..store import BackupExists, ChunkCorrupted, ChunkMissing, NotFound, Store
 from .errors import InvalidRequest
 from .plan import ImageExtent, Step, plan_backup
 from .pool import run_workers
+from .resume import adopt_partial, save_partial, without_adopted
 from .progress import Meter, ProgressCallback
 from .result import CopyResult
 
@@ -125,6 +126,10 @@ async def backup_disk(
         meter.add(step.length, read=step.read_length, written=dw.new_bytes - before)
 
     try:
+        # an interrupted copy of this disk into this backup stored some chunks: resume (resume.py)
+        steps, resumed = without_adopted(steps, await adopt_partial(store, dw, vm_id, backup_id),
+                                         store.chunk_size)
+        meter.skip(resumed)
         await run_workers(do, steps, requests)
         for attempt in range(3):
             try:
@@ -138,7 +143,9 @@ async def backup_disk(
                 reread.extend(e.offsets)
                 resend = [Step("data", o, min(cs, size - o), o, o + min(cs, size - o)) for o in e.offsets]
                 await run_workers(do, resend, requests)
-    except BaseException:
+    except BaseException as exc:
+        if isinstance(exc, Exception):
+            await save_partial(store, dw, vm_id, backup_id)
         await dw.cancel()
         raise
     meter.report()

@@ -157,6 +157,19 @@ class DiskWriter:
             self.zero_chunks_written += 1
         self.bytes_written += length
 
+    def stored_slots(self) -> dict[int, bytes]:
+        """Slot -> digest of every data chunk this session has stored so far
+        (its write finished; zero and inherited slots are not included)."""
+        return {i: self.index.get(i) for i, st in enumerate(self._state)
+                if st == _WRITTEN and self.index.get(i) != ZERO_DIGEST}
+
+    def adopt(self, i: int, digest: bytes) -> None:
+        """Take slot ``i`` as written with ``digest``, a chunk an interrupted copy
+        of this same disk content stored (the caller checked it exists)."""
+        self._check_open()
+        self.index.set(i, digest)
+        self._state[i] = _WRITTEN
+
     async def _store_slot(self, i: int, piece: bytes) -> None:
         try:
             res = await self.chunks.put(piece)
