@@ -166,7 +166,9 @@ async def _runner(app: web.Application):
     # a policy's own target: its runs write there (orchestrator/policies/targets.py)
     app[TARGETS] = TargetStores(app[CATALOG], main_id=app[TARGET_ID], main_store=app[STORE],
                                 chunk_size=cfg.target.chunk_size_kib * 1024,
-                                ports=lambda s, url: (StorePort(s), mover_for(s, url)))
+                                ports=lambda s, url: (StorePort(s), mover_for(s, url)),
+                                open_target=lambda t: store_keys.open_target(
+                                    cfg, t.name, t.url, encrypt=(t.options or {}).get("encrypt") is True))
     runner.target_ports = app[TARGETS].ports
     app[RUNNER] = runner
     task = asyncio.create_task(runner.run())

@@ -51,13 +51,17 @@ class TargetStores:
     def __init__(self, catalog: cat.Catalog, *, main_id: uuid.UUID | None, main_store: Any,
                  chunk_size: int = 1 << 22,
                  opener: Callable[[str], Awaitable[Any]] | None = None,
-                 ports: Callable[[Any, str], tuple[Any, Any]] | None = None):
+                 ports: Callable[[Any, str], tuple[Any, Any]] | None = None,
+                 open_target: Callable[[Any], Awaitable[Any]] | None = None):
         """`opener(url)` opens a target's store (default: open, or create with
-        `chunk_size`); `ports(store, url)` makes the (store port, mover port) pair
-        the job runner's machines use."""
+        `chunk_size`); `open_target(row)`, when given, opens it from its catalog
+        row instead (its name finds its key, ``options.encrypt`` the encryption of
+        a new store: orchestrator/store_keys.py); `ports(store, url)` makes the
+        (store port, mover port) pair the job runner's machines use."""
         self.catalog, self.main_id, self.main_store = catalog, main_id, main_store
         self.opener = opener or (lambda url: _open(url, chunk_size))
         self.make_ports = ports
+        self.open_target = open_target
         self._stores: dict[uuid.UUID, Any] = {}
         self._ports: dict[uuid.UUID, tuple[Any, Any]] = {}
         self._lock = asyncio.Lock()
@@ -73,7 +77,8 @@ class TargetStores:
             s = self._stores.get(target_id)
             if s is None:
                 t = await self.catalog.targets.get(target_id)
-                s = self._stores[target_id] = await self.opener(t.url)
+                s = self._stores[target_id] = await (
+                    self.open_target(t) if self.open_target else self.opener(t.url))
                 log.info("target opened", target=t.name, target_id=str(target_id))
             return s
 

@@ -103,3 +103,40 @@ def test_plain_target_stays_plain_and_has_no_key(env, capsys):
     assert rc == 1 and "exists and is not encrypted" in err  # an existing store keeps what it was created with
     rc, out, _ = run(capsys, "key", "show", *state)
     assert rc == 0 and "is not encrypted" in out
+
+
+async def test_a_policy_target_gets_its_own_key_by_name(env, tmp_path):
+    from types import SimpleNamespace
+
+    from orchestrator import store_keys
+    from orchestrator.policies.targets import TargetStores
+    cfg, _, _ = env
+    rows = {}
+    for name, enc in (("vault2", True), ("plain2", False)):
+        (tmp_path / name).mkdir()
+        rows[uuid.uuid4()] = SimpleNamespace(name=name, url=str(tmp_path / name), options={"encrypt": True} if enc else {})
+
+    async def get(tid):
+        return rows[tid]
+    catalog = SimpleNamespace(targets=SimpleNamespace(get=get))
+
+    def stores():
+        return TargetStores(catalog, main_id=None, main_store=None, open_target=lambda t: store_keys.open_target(
+            cfg, t.name, t.url, encrypt=(t.options or {}).get("encrypt") is True))
+    ts = stores()
+    (enc_id, enc_row), (plain_id, _) = list(rows.items())
+    enc, plain = await ts.store(enc_id), await ts.store(plain_id)
+    content = os.urandom(CS)
+    vm, bid, disk = await _backup(enc, content)
+    assert enc.encrypted and not plain.encrypted
+    key_file = store_keys.key_path(cfg, "vault2")
+    assert key_file == tmp_path / "state" / "keys" / "vault2.key" and key_file.exists()
+    assert not store_keys.key_path(cfg, "plain2").exists()
+    await ts.close()
+    ts = stores()  # a restart: the existing encrypted store is opened with its key file
+    r = await (await ts.store(enc_id)).open_disk(vm, bid, disk)
+    assert await r.read(0, r.size) == content
+    await ts.close()
+    key_file.unlink()
+    with pytest.raises(StoreKeyMissing, match="vault2.key"):
+        await stores().store(enc_id)
