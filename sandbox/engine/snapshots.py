@@ -273,15 +273,16 @@ class SnapshotOps:
                     vm.checkpoints.append(Checkpoint(to_cp, vm.id, parent,
                                                      [d.id for d in incremental_capable]))
                 await asyncio.sleep(self.timing.backup_start / 2)
+                # Ready: the engine's audit log says nothing (10791 is its "incremental
+                # failed, a full backup is needed").
                 b.phase, b.modified = "ready", now()
-                self.event(10791, f"Backup {b.id} for VM {vm.name} is ready.", vm_id=vm.id,
-                           correlation_id=job.correlation_id)
             except Exception:
                 b.phase = "failed"
                 await live.end_backup(b)
                 await self._unfreeze(b)
                 vm.busy = None
-                self.event(10793, f"Backup {b.id} for VM {vm.name} failed.", severity="error",
+                self.event(10792, f"Backup {b.id} for VM {vm.name} failed "
+                           "(User: admin@internal-authz).", severity="error",
                            vm_id=vm.id, correlation_id=job.correlation_id)
                 raise
         self.spawn(go(), job)
@@ -313,9 +314,12 @@ class SnapshotOps:
             await live.end_backup(b)
             await self._unfreeze(b)
             await asyncio.sleep(self.timing.backup_finalize)
+            self.event(10794, f"Backup {b.id} for VM {vm.name} finalized "
+                       "(User: admin@internal-authz).", vm_id=vm.id,
+                       correlation_id=job.correlation_id)
             b.phase, b.modified = "succeeded", now()
             vm.busy = None
-            self.event(10792, f"Backup {b.id} for VM {vm.name} completed successfully "
+            self.event(10793, f"Backup {b.id} for VM {vm.name} completed successfully "
                        "(User: admin@internal-authz).", vm_id=vm.id,
                        correlation_id=job.correlation_id)
         self.spawn(go(), job)

@@ -125,8 +125,8 @@ async def test_live_backups_snapshots_and_checkpoints(lab, tmp_path):
     assert b.live is not None and b.frozen == {} and b.modes == {disk.id: "full"}
     assert b.consistency == "crash"
     codes = [ev.code for ev in e.events if ev.vm_id == vm.id]
-    assert codes[-3:-1] == [live.FREEZE_VM_INITIATED, live.FAILED_TO_FREEZE_VM]
-    warn = e.events[-2]
+    assert codes[-2:] == [live.FREEZE_VM_INITIATED, live.FAILED_TO_FREEZE_VM]
+    warn = e.events[-1]
     assert warn.severity == "warning" and "crash consistent" in warn.description
     assert warn.correlation_id == next(ev.correlation_id for ev in e.events if ev.code == 10790)
     await write(g, 0x22, 2 * MiB, 65536)
@@ -135,6 +135,7 @@ async def test_live_backups_snapshots_and_checkpoints(lab, tmp_path):
     assert await read_export(url, tmp_path / "full.raw") == t0
     await e.finalize_backup(vm.id, b.id, None)
     await until(lambda: b.phase == "succeeded")
+    assert [ev.code for ev in e.events[-2:]] == [10794, 10793]  # finalized, succeeded
     assert b.live is None and vm.busy is None
     assert [c.id for c in vm.checkpoints] == [b.to_checkpoint_id]
     async with Qmp(g.qmp_socket) as qmp:
@@ -189,6 +190,7 @@ async def test_live_backup_requiring_consistency_fails_without_agent(lab):
                              require_consistency=True)
     await until(lambda: b.phase == "failed")
     assert b.live is None and vm.busy is None and not vm.checkpoints
+    assert e.events[-1].code == 10792 and e.events[-1].severity == "error"  # VM_BACKUP_FAILED
     async with Qmp(g.qmp_socket) as qmp:
         assert await qmp.bitmaps("disk-0") == []
         assert not [n for n in await qmp.named_nodes() if n.startswith("fleece-")]
