@@ -32,7 +32,7 @@ from .. import logs
 from .common import CliError
 
 # Command modules of this package, in help order.
-COMMANDS = ("server", "client", "policy", "target", "keys", "catalog", "completion")
+COMMANDS = ("server", "client", "policy", "target", "keys", "files", "catalog", "completion")
 # Modules outside the product that may add commands when importable.
 DEV_COMMANDS = "sandbox.commands"
 
