@@ -37,6 +37,8 @@ def register(sub) -> None:
     imp.add_argument("file", nargs="?", default="-", help="file holding the key (default: standard input)")
     imp.add_argument("--force", action="store_true", help="replace an existing key file")
     for p, fn in ((show, show_key), (exp, export_key), (imp, import_key)):
+        p.add_argument("--target", metavar="NAME",
+                       help="another target of the catalog (a policy's), by name (default: the configured one)")
         add_config_options(p)
         p.set_defaults(func=lambda args, fn=fn: asyncio.run(_with_store(args, fn)))
 
@@ -72,12 +74,23 @@ async def init(args) -> int:
 
 async def _with_store(args, fn) -> int:
     cfg = load_config(args)
-    if not cfg.target.url:
+    name, url = cfg.target.name, cfg.target.url
+    if args.target and args.target != cfg.target.name:
+        from .. import catalog as cat
+        from .local_catalog import open_catalog
+        async with open_catalog(cfg) as c:
+            try:
+                t = await c.targets.get_by_name(args.target)
+            except cat.NotFound:
+                raise CliError(f"no target named {args.target!r} in the catalog") from None
+        name, url = t.name, t.url
+    if not url:
         raise CliError("no backup target configured (target.url)")
     try:
-        store = await Store.open(cfg.target.url)  # no key: the key is what these commands handle
+        store = await Store.open(url)  # no key: the key is what these commands handle
     except StoreError as e:
         raise CliError(str(e)) from None
+    args.target_name = name
     try:
         return await fn(args, store, cfg)
     finally:
@@ -96,9 +109,9 @@ async def show_key(args, store, cfg) -> int:
     doc = {"url": store.target.url, "version": c.version, "encryption": c.encryption,
            "key_fingerprint": c.key_fingerprint, "key_file": None, "key_file_matches": None}
     if store.encrypted:
-        doc["key_file"] = str(key_path(cfg))
+        doc["key_file"] = str(key_path(cfg, args.target_name))
         try:
-            key = load_key(cfg)
+            key = load_key(cfg, args.target_name)
         except StoreKeyInvalid as e:
             raise CliError(str(e)) from None
         doc["key_file_matches"] = None if key is None else key.fingerprint == c.key_fingerprint
@@ -116,14 +129,15 @@ async def show_key(args, store, cfg) -> int:
 async def export_key(args, store, cfg) -> int:
     from ..store_keys import key_path, load_key
     fp = _require_encrypted(store)
+    path = key_path(cfg, args.target_name)
     try:
-        key = load_key(cfg)
+        key = load_key(cfg, args.target_name)
     except StoreKeyInvalid as e:
         raise CliError(str(e)) from None
     if key is None:
-        raise CliError(f"no key file {key_path(cfg)} on this host")
+        raise CliError(f"no key file {path} on this host")
     if key.fingerprint != fp:
-        raise CliError(f"the key file {key_path(cfg)} holds key {key.fingerprint}, not the store's {fp}")
+        raise CliError(f"the key file {path} holds key {key.fingerprint}, not the store's {fp}")
     print(paper_export(key) if args.paper else key.hex(), end="" if args.paper else "\n")
     return 0
 
@@ -141,8 +155,9 @@ async def import_key(args, store, cfg) -> int:
             raise CliError(f"cannot read {args.file}: {e.strerror}") from None
     try:
         key: StoreKey = paper_import(text, expect_fingerprint=fp)
-        write_key_file(key_path(cfg), key, overwrite=args.force)
+        path = key_path(cfg, args.target_name)
+        write_key_file(path, key, overwrite=args.force)
     except StoreKeyInvalid as e:
         raise CliError(str(e)) from None
-    print(f"key {key.fingerprint} installed in {key_path(cfg)} (mode 0600)")
+    print(f"key {key.fingerprint} installed in {path} (mode 0600)")
     return 0
