@@ -92,6 +92,8 @@ const EN = {
 
   // toasts
   'toast.backupOf': 'Backup of {names}',
+  'toast.fileDownloaded': 'Downloaded {name}',
+  'toast.fileDownloadFailed': 'Could not download {name}: {error}',
   'toast.restoreOf': 'Restore of {names}',
   'toast.jobSucceeded': '{what} succeeded',
   'toast.jobCanceled': '{what} was canceled',
@@ -208,6 +210,34 @@ const EN = {
   'backups.protectLabel': 'Protect the backup of {name} from {when}',
   'backups.protectHelp': 'A protected backup is never pruned and cannot be deleted until unmarked',
   'backups.protectedNoDelete': 'Protected: unmark it to delete it',
+
+  // file browser (views/files.js)
+  'files.button': 'Files',
+  'files.buttonLabel': 'Browse the files of the backup of {name} from {when}',
+  'files.title': 'Files of {name} from {when}',
+  'files.location': 'Location',
+  'files.root': 'File systems',
+  'files.opening': 'Opening the backup: starting its file system reader takes up to a minute…',
+  'files.loadFailed': 'Could not list this folder',
+  'files.noDisks': 'This backup has no disks',
+  'files.empty': 'This folder is empty',
+  'files.unmountable': '{name} could not be opened',
+  'files.selectCol': 'Select',
+  'files.select': 'Select {name}',
+  'files.type': 'Type',
+  'files.mode': 'Mode',
+  'files.modified': 'Modified',
+  'files.download': 'Download',
+  'files.downloadLabel': 'Download {name}',
+  'files.downloadFolder': 'Download this folder (.tar.gz)',
+  'files.downloadSelected': 'Download selected (.tar.gz)',
+  'files.downloadSelectedN': 'Download {n} selected (.tar.gz)',
+  'files.kind.filesystem': 'file system {fstype}',
+  'files.kind.volume_group': 'volume group',
+  'files.kind.directory': 'folder',
+  'files.kind.file': 'file',
+  'files.kind.symlink': 'link',
+  'files.kind.other': 'special file',
 
   // jobs and restores
   'jobs.sub': 'Backups and restores, live',

@@ -4,6 +4,7 @@
 import { can } from '../api.js';
 import { t } from '../messages.js';
 import { h, bytes, when, stateLabel, short, confirmDanger, errorText, emptyState } from '../ui.js';
+import { openFileBrowser } from './files.js';
 import { openWizard } from './wizard.js';
 
 export function backupTable(ctx, backups, { showVm = true, onChange = () => {} } = {}) {
@@ -31,6 +32,8 @@ export function backupTable(ctx, backups, { showVm = true, onChange = () => {} }
       operate ? h('td', { class: 'ov-actions' },
         b.status === 'succeeded' ? h('button', { class: 'ov-btn ov-link', 'data-action': 'restore', 'aria-label': t('backups.restoreLabel', { name: b.vm_name, when: when(b.created_at) }),
           onclick: () => openWizard(ctx, { vm: { id: b.vm_id, name: b.vm_name }, backupId: b.id }) }, t('button.restore')) : null,
+        b.status === 'succeeded' ? h('button', { class: 'ov-btn ov-link', 'data-action': 'files', 'aria-label': t('files.buttonLabel', { name: b.vm_name, when: when(b.created_at) }),
+          onclick: () => openFileBrowser(ctx, b) }, t('files.button')) : null,
         b.status !== 'running' ? h('button', { class: 'ov-btn ov-link ov-danger', 'data-action': 'delete', 'aria-label': t('backups.deleteLabel', { name: b.vm_name, when: when(b.created_at) }),
           disabled: !!b.protected, title: b.protected ? t('backups.protectedNoDelete') : null,
           onclick: () => deleteBackup(ctx, b, onChange) }, t('action.delete')) : null) : null))));
