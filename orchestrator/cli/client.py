@@ -30,7 +30,8 @@ def register(sub) -> None:
     rs.add_argument("--target-vm", dest="target_vm_id")
     rs.add_argument("--power-on", action="store_true")
     rs.add_argument("--wait", action="store_true", help="wait for the job, with progress")
-    bl = sub.add_parser("backups", help="list backups")
+    bl = sub.add_parser("backups", help="list backups, or show one")
+    bl.add_argument("backup", nargs="?", help="a backup id: show that backup")
     bl.add_argument("--vm", help="VM name or id")
     bl.add_argument("--limit", type=int, default=50)
     jl = sub.add_parser("jobs", help="list jobs, or show one")
@@ -61,6 +62,29 @@ async def _poll(api: Api, job_id: str, bars: JobProgress | None) -> dict:
         await asyncio.sleep(0.5)
 
 
+CONSISTENCY = {"filesystem": "filesystem (the guest's file systems were frozen)",
+               "crash": "crash (the guest was not frozen)"}
+
+
+def format_backup(b: dict) -> str:
+    """One backup, as `ovault backups ID` prints it."""
+    rows = [("backup", b["id"]), ("vm", f"{b.get('vm_name') or ''} ({b['vm_id']})".strip()),
+            ("created", b.get("created_at")), ("completed", b.get("completed_at")),
+            ("status", b["status"] + ("  DAMAGED (ovault verify shows where)" if b.get("damaged") else "")),
+            ("mode", b["mode"]), ("method", b["method"]),
+            ("consistency", CONSISTENCY.get(b.get("consistency"), b.get("consistency") or "-")),
+            ("parent", b.get("parent_id")), ("checkpoint", b.get("checkpoint_id")),
+            ("size", human(b.get("size_bytes") or 0)), ("new data", human(b.get("new_bytes") or 0)),
+            ("protected", "yes" if b.get("protected") else "no"),
+            ("fallback", b.get("fallback_reason")), ("error", b.get("error"))]
+    out = [f"{k + ':':<13}{v}" for k, v in rows if v not in (None, "")]
+    for d in b.get("disks") or []:
+        out.append(f"{'disk:':<13}{d.get('alias') or d['disk_id']} {d['disk_id']} "
+                   f"{human(d.get('provisioned_size') or 0)} {d.get('format')}, read "
+                   f"{human(d.get('bytes_read') or 0)}, new {human(d.get('bytes_written') or 0)}")
+    return "\n".join(out)
+
+
 def print_job(job: dict):
     print(f"job {job['id']} ({job['kind']}): {job['state']}" +
           (f" - {job['error']}" if job.get("error") else ""))
@@ -81,6 +105,10 @@ async def run(args) -> int:
                     if getattr(args, k)}
             body["power_on"] = args.power_on
             job = (await api.req("POST", f"/api/v1/backups/{args.backup}/restore", body))["job"]
+        elif args.cmd == "backups" and args.backup:
+            b = await api.req("GET", f"/api/v1/backups/{args.backup}")
+            print(json.dumps(b, indent=2)) if args.json else print(format_backup(b))
+            return 0
         elif args.cmd == "backups":
             params = {"limit": str(args.limit)}
             if args.vm:
