@@ -181,11 +181,12 @@ def test_imageio_restarted_mid_copy_backup_completes(orch, sandbox, conn, no_lef
     want = sandbox.digest(att.disk.id)
     job = orch.backup([vm["id"]], "full")
 
-    def copying():  # the transfer's host, once the copy has moved some bytes but not all
+    def copying():  # the transfer's host, once the copy has moved 64 MiB but not all
         m = orch.job(job["id"])["machines"][0]
         t = [t for t in conn.system_service().image_transfers_service().list()
              if str(t.phase) in ("ImageTransferPhase.TRANSFERRING", "transferring")]
-        return t[0].host.id if t and 0 < (m.get("bytes_done") or 0) < (m.get("bytes_total") or 1) else None
+        return t[0].host.id if t and (64 << 20) <= (m.get("bytes_done") or 0) < (m.get("bytes_total") or 1) \
+            else None
     host = wait(copying, timeout=60, what="a copy under way")
     sandbox.fault(kind="imageio", host_id=host, action="restart")
     j = orch.wait_job(job["id"], timeout=240)
@@ -197,6 +198,12 @@ def test_imageio_restarted_mid_copy_backup_completes(orch, sandbox, conn, no_lef
                if job["id"] in line and "resuming the disk on a new transfer" in line]
     assert len(resumed) == 1 and resumed[0]["disk_id"] == att.disk.id, resumed
     assert 0 < resumed[0]["bytes_done"] < (400 << 20)
+    bid = j["machines"][0]["backup_id"]
+    (d,) = [d for d in orch.api("GET", f"/api/v1/backups/{bid}", expect=200)["disks"]
+            if d["disk_id"] == att.disk.id]
+    # resumed, not restarted: the copy on the new transfer adopted what the first one had
+    # stored (>= 64 MiB of the 400 MiB, less the reads in flight) and read only the rest
+    assert d["bytes_read"] <= (400 - 32) << 20, (resumed, d)
     bid = j["machines"][0]["backup_id"]
     r = orch.wait_job(orch.restore(bid, kind="disks", disk_ids=[att.disk.id])["id"], timeout=240)
     assert r["state"] == "succeeded", r
