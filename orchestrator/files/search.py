@@ -93,7 +93,7 @@ class IndexCache:
 async def _walk(s, limit: int) -> dict:
     entries, truncated = await s.call("walk", "/", limit)
     return {"entries": [[e["path"], e["type"], e["size"], e["mtime"]] for e in entries],
-            "truncated": truncated, "filesystems": sorted(gfs.mounts)}
+            "truncated": truncated, "filesystems": s.filesystems}
 
 
 async def search(manager, cache: IndexCache, user: str, backups: list, pattern: str, settings) -> dict:

@@ -4,8 +4,9 @@ A session is opened on first use and shared by every request for the same
 backup disk (backups are immutable, so a session never goes stale); it is
 closed after `files.idle_seconds` without a request in flight. Limits: a user
 holds at most `files.per_user` sessions and the replica at most
-`files.max_sessions` (an idle one is closed to make room); past either the
-answer is 429 `file_sessions_exceeded`.
+`files.max_sessions`; past either, the least recently used idle one is let
+go to make room, and when every one is busy (a download streaming) the answer
+is 429 `file_sessions_exceeded`.
 
 The libguestfs handle lives in a worker process (`files/worker.py` says why);
 the NBD export it reads through runs in this process's event loop.
@@ -217,13 +218,13 @@ class SessionManager:
                     s = None
                 if s is not None:
                     if user not in s.users:
-                        self._check_user(user)
+                        await self._check_user(user)
                         s.users.add(user)
                     s.last_used = self.clock()
                     return s
                 fut = self._opening.get(key)
                 if fut is None:
-                    self._check_user(user)
+                    await self._check_user(user)
                     await self._make_room()
                     fut = asyncio.get_running_loop().create_future()
                     self._opening[key] = fut
@@ -249,12 +250,22 @@ class SessionManager:
                 self._opening.pop(key, None)
                 self._opening_users.pop(key, None)
 
-    def _check_user(self, user: str) -> None:
+    async def _check_user(self, user: str) -> None:
+        """Room for one more session of `user`: past `files.per_user`, the user's
+        least recently used idle session is let go (closed unless shared); when
+        all of them are busy, 429."""
         held = self.held_by(user) + sum(1 for u in self._opening_users.values() if u == user)
-        if held >= self.settings.per_user:
+        if held < self.settings.per_user:
+            return
+        idle = sorted((s for s in self.sessions.values() if user in s.users and s.active == 0),
+                      key=lambda s: s.last_used)
+        if not idle:
             raise TooManySessions(
-                f"you hold {held} file-restore sessions (files.per_user = {self.settings.per_user}); "
-                f"they close after {self.settings.idle_seconds:g} s without use")
+                f"your {held} file-restore sessions (files.per_user = {self.settings.per_user}) are all "
+                "busy; wait for a download to finish")
+        idle[0].users.discard(user)
+        if not idle[0].users:
+            await self._close(idle[0])
 
     async def _make_room(self) -> None:
         if len(self.sessions) + len(self._opening) < self.settings.max_sessions:

@@ -5,7 +5,7 @@ search across the backups, refusals, per-user bound and idle close.
 One test drives most of it: each appliance start costs 10-40 s under TCG."""
 from __future__ import annotations
 
-import gzip
+import contextlib
 import io
 import os
 import tarfile
@@ -103,22 +103,31 @@ async def test_browse_download_archive_search(files_app):
     st, _, doc = await api.call("GET", f"/api/v1/vms/{fx.vm_id}/files", params={"name": "*"})
     assert st == 422
 
-    # bounded per user: the admin holds backup 3's session; backup 1's makes two, a third is 429
-    assert len(fx.service.sessions.sessions) == 1
-    st, _, _ = await api.call("GET", base(fx, 0) + "?path=/")
-    assert st == 200
-    st, ct, doc = await api.call("GET", base(fx, 1) + "?path=/")
-    assert (st, ct, doc["code"]) == (429, "application/problem+json", "file_sessions_exceeded")
-
-    # idle sessions are closed: export, appliance and the socket's private folder go away
-    sessions = list(fx.service.sessions.sessions.values())
-    for s in sessions:
+    # idle sessions are closed: export, worker and the socket's private folder go away
+    mgr = fx.service.sessions
+    opened = list(mgr.sessions.values())
+    assert opened
+    for s in opened:
         s.last_used -= fx.cfg.files.idle_seconds + 1
-    assert await fx.service.sessions.reap() == 2
-    assert fx.service.sessions.sessions == {}
-    assert not any(os.path.exists(s.tmpdir) for s in sessions)
-    st, _, _ = await api.call("GET", base(fx, 1) + "?path=/sda2/srv")
+    assert await mgr.reap() == len(opened)
+    assert mgr.sessions == {}
+    assert not any(os.path.exists(s.tmpdir) for s in opened)
+    assert all(s.worker is None for s in opened)
+
+    # bounded per user (files.per_user = 2): with both sessions busy a third is 429;
+    # once they are idle, the least recently used one makes room
+    for i in (0, 1):
+        assert (await api.call("GET", base(fx, i) + "?path=/"))[0] == 200
+    key = lambda i: (str(fx.backups[i]), fx.disk_id)  # noqa: E731
+    assert set(mgr.sessions) == {key(0), key(1)}
+    async with contextlib.AsyncExitStack() as busy:
+        for s in list(mgr.sessions.values()):
+            await busy.enter_async_context(s.hold())
+        st, ct, doc = await api.call("GET", base(fx, 2) + "?path=/")
+        assert (st, ct, doc["code"]) == (429, "application/problem+json", "file_sessions_exceeded")
+    st, _, _ = await api.call("GET", base(fx, 2) + "?path=/sda2/srv")
     assert st == 200
+    assert set(mgr.sessions) == {key(1), key(2)}
 
 
 async def test_access_and_state_refusals(files_app):
