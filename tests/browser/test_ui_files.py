@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from tests.browser.test_ui_plugin import detail_frame, harness, open_portal, select, shot
-from tests.helpers import Sandbox
+from tests.browser.conftest import run_orchestrator
+from tests.helpers import CACHE_DIR, Sandbox
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(1800)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,6 +47,13 @@ def sandbox(tmp_path_factory):
     finally:
         if p.poll() is None:
             p.kill()
+
+
+@pytest.fixture(scope="module")
+def orchestrator(sandbox):
+    # libguestfs' appliance is built once per cache folder: share the tests' one
+    with run_orchestrator(sandbox, env={"OVAULT_FILES_CACHE_DIR": str(CACHE_DIR / "files")}) as o:
+        yield o
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Orchestrator, Sandbox
+from tests.helpers import CACHE_DIR, Orchestrator, Sandbox
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(3600)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,7 +51,8 @@ def lab(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def orch(lab, state_root):
-    o = Orchestrator(lab.dir, state_root / "files-e2e").start()
+    # libguestfs' appliance is built once per cache folder: share the tests' one
+    o = Orchestrator(lab.dir, state_root / "files-e2e", env={"OVAULT_FILES_CACHE_DIR": str(CACHE_DIR / "files")}).start()
     yield o
     o.stop()
 
