@@ -6,7 +6,9 @@ adds a ticket once, when the engine starts the transfer). The copy then fails
 with `transfer_not_found` (imageio answers 403/404 for the ticket) or
 `imageio_unavailable` (it could not be reached for the whole retry budget),
 and the engine shows the transfer `paused_system`, failed or still
-`transferring` with a dead ticket.
+`transferring` with a dead ticket. A copy that fails otherwise while the engine
+shows its transfer paused by the system, failed or canceled by the system (or
+gone) is resumed the same way.
 
 `copy_with_resume` runs a disk copy and, when it fails that way, ends that
 transfer (downloads are finalized: the disk is never touched; uploads are
@@ -30,6 +32,8 @@ MAX_RESUMES = 3
 # The copy engine's error codes (imageio_ext.copy.errors) meaning "this
 # transfer's ticket is gone or its daemon was away".
 TICKET_LOST = {"transfer_not_found", "imageio_unavailable"}
+# Engine phases of a transfer the engine itself gave up on.
+BROKEN = {"paused_system", "finished_failure", "finalizing_failure", "cancelled_system"}
 _ENDED = ("finished", "cancelled")
 
 
@@ -51,7 +55,7 @@ async def copy_with_resume(m: VmMachine, disk_id: str, t_rec: dict, *, direction
         try:
             return await copy(t, len(resumes)), t_rec
         except Exception as err:
-            if not ticket_lost(err) or len(resumes) >= MAX_RESUMES:
+            if len(resumes) >= MAX_RESUMES or not (ticket_lost(err) or await _broken(m, t_rec["id"])):
                 raise
             cause = str(err)
         done = (m.disk_progress.get(disk_id) or [0, 0])[0]
@@ -68,6 +72,16 @@ async def copy_with_resume(m: VmMachine, disk_id: str, t_rec: dict, *, direction
                                                              "attempt": len(resumes)})
         t = await m.wait_transferring(new.id)
         t_rec = {**t_rec, "host_id": t.host_id}
+
+
+async def _broken(m: VmMachine, transfer_id: str) -> bool:
+    """The engine gave up on the transfer under the failed copy (paused it, failed
+    or canceled it, or dropped it): a new transfer may well work."""
+    try:
+        t = await m.engine.get_transfer(transfer_id)
+    except Exception:
+        return False
+    return t is None or t.phase in BROKEN
 
 
 async def _end(m: VmMachine, transfer_id: str, action: str) -> None:

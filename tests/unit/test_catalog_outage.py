@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import uuid
+from dataclasses import replace
 
 import pytest
 
@@ -291,3 +292,24 @@ async def test_other_copy_errors_are_not_resumed():
     j = Journal()
     assert await machine(j, deps(e, mover=FakeMover(fail=True))).run() == "failed"
     assert len(e.transfers) == 1 and "resumes" not in j.resources
+
+
+async def test_a_copy_failing_under_a_transfer_the_engine_paused_is_resumed():
+    e = FakeEngine()
+
+    class PausedMover(FakeMover):
+        paused = False
+
+        async def backup_disk(self, **kw):
+            if not self.paused:
+                self.paused = True
+                self.copies.append(kw)
+                (tid,) = e.transfers
+                e.transfers[tid] = replace(e.transfers[tid], phase="paused_system")
+                raise RuntimeError("imageio: connection reset by peer")
+            return await super().backup_disk(**kw)
+    j = Journal()
+    assert await machine(j, deps(e, mover=PausedMover())).run() == "succeeded"
+    (r,) = j.resources["resumes"]["d1"]
+    assert "connection reset" in r["cause"] and len(e.transfers) == 2
+    assert all(t.phase.startswith("finished") for t in e.transfers.values())
