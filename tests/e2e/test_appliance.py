@@ -33,6 +33,9 @@ def image() -> Path:
     if QEMU is None:
         pytest.skip("qemu-system-x86_64 missing (scripts/setup.sh installs qemu-system-x86)")
     t0 = time.monotonic()
+    if os.environ.get("OVAULT_TEST_APPLIANCE_PREBUILT") == "1" and IMAGE.exists():
+        # Iterating on the seed or the test side: the image as last built, however stale.
+        return IMAGE
     subprocess.run(["bash", str(REPO / "deploy/appliance/build.sh")], check=True, timeout=1500)
     print(f"appliance build (or cache hit): {time.monotonic() - t0:.0f}s, "
           f"{IMAGE.stat().st_size / 2**20:.0f} MiB")
@@ -253,3 +256,213 @@ def test_first_boot_with_nocloud_seed(image, tmp_path):
         assert g.get("/api/v1/jobs")[0] == 401
     finally:
         g.stop()
+
+
+# --- a backup and a restore run from inside the appliance -------------------------------
+# The sandbox runs on this machine, its services on 127.0.0.1; the appliance reaches them
+# through user-mode networking's gateway, 10.0.2.2. The lab names 10.0.2.2 in its server
+# certificate and in the transfer URLs it hands out (`sandbox up --address 10.0.2.2`), so
+# the appliance verifies TLS against the lab's CA exactly as against an engine's. The
+# sandbox's movers see the NFS export as 127.0.0.1 and the appliance as 10.0.2.2, so the
+# appliance copies itself (movers.enabled = false): imageio -> appliance -> NFS target.
+SLIRP_HOST = "10.0.2.2"
+BACKUP_STATES = ["snapshot", "metadata", "transfer", "finalize", "succeeded"]
+RESTORE_STATES = ["prepare", "transfer", "finalize", "succeeded"]
+NFS_LOCK = Path("/run/ovault-nfs.lock")
+
+
+def _nfs_free() -> bool:
+    import fcntl
+    try:
+        fd = os.open(NFS_LOCK, os.O_RDONLY)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def nfs_lab():
+    """A sandbox of its own with the NFS target, one host and one small VM. Only one NFS
+    server runs per machine: it waits (up to 15 min) for another sandbox to release it."""
+    import signal
+    import sys
+    from tests.helpers import Sandbox
+    import tempfile
+    # Short: the lab's qemu-nbd sockets live below it (a UNIX socket path has < 108 bytes).
+    d = Path(tempfile.mkdtemp(prefix="ovault-al-"))
+    deadline = time.monotonic() + 900
+    while True:
+        while not _nfs_free():
+            assert time.monotonic() < deadline, f"the NFS server stayed busy ({NFS_LOCK})"
+            time.sleep(5)
+        log = open(d / "sandbox.log", "wb")
+        p = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "sandbox", "up", "--dir", str(d),
+                              "--hosts", "1", "--vms", "1", "--disk-size", "128M",
+                              "--address", SLIRP_HOST], cwd=REPO, stdout=log, stderr=log,
+                             start_new_session=True)
+        while not (d / "sandbox.json").exists() and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        log.close()
+        if (d / "sandbox.json").exists():
+            break
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        text = (d / "sandbox.log").read_text(errors="replace")
+        assert "another NFS server" in text and time.monotonic() < deadline, text[-3000:]
+    try:
+        yield Sandbox(json.loads((d / "sandbox.json").read_text()), d)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(30)
+        finally:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _ssh(g: Guest, key: Path, command: str) -> str:
+    r = subprocess.run(["ssh", "-i", str(key), "-p", str(g.ssh), "-o", "BatchMode=yes",
+                        "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                        "-o", "ConnectTimeout=10", "root@127.0.0.1", command],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+async def _run_job(g: Guest, token: str, method: str, path: str, body: dict, timeout: float) -> tuple[dict, list]:
+    """Starts a job through the appliance's API and follows it on its websocket until it
+    ends: (the final job, the machine states in order)."""
+    import aiohttp
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # the appliance's own cert
+    base = f"https://127.0.0.1:{g.https}"
+    auth = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as http:
+        async with http.ws_connect(base + "/api/v1/ws", headers=auth) as ws:
+            assert (await ws.receive_json(timeout=30))["type"] == "ready"
+            await ws.send_json({"type": "subscribe", "jobs": "*"})
+            assert (await ws.receive_json(timeout=30))["type"] == "subscribed"
+            async with http.request(method, base + path, json=body, headers=auth) as r:
+                doc = await r.json()
+                assert r.status == 202, doc
+            jid = doc["job"]["id"]
+            states, end = [], time.monotonic() + timeout
+            while True:
+                msg = await ws.receive(timeout=max(1.0, end - time.monotonic()))
+                assert msg.type == aiohttp.WSMsgType.TEXT, msg
+                m = json.loads(msg.data)
+                if m.get("job_id") != jid:
+                    continue
+                if m["type"] == "machine.updated":
+                    states.append(m["state"])
+                if m["type"] == "job.updated" and m["state"] in ("succeeded", "failed", "canceled"):
+                    break
+        async with http.get(f"{base}/api/v1/jobs/{jid}", headers=auth) as r:
+            return await r.json(), states
+
+
+def test_backup_and_restore_from_inside_the_appliance(image, tmp_path, nfs_lab):
+    """The seed points the appliance at the sandbox on this machine (engine, CA, NFS target);
+    a backup and a restore of a sandbox VM run inside the appliance, driven over its API."""
+    import asyncio
+    if not shutil.which("genisoimage"):
+        pytest.skip("genisoimage missing (scripts/setup.sh installs it)")
+    lab = nfs_lab
+    e = lab.engine
+    port = e["api"].split(":")[2].split("/")[0]
+    export = lab.info["target"]["path"]
+    assert lab.info["target"]["nfs_url"] == f"nfs://127.0.0.1{export}"
+    key = tmp_path / "id"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    user_data = "#cloud-config\n" + json.dumps({
+        "hostname": "vault-lab",
+        "ssh_authorized_keys": [key.with_suffix(".pub").read_text().strip()],
+        "ovault": {
+            "engine": {"url": f"https://{SLIRP_HOST}:{port}/ovirt-engine/api",
+                       "username": e["username"], "password": e["password"],
+                       "ca_pem": Path(e["ca_file"]).read_text()},
+            "target": {"url": f"nfs://{SLIRP_HOST}{export}/appliance", "name": "lab-nfs"},
+            "movers": {"enabled": False},
+        }}, indent=1)
+    seed = make_seed(tmp_path, user_data, "instance-id: iid-lab-1\n")
+    vm = lab.vm("db-primary")
+    conn = lab.connect()
+    vms = conn.system_service().vms_service()
+    disks = [a.disk.id for a in vms.vm_service(vm["id"]).disk_attachments_service().list()]
+    original = sorted(lab.digest(d) for d in disks)
+    g = Guest(image, tmp_path, seed)
+    restored_id = None
+
+    def why(job: dict) -> str:  # the job and the service's log, when a job did not succeed
+        return json.dumps(job, indent=1)[-4000:] + "\n" + _ssh(g, key, "journalctl -u ovault --no-pager | tail -40")
+    try:
+        t0 = time.monotonic()
+        g.boot()
+        # NFS checks the appliance's own user (AUTH_SYS uid of `ovault`) against the export's
+        # permissions: its directory there belongs to that user, as on a real NFS server.
+        deadline = time.monotonic() + 600
+        while True:
+            try:
+                uid, gid = _ssh(g, key, "id -u ovault; id -g ovault").split()
+                break
+            except (AssertionError, subprocess.TimeoutExpired):
+                assert time.monotonic() < deadline and g.proc.poll() is None, g.text()[-3000:]
+                time.sleep(3)
+        mine = Path(export) / "appliance"
+        mine.mkdir()
+        os.chown(mine, int(uid), int(gid))
+        g.wait_healthy()
+        boot = time.monotonic() - t0
+        assert e["password"] not in g.text()
+        token = _ssh(g, key, "cat /var/lib/ovault/admin.token").strip()
+        # Ready: the engine answered through 10.0.2.2 with the lab's CA, the NFS store opened.
+        deadline = time.monotonic() + 120
+        while (ready := g.get("/readyz"))[0] != 200:
+            assert time.monotonic() < deadline, ready
+            time.sleep(2)
+        status, body = g.get(f"/api/v1/vms/{vm['id']}", token)
+        assert status == 200 and json.loads(body)["name"] == "db-primary", body
+
+        t1 = time.monotonic()
+        job, states = asyncio.run(_run_job(g, token, "POST", "/api/v1/backups",
+                                           {"vm_ids": [vm["id"]], "mode": "full"}, 900))
+        backup_s = time.monotonic() - t1
+        assert job["state"] == "succeeded", why(job)
+        assert states == BACKUP_STATES, states
+        backup_id = job["machines"][0]["backup_id"]
+        # The backup is on the NFS export, written by the appliance's user.
+        assert {p.stat().st_uid for p in mine.rglob("*")} == {int(uid)}
+
+        t2 = time.monotonic()
+        name = "restored-in-appliance"
+        job, states = asyncio.run(_run_job(g, token, "POST", f"/api/v1/backups/{backup_id}/restore",
+                                           {"kind": "new", "name": name}, 900))
+        restore_s = time.monotonic() - t2
+        assert job["state"] == "succeeded", why(job)
+        assert states == RESTORE_STATES, states
+        found = vms.list(search=f"name={name}")
+        assert [v.name for v in found] == [name]
+        restored_id = found[0].id
+        rdisks = [a.disk.id for a in vms.vm_service(restored_id).disk_attachments_service().list()]
+        assert sorted(lab.digest(d) for d in rdisks) == original
+        left = lab.leftovers()
+        assert not left["transfers"] and not left["backups"] and not left["locked_disks"], left
+        assert not [s for s in left["snapshots"] if s["description"].startswith("ovault ")], left
+        size = sum(conn.system_service().disks_service().disk_service(d).get().provisioned_size
+                   for d in disks)
+        print(f"appliance ({g.accel}) boot to /healthz {boot:.0f}s; full backup of {size >> 20} MiB "
+              f"{backup_s:.0f}s, restore {restore_s:.0f}s")
+    finally:
+        g.stop()
+        if restored_id:
+            vms.vm_service(restored_id).remove()
+        conn.close()
