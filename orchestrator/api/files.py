@@ -12,6 +12,7 @@ starts (`files.paths.split`).
 """
 from __future__ import annotations
 
+import contextlib
 import urllib.parse
 from typing import Any
 
@@ -153,8 +154,10 @@ async def file_archive(request: web.Request):
                                            "X-Content-Type-Options": "nosniff"})
         await resp.prepare(request)
         # An error after the headers cuts the connection: the archive is visibly incomplete.
-        async for data in s.worker.tar(paths, svc.settings.search_max_entries):
-            await resp.write(data)
+        # aclosing: a client that goes away stops the worker now, not when the generator is collected
+        async with contextlib.aclosing(s.worker.tar(paths, svc.settings.search_max_entries)) as chunks:
+            async for data in chunks:
+                await resp.write(data)
         await resp.write_eof()
         return resp
 
