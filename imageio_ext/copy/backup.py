@@ -42,7 +42,7 @@ import time
 from typing import Callable, Protocol
 
 from ..store import BackupExists, ChunkCorrupted, ChunkMissing, NotFound, Store
-from .errors import InvalidRequest
+from .errors import BadExtents, InvalidRequest
 from .plan import ImageExtent, Step, plan_backup
 from .pool import run_workers
 from .resume import adopt_partial, save_partial, without_adopted
@@ -180,7 +180,7 @@ class _ParentChunks:
             return None
 
 
-async def _patch_slot(step: Step, source: ImageSource, parent: _ParentChunks | None) -> bytearray | None:
+async def _patch_slot(step: Step, source: ImageSource, parent: _ParentChunks | None) -> bytes | None:
     """One slot from its parts: reads from the disk, the rest from the parent chunk
     (zeros elsewhere); the parent chunk is fetched while the disk is read. None if
     the parent chunk is unreadable."""
@@ -197,26 +197,21 @@ async def _patch_slot(step: Step, source: ImageSource, parent: _ParentChunks | N
             await asyncio.gather(fetch, return_exceptions=True)
     if base is None or len(base) != step.length:
         return None
-    o = step.offset
-    buf = bytearray(base)
-    view = memoryview(buf)
-    for (s, e), data in zip(reads, datas):
-        view[s - o:e - o] = data
-    for s, e, how in _zero_gaps(step):
-        view[s - o:e - o] = bytes(e - s)
-    return buf
-
-
-def _zero_gaps(step: Step) -> list[tuple[int, int, str]]:
-    """The ranges of a patched slot covered by no part: zeros now (the parent may differ)."""
-    out, pos = [], step.offset
-    for s, e, _ in step.parts:
+    # One pass into the bytes the store keeps: parent ranges, read ranges, zeros between.
+    o, pos, out = step.offset, step.offset, []
+    parent_view = memoryview(base)
+    got = dict(zip(reads, datas))
+    for s, e, how in step.parts:
         if s > pos:
-            out.append((pos, s, "zero"))
-        pos = max(pos, e)
-    if pos < step.offset + step.length:
-        out.append((pos, step.offset + step.length, "zero"))
-    return out
+            out.append(bytes(s - pos))
+        out.append(parent_view[s - o:e - o] if how == "parent" else got[(s, e)])
+        pos = e
+    if pos < o + step.length:
+        out.append(bytes(o + step.length - pos))
+    slot = b"".join(out)
+    if len(slot) != step.length:  # a source returned a short read: never store a wrong slot
+        raise BadExtents(f"the slot at {o} was rebuilt to {len(slot)} bytes, not {step.length}")
+    return slot
 
 
 async def _already_published(store: Store, vm_id, backup_id, disk_id, size, transport, seconds) -> CopyResult:
