@@ -48,6 +48,12 @@ INITRD_TOOLS = ["sbin/lvm", "sbin/sfdisk", "sbin/mke2fs", "sbin/mkfs.xfs", "sbin
                 "sbin/xfs_repair"]
 
 
+def sample_hostname(layout: str) -> str:
+    """The host name baked into a layout's base disk: the sample VM's name
+    (sandbox/lab.py), so a sample VM's disk is a plain copy."""
+    return f"linux-{layout}"
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("OVAULT_GUEST_CACHE", "/var/cache/ovault-tests/guests"))
 
@@ -146,7 +152,8 @@ def _build(work: Path):
         with open(raw, "wb") as f:
             f.truncate(DISK_SIZE)
         out = maintenance_boot(OsImage(work), "build", raw, "raw", tar=work / "root.tar",
-                               extra=f"ovault.layout={layout}", timeout=600)
+                               extra=f"ovault.layout={layout} ovault.hostname={sample_hostname(layout)}",
+                               timeout=900)
         if f"build ok {layout}" not in out:
             raise RuntimeError(f"building the {layout} disk failed:\n{out[-3000:]}")
         _run("qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", "-o",

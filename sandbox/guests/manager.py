@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import subprocess
 import tarfile
 import tempfile
 import time
@@ -21,7 +22,7 @@ import structlog
 
 from ..proc import Registry, run
 from . import boot
-from .build import OsImage, ensure_image
+from .build import OsImage, ensure_image, sample_hostname
 from .runner import Guest, GuestDisk, GuestError
 
 log = structlog.get_logger("sandbox.guests")
@@ -69,7 +70,11 @@ async def offline_edit(image: OsImage, disk: Path, fmt: str, files: dict[str, by
         data = files_tar(files)
         t.write(data + b"\0" * (-len(data) % 512))
         t.flush()
-        out = await asyncio.to_thread(boot.maintenance_boot, image, "edit", disk, fmt, Path(t.name))
+        try:
+            out = await asyncio.to_thread(boot.maintenance_boot, image, "edit", disk, fmt,
+                                          Path(t.name))
+        except (RuntimeError, subprocess.TimeoutExpired) as e:  # qemu refused the disk (held)
+            raise GuestError(f"offline write failed: {e}") from None
     if "edit ok" not in boot.results(out):
         raise GuestError("offline write failed: " + "; ".join(boot.results(out))
                          or out[-800:])
@@ -94,7 +99,8 @@ async def make_disk(top: Path, layout: str, hostname: str):
     image = await asyncio.to_thread(ensure_image)
     await run("qemu-img", "convert", "-q", "-n", "-f", "qcow2", "-O", "qcow2",
               image.base_disk(layout), top)
-    await offline_edit(image, top, "qcow2", {"/etc/hostname": (hostname + "\n").encode()})
+    if hostname != sample_hostname(layout):  # the base disk has the sample VM's name
+        await offline_edit(image, top, "qcow2", {"/etc/hostname": (hostname + "\n").encode()})
 
 
 class Guests:
@@ -144,6 +150,10 @@ class Guests:
         self.running[vm.id] = g
         try:
             await g.start(image, self.registry)
+            # `up` once the agent answers too (it starts with the workload), so freezes and
+            # file writes right after a start find it
+            await g.agent_ready(30)
+            g.boot_seconds = round(time.monotonic() - g.started_at, 1)
         except BaseException:
             await g.kill()
             self.running.pop(vm.id, None)

@@ -85,7 +85,9 @@ def _stop(conn, vm_id, graceful=False, timeout=60):
 
 def _guest(lab: Sandbox, vm_id) -> Guest:
     h = lab.admin("GET", f"/vms/{vm_id}/guest")
-    return Guest(h["vm_id"], h["name"], Path(h["qga"]).parent)
+    g = Guest(h["vm_id"], h["name"], Path(h["qga"]).parent)
+    assert _agent(g.agent_ready(60)), "the guest agent does not answer"
+    return g
 
 
 def _agent(coro):
@@ -95,7 +97,7 @@ def _agent(coro):
 def _records(g: Guest, allow_torn=False) -> records.Verified:
     try:
         data = _agent(g.read_file(records.RECORDS_PATH))
-    except GuestError:  # not written yet, right after boot
+    except (GuestError, asyncio.TimeoutError):  # not written yet, or the agent restarting
         data = b""
     return records.verify(data, allow_torn)
 
@@ -160,30 +162,39 @@ def test_raw_writes_reach_the_running_disk(guest_lab, conn, ext4_up):
     assert r["disk_id"]
 
 
-def test_shutdown_offline_write_and_restart(guest_lab, conn, ext4_up):
+def test_power_cut_offline_write_and_restart(guest_lab, conn, ext4_up):
     g = _guest(guest_lab, ext4_up.id)
     before = _records(g)
-    _stop(conn, ext4_up.id, graceful=True)
-    assert not g.qga_socket.exists() or not _qemu_running(guest_lab, ext4_up.id)
+    _stop(conn, ext4_up.id)  # stop: a power cut
+    assert not _qemu_running(guest_lab, ext4_up.id)
     r = guest_lab.admin("POST", f"/vms/{ext4_up.id}/files",
-                        {"path": "/root/offline.txt", "content_b64": base64.b64encode(b"written while down").decode()})
+                        {"path": "/root/offline.txt",
+                         "content_b64": base64.b64encode(b"written while down").decode()})
     assert r["via"] == "offline"
     _start(conn, ext4_up.id)
     g = _guest(guest_lab, ext4_up.id)
     assert _agent(g.read_file("/root/offline.txt")) == b"written while down"
-    wait(lambda: _records(g).last_seq
-         > before.last_seq + 1, 60, "records after the restart")
-    after = _records(g)
-    assert after.first_seq == 1 and after.torn == 0  # the sequence went on across the boot
-    # a power cut (stop) and a start: the records still verify (up to the last complete one)
-    _stop(conn, ext4_up.id)
-    assert not _qemu_running(guest_lab, ext4_up.id)
-    _start(conn, ext4_up.id)
-    g = _guest(guest_lab, ext4_up.id)
-    # every record was fsync'd before the next one: the cut loses at most the one being synced
-    wait(lambda: _records(g, allow_torn=True).last_seq > after.last_seq, 60, "records after the cut")
+    # every record is fsync'd before the next one is written: the cut lost none of those
+    # read before it, and the sequence goes on after the boot
+    wait(lambda: (_records(g, allow_torn=True).last_seq or 0) > before.last_seq + 1, 60,
+         "records after the restart")
     v = _records(g, allow_torn=True)
-    assert v.first_seq == 1 and v.records + v.torn >= after.last_seq
+    assert v.first_seq == 1 and v.records + v.torn >= before.last_seq
+
+
+def test_reboot_through_the_engine(guest_lab, conn, ext4_up):
+    console = guest_lab.dir / "guests" / ext4_up.id / "console.log"
+    boots = console.read_text().count("OVAULT-RESULT up")
+    g = _guest(guest_lab, ext4_up.id)
+    before = _records(g, allow_torn=True)
+    conn.system_service().vms_service().vm_service(ext4_up.id).reboot()
+    wait(lambda: console.read_text().count("OVAULT-RESULT up") == boots + 1
+         and _status(conn, ext4_up.id) == "up", 120, "the guest rebooted")
+    assert "OVAULT-RESULT reboot" in console.read_text()  # a clean reboot by its init
+    _agent(g.agent_ready(60))
+    wait(lambda: (_records(g, allow_torn=True).last_seq or 0) > before.last_seq, 60, "records")
+    v = _records(g, allow_torn=True)
+    assert v.torn == before.torn  # a clean reboot tears no record
 
 
 def _qemu_running(lab, vm_id) -> bool:
@@ -216,3 +227,5 @@ def test_xfs_and_lvm_guests_boot(guest_lab, conn, ext4_up):
         assert _records(g).records >= 1
     finally:
         _stop(conn, lvm.id, graceful=True)
+    # shutdown: through the guest agent, the guest's init powered off cleanly
+    assert "OVAULT-RESULT poweroff" in (guest_lab.dir / "guests" / lvm.id / "console.log").read_text()
