@@ -34,12 +34,12 @@ async def _protection(request, vms, refs=None) -> dict:
     svc = policy_service(request.app)
     policies = await request.app[CATALOG].policies.list()
     a = assign(policies, refs if refs is not None else [VmRef.from_sdk(vm) for vm in vms])
-    last = await request.app[CATALOG].backups.last_succeeded_many(vm.id for vm in vms)
+    last = await request.app[CATALOG].policies.last_success_brief(vm.id for vm in vms)
     by_id = {x.id: x for x in policies}
     out = {}
     for vm in vms:
         b = last.get(vm.id)
-        out[vm.id] = svc.protection(vm.id, a, by_id, b.created_at if b else None), b, a
+        out[vm.id] = svc.protection(vm.id, a, by_id, b["created_at"] if b else None), b, a
     return out
 
 
@@ -61,15 +61,15 @@ async def _view(request, vm, last=..., prot=None) -> dict:
     else:
         (status, pol), _, a = prot
     if last is ...:
-        last = await request.app[CATALOG].backups.last_succeeded(vm.id)
+        last = (await request.app[CATALOG].policies.last_success_brief([vm.id])).get(vm.id)
     return {**_policy_fields(policy_service(request.app), status, pol, a, vm.id),
             "id": vm.id, "name": vm.name, "status": _enum(vm.status),
             "host_id": vm.host.id if vm.host else None,
             "cluster_id": vm.cluster.id if vm.cluster else None,
             "memory": vm.memory, "protected": last is not None,
             "last_backup": None if last is None else {
-                "id": str(last.id), "created_at": iso(last.created_at), "mode": last.mode,
-                "method": last.method}}
+                "id": str(last["id"]), "created_at": iso(last["created_at"]), "mode": last["mode"],
+                "method": last["method"]}}
 
 
 def _cursor_name(cursor: str | None) -> str | None:

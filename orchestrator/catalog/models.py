@@ -7,6 +7,7 @@ are held to them by tests/integration/catalog/test_catalog_lifecycle.py.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import enum
 import uuid
 from dataclasses import dataclass, field
@@ -98,17 +99,29 @@ def parse_enum(cls: type[E], value: Any, what: str) -> E:
 
 
 def _uuid(v: Any) -> uuid.UUID | None:
-    # asyncpg hands out its own UUID subclass; normalise for equality/hashing/json.
-    return None if v is None else uuid.UUID(str(v))
+    # asyncpg hands out its own UUID subclass; normalise for equality/hashing/json
+    # (through its integer: parsing its text costs more, in lists of hundreds of rows).
+    if v is None or type(v) is uuid.UUID:
+        return v
+    return uuid.UUID(int=v.int) if hasattr(v, "int") else uuid.UUID(str(v))
+
+
+@functools.lru_cache(maxsize=None)
+def _shape(cls) -> tuple[frozenset, tuple]:
+    """A model's field names and its UUID id fields (computed once per class: lists
+    of hundreds of rows convert each one)."""
+    fields = dataclasses.fields(cls)
+    return (frozenset(f.name for f in fields),
+            tuple(f.name for f in fields if (f.name == "id" or f.name.endswith("_id"))
+                  and f.type in ("uuid.UUID", "uuid.UUID | None")))
 
 
 def _from_record(cls, rec: Mapping[str, Any], **extra: Any):
-    names = {f.name for f in dataclasses.fields(cls)}
+    names, uuids = _shape(cls)
     values = {k: rec[k] for k in rec.keys() if k in names}
-    for f in dataclasses.fields(cls):
-        if f.name in values and (f.name == "id" or f.name.endswith("_id")) \
-                and f.type in ("uuid.UUID", "uuid.UUID | None"):
-            values[f.name] = _uuid(values[f.name])
+    for name in uuids:
+        if name in values:
+            values[name] = _uuid(values[name])
     values.update(extra)
     return cls(**values)
 

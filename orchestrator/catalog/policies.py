@@ -297,6 +297,16 @@ class PolicyRepository(Repository):
         return [dict(r) for r in rows]
 
     @wrap_errors
+    async def last_success_brief(self, vm_ids: Iterable[str]) -> dict[str, Mapping[str, Any]]:
+        """Per VM, its newest succeeded backup's id, created_at, mode and method (the
+        VM list's columns and protection status: one light query, no disks)."""
+        rows = await self._db.fetch(
+            "SELECT DISTINCT ON (vm_id) vm_id, id, created_at, mode, method FROM backups "
+            "WHERE vm_id = ANY($1::text[]) AND status = 'succeeded' "
+            "ORDER BY vm_id, created_at DESC, id DESC", list(vm_ids))
+        return {r["vm_id"]: dict(r) for r in rows}
+
+    @wrap_errors
     async def targets_in_use(self) -> list[uuid.UUID]:
         """Every target some (not deleted) backup is on."""
         rows = await self._db.fetch(

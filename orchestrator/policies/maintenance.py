@@ -173,11 +173,11 @@ class Maintenance:
         inv = await self.service.inventory(cached=True)
         a = await self.service.assignment(policies, inv)
         by_id = {p.id: p for p in policies}
-        last = await self.catalog.backups.last_succeeded_many(v.id for v in inv)
+        last = await self.catalog.policies.last_success_brief(v.id for v in inv)
         changed = 0
         for v in inv:
             status, pol = self.service.protection(
-                v.id, a, by_id, last[v.id].created_at if v.id in last else None)
+                v.id, a, by_id, last[v.id]["created_at"] if v.id in last else None)
             prev = await self.catalog.policies.record_protection(
                 v.id, status, pol.id if pol else None)
             if prev is not None:

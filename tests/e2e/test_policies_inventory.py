@@ -116,3 +116,33 @@ async def _until(catalog, vm_id: str, status: str, timeout: float = QUICK) -> di
             raise AssertionError(f"no vm.protection_changed to {status} for {vm_id}: "
                                  f"{[e.payload for e in evs]}")
         await asyncio.sleep(0.2)
+
+
+def test_a_policy_run_uses_its_own_parallelism(sandbox, state_root):
+    """`limits.per_job=1` makes a manual three-VM job run one VM after the other; a
+    policy run of the same VMs runs them side by side (`limits.per_policy_run` 0:
+    up to `limits.total`)."""
+    from datetime import datetime
+    names = ("db-primary", "web-frontend", "legacy-erp")
+    vm_ids = [sandbox.vm(n)["id"] for n in names]
+    orch = Orchestrator(sandbox.dir, state_root / "per-policy-run",
+                        env={"OVAULT_LIMITS_PER_JOB": "1",
+                             "OVAULT_POLICIES_SCHEDULER_INTERVAL": "100000"}).start()
+    try:
+        def spans(job):
+            return sorted((datetime.fromisoformat(m["started_at"]),
+                           datetime.fromisoformat(m["finished_at"])) for m in job["machines"])
+        manual = orch.wait_job(orch.backup(vm_ids)["id"], 300)
+        assert manual["state"] == "succeeded", manual
+        s = spans(manual)
+        assert all(s[i + 1][0] >= s[i][1] for i in range(len(s) - 1)), s   # one at a time
+        p = orch.api("POST", "/api/v1/policies", {
+            "name": "parallel", "schedule": "0 3 * * *", "vm_ids": vm_ids,
+            "retention": {"keep_last": 5}}, expect=201)
+        job = orch.api("POST", f"/api/v1/policies/{p['id']}/run", None, expect=202)["job"]
+        job = orch.wait_job(job["id"], 300)
+        assert job["state"] == "succeeded", job
+        s = spans(job)
+        assert max(a for a, _ in s) < min(b for _, b in s), s                # all at once
+    finally:
+        orch.stop()
