@@ -5,7 +5,7 @@ and then follows `GET /events?from=<index>`:
 
 - an event that names a VM (created, started, renamed, moved to another cluster,
   tagged, untagged, ...; not the snapshot, backup, transfer and disk codes
-  in `QUIET_CODES`) re-reads that VM (`search=id=<id>`, tags
+  in `QUIET_CODES`, nor the notes ovault itself adds) re-reads that VM (`search=id=<id>`, tags
   inlined); a VM the engine no longer has is dropped. More than `batch_max`
   VMs in one poll: one full listing instead;
 - an event that changes VMs without naming one (a VM removed, a tag renamed,
@@ -171,7 +171,8 @@ class Inventory:
                 if code in RESYNC_CODES:
                     resync = True
                 vm = getattr(e, "vm", None)
-                if vm is not None and vm.id and code not in QUIET_CODES:
+                if vm is not None and vm.id and code not in QUIET_CODES \
+                        and getattr(e, "origin", None) != "ovault":   # our own notes
                     names.add(str(vm.id))
             if len(events) < 200:
                 break

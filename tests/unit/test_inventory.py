@@ -26,9 +26,10 @@ class FakeEngine:
         self.reads = 0       # one-VM listings
         self.fail = False
 
-    def log(self, code, vm_id=None):
+    def log(self, code, vm_id=None, origin="oVirt"):
         idx = (self.events[-1].index if self.events else 0) + 1
-        self.events.append(NS(index=idx, code=code, vm=NS(id=vm_id) if vm_id else None))
+        self.events.append(NS(index=idx, code=code, vm=NS(id=vm_id) if vm_id else None,
+                              origin=origin))
 
     async def events_since(self, index, max_=200):
         if self.fail:
@@ -84,8 +85,9 @@ async def test_first_poll_lists_everything_then_follows_events(setup):
     assert ch.vm_ids == {"a"} and not ch.visibility
     assert {t.name for t in inv.get("a").tags} == {"prod"}
     assert eng.lists == 1 and eng.reads == 1
-    # a snapshot event names the VM but changes nothing kept: no read
+    # a snapshot event names the VM but changes nothing kept: no read; nor a note of ovault's
     eng.log(68, "a")
+    eng.log(9000, "a", origin="ovault")
     ch = await inv.poll_once()
     assert not ch and eng.reads == 1
     # a new VM: read, and visibility changes (users may see it)
