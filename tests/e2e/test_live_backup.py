@@ -27,7 +27,7 @@ import ovirtsdk4.types as types
 import pytest
 from ovirt_imageio import client
 
-from sandbox.guests import records
+from sandbox.guests import build, manager, records
 from sandbox.guests.qmp import Agent
 from tests.helpers import Orchestrator, Sandbox, wait
 
@@ -228,6 +228,14 @@ def test_consistency_recorded_filesystem_then_crash_and_restored_vm_boots(lab, c
         assert job["state"] == "succeeded", job
         new = conn.system_service().vms_service().list(search="name=linux-ext4-restored")[0]
         nsvc = conn.system_service().vms_service().vm_service(new.id)
+        # Its file system checks clean (read-only fsck in a maintenance boot).
+        (att,) = nsvc.disk_attachments_service().list()
+        vols = [v for v in (lab.dir / "storage" / "data" / "images" / att.disk.id).iterdir()
+                if not v.name.endswith(".meta") and not v.name.startswith(".")]
+        top = max(vols, key=lambda v: v.stat().st_mtime)
+        fmt = json.loads(top.with_name(top.name + ".meta").read_text())["format"]
+        fsck = asyncio.run(manager.offline_fsck(build.ensure_image(), top, fmt))
+        assert fsck["rc"] == 0 and fsck["type"] == "ext4", fsck
         nsvc.start()
         wait(lambda: nsvc.get().status == types.VmStatus.UP, timeout=300, what="the restored VM up")
         ng = lab.admin("GET", f"/vms/{new.id}/guest")
