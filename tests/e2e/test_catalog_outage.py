@@ -10,8 +10,9 @@ disk under PGDATA looks like to the orchestrator).
   machine stops (it is not failed), resumes once the database is back, and the
   backup succeeds.
 - Down past `jobs.catalog_unreachable_release_seconds`: while it is still down,
-  nothing of the backup is left in the engine (transfer, engine backup); once it
-  is back the job ends failed naming the cause, and the backup row is failed.
+  nothing of the backup is left in the engine (transfer, and the engine backup of
+  a CBT backup or the snapshot of a snapshot backup); once it is back the job
+  ends failed naming the cause, and the backup row is failed.
 """
 from __future__ import annotations
 
@@ -157,13 +158,15 @@ def test_short_outage_mid_transfer_the_backup_succeeds(orch, sandbox, no_leftove
     assert "cleanup" not in tos and tos[-1] == "succeeded", tos
 
 
-def test_long_outage_releases_the_engine_then_fails_with_the_cause(orch, sandbox, no_leftovers):
+# db-primary backs up through CBT (an engine backup), legacy-erp (raw disk) through a snapshot
+@pytest.mark.parametrize("vm_name,held", [("db-primary", "engine backup"), ("legacy-erp", "snapshot")])
+def test_long_outage_releases_the_engine_then_fails_with_the_cause(orch, sandbox, no_leftovers, vm_name, held):
     released_before = _metric(orch, "ovault_engine_releases_total")
     try:
-        vm, job = _start_and_take_down(orch, sandbox, "db-primary")
+        vm, job = _start_and_take_down(orch, sandbox, vm_name)
         t0 = time.monotonic()
-        held = _ours(sandbox)
-        assert held["backups"], held  # the engine backup is held while the database is down
+        holding = _ours(sandbox)  # the engine backup or the snapshot is held while it is down
+        assert holding["backups" if held == "engine backup" else "snapshots"], holding
         # still down: ovault gives the engine objects back by itself
         wait(lambda: _ours(sandbox) == {"transfers": [], "backups": [], "snapshots": []}, timeout=90,
              what="the engine objects released")
@@ -171,7 +174,7 @@ def test_long_outage_releases_the_engine_then_fails_with_the_cause(orch, sandbox
         assert not _alive(_postmaster_pid(orch)), "the database came back before the release"
         (rel,) = wait(lambda: _log(orch, job["id"], "catalog unreachable: engine objects released"),
                       timeout=30, what="the release logged")
-        assert any(x.startswith("engine backup ") for x in rel["released"]), rel
+        assert any(x.startswith(held + " ") for x in rel["released"]), rel
     finally:
         _database_back(orch)
     assert down_for >= RELEASE_AFTER - 1
@@ -179,7 +182,7 @@ def test_long_outage_releases_the_engine_then_fails_with_the_cause(orch, sandbox
     m = j["machines"][0]
     assert (j["state"], m["state"]) == ("failed", "failed"), j
     assert m["error"].startswith("catalog unreachable for "), m["error"]
-    assert "engine backup" in m["error"] and "run it again" in m["error"], m["error"]
+    assert held in m["error"] and "run it again" in m["error"], m["error"]
     b = orch.api("GET", f"/api/v1/backups/{m['backup_id']}", expect=200)
     assert b["status"] == "failed"
     assert _metric(orch, "ovault_engine_releases_total") == released_before + 1
