@@ -166,10 +166,11 @@ class VmMachine:
     async def _drive(self) -> str:
         while self.state not in TERMINAL:
             released = self.res.get("engine_released")
-            if released and self.state in self.WORK_STATES:
+            if released and self.state in self.WORK_STATES[:-1]:
                 # While the catalog was unreachable the runner released what
                 # this machine held in the engine: it cannot go on; cleanup
-                # finds those objects gone and records the outcome.
+                # finds those objects gone and records the outcome. (In the
+                # last work state the engine's part is done: it completes.)
                 self.error = released.get("error") or "engine objects released"
                 await self.record(outcome="failed", error=self.error)
                 await self.trigger("fail")

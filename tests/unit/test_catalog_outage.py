@@ -313,3 +313,18 @@ async def test_a_copy_failing_under_a_transfer_the_engine_paused_is_resumed():
     (r,) = j.resources["resumes"]["d1"]
     assert "connection reset" in r["cause"] and len(e.transfers) == 2
     assert all(t.phase.startswith("finished") for t in e.transfers.values())
+
+
+async def test_released_in_finalize_the_backup_still_completes():
+    e, c, store = FakeEngine(), FakeCatalog(), None
+    d = deps(e, catalog=c)
+    j = FlakyJournal(at="published")  # the manifest is written, recording it fails
+    m = machine(j, d)
+    with pytest.raises(CatalogUnreachable):
+        await m.run()
+    assert j.state == "finalize"
+    await release_engine(m)  # the engine backup was finalized already: nothing to do
+    j2, m2 = resumed(j, m, d)
+    await j2.record({"engine_released": {"error": "catalog unreachable for 120 s: released", "released": []}})
+    assert await m2.run() == "succeeded"
+    assert [r["status"] for r in c.rows.values()] == ["succeeded"]
