@@ -185,6 +185,9 @@ async def health(request: web.Request) -> web.Response:
         "max_copies": cfg.max_copies,
         "imageio_socket": bool(cfg.imageio_socket and (cfg.imageio_socket.startswith("\0")
                                                          or os.path.exists(cfg.imageio_socket))),
+        # whether copies can go beside imageio (its control socket is here; docs/mover.md)
+        "imageio_control_socket": bool(cfg.imageio_control_socket and (
+            cfg.imageio_control_socket.startswith("\0") or os.path.exists(cfg.imageio_control_socket))),
     })
 
 

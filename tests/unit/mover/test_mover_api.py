@@ -200,3 +200,15 @@ async def test_failures_name_their_cause(client):
                 break
             await asyncio.sleep(0.01)
         assert got["error"] == want
+
+
+@pytest.mark.parametrize("present", [True, False])
+async def test_health_says_whether_copies_can_go_beside_imageio(tmp_path, present):
+    ctl = tmp_path / "control.sock"
+    if present:
+        ctl.write_text("")  # only its presence is reported
+    cfg = MoverConfig.load(env={}, overrides={"token": TOKEN, "allowed_stores": "/tmp/x",
+                                              "imageio_control_socket": str(ctl)})
+    async with TestClient(TestServer(create_app(cfg))) as c:
+        body = await (await c.get("/v1/health")).json()
+    assert body["imageio_control_socket"] is present
