@@ -19,7 +19,8 @@ lease:
    ``engine_released`` record (with the cause in words) and a
    ``machine.engine_released`` event, if this replica still holds the lease;
    the machine then goes to cleanup (which finds the engine objects gone) and
-   ends `failed` with that cause. Then the lease is given up so the job is
+   ends `failed` with that cause — unless it was in its last state
+   (`finalize`), where the engine's part is done and it completes. Then the lease is given up so the job is
    claimed again at once (here or on another replica) and resumes.
 
 If another replica took the job over meanwhile, that replica's machine finds
