@@ -61,7 +61,6 @@ async def _check(request, p, b, disk_id: str | None = None) -> None:
 async def _open(request):
     """The principal, backup, disk and (after the checks) the disk's session."""
     p = require(request, "operator")
-    svc = _service(request)
     bid = v.path_uuid(request, "id")
     disk_id = v.uuid_str(request.match_info["disk_id"], "disk_id")
     b = await request.app[CATALOG].backups.get(bid)
@@ -73,7 +72,7 @@ async def _open(request):
     if disk is None:
         raise NotFound("disk", f"{disk_id} in backup {b.id}")
     await _check(request, p, b, disk_id)
-    return p, svc, b, disk
+    return p, _service(request), b, disk
 
 
 @routes.get(BASE)
@@ -166,11 +165,11 @@ async def file_archive(request: web.Request):
 @allow("operator")
 async def search_files(request: web.Request):
     p = require(request, "operator")
-    svc = _service(request)
     vm_id = v.uuid_str(request.match_info["id"], "id")
     pattern = check_pattern(request.query.get("name"))
     if not p.sees(vm_id):
         raise NotFound("VM", vm_id)
+    svc = _service(request)
     page = await request.app[CATALOG].backups.list(vm_id=vm_id, status="succeeded",
                                                    limit=svc.settings.search_backups, with_disks=True)
     for b in page.items[:1]:

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from imageio_ext.store import Store
 from orchestrator import service
+from orchestrator.api import files as files_api
 from orchestrator.api.sso import SsoUser
 from orchestrator.config import Config
 from orchestrator.errors import NotFound
@@ -153,7 +154,7 @@ async def api(catalog, dsn, tmp_path):
     app = service.create_app(cfg)
     # The real middlewares and routes; the resources above instead of the service's.
     del app.cleanup_ctx[:]
-    app.cleanup_ctx.append(resources)
+    app.cleanup_ctx.extend([resources, files_api.files_ctx])  # file restore: sessions open on first use
     client = TestClient(TestServer(app))
     await client.start_server()
     try:

@@ -100,6 +100,14 @@ TABLE: dict[tuple[str, str], Row] = {
     ("DELETE", "/api/v1/backups/{id}"): Row(f"/api/v1/backups/{NOBODY}", 404),
     ("PATCH", "/api/v1/backups/{id}"): Row(f"/api/v1/backups/{NOBODY}", 404, {"protected": True}),
     ("POST", "/api/v1/backups/{id}/restore"): Row(f"/api/v1/backups/{NOBODY}/restore", 404, {"kind": "new"}),
+    ("GET", "/api/v1/backups/{id}/disks/{disk_id}/files"):
+        Row(f"/api/v1/backups/{NOBODY}/disks/{NOBODY}/files?path=/", 404),
+    ("GET", "/api/v1/backups/{id}/disks/{disk_id}/files/content"):
+        Row(f"/api/v1/backups/{NOBODY}/disks/{NOBODY}/files/content?path=/sda1/etc/hostname", 404),
+    ("POST", "/api/v1/backups/{id}/disks/{disk_id}/files/archive"):
+        Row(f"/api/v1/backups/{NOBODY}/disks/{NOBODY}/files/archive", 404, {"paths": ["/sda1/etc"]}),
+    ("GET", "/api/v1/vms/{id}/files"): Row(f"/api/v1/vms/{THEIRS}/files?name=hostname", 200,
+                                           only=dict.fromkeys(RESTRICTED, 404)),
     ("GET", "/api/v1/jobs"): Row("/api/v1/jobs", 200),
     ("GET", "/api/v1/jobs/{id}"): Row(f"/api/v1/jobs/{NOBODY}", 404),
     ("POST", "/api/v1/jobs/{id}/cancel"): Row(f"/api/v1/jobs/{NOBODY}/cancel", 404),
