@@ -1,6 +1,7 @@
 """The appliance image boots: built by deploy/appliance/build.sh (the `./dev appliance`
 command, cached by its inputs), booted under qemu-system-x86_64 from a snapshot overlay
-with user-mode networking, once without a seed and once with a NoCloud seed.
+with user-mode networking, once without a seed, once with a NoCloud seed, and once with a
+seed pointing at a sandbox on this machine, where a backup and a restore run inside it.
 
 KVM is used when it works: when /dev/kvm exists but a guest kernel makes no progress
 under it in 40 s (some nested-virtualisation hosts), the boot is retried with TCG, and
