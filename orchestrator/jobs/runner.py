@@ -31,6 +31,8 @@ import structlog
 
 from statemachines import MACHINES, BackupMachine, CatalogUnreachable, Deps, LostOwnership, VmMachine
 
+from imageio_ext.store.leases import WriterLease
+
 from .. import catalog as cat
 from ..engine.port import EnginePort
 from .adapters import CatalogJournal, CatalogPort, MoverPort, StorePort
@@ -221,7 +223,7 @@ class JobRunner:
         stopped: list[float] = []  # when machines stopped for an unreachable catalog
 
         async def drive(vm):
-            async with per_job, self.total:
+            async with per_job, self.total, _publish_lease(deps.store, vm):
                 structlog.contextvars.bind_contextvars(job_id=str(job.id), vm_id=vm.vm_id)
                 try:
                     return await vm.run()
@@ -275,3 +277,28 @@ class JobRunner:
     async def _publish(self, type_: str, payload: dict):
         if self.on_event:
             await self.on_event(type_, payload)
+
+
+@contextlib.asynccontextmanager
+async def _publish_lease(store_port, vm):
+    """A backup machine holds a writer lease on its target from its start to its end,
+    so gc keeps the chunks of disks the movers committed but this machine has not
+    published yet (their indexes are not published, so nothing else marks them;
+    docs/store-format.md, "Writers and garbage collection"). Without a lease (the
+    target refused it) the backup goes on: gc's grace period still protects them."""
+    store = getattr(store_port, "store", None)
+    if not isinstance(vm, BackupMachine) or store is None or getattr(store, "target", None) is None:
+        yield
+        return
+    lease: WriterLease | None = WriterLease(store.target, purpose="publish", vm_id=vm.vm_id)
+    try:
+        await lease.register()
+    except Exception as e:
+        lease = None
+        log.warning("publish lease not registered: gc's grace period protects this backup",
+                    vm_id=vm.vm_id, error=str(e))
+    try:
+        yield
+    finally:
+        if lease is not None:
+            await lease.release()
