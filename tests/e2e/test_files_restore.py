@@ -81,6 +81,13 @@ def _raw(orch, path: str, params: dict) -> tuple[int, bytes]:
         return e.code, e.read()
 
 
+def _get(orch, path: str, **params) -> dict:
+    """A files API answer; the first request of a backup disk starts its reader (minutes under TCG)."""
+    st, body = _raw(orch, path, params)
+    assert st == 200, (path, params, body[:500])
+    return json.loads(body)
+
+
 def _files(orch, backup_id: str) -> str:
     b = orch.api("GET", f"/api/v1/backups/{backup_id}", expect=200)
     [disk] = b["disks"]
@@ -101,19 +108,17 @@ def test_a_file_changed_twice_is_listed_downloaded_and_found_in_three_backups(la
         backups.append(_backup(orch, vm["id"]))
 
     base = _files(orch, backups[-1])
-    root = orch.api("GET", f"{base}?path=/", expect=200)["items"]
+    root = _get(orch, base, path="/")["items"]
     assert [(e["name"], e["type"], e["fstype"]) for e in root] == [("sda1", "filesystem", "ext4")]
     hostname = _raw(orch, base + "/content", {"path": "/sda1/etc/hostname"})
     assert hostname == (200, b"linux-ext4\n")
-    listing = orch.api("GET", f"{base}?path=/sda1/srv/ovault-e2e", expect=200)["items"]
+    listing = _get(orch, base, path="/sda1/srv/ovault-e2e")["items"]
     assert [(e["name"], e["type"], e["size"]) for e in listing] == [("report.txt", "file", len(versions[2]))]
     for bid, data in zip(backups, versions):
         assert _raw(orch, _files(orch, bid) + "/content", {"path": "/sda1" + PATH}) == (200, data)
 
     # the first search indexes each backup (an appliance start each): minutes under TCG
-    st, body = _raw(orch, f"/api/v1/vms/{vm['id']}/files", {"name": "report.txt"})
-    assert st == 200, body[:500]
-    found = json.loads(body)
+    found = _get(orch, f"/api/v1/vms/{vm['id']}/files", name="report.txt")
     [item] = found["items"]
     assert item["path"] == "/sda1" + PATH
     assert [(v["backup_id"], v["size"]) for v in item["versions"]] == [
@@ -140,11 +145,11 @@ def test_xfs_and_lvm_guests(lab, orch, name, fs, fstype):
     _write(lab, vm["id"], data)
     bid = _backup(orch, vm["id"])
     base = _files(orch, bid)
-    root = orch.api("GET", f"{base}?path=/", expect=200)["items"]
+    root = _get(orch, base, path="/")["items"]
     names = {e["path"]: e for e in root}
     if "/" in fs:  # a logical volume sits in its volume group's folder
         assert names["/vg0"]["type"] == "volume_group"
-        root = orch.api("GET", f"{base}?path=/vg0", expect=200)["items"]
+        root = _get(orch, base, path="/vg0")["items"]
         names = {e["path"]: e for e in root}
     assert names["/" + fs]["fstype"] == fstype
     assert _raw(orch, base + "/content", {"path": f"/{fs}/etc/hostname"}) == (200, f"{name}\n".encode())
