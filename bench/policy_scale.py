@@ -12,9 +12,12 @@ measures, while the tick's job runs:
 
 - fire time → the tick's job created, → first VM started, → all VMs started
   (the machines' `started_at`), and how many finished by the end;
-- p50/p99 of the two list calls, requested back to back from one client;
+- p50/p99 of the two list calls, requested back to back from one client (idle:
+  the first call of each apart, as it may come before the service's inventory of
+  the engine's VMs has its first listing);
 - the orchestrator process's RSS (sampled each second; its embedded PostgreSQL is
-  a separate process and not included).
+  a separate process and not included), its CPU time per idle call and during
+  the run, and the machine's load average at the end.
 
 It stops at all-started or after --max-seconds, prints one JSON document and writes
 it to /var/tmp/ovault-bench/policy_scale.json. Nothing is tuned for the bench.
@@ -58,6 +61,15 @@ def rss_mib(pid: int) -> float | None:
     except OSError:
         return None
     return None
+
+
+def cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds a process has used."""
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def ts(s: str | None) -> datetime | None:
@@ -131,10 +143,18 @@ def main() -> int:
         o.start(timeout=300)
         out["orchestrator_rss_idle_mib"] = rss_mib(o.proc.pid)
         s = Sampler(o)
-        for _ in range(args.idle_requests):
-            s.call("vms")
-            s.call("jobs")
-        out["idle"] = {k: lat(v) for k, v in s.times.items()}
+        cpu = {}
+        for which in ("vms", "jobs"):     # the orchestrator's own CPU per call, idle
+            c0 = cpu_s(o.proc.pid)
+            for _ in range(args.idle_requests):
+                s.call(which)
+            c1 = cpu_s(o.proc.pid)
+            if c0 is not None and c1 is not None:
+                cpu[which] = round((c1 - c0) / args.idle_requests * 1000, 1)
+        # the first call of each may come before the service's inventory has its first
+        # listing (it then asks the engine): shown apart, and the rest's percentiles
+        out["idle"] = {k: {**lat(v[1:]), "first_call_ms": round(v[0] * 1000, 1) if v else None,
+                           "cpu_ms_per_call": cpu.get(k)} for k, v in s.times.items()}
         print("idle:", json.dumps(out["idle"]), flush=True)
         s.times = {"vms": [], "jobs": []}
 
@@ -148,6 +168,7 @@ def main() -> int:
         print(f"policy with {len(members)} members fires at {fire.isoformat()}", flush=True)
         time.sleep(max(0.0, (fire - datetime.now(timezone.utc)).total_seconds()))
         s.start()                       # "under load": from the fire time on
+        cpu_fire = cpu_s(o.proc.pid)
         job_id = None
         while job_id is None:
             ticks = o.api("GET", f"/api/v1/policies/{pol['id']}/ticks", expect=200)
@@ -180,6 +201,11 @@ def main() -> int:
             "measured_for_s": round((datetime.now(timezone.utc) - fire).total_seconds(), 1),
         }
         out["under_load"] = {k: lat(v) for k, v in s.times.items()}
+        c = cpu_s(o.proc.pid)
+        if c is not None and cpu_fire is not None:
+            out["orchestrator_cpu_s_during_run"] = round(c - cpu_fire, 1)
+        with open("/proc/loadavg") as f:
+            out["load_average_at_end"] = f.read().split()[:3]
         out["request_errors"] = s.errors
         out["orchestrator_rss_peak_mib"] = round(max(s.rss), 1) if s.rss else None
         out["orchestrator_rss_median_mib"] = round(statistics.median(s.rss), 1) if s.rss else None
