@@ -197,6 +197,15 @@ class WriterLease:
         if self._lapsed:
             raise LeaseLost(self.writer_id, self._lapsed)
 
+    async def name_backup(self, backup_id: str) -> None:
+        """Name the backup this lease protects once it is known (the orchestrator's
+        lease starts before the backup has an id); gc then keeps that backup's
+        unpublished directory while the lease lives."""
+        if self.released or self.started is None or self.backup_id == backup_id:
+            return
+        self.backup_id = backup_id
+        await self.target.write_file(self.path, self._doc())
+
     async def release(self) -> None:
         """Stop heartbeating and remove the lease file (idempotent)."""
         if self.released:

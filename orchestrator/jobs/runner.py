@@ -297,8 +297,26 @@ async def _publish_lease(store_port, vm):
         lease = None
         log.warning("publish lease not registered: gc's grace period protects this backup",
                     vm_id=vm.vm_id, error=str(e))
+    namer = asyncio.create_task(_name_backup(lease, vm)) if lease is not None else None
     try:
         yield
     finally:
+        if namer is not None:
+            namer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await namer
         if lease is not None:
             await lease.release()
+
+
+async def _name_backup(lease: WriterLease, vm, poll: float = 1.0) -> None:
+    """Writes the machine's backup id into its lease as soon as the machine has one."""
+    while True:
+        backup_id = (getattr(vm, "res", None) or {}).get("backup_id")
+        if backup_id:
+            try:
+                await lease.name_backup(str(backup_id))
+            except Exception as e:  # the heartbeat keeps the lease; grace keeps the directory
+                log.warning("publish lease: could not name the backup", error=str(e))
+            return
+        await asyncio.sleep(poll)

@@ -4,6 +4,8 @@ published; other machines hold none, and a target that refuses the lease does no
 stop the backup."""
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from imageio_ext.store.leases import read_leases
@@ -34,6 +36,24 @@ async def test_backup_machine_holds_a_publish_lease_while_it_runs(tmp_path):
         leases = await read_leases(target)
         assert len(leases) == 1 and leases[0].vm_id == "vm-1" and leases[0].valid
         assert leases[0].live(leases[0].mtime)
+    assert await read_leases(target) == []
+
+
+async def test_the_lease_names_the_backup_once_the_machine_has_one(tmp_path):
+    target = PathTarget(tmp_path)
+    vm = _backup_machine("vm-6")
+
+    class Journal:
+        resources: dict = {}
+    vm.journal = Journal()
+    async with _publish_lease(_Port(target), vm):
+        assert (await read_leases(target))[0].backup_id is None
+        vm.journal.resources = {"backup_id": "b-6"}
+        for _ in range(40):
+            await asyncio.sleep(0.1)
+            if (await read_leases(target))[0].backup_id == "b-6":
+                break
+        assert (await read_leases(target))[0].backup_id == "b-6"
     assert await read_leases(target) == []
 
 
