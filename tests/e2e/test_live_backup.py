@@ -31,7 +31,8 @@ from sandbox.guests import build, manager, records
 from sandbox.guests.qmp import Agent
 from tests.helpers import Orchestrator, Sandbox, wait
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+# Guests run on TCG on the development machine: a boot takes 10-60 s depending on the load.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1200)]
 MiB = 1 << 20
 ROOT = Path(__file__).resolve().parent.parent.parent
 FREEZE_VM_SUCCESS, FAILED_TO_FREEZE_VM, THAW_VM_SUCCESS = 10767, 10764, 10768
