@@ -81,10 +81,10 @@ def _raw(orch, path: str, params: dict) -> tuple[int, bytes]:
         return e.code, e.read()
 
 
-def _get(orch, path: str, **params) -> dict:
+def _get(orch, url: str, **params) -> dict:
     """A files API answer; the first request of a backup disk starts its reader (minutes under TCG)."""
-    st, body = _raw(orch, path, params)
-    assert st == 200, (path, params, body[:500])
+    st, body = _raw(orch, url, params)
+    assert st == 200, (url, params, body[:500])
     return json.loads(body)
 
 
