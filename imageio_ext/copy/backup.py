@@ -127,8 +127,8 @@ async def backup_disk(
 
     try:
         # an interrupted copy of this disk into this backup stored some chunks: resume (resume.py)
-        steps, resumed = without_adopted(steps, await adopt_partial(store, dw, vm_id, backup_id),
-                                         store.chunk_size)
+        adopted = await adopt_partial(store, dw, vm_id, backup_id)
+        steps, resumed = without_adopted(steps, adopted, store.chunk_size)
         meter.skip(resumed)
         await run_workers(do, steps, requests)
         for attempt in range(3):
@@ -153,7 +153,7 @@ async def backup_disk(
         op="backup", vm_id=bw.vm_id, backup_id=bw.backup_id, disk_id=dw.disk_id, size=size,
         bytes_read=meter.read, bytes_written=dw.new_bytes, bytes_zeroed=zeroed, bytes_unchanged=unchanged,
         new_chunks=dw.new_chunks, new_bytes=dw.new_bytes, dedup_chunks=dw.dedup_chunks,
-        bytes_from_parent=from_parent,
+        bytes_from_parent=from_parent, adopted_chunks=len(adopted), bytes_adopted=resumed,
         reread_offsets=sorted(reread), index_sha256=info.index_sha256, disk=info.to_dict(), incremental=use_dirty,
         transport=transport, seconds=round(clock() - t0, 3),
     )

@@ -20,6 +20,8 @@ class CopyResult:
     new_chunks: int = 0  # chunks this copy added to the store
     new_bytes: int = 0  # their compressed size
     dedup_chunks: int = 0  # chunks read but already in the store (not sent again)
+    adopted_chunks: int = 0  # resumed: slots an interrupted copy of this disk had stored (not read again)
+    bytes_adopted: int = 0  # resumed: the disk bytes those slots cover
     reread_offsets: list = field(default_factory=list)  # backup: slots re-read at commit because
     # the target no longer had the chunk inherited from the parent (set aside as damaged, or collected)
     index_sha256: str = ""  # backup: SHA-256 of the .fidx written; restore: of the one read

@@ -131,6 +131,8 @@ async def test_rerun_after_interruption_sends_no_chunk_twice(store):
     # what the first run stored is neither sent nor read again: the interrupted run left a
     # partial index that the rerun adopts (imageio_ext/copy/resume.py)
     assert first > 0 and r.bytes_read == sum(l for _, l in img.reads)
+    assert r.adopted_chunks + r.dedup_chunks >= first and r.adopted_chunks > 0
+    assert r.bytes_adopted == r.adopted_chunks * CS  # whole slots of this disk
     # the union of both runs wrote each distinct chunk exactly once
     total_files = sum(1 for _ in (store.target.root / "chunks").rglob("*") if _.is_file())
     assert first + r.new_chunks == total_files
