@@ -44,11 +44,12 @@ RESYNC_CODES = frozenset({113, 430, 434, 555})
 # removed, user added or removed, VM created or removed.
 VISIBILITY_CODES = frozenset({850, 852, 149, 325, 34, 53, 113})
 # Codes that name a VM but change nothing the inventory keeps (snapshots, backups,
-# image transfers, disk operations): no re-read. Every other code naming a VM
+# image transfers, disk operations, guest freeze/thaw): no re-read. Every other code naming a VM
 # (including codes this list does not know) re-reads it.
 QUIET_CODES = frozenset({45, 68, 69, 342, 356, 357, 10790, 10791, 10792, 10793,
                          1031, 1032, 1033, 1034, 1035, 1036, 1037, 2010, 2011, 2014,
-                         2016, 2017, 2021, 2022, 371, 372})
+                         2016, 2017, 2021, 2022, 371, 372,
+                         10764, 10765, 10766, 10767, 10768, 10794})
 
 
 @dataclass
