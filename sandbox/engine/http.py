@@ -240,6 +240,7 @@ async def middleware(request: web.Request, handler):
             return await dispatch(request, API + rest + qs, request.method)
         handler, tail = versioned, rest
     fmt = negotiate(request)
+    render.CLIENT_ADDRESS.set(request.url.host)  # transfer URLs on the address the client used
     resp = await _api(request, handler, tail or "/", fmt)
     return await _represent(request, resp, fmt or "xml")
 

@@ -8,7 +8,10 @@ does.
 """
 from __future__ import annotations
 
+import contextvars
+import ipaddress
 import xml.etree.ElementTree as ET
+from urllib.parse import urlsplit, urlunsplit
 
 import ovirtsdk4.readers  # noqa: F401  (registers the readers)
 import ovirtsdk4.writers  # noqa: F401  (registers the writers)
@@ -263,7 +266,7 @@ def transfer(e: Engine, t: Transfer):
                                                 if t.disk_id in e.disks and e.disks[t.disk_id].image.volumes
                                                 else None)))
     if t.phase not in ("initializing",) and t.transfer_url:
-        x.transfer_url, x.proxy_url = t.transfer_url, t.proxy_url
+        x.transfer_url, x.proxy_url = _for_client(e, t.transfer_url), _for_client(e, t.proxy_url)
     if t.snapshot_id:
         x.snapshot = types.DiskSnapshot(id=t.snapshot_id)
     if t.backup_id:
@@ -293,3 +296,29 @@ def job(e: Engine, j):
                      status=types.JobStatus(j.status), start_time=j.start, end_time=j.end,
                      last_updated=j.end or j.start, external=j.external, auto_cleared=True,
                      owner=T(types.User, id=e.admin_user_id, href=f"{API}/users/{e.admin_user_id}"))
+
+
+# The address the current API client used to reach the engine (set per request by the
+# HTTP middleware). Every host of the lab runs on this machine, so a client that came in
+# through another of its addresses - a VM on qemu user-mode networking reaches the
+# host's loopback as 10.0.2.2 - is handed transfer URLs on that address, as a real
+# engine hands out host addresses its clients can route to. A lab started with a fixed
+# `--address` always uses that one.
+CLIENT_ADDRESS: contextvars.ContextVar[str | None] = contextvars.ContextVar("client_address", default=None)
+
+
+def _for_client(e: Engine, url: str | None) -> str | None:
+    client = CLIENT_ADDRESS.get()
+    if not url or not client or e.address != "127.0.0.1":
+        return url
+    try:
+        ip = ipaddress.ip_address(client)
+    except ValueError:  # a name (localhost): the lab's own address serves it
+        return url
+    if ip.is_loopback or ip.is_unspecified:
+        return url
+    u = urlsplit(url)
+    if u.hostname != e.address:
+        return url
+    host = f"[{ip}]" if ip.version == 6 else str(ip)
+    return urlunsplit(u._replace(netloc=f"{host}:{u.port}" if u.port else host))

@@ -289,9 +289,14 @@ def _nfs_free() -> bool:
 
 
 @pytest.fixture
-def nfs_lab():
-    """A sandbox of its own with the NFS target, one host and one small VM. Only one NFS
-    server runs per machine: it waits (up to 15 min) for another sandbox to release it."""
+def nfs_lab(request):
+    """A sandbox with the NFS target: the session's own when it runs one (only one NFS
+    server runs per machine; the session's engine hands the appliance transfer URLs on
+    10.0.2.2, the address the appliance reaches it at), else one of its own, which waits
+    (up to 15 min) for another sandbox to release the NFS server."""
+    if os.environ.get("OVAULT_TEST_SANDBOX_NO_NFS") != "1":
+        yield request.getfixturevalue("sandbox")
+        return
     import signal
     import sys
     from tests.helpers import Sandbox
@@ -382,6 +387,7 @@ def test_backup_and_restore_from_inside_the_appliance(image, tmp_path, nfs_lab):
     port = e["api"].split(":")[2].split("/")[0]
     export = lab.info["target"]["path"]
     assert lab.info["target"]["nfs_url"] == f"nfs://127.0.0.1{export}"
+    target_dir = f"appliance-{os.getpid()}-{int(time.time())}"  # the export may be the session's
     key = tmp_path / "id"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     user_data = "#cloud-config\n" + json.dumps({
@@ -391,7 +397,7 @@ def test_backup_and_restore_from_inside_the_appliance(image, tmp_path, nfs_lab):
             "engine": {"url": f"https://{SLIRP_HOST}:{port}/ovirt-engine/api",
                        "username": e["username"], "password": e["password"],
                        "ca_pem": Path(e["ca_file"]).read_text()},
-            "target": {"url": f"nfs://{SLIRP_HOST}{export}/appliance", "name": "lab-nfs"},
+            "target": {"url": f"nfs://{SLIRP_HOST}{export}/{target_dir}", "name": "lab-nfs"},
             "movers": {"enabled": False},
         }}, indent=1)
     seed = make_seed(tmp_path, user_data, "instance-id: iid-lab-1\n")
@@ -418,7 +424,7 @@ def test_backup_and_restore_from_inside_the_appliance(image, tmp_path, nfs_lab):
             except (AssertionError, subprocess.TimeoutExpired):
                 assert time.monotonic() < deadline and g.proc.poll() is None, g.text()[-3000:]
                 time.sleep(3)
-        mine = Path(export) / "appliance"
+        mine = Path(export) / target_dir
         mine.mkdir()
         os.chown(mine, int(uid), int(gid))
         g.wait_healthy()
@@ -467,3 +473,4 @@ def test_backup_and_restore_from_inside_the_appliance(image, tmp_path, nfs_lab):
         if restored_id:
             vms.vm_service(restored_id).remove()
         conn.close()
+        shutil.rmtree(Path(export) / target_dir, ignore_errors=True)
