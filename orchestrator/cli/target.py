@@ -188,14 +188,34 @@ async def mount(args, store, cfg) -> int:
     return 0
 
 
+def _parents_first(infos: list) -> list:
+    """The backups in an order where each comes after its parent (when that is listed)."""
+    by_id = {i.backup_id: i for i in infos}
+    out, placed = [], set()
+
+    def place(i, chain=()):
+        if i.backup_id in placed or i.backup_id in chain:  # (a cycle cannot come from ovault)
+            return
+        p = by_id.get(i.parent_id) if i.parent_id else None
+        if p is not None:
+            place(p, chain + (i.backup_id,))
+        placed.add(i.backup_id)
+        out.append(i)
+    for i in infos:
+        place(i)
+    return out
+
+
 async def import_(args, store, cfg) -> int:
     """Every published backup becomes a catalog row (its manifest carries the VM
     configuration), so a new appliance can restore from an existing target."""
     from .. import catalog as cat
     from .local_catalog import open_catalog
     added = known = 0
+    infos = await store.list_backups()
+    on_target = {i.backup_id for i in infos}
     async with open_catalog(cfg) as c:
-        for info in await store.list_backups():
+        for info in _parents_first(infos):
             bid = uuid.UUID(info.backup_id)
             try:
                 await c.backups.get(bid)
@@ -208,7 +228,9 @@ async def import_(args, store, cfg) -> int:
             await c.backups.create(
                 backup_id=bid, vm_id=info.vm_id, vm_name=meta.get("vm_name") or config.get("name"),
                 mode=meta.get("mode", "full"), method=meta.get("method", "snapshot"),
-                parent_id=uuid.UUID(info.parent_id) if info.parent_id else None,
+                # A parent pruned since is not on the target: the increment still restores
+                # (its index names every chunk), it just has no parent row to point at.
+                parent_id=uuid.UUID(info.parent_id) if info.parent_id in on_target else None,
                 checkpoint_id=meta.get("checkpoint_id"), config=config)
             for d in info.disks:
                 dc = (config.get("disks") or {}).get(d.disk_id, {})
