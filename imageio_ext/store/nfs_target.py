@@ -185,8 +185,19 @@ class NfsTarget(Target):
         check_rel(path)
         abs_path = "/" + "/".join(p for p in (prefix, path) if p)
         try:
-            self._check_dirs(ctx, prefix, path if check_self else parent_of(path))
-            return fn(ctx, abs_path)
+            try:
+                self._check_dirs(ctx, prefix, path if check_self else parent_of(path))
+                return fn(ctx, abs_path)
+            except OSError as e:
+                if e.errno != errno.ESTALE:
+                    raise
+                # A file handle went stale: the name was replaced (an atomic rename over
+                # it, e.g. a lease rewritten) after this context looked it up. Once more
+                # on a fresh context, which looks every name up again.
+                self._drop_ctx()
+                ctx, prefix = self._ctx()
+                self._check_dirs(ctx, prefix, path if check_self else parent_of(path))
+                return fn(ctx, abs_path)
         except _libnfs.TooLarge as e:
             raise FileTooLarge(path, e.size, e.limit) from None
         except OSError as e:

@@ -166,7 +166,9 @@ def _spawn(*args: str, stdout=None) -> subprocess.Popen:
 
 
 @pytest.fixture(params=["path", "nfs"])
-async def url(request, tmp_path):
+def url(request, tmp_path):
+    # A plain fixture: an async one cannot ask for the async `store_url` fixture by name
+    # (its event loop is already running).
     if request.param == "nfs":
         if os.environ.get("OVAULT_TEST_SANDBOX_NO_NFS") == "1":
             pytest.skip("NFS disabled on this machine (OVAULT_TEST_SANDBOX_NO_NFS=1)")
@@ -174,8 +176,11 @@ async def url(request, tmp_path):
     else:
         (tmp_path / "target").mkdir()
         u = str(tmp_path / "target")
-    s = await Store.open(u, create=True, chunk_size=CS)
-    await s.close()
+
+    async def init():
+        s = await Store.open(u, create=True, chunk_size=CS)
+        await s.close()
+    asyncio.run(init())
     return u
 
 
