@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -67,9 +68,34 @@ def _manifests(root: Path, vm_id: str) -> list[Path]:
     return sorted((root / "vms" / vm_id).glob("*/manifest.json")) if (root / "vms" / vm_id).exists() else []
 
 
+@pytest.fixture
+def fresh_vm(conn):
+    """A VM of its own with one empty 64 MiB disk: the session's sample VMs carry whatever
+    data earlier tests wrote, which would not fit the small target even once it is freed."""
+    from ovirtsdk4 import types
+    s = conn.system_service()
+    name = f"target-full-{uuid.uuid4().hex[:8]}"
+    vm = s.vms_service().add(types.Vm(name=name, cluster=types.Cluster(name="Default"),
+                                      template=types.Template(name="Blank"), memory=1 << 30))
+    vsvc = s.vms_service().vm_service(vm.id)
+    try:
+        att = vsvc.disk_attachments_service().add(types.DiskAttachment(
+            disk=types.Disk(name=f"{name}-disk", format=types.DiskFormat.COW, sparse=True,
+                            provisioned_size=64 << 20, storage_domains=[types.StorageDomain(name="data")]),
+            interface=types.DiskInterface.VIRTIO, bootable=True, active=True))
+        dsvc = s.disks_service().disk_service(att.disk.id)
+        deadline = time.monotonic() + 60
+        while dsvc.get().status != types.DiskStatus.OK:
+            assert time.monotonic() < deadline, "the new disk did not become OK"
+            time.sleep(0.5)
+        yield {"id": vm.id, "name": name}
+    finally:
+        vsvc.remove()  # with its disks, as the engine does by default
+
+
 def test_a_full_target_fails_with_the_numbers_then_works_once_space_is_freed(
-        sandbox, orch, small_target, conn, no_leftovers):
-    vm = sandbox.vm("web-frontend")
+        sandbox, orch, small_target, conn, fresh_vm, no_leftovers):
+    vm = fresh_vm
     (att,) = conn.system_service().vms_service().vm_service(vm["id"]).disk_attachments_service().list()
     filler = small_target / "filler"
     with open(filler, "wb") as f:
