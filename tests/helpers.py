@@ -1,6 +1,7 @@
 """Small synchronous helpers for tests that drive the sandbox."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import ssl
@@ -65,6 +66,37 @@ class Sandbox:
 
     def clear_faults(self):
         return self.admin("DELETE", "/faults")
+
+
+@contextlib.contextmanager
+def running_sandbox(d: Path, *args: str, start_timeout: float = 90):
+    """`ovault sandbox up --dir d ARGS` in its own process group, until the block ends:
+    yields the Sandbox once sandbox.json exists (the log is in d/sandbox.log), then
+    stops it with SIGTERM, and SIGKILLs the group if it lingers."""
+    import signal
+    import sys
+    root = Path(__file__).resolve().parent.parent
+    with open(d / "sandbox.log", "wb") as log:
+        p = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "sandbox", "up", "--dir", str(d), *args],
+                             cwd=root, stdout=log, stderr=log, start_new_session=True)
+    deadline = time.monotonic() + start_timeout
+    try:
+        while not (d / "sandbox.json").exists():
+            if p.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("sandbox did not start:\n" + (d / "sandbox.log").read_text()[-3000:])
+            time.sleep(0.2)
+        yield Sandbox(json.loads((d / "sandbox.json").read_text()), d)
+    finally:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(60)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
 
 
 def allocated_ranges(path: Path) -> list[tuple[int, int]]:

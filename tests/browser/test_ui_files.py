@@ -9,44 +9,23 @@ from __future__ import annotations
 
 import base64
 import io
-import json
-import subprocess
-import sys
 import tarfile
-import time
 import uuid
-from pathlib import Path
 
 import pytest
 
 from tests.browser.test_ui_plugin import detail_frame, harness, open_portal, select, shot
 from tests.browser.conftest import run_orchestrator
-from tests.helpers import CACHE_DIR, Sandbox
+from tests.helpers import CACHE_DIR, running_sandbox
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(1800)]
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
-    d = tmp_path_factory.mktemp("files-ui-sandbox")
-    with open(d / "sandbox.log", "wb") as log:
-        p = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "sandbox", "up", "--dir", str(d),
-                              "--hosts", "1", "--vms", "1", "--guests", "ext4", "--no-nfs"],
-                             cwd=ROOT, stdout=log, stderr=log, start_new_session=True)
-    deadline = time.monotonic() + 1200
-    while not (d / "sandbox.json").exists():
-        if p.poll() is not None or time.monotonic() > deadline:
-            p.kill()
-            raise RuntimeError("sandbox did not start:\n" + (d / "sandbox.log").read_text()[-3000:])
-        time.sleep(0.5)
-    yield Sandbox(json.loads((d / "sandbox.json").read_text()), d)
-    p.send_signal(15)
-    try:
-        p.wait(60)
-    finally:
-        if p.poll() is None:
-            p.kill()
+    with running_sandbox(tmp_path_factory.mktemp("files-ui-sandbox"), "--hosts", "1", "--vms", "1",
+                         "--guests", "ext4", "--no-nfs", start_timeout=1200) as sb:
+        yield sb
 
 
 @pytest.fixture(scope="module")

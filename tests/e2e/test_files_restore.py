@@ -14,13 +14,12 @@ import base64
 import json
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import CACHE_DIR, Orchestrator, Sandbox
+from tests.helpers import CACHE_DIR, Orchestrator, running_sandbox
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(3600)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,24 +28,9 @@ PATH = "/srv/ovault-e2e/report.txt"
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    d = tmp_path_factory.mktemp("files-sandbox")
-    with open(d / "sandbox.log", "wb") as log:
-        p = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "sandbox", "up", "--dir", str(d),
-                              "--hosts", "1", "--vms", "1", "--guests", "ext4,xfs,lvm", "--no-nfs"],
-                             cwd=ROOT, stdout=log, stderr=log, start_new_session=True)
-    deadline = time.monotonic() + 1200
-    while not (d / "sandbox.json").exists():
-        if p.poll() is not None or time.monotonic() > deadline:
-            p.kill()
-            raise RuntimeError("sandbox did not start:\n" + (d / "sandbox.log").read_text()[-3000:])
-        time.sleep(0.5)
-    yield Sandbox(json.loads((d / "sandbox.json").read_text()), d)
-    p.send_signal(15)
-    try:
-        p.wait(60)
-    finally:
-        if p.poll() is None:
-            p.kill()
+    with running_sandbox(tmp_path_factory.mktemp("files-sandbox"), "--hosts", "1", "--vms", "1",
+                         "--guests", "ext4,xfs,lvm", "--no-nfs", start_timeout=1200) as sb:
+        yield sb
 
 
 @pytest.fixture(scope="module")

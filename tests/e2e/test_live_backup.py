@@ -15,10 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -29,12 +26,11 @@ from ovirt_imageio import client
 
 from sandbox.guests import build, manager, records
 from sandbox.guests.qmp import Agent
-from tests.helpers import Orchestrator, Sandbox, wait
+from tests.helpers import Orchestrator, running_sandbox, wait
 
 # Guests run on TCG on the development machine: a boot takes 10-60 s depending on the load.
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1200)]
 MiB = 1 << 20
-ROOT = Path(__file__).resolve().parent.parent.parent
 FREEZE_VM_SUCCESS, FAILED_TO_FREEZE_VM, THAW_VM_SUCCESS = 10767, 10764, 10768
 
 
@@ -42,25 +38,9 @@ FREEZE_VM_SUCCESS, FAILED_TO_FREEZE_VM, THAW_VM_SUCCESS = 10767, 10764, 10768
 def lab(tmp_path_factory):
     """A sandbox of its own with one guest VM (the session sandbox runs none);
     the guest OS image is built on first use and cached."""
-    d = tmp_path_factory.mktemp("live-sandbox")
-    with open(d / "sandbox.log", "wb") as log:
-        p = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "sandbox", "up", "--dir", str(d),
-                              "--hosts", "1", "--vms", "1", "--guests", "ext4", "--no-nfs"],
-                             cwd=ROOT, stdout=log, stderr=log, start_new_session=True)
-    deadline = time.monotonic() + 1200
-    while not (d / "sandbox.json").exists():
-        if p.poll() is not None or time.monotonic() > deadline:
-            p.kill()
-            raise RuntimeError("sandbox did not start:\n" + (d / "sandbox.log").read_text()[-3000:])
-        time.sleep(0.5)
-    sb = Sandbox(json.loads((d / "sandbox.json").read_text()), d)
-    yield sb
-    p.send_signal(signal.SIGTERM)
-    try:
-        p.wait(60)
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
+    with running_sandbox(tmp_path_factory.mktemp("live-sandbox"), "--hosts", "1", "--vms", "1",
+                         "--guests", "ext4", "--no-nfs", start_timeout=1200) as sb:
+        yield sb
 
 
 @pytest.fixture(scope="module")
