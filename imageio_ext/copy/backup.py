@@ -13,8 +13,11 @@ Flow for one disk (see docs/mover.md):
 3. `plan_backup` turns them into chunk-aligned steps (adjacent data chunks
    merged into reads of up to ``read_size``); ``requests`` workers read data
    spans concurrently and hand whole chunks to the `DiskWriter`, whose own
-   bound (``max_inflight``) makes a slow target slow the readers. Memory is
-   at most ``requests`` reads plus ``max_inflight`` chunks.
+   bound (``max_inflight``) makes a slow target slow the readers. By default
+   ``max_inflight`` holds ``requests`` reads' worth of chunks (4 chunks of 4
+   MiB, 16 of 1 MiB), and the chunks of one read are views into its buffer,
+   not copies: memory is at most ``requests`` reads plus ``max_inflight``
+   chunks, the same number of bytes whatever the chunk size.
    In an incremental, a slot that is only partly dirty is rebuilt: its dirty
    ranges are read from the disk, its clean ranges are copied from the
    parent's chunk, read back through the store's `DiskReader` (which verifies
@@ -66,7 +69,7 @@ async def backup_disk(
     parent_backup_id: str | None = None,
     incremental: bool = False,
     requests: int = 4,  # parallel reads from imageio
-    max_inflight: int | None = None,  # chunks being hashed/compressed/written; default = requests
+    max_inflight: int | None = None,  # chunks being hashed/compressed/written; default: requests reads' worth
     read_size: int = 4 * 1024 * 1024,  # smaller chunks are read together, in requests of up to this
     progress: ProgressCallback | None = None,
     clock: Callable[[], float] = time.monotonic,
@@ -76,8 +79,9 @@ async def backup_disk(
     if incremental and parent_backup_id is None:
         raise InvalidRequest("an incremental backup needs parent_backup_id")
     try:
-        bw = await store.begin_backup(vm_id, backup_id, parent_id=parent_backup_id,
-                                      max_inflight=max_inflight or requests)
+        # As many bytes in flight whatever the chunk size: smaller chunks, more of them.
+        inflight = max_inflight or requests * max(1, read_size // store.chunk_size)
+        bw = await store.begin_backup(vm_id, backup_id, parent_id=parent_backup_id, max_inflight=inflight)
     except BackupExists:
         return await _already_published(store, vm_id, backup_id, disk_id, size, transport, clock() - t0)
     use_dirty = incremental and bw.parent is not None and bw.parent.disk(disk_id) is not None
@@ -145,6 +149,7 @@ async def backup_disk(
                 await run_workers(do, resend, requests)
     except BaseException as exc:
         if isinstance(exc, Exception):
+            await dw.settle()  # chunks already read are stored, not read again by a rerun
             await save_partial(store, dw, vm_id, backup_id)
         await dw.cancel()
         raise

@@ -40,6 +40,7 @@ _RAW_BLOCK = 128 * 1024  # zstd's largest block
 SAMPLE_PIECES = 4  # pieces of the chunk compressed to decide
 SAMPLE_PIECE = 4 * 1024
 SAMPLE_MIN_SAVING = 0.03  # compress only if the sample shrinks by at least 3 %
+_ZERO_HEAD = 64  # bytes looked at before a buffer that is not bytes is copied to test for zeros
 
 
 def raw_frame(data) -> bytes:
@@ -80,7 +81,10 @@ class ChunkCodec:
 
     def is_zero(self, data) -> bool:
         if not isinstance(data, bytes):
-            # memoryview == bytes compares item by item (20x slower than a copy).
+            # memoryview == bytes compares item by item (20x slower than a copy), so a
+            # view is copied, but only when its head is zero: a data chunk rarely is.
+            if len(data) and bytes(memoryview(data)[:_ZERO_HEAD]) != bytes(min(len(data), _ZERO_HEAD)):
+                return False
             data = bytes(data)
         n = len(data)
         if n == self.chunk_size:

@@ -147,13 +147,12 @@ class ChunkStore:
         """Mark a chunk as recently used; False if it does not exist."""
         path = chunk_path(digest)
         try:
-            await self.target.touch(path)
             # Over NFS a touch resolves the name, then sets the time on the file handle,
             # so it can land on a chunk gc has just renamed aside to remove it. Confirm
             # the chunk is still under its name *after* the touch: gc renames, then
             # stats, then removes, so it sees either the new time (and puts the chunk
             # back) or this writer finds the chunk gone and writes it again.
-            await self.target.stat(path)
+            await self.target.touch_checked(path)
         except NotFound:
             return False
         return True

@@ -259,17 +259,25 @@ class PathTarget(Target):
         except OSError as e:
             raise self._translate(path, e) from e
 
-    async def touch(self, path: str) -> None:
+    async def touch(self, path: str, *, check: bool = False) -> None:
         def touch(dfd: int, name: str) -> None:
             st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
             if _stat.S_ISLNK(st.st_mode):
                 raise _Refused(errno.ELOOP, "a symbolic link")
             os.utime(name, None, dir_fd=dfd, follow_symlinks=False)
+            if check:
+                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)  # still there (ENOENT if not)
+                if _stat.S_ISLNK(st.st_mode):
+                    raise _Refused(errno.ELOOP, "a symbolic link")
 
         try:
             await self._run(self._at, path, touch)
         except OSError as e:
             raise self._translate(path, e) from e
+
+    async def touch_checked(self, path: str) -> None:
+        # one walk and one thread hand-off for both (a dedup check of every chunk written)
+        await self.touch(path, check=True)
 
 
 def _lstat_at(name: str, dfd: int) -> os.stat_result | None:

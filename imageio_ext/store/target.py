@@ -150,3 +150,10 @@ class Target(abc.ABC):
     async def touch(self, path: str) -> None:
         """Set mtime of an existing file to the target's current time."""
 
+    async def touch_checked(self, path: str) -> None:
+        """`touch`, then `stat`: NotFound unless the file is still under its
+        name after its time was set (see `ChunkStore.touch`). Targets may do
+        both in one round trip."""
+        await self.touch(path)
+        await self.stat(path)
+

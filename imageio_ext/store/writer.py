@@ -130,15 +130,19 @@ class DiskWriter:
         return range(offset // cs, (end + cs - 1) // cs)
 
     async def write(self, offset: int, data: bytes) -> None:
-        """Write chunk-aligned data (one or more whole chunks)."""
+        """Write chunk-aligned data (one or more whole chunks).
+
+        The chunks of a larger write are views into ``data``, not copies: the
+        caller must not change ``data`` afterwards (pass ``bytes``)."""
         self._check_open()
         if not isinstance(data, bytes):
             data = bytes(data)
         slots = self._slots(offset, len(data))
         cs = self.chunk_size
+        view = memoryview(data) if len(slots) > 1 else None
         for i in slots:
             start = i * cs - offset
-            piece = data[start : start + self.index.chunk_len(i)]
+            piece = data if view is None else view[start : start + self.index.chunk_len(i)]
             await self._sem.acquire()
             if self._error is not None:
                 self._sem.release()
@@ -170,7 +174,7 @@ class DiskWriter:
         self.index.set(i, digest)
         self._state[i] = _WRITTEN
 
-    async def _store_slot(self, i: int, piece: bytes) -> None:
+    async def _store_slot(self, i: int, piece: bytes | memoryview) -> None:
         try:
             res = await self.chunks.put(piece)
             if res.digest == ZERO_DIGEST:
@@ -196,6 +200,12 @@ class DiskWriter:
         if self._error is not None:
             err, self._error = self._error, None
             raise err
+
+    async def settle(self) -> None:
+        """Let the chunks already handed to `write` finish (errors are kept for
+        the next call): a failed copy then records them in its partial index."""
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def cancel(self) -> None:
         self.cancelled = True
