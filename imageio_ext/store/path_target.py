@@ -2,8 +2,9 @@
 
 Plain os calls run in a small dedicated thread pool (so a slow NFS mount
 never blocks the event loop and the I/O concurrency is bounded and
-configurable). Atomic writes fsync the file and then the directory, so a
-renamed file survives a crash of the host.
+configurable). Atomic writes fsync the file before renaming it into place
+and then the directory, and a directory made on the way is fsynced into its
+parent before use, so a renamed file survives a crash of the host.
 
 The tree below the root is hostile input: every operation walks the path one
 component at a time from a descriptor of the root, opening each directory
@@ -84,6 +85,11 @@ class PathTarget(Target):
                         os.mkdir(part, 0o755, dir_fd=fd)
                     except FileExistsError:
                         pass
+                    else:
+                        # The new entry is durable before anything is renamed into the new
+                        # directory (a chunk fsynced in a directory whose own entry a crash
+                        # loses would be gone although the index naming it was published).
+                        os.fsync(fd)
                     nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
                 except OSError as e:
                     if e.errno in (errno.ELOOP, errno.ENOTDIR):

@@ -1,0 +1,112 @@
+"""Durability order of a local target's writes, recorded at the os-call level.
+
+A chunk must never be visible under its digest name before its bytes are on
+stable storage (a later backup deduplicates against any name that exists), and
+every directory on its path must be durable in its parent before the chunk is
+renamed into it (a crash must not lose a chunk an index already names).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from imageio_ext.store import Store
+from imageio_ext.store import path_target
+from imageio_ext.store.layout import chunk_path
+
+
+class _Recorder:
+    """Wraps the os calls PathTarget makes and records them in order, with the
+    directory or file each descriptor was opened on."""
+
+    def __init__(self, monkeypatch):
+        self.events: list[tuple] = []
+        self.names: dict[int, str] = {}
+        real = {n: getattr(os, n) for n in ("open", "close", "mkdir", "write", "fsync", "rename")}
+
+        def open_(path, flags, mode=0o777, *, dir_fd=None):
+            fd = real["open"](path, flags, mode, dir_fd=dir_fd)
+            base = self.names.get(dir_fd, "") if dir_fd is not None else ""
+            self.names[fd] = f"{base}/{path}" if dir_fd is not None else ""
+            return fd
+
+        def mkdir(path, mode=0o777, *, dir_fd=None):
+            real["mkdir"](path, mode, dir_fd=dir_fd)
+            self.events.append(("mkdir", f"{self.names.get(dir_fd, '')}/{path}"))
+
+        def write(fd, data):
+            self.events.append(("write", self.names[fd]))
+            return real["write"](fd, data)
+
+        def fsync(fd):
+            self.events.append(("fsync", self.names[fd]))
+            return real["fsync"](fd)
+
+        def rename(src, dst, *, src_dir_fd=None, dst_dir_fd=None):
+            real["rename"](src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+            self.events.append(("rename", f"{self.names[src_dir_fd]}/{src}", f"{self.names[dst_dir_fd]}/{dst}"))
+
+        for name, fn in (("open", open_), ("mkdir", mkdir), ("write", write), ("fsync", fsync), ("rename", rename)):
+            monkeypatch.setattr(path_target.os, name, fn)
+
+    def index(self, pred) -> int:
+        return next(i for i, e in enumerate(self.events) if pred(e))
+
+
+@pytest.fixture
+async def store(tmp_path):
+    (tmp_path / "t").mkdir()
+    st = await Store.open(tmp_path / "t", create=True, chunk_size=1 << 20)
+    yield st
+    await st.close()
+
+
+async def test_a_new_chunk_is_synced_before_its_rename_and_its_directories_before_it(store, monkeypatch):
+    rec = _Recorder(monkeypatch)
+    data = os.urandom(1 << 20)
+    res = await store.chunks.put(data)
+    assert res.new
+    final = chunk_path(res.digest)  # chunks/ab/cd/<hex>
+    ab, cd = final.split("/")[1:3]
+    ev = rec.events
+    rename = rec.index(lambda e: e[0] == "rename")
+    tmp = ev[rename][1]
+    assert ev[rename][2] == f"/chunks/{ab}/{cd}/{final.rsplit('/', 1)[1]}"
+    assert "/." in tmp and ".tmp." in tmp  # written under a temporary name in the same directory
+    # every byte written to the temporary file, then fsynced, all before the rename
+    writes = [i for i, e in enumerate(ev) if e == ("write", tmp)]
+    synced = rec.index(lambda e: e == ("fsync", tmp))
+    assert writes and max(writes) < synced < rename
+    # the chunk's directories were made now (fresh store) and each fsynced into its parent first
+    mk_ab = rec.index(lambda e: e == ("mkdir", f"/chunks/{ab}"))
+    mk_cd = rec.index(lambda e: e == ("mkdir", f"/chunks/{ab}/{cd}"))
+    assert ev[mk_ab + 1] == ("fsync", "/chunks") and ev[mk_cd + 1] == ("fsync", f"/chunks/{ab}")
+    assert mk_cd < rename
+    # and the directory holding the new name is fsynced after the rename
+    assert rec.index(lambda e: e == ("fsync", f"/chunks/{ab}/{cd}") ) > rename
+    assert await store.get_chunk(res.digest, len(data)) == data
+
+
+async def test_a_deduplicated_chunk_is_neither_written_nor_renamed(store, monkeypatch):
+    data = os.urandom(1 << 20)
+    first = await store.chunks.put(data)
+    rec = _Recorder(monkeypatch)
+    again = await store.chunks.put(bytes(data))
+    assert first.new and not again.new and again.digest == first.digest
+    assert not [e for e in rec.events if e[0] in ("write", "rename", "mkdir")]
+
+
+async def test_chunks_of_one_write_are_views_and_stored_intact(store):
+    """A 4-chunk write is split into views of its buffer; each chunk is stored and
+    reads back as its own slice."""
+    data = os.urandom(4 << 20)
+    async with await store.begin_backup("11111111-1111-4111-8111-111111111111",
+                                        "22222222-2222-4222-8222-222222222222") as bw:
+        dw = await bw.add_disk("33333333-3333-4333-8333-333333333333", len(data))
+        await dw.write(0, data)
+        await dw.commit()
+        for i in range(4):
+            assert await store.get_chunk(dw.index.get(i), 1 << 20) == data[i << 20:(i + 1) << 20]
+        await bw.publish()
