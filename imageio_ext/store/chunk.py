@@ -110,6 +110,10 @@ class ChunkCodec:
             return self.compress(data)
         return raw_frame(data)
 
+    def encode_parts(self, digest: bytes, data) -> list:
+        """`encode` as a list of buffers written one after the other."""
+        return [self.encode(digest, data)]
+
     def decode(self, digest: bytes, blob: bytes) -> bytes:
         """Decompress and verify; raise ChunkCorrupted on any mismatch."""
         h = digest.hex()

@@ -136,9 +136,9 @@ class ChunkStore:
         try:
             if await self.touch(digest):
                 return PutResult(digest, False, 0)
-            blob = await self.cpu(self.codec.encode, digest, data)
-            await self.target.write_file(chunk_path(digest), blob)
-            return PutResult(digest, True, len(blob))
+            parts = await self.cpu(self.codec.encode_parts, digest, data)
+            await self.target.write_file(chunk_path(digest), parts if len(parts) > 1 else parts[0])
+            return PutResult(digest, True, sum(len(p) for p in parts))
         finally:
             del self._inflight[digest]
             fut.set_result(None)

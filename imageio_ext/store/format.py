@@ -89,6 +89,12 @@ class ChunkCodecV2:
         return self._v1.compress(data)
 
     def encode(self, digest: bytes, data) -> bytes | bytearray:
+        parts = self.encode_parts(digest, data)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def encode_parts(self, digest: bytes, data) -> list:
+        """The chunk file as buffers to write one after the other: an unencrypted
+        chunk stored raw is its header and ``data`` itself (no copy of it)."""
         compressed = worth_compressing(data, self.compress)
         payload = self.compress(data) if compressed else data
         flags = (FLAG_COMPRESSED if compressed else 0) | (FLAG_ENCRYPTED if self.encrypted else 0)
@@ -103,8 +109,8 @@ class ChunkCodecV2:
             out[:h], out[h : h + n] = header, nonce
             key.chunk_aead.encrypt_into(nonce, payload, chunk_ad(self.store_id, digest, header),
                                         memoryview(out)[h + n :])
-            return out
-        return b"".join((header, payload))
+            return [out]
+        return [header, payload]
 
     def decode(self, digest: bytes, blob: bytes) -> bytes:
         h = digest.hex()

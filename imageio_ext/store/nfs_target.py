@@ -238,7 +238,9 @@ class NfsTarget(Target):
     async def read_file(self, path: str, *, max_size: int = MAX_READ) -> bytes:
         return await self._run(path, lambda c, p: c.read_file(p, max_size))
 
-    async def write_file(self, path: str, data: bytes, *, make_parents: bool = True) -> None:
+    async def write_file(self, path: str, data: bytes | list, *, make_parents: bool = True) -> None:
+        if isinstance(data, list):
+            data = b"".join(data)
         tmp_rel = tmp_name(path)
         check_rel(path)
 

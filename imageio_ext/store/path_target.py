@@ -151,8 +151,9 @@ class PathTarget(Target):
         except OSError as e:
             raise self._translate(path, e) from e
 
-    async def write_file(self, path: str, data: bytes, *, make_parents: bool = True) -> None:
+    async def write_file(self, path: str, data: bytes | list, *, make_parents: bool = True) -> None:
         check_rel(path)
+        parts = data if isinstance(data, list) else (data,)
         tmp = tmp_name(path).rpartition("/")[2]
 
         def write(dfd: int, name: str) -> None:
@@ -160,10 +161,11 @@ class PathTarget(Target):
                          dir_fd=dfd)
             try:
                 try:
-                    view = memoryview(data)
-                    while view:
-                        n = os.write(fd, view)
-                        view = view[n:]
+                    for part in parts:
+                        view = memoryview(part)
+                        while view:
+                            n = os.write(fd, view)
+                            view = view[n:]
                     os.fsync(fd)
                 finally:
                     os.close(fd)

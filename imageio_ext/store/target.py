@@ -117,8 +117,12 @@ class Target(abc.ABC):
         larger than ``max_size``; `UnsafeTargetEntry` for a symlink."""
 
     @abc.abstractmethod
-    async def write_file(self, path: str, data: bytes, *, make_parents: bool = True) -> None:
-        """Atomically create or replace ``path`` with ``data`` (tmp + fsync + rename)."""
+    async def write_file(self, path: str, data: bytes | list, *, make_parents: bool = True) -> None:
+        """Atomically create or replace ``path`` with ``data`` (tmp + fsync + rename).
+
+        ``data`` is bytes-like, or a list of bytes-like parts that make the
+        file one after the other (a chunk's header and its raw bytes, written
+        without joining them first)."""
 
     @abc.abstractmethod
     async def stat(self, path: str) -> FileStat: ...
