@@ -7,25 +7,21 @@ test that needs NFS uses this sandbox's target (`nfs_target`).
 """
 from __future__ import annotations
 
-import json
+import gc
 import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import Sandbox
+from tests.helpers import Sandbox, running_sandbox
 
 # In-process services log through structlog; configured once, quietly, so that
 # threads outliving a test do not print debug lines into the report.
 from orchestrator import logs as _logs
 
 _logs.configure(level="WARNING", fmt="json")
-
-ROOT = Path(__file__).resolve().parent.parent
 
 # The tier of a test is the folder it lives in; the marker follows from it, so
 # `-m` selections (./dev quick) cannot miss a test that forgot its pytestmark.
@@ -43,6 +39,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(_TIERS[tier])
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _garbage_collected_per_module():
+    """Objects a module leaked (an unclosed socket, transport or file) are collected, and
+    reported as an error, at the end of that module, not at a random later test."""
+    yield
+    gc.collect()
+
+
 def _processes_under(path: str) -> list[str]:
     out = subprocess.run(["pgrep", "-af", path], capture_output=True, text=True).stdout
     return [l for l in out.splitlines() if "pgrep" not in l]
@@ -53,24 +57,9 @@ def sandbox(tmp_path_factory) -> Sandbox:
     d = tmp_path_factory.mktemp("sandbox")
     # Developers running two suites at once can leave NFS out of this one.
     extra = ["--no-nfs"] if os.environ.get("OVAULT_TEST_SANDBOX_NO_NFS") == "1" else []
-    with open(d / "sandbox.log", "wb") as log:
-        p = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "sandbox", "up", "--dir", str(d),
-                              "--hosts", "2", "--vms", "3", *extra], cwd=ROOT, stdout=log, stderr=log,
-                             start_new_session=True)
-    deadline = time.monotonic() + 90
-    while not (d / "sandbox.json").exists():
-        if p.poll() is not None or time.monotonic() > deadline:
-            p.kill()
-            raise RuntimeError("sandbox did not start:\n" + (d / "sandbox.log").read_text()[-3000:])
-        time.sleep(0.1)
-    sb = Sandbox(json.loads((d / "sandbox.json").read_text()), d)
-    yield sb
-    p.send_signal(signal.SIGTERM)
-    try:
-        p.wait(30)
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
+    # A start that fails or times out stops the whole process group too (nothing left behind).
+    with running_sandbox(d, "--hosts", "2", "--vms", "3", *extra, start_timeout=180) as sb:
+        yield sb
     left = _processes_under(str(d))
     assert not left, f"sandbox left processes behind: {left}"
 

@@ -80,11 +80,13 @@ def running_sandbox(d: Path, *args: str, start_timeout: float = 90):
         p = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "sandbox", "up", "--dir", str(d), *args],
                              cwd=root, stdout=log, stderr=log, start_new_session=True)
     deadline = time.monotonic() + start_timeout
+    started = False
     try:
         while not (d / "sandbox.json").exists():
             if p.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("sandbox did not start:\n" + (d / "sandbox.log").read_text()[-3000:])
             time.sleep(0.2)
+        started = True
         yield Sandbox(json.loads((d / "sandbox.json").read_text()), d)
     finally:
         if p.poll() is None:
@@ -94,8 +96,10 @@ def running_sandbox(d: Path, *args: str, start_timeout: float = 90):
         except subprocess.TimeoutExpired:
             pass
         finally:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
+            if p.poll() is None or not started:
+                # a start that failed may have left daemons (NFS, imageio) in the group
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
 
 

@@ -165,6 +165,12 @@ class Portal:
             self.loop.close()
             return
         self.loop.run_forever()
+        # Proxied websockets still open: their tasks close both sides before the loop goes.
+        left = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+        for t in left:
+            t.cancel()
+        self.loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
         self.loop.close()
 
     def stop(self):
