@@ -33,6 +33,8 @@ picks one for a URL or path.
 from __future__ import annotations
 
 import abc
+import itertools
+import os
 import secrets
 from dataclasses import dataclass
 
@@ -83,10 +85,24 @@ def parent_of(path: str) -> str:
     return path.rpartition("/")[0]
 
 
+# Temp names: a random prefix per process and a counter (one getrandom per process,
+# not per chunk written); unguessable from outside, and created with O_EXCL anyway.
+_TMP_PREFIX = secrets.token_hex(4)
+_TMP_COUNT = itertools.count()
+
+
+def _new_tmp_prefix() -> None:
+    global _TMP_PREFIX
+    _TMP_PREFIX = secrets.token_hex(4)
+
+
+os.register_at_fork(after_in_child=_new_tmp_prefix)  # a forked child never repeats its parent's names
+
+
 def tmp_name(path: str) -> str:
     """A unique temp name in the same directory as ``path``."""
     head, _, name = path.rpartition("/")
-    return join(head, f".{name}{TMP_MARKER}{secrets.token_hex(6)}")
+    return join(head, f".{name}{TMP_MARKER}{_TMP_PREFIX}{next(_TMP_COUNT):x}")
 
 
 def is_tmp_name(name: str) -> bool:

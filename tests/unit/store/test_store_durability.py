@@ -110,3 +110,22 @@ async def test_chunks_of_one_write_are_views_and_stored_intact(store):
         for i in range(4):
             assert await store.get_chunk(dw.index.get(i), 1 << 20) == data[i << 20:(i + 1) << 20]
         await bw.publish()
+
+
+def test_temporary_names_are_unique_and_differ_in_a_forked_child():
+    from imageio_ext.store.target import is_tmp_name, tmp_name
+
+    names = {tmp_name("chunks/ab/cd/x") for _ in range(10000)}
+    assert len(names) == 10000
+    assert all(n.startswith("chunks/ab/cd/.x.tmp.") and is_tmp_name(n.rsplit("/", 1)[1]) for n in names)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child's first name, sent to the parent
+        os.write(w, tmp_name("chunks/ab/cd/x").encode())
+        os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    child = os.read(r, 200).decode()
+    os.close(r)
+    mine = tmp_name("chunks/ab/cd/x")
+    assert child != mine and child.rsplit(".", 1)[1][:8] != mine.rsplit(".", 1)[1][:8]
