@@ -116,7 +116,7 @@ class Meter:
 
     def __exit__(self, *exc):
         self.wall = time.monotonic() - self.t0
-        k = resource.getrusage(resource.RUSAGE_CHILDREN)
+        k, k0 = resource.getrusage(resource.RUSAGE_CHILDREN), self.kids0
         orch = cpu_s(self.pid)
         self.result = {
             "wall_s": round(self.wall, 2),
@@ -125,7 +125,7 @@ class Meter:
             "machine_cpu_s": round(machine_busy_s() - self.busy0, 1),
             "orchestrator_cpu_s": round(orch - self.orch0, 2) if orch is not None and self.orch0 is not None
             else None,
-            "script_cpu_s": round(k.ru_utime + k.ru_stime - self.kids0.ru_utime - self.kids0.ru_stime, 2)}
+            "script_cpu_s": round(max(0.0, k.ru_utime + k.ru_stime - k0.ru_utime - k0.ru_stime), 2)}
         return False
 
 
@@ -151,7 +151,8 @@ def ovault_job(o: Orchestrator, path: str, body: dict) -> tuple[dict, dict]:
             time.sleep(0.1)
     if job["state"] != "succeeded":
         raise SystemExit(f"ovault job failed: {json.dumps(job)[:3000]}")
-    return job, {**m.result, "machine_states_at_s": states}
+    done = job["machines"][0]["bytes_done"] if job["machines"] else None
+    return job, {**m.result, "machine_states_at_s": states, "bytes_done": done}
 
 
 class Sdk:
