@@ -289,7 +289,7 @@ async def main(args) -> None:
                 allocated_sum_MiB=alloc // MiB, ratio=f"{stored / alloc:.3f}")
 
         if "rss" in which:
-            await rss_bench(lab, disk, size, base)
+            await rss_bench(lab, disk, size, base, args.chunk_mib * MiB)
     finally:
         await lab.stop()
         results["rows"] = [dict(bench=b, tool=t, seconds=round(s, 2), **kw) for b, t, s, kw in ROWS]
@@ -301,13 +301,14 @@ async def main(args) -> None:
                     shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
-async def rss_bench(lab, disk, size, base):
-    """Peak RSS of an `ovault-mover` process running 8 copies at once."""
+async def rss_bench(lab, disk, size, base, chunk_size):
+    """Peak RSS of an `ovault-mover` process running 8 copies at once (into a store
+    of the run's chunk size)."""
     import aiohttp
     token = uuid.uuid4().hex * 2
     sdir = base / "rss-store"
     sdir.mkdir()
-    async with await Store.open(sdir, create=True):
+    async with await Store.open(sdir, create=True, chunk_size=chunk_size):
         pass
     from sandbox.hosts import free_port
     port = free_port()
