@@ -9,6 +9,7 @@ from ..errors import Conflict, NotFound
 from ..keys import CATALOG, ENGINE, RUNNER, STORE
 from . import validate as v
 from . import views
+from .views import json_response
 from .auth import allow, require
 from .authz import Obj, authorizer, restricted
 from .policies import policy_service
@@ -54,7 +55,7 @@ async def start_backup(request: web.Request):
     except VmBusy as e:
         return busy(e)
     request.app[RUNNER].poke()
-    return web.json_response({"job": views.job(job)}, status=202)
+    return json_response({"job": views.job(job)}, status=202)
 
 
 @routes.get("/api/v1/backups")
@@ -67,7 +68,7 @@ async def list_backups(request: web.Request):
     page = await request.app[CATALOG].backups.list(
         vm_id=vm_id, vm_ids=p.vm_ids, status=status, limit=v.limit(request),
         cursor=q.get("cursor"), with_disks=True)
-    return web.json_response({"items": [views.backup(b) for b in page.items],
+    return json_response({"items": [views.backup(b) for b in page.items],
                               "next_cursor": page.next_cursor})
 
 
@@ -83,7 +84,7 @@ async def _backup(request, p):
 @allow("viewer")
 async def get_backup(request: web.Request):
     p = require(request, "viewer")
-    return web.json_response(views.backup(await _backup(request, p)))
+    return json_response(views.backup(await _backup(request, p)))
 
 
 @routes.delete("/api/v1/backups/{id}")
@@ -103,7 +104,7 @@ async def delete_backup(request: web.Request):
         raise Conflict(f"backup {b.id} is protected; unmark it first "
                        f"(PATCH {{\"protected\": false}})")
     _, job = await policy_service(request.app).delete_backup(b.id, requested_by=p.name)
-    return web.json_response({"job": views.job(job), "backup": views.backup(
+    return json_response({"job": views.job(job), "backup": views.backup(
         await request.app[CATALOG].backups.get(b.id))}, status=202)
 
 
@@ -162,7 +163,7 @@ async def restore(request: web.Request):
     except VmBusy as e:
         return busy(e)
     request.app[RUNNER].poke()
-    return web.json_response({"job": views.job(job)}, status=202)
+    return json_response({"job": views.job(job)}, status=202)
 
 
 def busy(e: VmBusy) -> web.Response:

@@ -25,6 +25,7 @@ from ..keys import CATALOG, CONFIG, STORE
 from . import validate as v
 from .auth import allow, require
 from .authz import Obj, authorizer, restricted
+from .views import json_response
 
 routes = web.RouteTableDef()
 FILES = web.AppKey("files", Any)  # files.FileService
@@ -86,7 +87,7 @@ async def list_files(request: web.Request):
     doc = {"backup_id": str(b.id), "disk_id": disk.disk_id, "path": path, "items": items}
     if not split_path(path) and s.failed:
         doc["unmountable"] = s.failed  # file systems found but not mountable, and why
-    return web.json_response(doc)
+    return json_response(doc)
 
 
 def _disposition(name: str) -> str:
@@ -175,4 +176,4 @@ async def search_files(request: web.Request):
     for b in page.items[:1]:
         await _check(request, p, b)
     doc = await svc.search(p.name, list(page.items), pattern)
-    return web.json_response({"vm_id": vm_id, "name": pattern, **doc})
+    return json_response({"vm_id": vm_id, "name": pattern, **doc})

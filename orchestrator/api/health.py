@@ -13,6 +13,7 @@ import structlog
 from aiohttp import web
 
 from ..keys import CATALOG, ENGINE, READY, STORE
+from .views import json_response
 
 log = structlog.get_logger("ovault.api.health")
 routes = web.RouteTableDef()
@@ -22,7 +23,7 @@ routes = web.RouteTableDef()
 async def healthz(request: web.Request):
     ready = request.app[READY]
     status = 200 if ready.get("started") else 503
-    return web.json_response({"status": "ok" if status == 200 else "starting"}, status=status)
+    return json_response({"status": "ok" if status == 200 else "starting"}, status=status)
 
 
 @routes.get("/readyz")
@@ -42,4 +43,4 @@ async def readyz(request: web.Request):
         check("target", app[STORE].stats_quick() if hasattr(app[STORE], "stats_quick")
               else app[STORE].target.exists("ovault-store.json")))
     ok = not failed
-    return web.json_response({"status": "ready" if ok else "not ready"}, status=200 if ok else 503)
+    return json_response({"status": "ready" if ok else "not ready"}, status=200 if ok else 503)

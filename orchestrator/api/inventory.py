@@ -9,6 +9,7 @@ from aiohttp import web
 
 from ..keys import ENGINE
 from .auth import allow
+from .views import json_response
 
 routes = web.RouteTableDef()
 
@@ -21,7 +22,7 @@ def _enum(x):
 @allow("viewer")
 async def clusters(request: web.Request):
     items = await request.app[ENGINE].list_clusters()
-    return web.json_response({"items": [{"id": c.id, "name": c.name} for c in items],
+    return json_response({"items": [{"id": c.id, "name": c.name} for c in items],
                               "next_cursor": None})
 
 
@@ -29,7 +30,7 @@ async def clusters(request: web.Request):
 @allow("viewer")
 async def storage_domains(request: web.Request):
     items = await request.app[ENGINE].list_storage_domains()
-    return web.json_response({"items": [
+    return json_response({"items": [
         {"id": s.id, "name": s.name, "type": _enum(s.type),
          "available_bytes": s.available, "used_bytes": s.used}
         for s in items if _enum(s.type) == "data"], "next_cursor": None})

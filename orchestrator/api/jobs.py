@@ -12,6 +12,7 @@ from ..errors import NotFound
 from ..keys import CATALOG, HUB
 from . import validate as v
 from . import views
+from .views import json_response
 from .auth import allow, require
 
 routes = web.RouteTableDef()
@@ -40,7 +41,7 @@ async def list_jobs(request: web.Request):
     page = await request.app[CATALOG].jobs.list(kind=kind, state=state, vm_id=vm_id,
                                                 limit=v.limit(request), cursor=q.get("cursor"),
                                                 only_vms=p.vm_ids)
-    return web.json_response({"items": [live_view(request.app, j) for j in page.items if _visible(p, j)],
+    return json_response({"items": [live_view(request.app, j) for j in page.items if _visible(p, j)],
                               "next_cursor": page.next_cursor})
 
 
@@ -56,7 +57,7 @@ async def _job(request, p):
 @allow("viewer")
 async def get_job(request: web.Request):
     p = require(request, "viewer")
-    return web.json_response(live_view(request.app, await _job(request, p)))
+    return json_response(live_view(request.app, await _job(request, p)))
 
 
 @routes.post("/api/v1/jobs/{id}/cancel")
@@ -66,4 +67,4 @@ async def cancel_job(request: web.Request):
     j = await _job(request, p)
     j = await request.app[CATALOG].jobs.request_cancel(j.id)
     await request.app[CATALOG].events.append("job.cancel_requested", {"job_id": str(j.id)}, job_id=j.id)
-    return web.json_response(live_view(request.app, await request.app[CATALOG].jobs.get(j.id)), status=202)
+    return json_response(live_view(request.app, await request.app[CATALOG].jobs.get(j.id)), status=202)

@@ -15,6 +15,7 @@ from . import openapi_files, openapi_policies
 from .auth import allow
 from .openapi_parts import (CURSOR, INT, LIMIT, NO_CONTENT, NSTR, STR, TIME, UUID, _json, nullable, obj, op,
                             page, path, q, ref)
+from .views import json_response
 
 routes = web.RouteTableDef()
 
@@ -252,4 +253,4 @@ DOCUMENT = {
 @routes.get("/api/openapi.json")
 @allow("viewer")
 async def openapi(request: web.Request):
-    return web.json_response(DOCUMENT)
+    return json_response(DOCUMENT)

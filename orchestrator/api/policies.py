@@ -18,6 +18,7 @@ from ..policies.service import PolicyService
 from ..policies.spec import PolicySpec
 from . import validate as v
 from . import views
+from .views import json_response
 from .auth import allow, require
 from .authz import Obj, authorizer, restricted
 
@@ -82,14 +83,14 @@ async def create_policy(request: web.Request):
         raise Conflict(f"a policy named {spec.name!r} exists already") from None
     policy_service(request.app).changed()
     [view] = await _views(request, [pol])
-    return web.json_response(view, status=201)
+    return json_response(view, status=201)
 
 
 @routes.get("/api/v1/policies")
 @allow("viewer")
 async def list_policies(request: web.Request):
     pols = await request.app[CATALOG].policies.list()
-    return web.json_response({"items": await _views(request, pols)})
+    return json_response({"items": await _views(request, pols)})
 
 
 @routes.get("/api/v1/policies/next-runs")
@@ -101,7 +102,7 @@ async def schedule_next_runs(request: web.Request):
     tz = q.get("timezone") or default_timezone(request)
     sched = Schedule.parse(q.get("schedule"), tz)
     count = v.opt_int(q.get("count"), "count", 1, 20) or 5
-    return web.json_response({"schedule": sched.cron, "timezone": str(sched.tz.key),
+    return json_response({"schedule": sched.cron, "timezone": str(sched.tz.key),
                               "next_runs": [t.isoformat() for t in
                                             sched.next_times(policy_service(request.app).clock(),
                                                              count)]})
@@ -113,7 +114,7 @@ async def get_policy(request: web.Request):
     [view] = await _views(request, [await _policy(request)])
     view["ticks"] = [_tick(t) for t in
                      await request.app[CATALOG].policies.ticks(uuid.UUID(view["id"]), limit=20)]
-    return web.json_response(view)
+    return json_response(view)
 
 
 def _tick(t: cat.Tick) -> dict:
@@ -127,7 +128,7 @@ def _tick(t: cat.Tick) -> dict:
 async def policy_ticks(request: web.Request):
     pol = await _policy(request)
     ticks = await request.app[CATALOG].policies.ticks(pol.id, limit=v.limit(request, 50, 500))
-    return web.json_response({"items": [_tick(t) for t in ticks]})
+    return json_response({"items": [_tick(t) for t in ticks]})
 
 
 @routes.patch("/api/v1/policies/{id}")
@@ -146,7 +147,7 @@ async def edit_policy(request: web.Request):
         raise Conflict(f"a policy named {spec.name!r} exists already") from None
     policy_service(request.app).changed()
     [view] = await _views(request, [pol])
-    return web.json_response(view)
+    return json_response(view)
 
 
 @routes.delete("/api/v1/policies/{id}")
@@ -178,7 +179,7 @@ async def run_policy(request: web.Request):
     if not res.jobs:
         why = "; ".join(f"{k}: {r}" for k, r in sorted(res.skipped.items())) or "it has no members"
         raise Conflict(f"policy {pol.name} started nothing: {why}")
-    return web.json_response({"job": views.job(res.jobs[0]),
+    return json_response({"job": views.job(res.jobs[0]),
                               "jobs": [views.job(j) for j in res.jobs],
                               "skipped": res.skipped}, status=202)
 
@@ -195,7 +196,7 @@ async def preview_policy(request: web.Request):
             raise NotFound("VM", vm_id)
     out = await policy_service(request.app).preview(pol, vm_id=vm_id)
     out["vms"] = [x for x in out["vms"] if p.sees(x["vm_id"])]
-    return web.json_response(out)
+    return json_response(out)
 
 
 @routes.patch("/api/v1/backups/{id}")
@@ -220,7 +221,7 @@ async def protect_backup(request: web.Request):
                            "protected": body["protected"], "by": p.name})
     out = views.backup(await c.backups.get(bid))
     out["protected"] = body["protected"]
-    return web.json_response(out)
+    return json_response(out)
 
 
 @routes.post("/api/v1/prune")
@@ -251,7 +252,7 @@ async def prune(request: web.Request):
         raise Conflict(f"VM {vm_id} belongs to no policy: there is no retention to apply")
     if dry_run:
         results = [await svc.prune_vm(vm, pol, dry_run=True) for vm, pol in chosen]
-        return web.json_response({"dry_run": True, "vms": results, "skipped": skipped})
+        return json_response({"dry_run": True, "vms": results, "skipped": skipped})
     az = authorizer(request.app)
     for vm, _ in chosen:   # pruning deletes backups: operator rights on each VM
         await az.require(p, "edit_vm_properties", Obj("vm", vm))
@@ -259,4 +260,4 @@ async def prune(request: web.Request):
         raise Conflict("no policy member to prune" + (f" ({len(skipped)} in conflict)"
                                                       if skipped else ""))
     job = await svc.request_prune(chosen, requested_by=p.name)
-    return web.json_response({"job": views.job(job), "skipped": skipped}, status=202)
+    return json_response({"job": views.job(job), "skipped": skipped}, status=202)

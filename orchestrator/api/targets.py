@@ -19,6 +19,7 @@ from ..errors import Conflict
 from ..keys import STORE, CATALOG, CONFIG, METRICS, TARGET_ID
 from . import validate as v
 from . import views_admin as views
+from .views import json_response
 from .auth import allow
 
 routes = web.RouteTableDef()
@@ -45,7 +46,7 @@ def _view(request, t):
 @allow("viewer")
 async def list_targets(request: web.Request):
     ts = await request.app[CATALOG].targets.list()
-    return web.json_response({"items": [_view(request, t) for t in ts], "next_cursor": None})
+    return json_response({"items": [_view(request, t) for t in ts], "next_cursor": None})
 
 
 @routes.post("/api/v1/targets")
@@ -67,14 +68,14 @@ async def create_target(request: web.Request):
     if encrypt:
         options = {**options, "encrypt": True}
     t = await request.app[CATALOG].targets.create(name, _url(body.get("url")), options)
-    return web.json_response(_view(request, t), status=201)
+    return json_response(_view(request, t), status=201)
 
 
 @routes.get("/api/v1/targets/{id}")
 @allow("viewer")
 async def get_target(request: web.Request):
     t = await request.app[CATALOG].targets.get(v.path_uuid(request, "id"))
-    return web.json_response(_view(request, t))
+    return json_response(_view(request, t))
 
 
 @routes.patch("/api/v1/targets/{id}")
@@ -95,7 +96,7 @@ async def update_target(request: web.Request):
     t = await request.app[CATALOG].targets.update(
         tid, name=v.opt_str(body.get("name"), "name", 63, NAME),
         url=_url(body["url"]) if "url" in body else None, options=options)
-    return web.json_response(_view(request, t))
+    return json_response(_view(request, t))
 
 
 @routes.delete("/api/v1/targets/{id}")

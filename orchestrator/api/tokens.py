@@ -15,6 +15,7 @@ from ..errors import Forbidden
 from ..keys import CATALOG, CONFIG
 from . import validate as v
 from . import views_admin as views
+from .views import json_response
 from .auth import PRINCIPAL, ROLES, allow
 
 routes = web.RouteTableDef()
@@ -26,7 +27,7 @@ MAX_TTL = 10 * 365 * 86400
 @allow("viewer")
 async def me(request: web.Request):
     p = request[PRINCIPAL]
-    return web.json_response({"name": p.name, "role": p.role, "kind": p.kind,
+    return json_response({"name": p.name, "role": p.role, "kind": p.kind,
                               "vm_ids": None if p.vm_ids is None else sorted(p.vm_ids)})
 
 
@@ -35,7 +36,7 @@ async def me(request: web.Request):
 async def list_tokens(request: web.Request):
     revoked = v.query_bool(request.query.get("include_revoked"), "include_revoked") or False
     ts = await request.app[CATALOG].tokens.list(include_revoked=revoked)
-    return web.json_response({"items": [views.token(t) for t in ts], "next_cursor": None})
+    return json_response({"items": [views.token(t) for t in ts], "next_cursor": None})
 
 
 @routes.post("/api/v1/tokens")
@@ -62,11 +63,11 @@ async def create_token(request: web.Request):
     if creator.expires_at is not None and (expires is None or expires > creator.expires_at):
         expires = creator.expires_at  # never outlives the token that made it
     t, plain = await request.app[CATALOG].tokens.create(name, role, expires_at=expires)
-    return web.json_response({**views.token(t), "token": plain}, status=201)
+    return json_response({**views.token(t), "token": plain}, status=201)
 
 
 @routes.delete("/api/v1/tokens/{id}")
 @allow("admin")
 async def revoke_token(request: web.Request):
     t = await request.app[CATALOG].tokens.revoke(v.path_uuid(request, "id"))
-    return web.json_response(views.token(t))
+    return json_response(views.token(t))

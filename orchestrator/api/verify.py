@@ -12,6 +12,7 @@ from ..errors import NotFound
 from ..keys import CATALOG, RUNNER
 from . import validate as v
 from . import views
+from .views import json_response
 from .auth import allow, require
 
 routes = web.RouteTableDef()
@@ -38,4 +39,4 @@ async def start_verify(request: web.Request):
     job = await cat.policies.create_job("verify", {"backup_ids": ids, "vm_ids": sorted(set(vm_ids))},
                                         created_by=p.name)
     request.app[RUNNER].poke()
-    return web.json_response({"job": views.job(job)}, status=202)
+    return json_response({"job": views.job(job)}, status=202)

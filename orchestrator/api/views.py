@@ -1,5 +1,19 @@
-"""JSON shapes of the API's resources (one place, so handlers stay thin)."""
+"""JSON shapes of the API's resources (one place, so handlers stay thin), and the
+one way handlers answer with JSON."""
 from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+
+def _dumps(data) -> str:
+    # orjson: a page of hundreds of jobs' machines encodes ~10x faster than with json,
+    # on the event loop that every other request waits for.
+    return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def json_response(data, *, status: int = 200, headers=None) -> web.Response:
+    return web.json_response(data, status=status, headers=headers, dumps=_dumps)
 
 
 def iso(dt):

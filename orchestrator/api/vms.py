@@ -20,7 +20,7 @@ from . import validate as v
 from ..policies.membership import VmRef, assign
 from .auth import allow, require
 from .policies import policy_service
-from .views import iso
+from .views import iso, json_response
 
 routes = web.RouteTableDef()
 
@@ -112,7 +112,7 @@ async def list_vms(request: web.Request):
             nxt = base64.urlsafe_b64encode(f"{last['name'] or ''}\0{last['id']}".encode()).decode().rstrip("=")
             break
         out.append(item)
-    return web.json_response({"items": out, "next_cursor": nxt})
+    return json_response({"items": out, "next_cursor": nxt})
 
 
 @routes.get("/api/v1/vms/{id}")
@@ -126,4 +126,4 @@ async def get_vm(request: web.Request):
     vm = inv.get(vm_id) if inv is not None and inv.fresh() else None
     if vm is None:
         vm = await request.app[ENGINE].get_vm(vm_id)
-    return web.json_response(await _view(request, vm))
+    return json_response(await _view(request, vm))

@@ -19,6 +19,7 @@ from ..keys import CATALOG, CONFIG
 from ..webhooks import guard
 from . import validate as v
 from . import views_admin as views
+from .views import json_response
 from .auth import PRINCIPAL, allow
 
 routes = web.RouteTableDef()
@@ -62,7 +63,7 @@ def _secret(raw) -> str:
 @allow("admin")
 async def list_webhooks(request: web.Request):
     ws = await request.app[CATALOG].webhooks.list()
-    return web.json_response({"items": [views.webhook(w) for w in ws], "next_cursor": None})
+    return json_response({"items": [views.webhook(w) for w in ws], "next_cursor": None})
 
 
 @routes.post("/api/v1/webhooks")
@@ -77,14 +78,14 @@ async def create_webhook(request: web.Request):
     out = views.webhook(w)
     if generated:
         out["secret"] = secret  # shown once: the caller did not choose it
-    return web.json_response(out, status=201)
+    return json_response(out, status=201)
 
 
 @routes.get("/api/v1/webhooks/{id}")
 @allow("admin")
 async def get_webhook(request: web.Request):
     w = await request.app[CATALOG].webhooks.get(v.path_uuid(request, "id"))
-    return web.json_response(views.webhook(w))
+    return json_response(views.webhook(w))
 
 
 @routes.patch("/api/v1/webhooks/{id}")
@@ -98,7 +99,7 @@ async def update_webhook(request: web.Request):
         secret=_secret(body["secret"]) if "secret" in body else None,
         events=_events(body["events"]) if "events" in body else None,
         enabled=v.opt_bool(body["enabled"], "enabled") if "enabled" in body else None)
-    return web.json_response(views.webhook(w))
+    return json_response(views.webhook(w))
 
 
 @routes.delete("/api/v1/webhooks/{id}")
@@ -121,7 +122,7 @@ async def list_deliveries(request: web.Request):
     rows = await request.app[CATALOG].webhooks.list_deliveries_page(wid, limit=limit + 1, before=before,
                                                                  status=status)
     nxt = str(rows[limit - 1][0].id) if len(rows) > limit else None
-    return web.json_response({"items": [views.delivery(d, t) for d, t in rows[:limit]], "next_cursor": nxt})
+    return json_response({"items": [views.delivery(d, t) for d, t in rows[:limit]], "next_cursor": nxt})
 
 
 @routes.get("/api/v1/webhooks/{id}/deliveries/{delivery_id}/attempts")
@@ -135,7 +136,7 @@ async def list_attempts(request: web.Request):
     if d.webhook_id != wid:
         raise NotFound("webhook delivery", did)
     rows = await request.app[CATALOG].webhooks.list_attempts(did)
-    return web.json_response({"items": [{**r, "attempted_at": r["attempted_at"].isoformat()} for r in rows],
+    return json_response({"items": [{**r, "attempted_at": r["attempted_at"].isoformat()} for r in rows],
                               "next_cursor": None})
 
 
@@ -148,7 +149,7 @@ async def retry_delivery(request: web.Request):
     d = await request.app[CATALOG].webhooks.redeliver(wid, did)
     if d is None:
         raise Conflict(f"delivery {did} of webhook {wid} does not exist or has not failed")
-    return web.json_response(views.delivery(d), status=202)
+    return json_response(views.delivery(d), status=202)
 
 
 @routes.post("/api/v1/webhooks/{id}/test")
@@ -161,6 +162,6 @@ async def test_webhook(request: web.Request):
         raise Conflict(f"webhook {wid} is disabled")
     event_id, delivery_id = await request.app[CATALOG].webhooks.enqueue_test(
         wid, {"webhook_id": str(wid), "requested_by": request[PRINCIPAL].name})
-    return web.json_response({"event_id": event_id, "delivery_id": delivery_id}, status=202)
+    return json_response({"event_id": event_id, "delivery_id": delivery_id}, status=202)
 
 
