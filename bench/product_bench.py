@@ -101,14 +101,46 @@ def machine_busy_s() -> float:
     return (sum(f) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")
 
 
+GROUPS = (("mover", "mover_cli"), ("imageio", "ovirt-imageio"), ("qemu-nbd", "qemu-nbd"),
+          ("orchestrator", "orchestrator.cli serve"), ("sandbox", "orchestrator.cli sandbox"))
+
+
+def product_cpu(marker: str) -> dict[int, tuple[str, float]]:
+    """{pid: (group, CPU seconds)} of the processes whose command line names `marker`
+    (the bench's work directory: the sandbox, its imageio daemons, movers and qemu-nbd
+    exports, the orchestrator)."""
+    out = {}
+    for p in Path("/proc").iterdir():
+        try:
+            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        c = cpu_s(int(p.name)) if marker in cmd and p.name.isdigit() else None
+        if c is not None:
+            out[int(p.name)] = (next((g for g, k in GROUPS if k in cmd), "other"), c)
+    return out
+
+
+def cpu_by_group(before: dict, after: dict) -> dict[str, float]:
+    """CPU seconds per group between two product_cpu samples (processes that ended in
+    between are missed; those that started count whole)."""
+    out: dict[str, float] = {}
+    for pid, (g, c) in after.items():
+        out[g] = out.get(g, 0.0) + c - (before[pid][1] if pid in before else 0.0)
+    return {g: round(v, 2) for g, v in sorted(out.items())}
+
+
 class Meter:
-    """Wall time, load average, machine / orchestrator / child-process CPU of one block."""
+    """Wall time, load average, machine / orchestrator / child-process CPU of one block,
+    and the CPU of the product's processes by kind."""
+    marker = "\0"  # set to the work directory
 
     def __init__(self, orch_pid: int):
         self.pid = orch_pid
 
     def __enter__(self):
         self.load0 = os.getloadavg()
+        self.prod0 = product_cpu(self.marker)
         self.busy0, self.orch0 = machine_busy_s(), cpu_s(self.pid)
         self.kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.t0 = time.monotonic()
@@ -125,14 +157,15 @@ class Meter:
             "machine_cpu_s": round(machine_busy_s() - self.busy0, 1),
             "orchestrator_cpu_s": round(orch - self.orch0, 2) if orch is not None and self.orch0 is not None
             else None,
-            "script_cpu_s": round(max(0.0, k.ru_utime + k.ru_stime - k0.ru_utime - k0.ru_stime), 2)}
+            "script_cpu_s": round(max(0.0, k.ru_utime + k.ru_stime - k0.ru_utime - k0.ru_stime), 2),
+            "product_cpu_s": cpu_by_group(self.prod0, product_cpu(self.marker))}
         return False
 
 
 def line(step: str, tool: str, r: dict, extra: str = "") -> None:
     print(f"{step:<12} {tool:<6} {r['wall_s']:8.2f} s  load {r['load_start'][0]:.2f}->{r['load_end'][0]:.2f}"
           f"  machine CPU {r['machine_cpu_s']:6.1f} s  orchestrator CPU {r['orchestrator_cpu_s']} s"
-          f"  script CPU {r['script_cpu_s']} s  {extra}", flush=True)
+          f"  script CPU {r['script_cpu_s']} s  by process {r['product_cpu_s']}  {extra}", flush=True)
 
 
 def ovault_job(o: Orchestrator, path: str, body: dict) -> tuple[dict, dict]:
@@ -243,6 +276,7 @@ def main() -> int:
     args = ap.parse_args()
     base = args.dir or Path(tempfile.mkdtemp(prefix="ovault-product-bench-", dir="/var/tmp"))
     base.mkdir(parents=True, exist_ok=True)
+    Meter.marker = str(base)
     base.chmod(0o755)  # the embedded PostgreSQL runs as another user and must reach its directory
     (base / "sandbox").mkdir(exist_ok=True)
     sdk_dir = base / "sdk-backups"
