@@ -36,7 +36,8 @@ MAX_ARCHIVE_PATHS = 100
 async def files_ctx(app: web.Application):
     cfg = app[CONFIG]
     settings = getattr(cfg, "files", None) or FileRestore()
-    svc = FileService(app[STORE], settings, cfg.state_dir)
+    svc = FileService(app[STORE], settings, cfg.state_dir,
+                      live_backups=lambda ids: app[CATALOG].backups.not_deleted(ids))
     app[FILES] = svc
     svc.start()
     yield

@@ -96,6 +96,19 @@ class BackupRepository(Repository):
         return Backup.from_record(row)
 
     @wrap_errors
+    async def not_deleted(self, ids: Iterable[str]) -> list[str]:
+        """Those of ``ids`` (text) that name a backup the catalog still holds (not deleted)."""
+        want = []
+        for x in ids:
+            try:
+                want.append(uuid.UUID(str(x)))
+            except ValueError:
+                continue
+        rows = await self._db.fetch(
+            "SELECT id FROM backups WHERE id = ANY($1::uuid[]) AND status <> 'deleted'", want)
+        return [str(r["id"]) for r in rows]
+
+    @wrap_errors
     async def record_verify(self, backup_id: uuid.UUID, damage: Mapping[str, Any] | None) -> tuple[Backup, bool]:
         """Record a verify of the backup: ``damage`` is what it found (None: intact).
 

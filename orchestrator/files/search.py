@@ -14,6 +14,7 @@ first, so a file's history reads top to bottom.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import gzip
 import json
@@ -86,8 +87,36 @@ class IndexCache:
             return doc
 
     def forget(self, backup_id: str) -> None:
+        """Drop a backup's indexes, in memory and on disk."""
         for key in [k for k in self._mem if k[0] == backup_id]:
             self._mem.pop(key, None)
+        d = os.path.join(self.dir, backup_id)
+        for name in (os.listdir(d) if os.path.isdir(d) else ()):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(d, name))
+        with contextlib.suppress(FileNotFoundError, OSError):
+            os.rmdir(d)
+
+    def indexed(self) -> list[str]:
+        """The backups that have an index on disk."""
+        try:
+            return [n for n in os.listdir(self.dir) if os.path.isdir(os.path.join(self.dir, n))]
+        except FileNotFoundError:
+            return []
+
+    async def prune(self, live) -> int:
+        """Remove the indexes of backups that ``await live(ids)`` no longer lists (deleted or
+        pruned): an index names the files a backup held, and goes with the backup."""
+        have = await asyncio.to_thread(self.indexed)
+        if not have:
+            return 0
+        keep = set(await live(have))
+        gone = [b for b in have if b not in keep]
+        for b in gone:
+            await asyncio.to_thread(self.forget, b)
+        if gone:
+            log.info("files.index_pruned", backups=len(gone))
+        return len(gone)
 
 
 async def _walk(s, limit: int) -> dict:

@@ -45,6 +45,10 @@ async def test_backup_lifecycle_and_chain(catalog):
     # synthetic fulls: deleting the parent never breaks the child
     deleted = await catalog.backups.mark_deleted(full.id)
     assert deleted.status == "deleted"
+    # what the file-restore search keeps indexes for: held backups only (junk names ignored)
+    stranger = str(uuid.uuid4())
+    assert sorted(await catalog.backups.not_deleted([str(full.id), str(inc.id), stranger, "junk"])) == \
+        [str(inc.id)]
     assert await catalog.backups.last_succeeded("vm-1") is None
     assert (await catalog.backups.get(inc.id)).parent_id == full.id
     # backups still use the target
