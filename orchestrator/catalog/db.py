@@ -33,10 +33,23 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
                                   decoder=orjson.loads, format="text")
 
 
+class PooledConnection(asyncpg.Connection):
+    """A pool connection handed back without asyncpg's reset query (advisory unlock, CLOSE
+    ALL, UNLISTEN, RESET ALL: one more round trip per query on the busy event loop).
+    An open transaction is still rolled back on release. The catalog leaves no session
+    state on pooled connections: no SET, no LISTEN (the hubs use their own connections),
+    cursors only inside transactions, and the one session advisory lock (schema
+    migration) is released in a `finally`."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 @wrap_errors
 async def connect(dsn: str, *, min_size: int = 1, max_size: int = 10,
                   command_timeout: float | None = 60.0, **kwargs: Any) -> asyncpg.Pool:
     """An asyncpg pool whose connections encode/decode json and jsonb."""
+    kwargs.setdefault("connection_class", PooledConnection)
     return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
                                      command_timeout=command_timeout,
                                      init=_init_connection, **kwargs)
