@@ -202,7 +202,7 @@ async def _policies(app: web.Application):
     svc.stores, svc.default_target_id = app[TARGETS], app[TARGET_ID]
     app[POLICIES] = svc
     MaintenanceJobs(app[CATALOG], svc).register(app[RUNNER])   # prune and gc jobs
-    VerifyJobs(app[CATALOG], app[STORE]).register(app[RUNNER])  # verify jobs (jobs/verify.py)
+    VerifyJobs(app[CATALOG], app[STORE], stores=app[TARGETS].all_in_use).register(app[RUNNER])  # jobs/verify.py
     mailer = Mailer(cfg.smtp)
     maint = Maintenance(app[CATALOG], svc, replica=cfg.replica, settings=cfg.policies,
                         mailer=mailer)

@@ -1,6 +1,6 @@
 """/api/v1/verify: queue a `verify` job (orchestrator/jobs/verify.py).
 
-Admins only: a verify looks at (and reports on) every backup on the target.
+Admins only: a verify looks at (and reports on) every backup on the targets.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ routes = web.RouteTableDef()
 @routes.post("/api/v1/verify")
 @allow("admin")
 async def start_verify(request: web.Request):
-    """`{"backup_ids": [...]}` (optional; default: every backup on the target) →
+    """`{"backup_ids": [...]}` (optional; default: every backup on every target in use) →
     `202 {"job"}`. Each backup's result lands in the catalog (`damaged`) and a
     backup found damaged is announced once (`backup.damaged`)."""
     p = require(request, "admin")

@@ -15,7 +15,7 @@ class Policies:
     timezone: str = "UTC"  # IANA time zone of a policy that names none
     scheduler_interval: float = 15.0  # seconds between scheduler passes (each fires what is due)
     gc_schedule: str = "30 3 * * *"  # cron (in policies.timezone) of the target's garbage collection; empty: never
-    verify_schedule: str = "0 4 * * 0"  # cron (in policies.timezone) of the verify job (every backup on the target; weekly); empty: never
+    verify_schedule: str = "0 4 * * 0"  # cron (in policies.timezone) of the verify job (every backup on every target in use; weekly); empty: never
     summary_schedule: str = "0 7 * * *"  # cron (in policies.timezone) of the daily summary mail
     protection_interval: float = 60.0  # seconds between protection-status checks (vm.protection_changed); membership changes the engine logs are checked at once
     inventory_reconcile_seconds: float = 300.0  # full listing of the engine's VMs this often (the event log is followed in between)

@@ -79,3 +79,39 @@ async def test_weekly_schedule_queues_one_verify_job_across_replicas(papi):
                                        clock=lambda: now).pass_once() for r in "AB"))
     rows = await catalog.db.fetch("SELECT request, created_by FROM jobs WHERE kind = 'verify'")
     assert len(rows) == 1 and rows[0]["created_by"] == "schedule"
+
+
+async def test_verify_looks_at_every_target_and_names_one_it_cannot_read(papi, tmp_path):
+    """A policy's own target is verified beside the service's; a target that cannot be
+    read fails the job, naming it, after the others were checked."""
+    from imageio_ext.store import Store
+    catalog, main = papi.catalog, papi.store
+    (tmp_path / "policy-target").mkdir()
+    other = await Store.open(str(tmp_path / "policy-target"), create=True, chunk_size=CS)
+    try:
+        vm = str(uuid.uuid4())
+        data = os.urandom(2 * CS)
+        b_main, _ = await _published(catalog, main, str(uuid.uuid4()), os.urandom(CS))
+        b_other, disk = await _published(catalog, other, vm, data)
+        digest = (await other.read_index(vm, str(b_other), disk)).get(0).hex()
+        await other.target.write_file(f"chunks/{digest[:2]}/{digest[2:4]}/{digest}", b"rotten")
+        tid = uuid.uuid4()
+
+        class Unreadable:
+            async def list_backups(self):
+                raise OSError("NFS server not responding")
+
+        async def targets():
+            return [(None, main), (tid, other), (uuid.UUID(int=7), Unreadable())]
+
+        job = await catalog.policies.create_job("verify", {}, created_by="t")
+        await VerifyJobs(catalog, main, stores=targets).run(job)
+        j = await catalog.jobs.get(job.id)
+        assert j.state == "failed"
+        assert str(uuid.UUID(int=7)) in j.error and "NFS server not responding" in j.error
+        assert j.result["targets"] == 3 and j.result["backups"] >= 2
+        assert j.result["damaged"] == [str(b_other)]
+        assert (await catalog.backups.get(b_other)).damaged is True
+        assert (await catalog.backups.get(b_main)).damaged is False
+    finally:
+        await other.close()
