@@ -132,8 +132,9 @@ class DiskWriter:
     async def write(self, offset: int, data: bytes) -> None:
         """Write chunk-aligned data (one or more whole chunks).
 
-        The chunks of a larger write are views into ``data``, not copies: the
-        caller must not change ``data`` afterwards (pass ``bytes``)."""
+        The chunks of a larger write are views into ``data``, not copies
+        (``data`` that is not ``bytes`` is copied to ``bytes`` first, so the
+        caller may reuse its buffer)."""
         self._check_open()
         if not isinstance(data, bytes):
             data = bytes(data)

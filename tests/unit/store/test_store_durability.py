@@ -14,6 +14,7 @@ import pytest
 
 from imageio_ext.store import Store
 from imageio_ext.store import path_target
+from imageio_ext.store.crypto import StoreKey
 from imageio_ext.store.layout import chunk_path
 
 
@@ -98,18 +99,27 @@ async def test_a_deduplicated_chunk_is_neither_written_nor_renamed(store, monkey
     assert not [e for e in rec.events if e[0] in ("write", "rename", "mkdir")]
 
 
-async def test_chunks_of_one_write_are_views_and_stored_intact(store):
-    """A 4-chunk write is split into views of its buffer; each chunk is stored and
-    reads back as its own slice."""
-    data = os.urandom(4 << 20)
-    async with await store.begin_backup("11111111-1111-4111-8111-111111111111",
-                                        "22222222-2222-4222-8222-222222222222") as bw:
-        dw = await bw.add_disk("33333333-3333-4333-8333-333333333333", len(data))
-        await dw.write(0, data)
-        await dw.commit()
+@pytest.mark.parametrize("version,encrypt", [(1, False), (2, False), (2, True)])
+async def test_chunks_of_one_write_are_views_and_stored_intact(tmp_path, version, encrypt):
+    """A 4-chunk write is split into views of its buffer; each chunk (raw or
+    compressed, sealed or not, either format) is stored and reads back as its
+    own slice."""
+    key = StoreKey.generate() if encrypt else None
+    st = await Store.open(tmp_path, create=True, chunk_size=1 << 20, key=key, encrypt=encrypt, version=version)
+    try:
+        text = b"".join(b"line %d of a text-like chunk\n" % i for i in range(80000))[: 2 << 20]
+        data = os.urandom(2 << 20) + text
+        async with await st.begin_backup("11111111-1111-4111-8111-111111111111",
+                                         "22222222-2222-4222-8222-222222222222") as bw:
+            dw = await bw.add_disk("33333333-3333-4333-8333-333333333333", len(data))
+            await dw.write(0, data)
+            await dw.commit()
+            await bw.publish()
+        assert dw.new_chunks == 4 and dw.new_bytes < len(data) - (1 << 20)  # the text compressed
         for i in range(4):
-            assert await store.get_chunk(dw.index.get(i), 1 << 20) == data[i << 20:(i + 1) << 20]
-        await bw.publish()
+            assert await st.get_chunk(dw.index.get(i), 1 << 20) == data[i << 20:(i + 1) << 20]
+    finally:
+        await st.close()
 
 
 def test_temporary_names_are_unique_and_differ_in_a_forked_child():
