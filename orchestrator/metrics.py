@@ -10,9 +10,11 @@ Two kinds:
   holds now: rebuilt at every scrape, so it may shrink), and the target's usage
   and dedup ratio from `Store.stats()`, which walks the whole target and is
   therefore refreshed in the background at most every
-  `api.stats_cache_seconds`, never on the scrape path; with it, the target's
-  file system capacity (`ovault_target_{capacity,used,free}_bytes{target}`,
-  from statvfs of a directory target; a target ovault cannot measure has none).
+  `api.stats_cache_seconds`, never on the scrape path; and the file system
+  capacity of every target in use — the service's own and each policy's own —
+  (`ovault_target_{capacity,used,free}_bytes{target}`: statvfs of a directory
+  target, NFS FSSTAT of an nfs:// one), measured in the background at most every
+  `CAPACITY_SECONDS`; a target that cannot be measured has no series.
 
 Names follow Prometheus' conventions (tests/unit/test_metrics_names.py checks
 them): the base unit last (`_seconds`, `_bytes`, `_ratio`), counters end in
@@ -22,7 +24,6 @@ and what is rebuilt at scrape time is a gauge or a gauge histogram.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 
 import structlog
@@ -82,6 +83,10 @@ class _CatalogCollector:
         yield from fams.values()
 
 
+CAPACITY_SECONDS = 30.0
+CAPACITY_TIMEOUT = 30.0
+
+
 class Metrics:
     def __init__(self, stats_cache_seconds: float = 300.0):
         r = self.registry = CollectorRegistry()
@@ -116,6 +121,8 @@ class Metrics:
         self._durations: dict = {}
         self._stats: dict | None = None
         self._capacity: dict[str, dict[str, int]] = {}   # target name -> capacity/used/free
+        self._capacity_at = float("-inf")
+        self._capacity_task: asyncio.Task | None = None
         self._target_name: str | None = None
         self._stats_task: asyncio.Task | None = None
         self._last: dict[str, int] = {}
@@ -145,8 +152,9 @@ class Metrics:
         self.ws_dropped_total.inc()
 
     # --- scrape ------------------------------------------------------------------------
-    async def refresh(self, catalog, store) -> None:
-        """Read the catalog's numbers; start a target walk when the last one is stale."""
+    async def refresh(self, catalog, store, stores=None) -> None:
+        """Read the catalog's numbers; start a target walk when the last one is stale.
+        ``stores``: ``async () -> [(target id, store)]``, every target in use (capacity)."""
         self._jobs = await catalog.jobs.count_by_state()
         await self.policies.refresh(catalog)
         self._durations = {
@@ -159,6 +167,9 @@ class Metrics:
             self._target_name = next((t.name for t in await catalog.targets.list() if t.url == url),
                                      None)
         self.kick(store)
+        if time.monotonic() - self._capacity_at >= CAPACITY_SECONDS and \
+                (self._capacity_task is None or self._capacity_task.done()):
+            self._capacity_task = asyncio.create_task(self._measure(catalog, store, stores))
 
     def kick(self, store) -> None:
         """Start a target walk in the background when the last figures are stale."""
@@ -168,7 +179,6 @@ class Metrics:
 
     async def _walk(self, store) -> None:
         try:
-            await self._measure(store)
             s = await store.stats()
             self._stats = {"stored_bytes": s.stored_bytes, "logical_bytes": s.logical_bytes,
                            "chunks": s.chunks, "backups": s.backups,
@@ -178,22 +188,42 @@ class Metrics:
             self.stats_errors.inc()
             log.warning("target statistics failed", error=str(e))
 
-    async def _measure(self, store) -> None:
-        """The target's file system size (statvfs; a directory target only)."""
-        target = getattr(store, "target", None)
-        root = getattr(target, "root", None)
-        if root is None:
-            return
-        st = await asyncio.get_running_loop().run_in_executor(None, os.statvfs, root)
-        name = self._target_name or str(getattr(target, "url", root))
-        self._capacity = {name: {"capacity": st.f_blocks * st.f_frsize,
-                                 "used": (st.f_blocks - st.f_bfree) * st.f_frsize,
-                                 "free": st.f_bavail * st.f_frsize}}
+    async def _named_targets(self, catalog, store, stores) -> list[tuple[str, object]]:
+        main_url = getattr(getattr(store, "target", None), "url", None)
+        out = [(self._target_name or str(main_url), store)] if store is not None else []
+        if stores is not None:
+            names = {t.id: t.name for t in await catalog.targets.list()}
+            out += [(names.get(tid, str(tid)), st) for tid, st in await stores() if st is not store]
+        return out
+
+    async def _measure(self, catalog, store, stores) -> None:
+        """Each target's file system size (Target.space: statvfs, NFS FSSTAT)."""
+        cap: dict[str, dict[str, int]] = {}
+        try:
+            named = await self._named_targets(catalog, store, stores)
+        except Exception as e:
+            log.warning("target capacity: listing targets failed", error=str(e))
+            named = [(self._target_name or "target", store)] if store is not None else []
+        for name, st in named:
+            space = getattr(getattr(st, "target", None), "space", None)
+            if space is None:
+                continue
+            try:
+                sp = await asyncio.wait_for(space(), CAPACITY_TIMEOUT)
+            except Exception as e:   # an unreachable target has no series, the others do
+                log.warning("target capacity unavailable", target=name, error=str(e))
+                continue
+            if sp is not None:
+                cap[name] = {"capacity": sp.capacity, "used": sp.used, "free": sp.free}
+        self._capacity, self._capacity_at = cap, time.monotonic()
 
     def stats(self) -> dict | None:
         return self._stats
 
     async def close(self) -> None:
+        if self._capacity_task is not None:
+            self._capacity_task.cancel()
+            await asyncio.gather(self._capacity_task, return_exceptions=True)
         if self._stats_task is not None:
             self._stats_task.cancel()
             try:

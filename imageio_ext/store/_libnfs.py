@@ -105,6 +105,7 @@ def load() -> ctypes.CDLL:
         "nfs_symlink": (_int, [_vp, _cp, _cp]),
         "nfs_utimes": (_int, [_vp, _cp, _vp]),
         "nfs_opendir": (_int, [_vp, _cp, ctypes.POINTER(_vp)]),
+        "nfs_statvfs64": (_int, [_vp, _cp, ctypes.POINTER(_StatVfs64)]),
         "nfs_readdir": (ctypes.POINTER(_Dirent), [_vp, _vp]),
         "nfs_closedir": (None, [_vp, _vp]),
     }
@@ -114,6 +115,13 @@ def load() -> ctypes.CDLL:
         fn.argtypes = args
     _lib = lib
     return lib
+
+
+class _StatVfs64(ctypes.Structure):
+    # struct nfs_statvfs_64 (libnfs.h): eleven uint64_t
+    _fields_ = [(n, ctypes.c_uint64) for n in (
+        "f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_files", "f_ffree",
+        "f_favail", "f_fsid", "f_flag", "f_namemax")]
 
 
 class TooLarge(OSError):
@@ -182,6 +190,13 @@ class Context:
         st = _Stat64()
         self._check(self._lib.nfs_stat64(self._ctx, self._b(path), ctypes.byref(st)), "stat", path)
         return st.size, st.mtime + st.mtime_nsec / 1e9, _stat.S_ISDIR(st.mode)
+
+    def statvfs(self, path) -> tuple[int, int, int]:
+        """(capacity, used, available) bytes of the exported file system (NFS FSSTAT)."""
+        st = _StatVfs64()
+        self._check(self._lib.nfs_statvfs64(self._ctx, self._b(path), ctypes.byref(st)), "statvfs", path)
+        unit = st.f_frsize or st.f_bsize
+        return st.f_blocks * unit, (st.f_blocks - st.f_bfree) * unit, st.f_bavail * unit
 
     def lstat(self, path) -> tuple[int, float, int]:
         """(size, mtime, st_mode) of the entry itself (a symlink is not followed)."""

@@ -44,7 +44,7 @@ from urllib.parse import urlsplit
 from . import _libnfs
 from ..errors import target_error
 from .errors import FileTooLarge, NotFound, TargetUnavailable, UnsafeTargetEntry
-from .target import MAX_READ, DirEntry, FileStat, Target, check_rel, parent_of, tmp_name
+from .target import MAX_READ, DirEntry, FileStat, Space, Target, check_rel, parent_of, tmp_name
 
 DIR_CHECK_TTL = 10.0  # seconds a directory found not to be a symlink is trusted
 
@@ -237,6 +237,10 @@ class NfsTarget(Target):
 
     async def read_file(self, path: str, *, max_size: int = MAX_READ) -> bytes:
         return await self._run(path, lambda c, p: c.read_file(p, max_size))
+
+    async def space(self) -> Space | None:
+        cap, used, free = await self._run("", lambda c, p: c.statvfs(p))
+        return Space(capacity=cap, used=used, free=free)
 
     async def write_file(self, path: str, data: bytes | list, *, make_parents: bool = True) -> None:
         if isinstance(data, list):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..errors import target_error
 from .errors import FileTooLarge, NotFound, TargetUnavailable, UnsafeTargetEntry
-from .target import MAX_READ, DirEntry, FileStat, Target, check_rel, parent_of, tmp_name
+from .target import MAX_READ, DirEntry, FileStat, Space, Target, check_rel, parent_of, tmp_name
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -62,6 +62,11 @@ class PathTarget(Target):
             return UnsafeTargetEntry(path, "a component is not a directory")
         # full (with the space left, for the message), read-only, permission denied
         return target_error(e, self.url, self._free() if e.errno == errno.ENOSPC else None) or e
+
+    async def space(self) -> Space | None:
+        st = await self._run(os.statvfs, self.root)
+        return Space(capacity=st.f_blocks * st.f_frsize, used=(st.f_blocks - st.f_bfree) * st.f_frsize,
+                     free=st.f_bavail * st.f_frsize)
 
     def _free(self) -> int | None:
         try:

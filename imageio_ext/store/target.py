@@ -54,6 +54,14 @@ class FileStat:
 
 
 @dataclass(frozen=True)
+class Space:
+    """The target file system's size (statvfs / NFS FSSTAT), in bytes."""
+    capacity: int
+    used: int
+    free: int          # what this client may still write
+
+
+@dataclass(frozen=True)
 class DirEntry:
     name: str
     is_dir: bool
@@ -169,6 +177,10 @@ class Target(abc.ABC):
     @abc.abstractmethod
     async def touch(self, path: str) -> None:
         """Set mtime of an existing file to the target's current time."""
+
+    async def space(self) -> Space | None:
+        """Size of the file system holding the target; None where it cannot be known."""
+        return None
 
     async def touch_checked(self, path: str) -> None:
         """`touch`, then `stat`: NotFound unless the file is still under its

@@ -14,7 +14,7 @@ import uuid
 import structlog
 from aiohttp import web
 
-from ..keys import CATALOG, METRICS, STORE
+from ..keys import CATALOG, METRICS, STORE, TARGETS
 from ..metrics import CONTENT_TYPE
 from .auth import allow
 
@@ -57,5 +57,7 @@ async def observe_middleware(request: web.Request, handler):
 @allow("viewer")
 async def metrics(request: web.Request):
     m = request.app[METRICS]
-    await m.refresh(request.app[CATALOG], request.app.get(STORE))
+    targets = request.app.get(TARGETS)
+    await m.refresh(request.app[CATALOG], request.app.get(STORE),
+                    targets.all_in_use if targets is not None else None)
     return web.Response(body=m.render(), headers={"Content-Type": CONTENT_TYPE})

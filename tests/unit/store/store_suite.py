@@ -140,6 +140,18 @@ class StoreBehaviour:
         with pytest.raises(StoreNotInitialized):
             await Store.open(store_url)
 
+    async def test_space_of_the_target_file_system(self, store):
+        """statvfs of a directory, FSSTAT of an NFS export: what the capacity gauges show."""
+        sp = await store.target.space()
+        assert sp is not None and sp.capacity > 0
+        assert 0 <= sp.used <= sp.capacity and 0 < sp.free <= sp.capacity
+        # the export of the lab's NFS server is a directory of this machine: the same file system
+        root = getattr(store.target, "root", None)
+        if root is not None:
+            import os
+            st = os.statvfs(root)
+            assert sp.capacity == st.f_blocks * st.f_frsize
+
     # -- chunks --------------------------------------------------------------
 
     async def test_chunk_roundtrip_dedup_and_zero(self, store):
