@@ -4,8 +4,16 @@
 # requirements.lock), deploy/systemd's units, a serial console and GRUB (BIOS/MBR).
 # No loop devices: the root filesystem is made with `mkfs.ext4 -d`, the disk is
 # assembled with sfdisk + dd, and GRUB's boot.img + core.img are written with dd.
-# The result is cached in $OVAULT_APPLIANCE_CACHE/<sha256 of the inputs>, so a
-# second run with unchanged inputs only copies it. docs/appliance.md describes it.
+# Two cached layers under $OVAULT_APPLIANCE_CACHE:
+# - base-<key>/debian-root.tar: mmdebstrap's Debian root (packages, dpkg/apt options, the
+#   essential hook), nothing of ovault; key = sha256 of mmdebstrap's version and its whole
+#   command line (package list, options, hook, mirror URLs). Rebuilt only when those change.
+# - <key>/: the image; key = sha256 of every input file (product sources, deploy/appliance,
+#   deploy/systemd, the lock). On a miss the base tarball is extracted, the wheels are
+#   copied in, customize.sh runs in a chroot (proc, sysfs and devpts mounted, always
+#   unmounted by the exit trap), then mmdebstrap's own final cleanup is repeated, and the
+#   disk is assembled. A second run with unchanged inputs only copies the image.
+# docs/appliance.md describes it.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -48,9 +56,9 @@ fi
 # SOURCE_DATE_EPOCH: the last commit (file mtimes, package logs, the filesystem).
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 1700000000)}
 WORK=$CACHE/work-$KEY
-rm -rf "$WORK"
+rm -rf --one-file-system "$WORK"
 mkdir -p "$WORK"
-trap 'rm -rf "$WORK"' EXIT
+trap 'rm -rf --one-file-system "$WORK"' EXIT
 
 # ---- ovault's wheel and its runtime dependencies (no test tooling) ----
 echo "appliance: building the wheelhouse"
@@ -64,7 +72,7 @@ quiet "${PIP[@]}" wheel -q --no-deps -w "$WORK/wheels" "$WORK/src"
 quiet "${PIP[@]}" wheel -q -w "$WORK/wheels" -c requirements.lock "$WORK"/wheels/ovault-*.whl
 printf '%s\n' ovault > "$WORK/wheels/requirements.txt"
 
-# ---- the Debian root ----
+# ---- the Debian base layer: mmdebstrap's root as a tarball, cached by its own inputs ----
 # The mirrors apt already uses on this machine (deb822 .sources or one-line lists).
 mirrors() {
   { awk '/^URIs:/{for(i=2;i<=NF;i++)print $i}' /etc/apt/sources.list.d/*.sources 2>/dev/null
@@ -79,16 +87,57 @@ PKGS=(
   libcurl4 libxml2 libnfs13 ca-certificates openssh-server iproute2 less
   cloud-guest-utils fdisk e2fsprogs
 )
-echo "appliance: mmdebstrap bookworm from $main"
-mmdebstrap --quiet --variant=minbase \
-  --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
-  --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-  --dpkgopt='path-exclude=/usr/share/info/*' --aptopt='APT::Install-Recommends "false"' --include="$(IFS=,; echo "${PKGS[*]}")" \
-  --essential-hook='mkdir -p "$1/etc/postgresql-common" && echo "create_main_cluster = false" > "$1/etc/postgresql-common/createcluster.conf"' \
-  --customize-hook="mkdir -p \"\$1/tmp/wheels\" && cp $WORK/wheels/* \"\$1/tmp/wheels/\"" \
-  --customize-hook="\"$HERE/customize.sh\" \"\$1\" $ROOT_UUID" \
-  bookworm "$WORK/root" "deb $main bookworm main" "deb $main bookworm-updates main" \
-  "deb $sec bookworm-security main"
+# Everything that defines the base, and only that: its key is the sha256 of this command
+# line and of mmdebstrap's version. (Its files are clamped to the SOURCE_DATE_EPOCH of the
+# build that made it; the Debian packages are whatever the mirror served that day.)
+BASE_ARGS=(
+  --quiet --variant=minbase --format=tar
+  --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*'
+  --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright'
+  --dpkgopt='path-exclude=/usr/share/info/*' --aptopt='APT::Install-Recommends "false"' --include="$(IFS=,; echo "${PKGS[*]}")"
+  --essential-hook='mkdir -p "$1/etc/postgresql-common" && echo "create_main_cluster = false" > "$1/etc/postgresql-common/createcluster.conf"'
+  bookworm
+)
+BASE_SOURCES=("deb $main bookworm main" "deb $main bookworm-updates main" "deb $sec bookworm-security main")
+BASE_KEY=$( { mmdebstrap --version; printf '%s\0' "${BASE_ARGS[@]}" "${BASE_SOURCES[@]}"; } | sha256sum | cut -c1-16)
+BASE=$CACHE/base-$BASE_KEY/debian-root.tar
+if [[ -f $BASE ]]; then
+  echo "appliance: Debian base from the cache ($CACHE/base-$BASE_KEY)"
+else
+  echo "appliance: mmdebstrap bookworm from $main (base $BASE_KEY)"
+  mkdir -p "${BASE%/*}"
+  # Written under a temporary name, renamed when complete (a concurrent build, a failure).
+  TMPDIR=$WORK mmdebstrap "${BASE_ARGS[@]}" "$WORK/base.tar" "${BASE_SOURCES[@]}"
+  mv "$WORK/base.tar" "$BASE.tmp.$$" && mv "$BASE.tmp.$$" "$BASE"
+fi
+
+# ---- the ovault layer: the base extracted, customize.sh in a chroot ----
+echo "appliance: ovault layer (customize.sh)"
+R=$WORK/root
+mkdir -p "$R"
+# As root: owners by number, modes, device nodes, hard links, xattrs (capabilities).
+tar -xf "$BASE" -C "$R" --numeric-owner --same-owner --same-permissions --xattrs --xattrs-include='*'
+# What mmdebstrap gives its hooks: proc and sysfs read-only, a devpts (the tarball has the
+# device nodes), its locale environment. Unmounted before the root is read, and by the trap.
+MOUNTS=()
+umount_all() { local i; for ((i=${#MOUNTS[@]}-1; i>=0; i--)); do umount "${MOUNTS[i]}"; done; MOUNTS=(); }
+trap 'umount_all; rm -rf --one-file-system "$WORK"' EXIT
+mount -t proc -o ro proc "$R/proc" && MOUNTS+=("$R/proc")
+mount -t sysfs -o ro,nosuid,nodev,noexec sys "$R/sys" && MOUNTS+=("$R/sys")
+mount -t devpts -o noexec,nosuid,uid=5,mode=620,ptmxmode=666 none "$R/dev/pts" && MOUNTS+=("$R/dev/pts")
+mkdir -p "$R/tmp/wheels" && cp "$WORK"/wheels/* "$R/tmp/wheels/"
+DEBIAN_FRONTEND=noninteractive DEBCONF_NONINTERACTIVE_SEEN=true LC_ALL=C.UTF-8 LANGUAGE=C.UTF-8 LANG=C.UTF-8 \
+  "$HERE/customize.sh" "$R" "$ROOT_UUID"
+# mmdebstrap's final cleanup, which ran on the base before customize.sh did: empty apt
+# lists and cache, the logs and caches that differ between runs, an empty machine-id, /run, /tmp.
+quiet chroot "$R" apt-get -o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts=/dev/null update
+quiet chroot "$R" apt-get clean
+umount_all
+rm -rf --one-file-system "$R/var/lib/apt/lists/auxfiles"
+rm -f "$R"/var/log/{dpkg.log,alternatives.log} "$R"/var/log/apt/{history.log,term.log,eipp.log.xz} \
+  "$R/var/cache/ldconfig/aux-cache" "$R/var/lib/dbus/machine-id"
+[[ ! -e $R/etc/machine-id ]] || : > "$R/etc/machine-id"
+find "$R/run" "$R/tmp" -mindepth 1 -maxdepth 1 ! -path "$R/run/lock" -exec rm -rf --one-file-system {} +
 
 # ---- disk: MBR + one ext4 partition at 1 MiB + GRUB in the gap ----
 echo "appliance: assembling the disk"

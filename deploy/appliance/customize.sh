@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# mmdebstrap customize hook of build.sh: $1 is the new root, $2 the root filesystem's UUID.
+# The ovault layer of build.sh, run on the extracted Debian base: $1 is the root, $2 the
+# root filesystem's UUID.
 # Installs ovault into /opt/ovault/.venv from the wheels in $1/tmp/wheels, the units of
 # deploy/systemd unchanged (plus an appliance drop-in), first boot, network, GRUB config.
 set -euo pipefail
