@@ -148,10 +148,12 @@ async def backup_disk(
                 resend = [Step("data", o, min(cs, size - o), o, o + min(cs, size - o)) for o in e.offsets]
                 await run_workers(do, resend, requests)
     except BaseException as exc:
-        if isinstance(exc, Exception):
-            await dw.settle()  # chunks already read are stored, not read again by a rerun
-            await save_partial(store, dw, vm_id, backup_id)
-        await dw.cancel()
+        try:
+            if isinstance(exc, Exception):
+                await dw.settle()  # chunks already read are stored, not read again by a rerun
+                await save_partial(store, dw, vm_id, backup_id)
+        finally:
+            await dw.cancel()  # also when the copy is cancelled while settling
         raise
     meter.report()
     return CopyResult(
