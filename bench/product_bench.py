@@ -388,7 +388,7 @@ def main() -> int:
     for step, s in out["summary"].items():
         print(f"{step:<12} ovault {s['ovault_best_s']} s (median {s['ovault_median_s']}), "
               f"sdk {s['sdk_best_s']} s (median {s['sdk_median_s']}): ratio {s['ratio_best']} "
-              f"(median {s['ratio_median']})" + ("" if s["goal"] is None else
+              f"(median {s['ratio_median']}, ovault's first {s['ratio_first']})" + ("" if s["goal"] is None else
                                                   f", goal <= {s['goal']}: {'met' if s['met'] else 'MISSED'}"))
     print("results: /var/tmp/ovault-bench/product_bench.json")
     return 0
@@ -413,6 +413,8 @@ def summary(runs: dict) -> dict:
         out[step] = {"ovault_best_s": best(ov)["wall_s"], "sdk_best_s": best(sd)["wall_s"],
                      "ovault_median_s": median_wall(ov), "sdk_median_s": median_wall(sd),
                      "ratio_best": r, "ratio_median": ratio(median_wall(ov), median_wall(sd)),
+                     # ovault's first run of a step is the only one into a store without the data
+                     "ratio_first": ratio(ov[0]["wall_s"], best(sd)["wall_s"]),
                      "goal": goal, "met": None if goal is None else r is not None and r <= goal}
     return out
 
