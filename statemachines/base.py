@@ -243,15 +243,21 @@ class VmMachine:
         self.cancel_event.set()
 
 
+FIRST_RECHECK = 0.25  # seconds before the first re-check of a wait
+
+
 async def wait_until(check, *, timeout: float, interval: float = 1.0, what: str = "condition",
                      wake: asyncio.Event | None = None):
     """Poll `check()` (async) until it returns a truthy value.
 
     `wake` (set by the engine event poller when an event names this job or VM)
-    ends a wait early; the interval is the fallback when no event comes.
+    ends a wait early; the interval is the fallback when no event comes. The
+    first re-checks come sooner (FIRST_RECHECK, doubling up to `interval`): most
+    engine steps end within a second, and a job is a chain of such waits.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    pause = min(FIRST_RECHECK, interval)
     while True:
         v = await check()
         if v:
@@ -259,11 +265,12 @@ async def wait_until(check, *, timeout: float, interval: float = 1.0, what: str 
         if loop.time() > deadline:
             raise StepFailed(f"timed out after {timeout:.0f}s waiting for {what}")
         if wake is None:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(pause)
         else:
             try:
-                await asyncio.wait_for(wake.wait(), interval)
+                await asyncio.wait_for(wake.wait(), pause)
             except asyncio.TimeoutError:
                 pass
             wake.clear()
+        pause = min(pause * 2, interval)
 

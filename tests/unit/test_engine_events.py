@@ -81,3 +81,18 @@ async def test_events_about_other_vms_do_not_wake_and_failures_do_not_stop_polli
             assert p.last == 3 and waker.notified == 1
     finally:
         poller.cancel()
+
+
+async def test_a_wait_rechecks_soon_then_backs_off_to_its_interval():
+    checks = []
+
+    async def check():
+        checks.append(time.monotonic())
+        return len(checks) == 5
+    t0 = time.monotonic()
+    assert await wait_until(check, timeout=30, interval=0.8) is True
+    gaps = [round(b - a, 2) for a, b in zip(checks, checks[1:])]
+    # 0.25, 0.5, then the 0.8 s interval
+    assert [g >= x - 0.02 for g, x in zip(gaps, (0.25, 0.5, 0.8, 0.8))] == [True] * 4, gaps
+    assert gaps[0] < 0.5 and gaps[1] < 0.75, gaps
+    assert time.monotonic() - t0 < 3.5
