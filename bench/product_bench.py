@@ -376,6 +376,8 @@ def main() -> int:
             r.update(disk_id=new, content_ok=sb.digest(new) == want_full)
             line("restore", "sdk", r, f"disk {new}, content ok: {r['content_ok']}")
             runs["restore_sdk"] = [r]
+            if not (runs["restore_ovault"][0]["content_ok"] and r["content_ok"]):
+                raise SystemExit("a restored disk does not hold the backed-up content")
             out["target_usage"] = next((t.get("usage") for t in o.api("GET", "/api/v1/targets")["items"]
                                         if t.get("usage")), None)
     finally:
