@@ -98,7 +98,8 @@ format = %(asctime)s %(levelname)-7s (%(threadName)s) [%(name)s] %(message)s
         exe = Path(sys.executable).with_name("ovirt-imageio")
         self.child = await Child(f"imageio-{self.name}", [exe, "--conf-dir", self.base],
                                  registry=self.registry, log=self.base / "stdout.log").start()
-        await wait_for(self._ready, timeout=20, what=f"imageio daemon of {self.name}")
+        # 60 s: four daemons start beside the making of hundreds of VM disks on a busy machine
+        await wait_for(self._ready, timeout=60, what=f"imageio daemon of {self.name}")
 
     async def _ready(self) -> bool:
         if not self.child.running:
