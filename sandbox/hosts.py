@@ -13,10 +13,22 @@ import aiohttp
 from .proc import Child, Registry, wait_for
 
 
+_given: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port never handed out before by this process: daemons started
+    side by side each bind theirs later, and the kernel may offer one port twice
+    meanwhile (two movers once got the same port; the second failed to bind and its
+    host's copies went to the first, which refused their token)."""
+    for _ in range(1000):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _given:
+            _given.add(port)
+            return port
+    raise RuntimeError("no free loopback port")
 
 
 class ImageioDaemon:
