@@ -57,16 +57,10 @@ async def test_every_minute_keep_last_two(sandbox, state_root, tmp_path):
             env={"OVAULT_POLICIES_SCHEDULER_INTERVAL": "100000",
                  "OVAULT_POLICIES_GC_SCHEDULE": ""}).start())
         vm = sandbox.vm("db-primary")
-        p = await asyncio.to_thread(orch.api, "POST", "/api/v1/policies", {
-            "name": "every-minute", "schedule": "* * * * *", "vm_ids": [vm["id"]],
-            "retention": {"keep_last": 2}}, 201)
         pool = await connect(pg.dsn, min_size=1, max_size=4)
         catalog = Catalog(pool)
         cfg = config.load(sandbox=sandbox.dir)
         engine = EngineClient(cfg.engine)
-        clock = Clock(datetime.now(timezone.utc))
-        sched = Scheduler(catalog, PolicyService(catalog, engine, clock=clock), replica="test",
-                          clock=clock)
         conn = sandbox.connect()
         try:
             atts = conn.system_service().vms_service().vm_service(vm["id"]) \
@@ -74,6 +68,18 @@ async def test_every_minute_keep_last_two(sandbox, state_root, tmp_path):
         finally:
             conn.close()
         disk_id = atts[0].disk.id
+        # The service's own scheduler fires this policy at the next real minute unless
+        # this test's clock (a minute ahead) has fired that minute first: at least 20 s
+        # before a minute's end, so the test's first pass (after a write and a digest) wins.
+        now = datetime.now(timezone.utc)
+        if now.second >= 40:
+            await asyncio.sleep(61 - now.second - now.microsecond / 1e6)
+        p = await asyncio.to_thread(orch.api, "POST", "/api/v1/policies", {
+            "name": "every-minute", "schedule": "* * * * *", "vm_ids": [vm["id"]],
+            "retention": {"keep_last": 2}}, 201)
+        clock = Clock(datetime.now(timezone.utc))
+        sched = Scheduler(catalog, PolicyService(catalog, engine, clock=clock), replica="test",
+                          clock=clock)
         digests = {}
         for run in range(4):
             # new data only this run's backup (and the next ones, until overwritten) holds
