@@ -219,6 +219,14 @@ class Orchestrator:
                 raise AssertionError(f"job {job_id} still {j['state']}: {j}")
             time.sleep(0.3)
 
+    def cancel_unfinished(self, timeout=120) -> None:
+        """Cancel every queued or running job and wait for them to end (a failed test
+        then leaves no backup in the engine for the next module to trip over)."""
+        for state in ("running", "queued"):
+            for j in self.api("GET", f"/api/v1/jobs?state={state}&limit=200", expect=200)["items"]:
+                self.api("POST", f"/api/v1/jobs/{j['id']}/cancel")
+                self.wait_job(j["id"], timeout)
+
     def backups(self, vm_id=None) -> list:
         q = f"?vm_id={vm_id}&limit=200" if vm_id else "?limit=200"
         return self.api("GET", f"/api/v1/backups{q}", expect=200)["items"]

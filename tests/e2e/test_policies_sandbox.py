@@ -132,7 +132,10 @@ async def test_every_minute_keep_last_two(sandbox, state_root, tmp_path):
         if pool is not None:
             await pool.close()
         if orch is not None:
-            await asyncio.to_thread(orch.stop)
+            try:
+                await asyncio.to_thread(orch.cancel_unfinished)
+            finally:
+                await asyncio.to_thread(orch.stop)
         await pg.stop()
 
 
