@@ -63,17 +63,19 @@ class PathTarget(Target):
         # full (with the space left, for the message), read-only, permission denied
         return target_error(e, self.url, self._free() if e.errno == errno.ENOSPC else None) or e
 
-    async def space(self) -> Space | None:
-        st = await self._run(os.statvfs, self.root)
+    def _space(self) -> Space:
+        st = os.statvfs(self.root)
         return Space(capacity=st.f_blocks * st.f_frsize, used=(st.f_blocks - st.f_bfree) * st.f_frsize,
                      free=st.f_bavail * st.f_frsize)
 
+    async def space(self) -> Space | None:
+        return await self._run(self._space)
+
     def _free(self) -> int | None:
         try:
-            st = os.statvfs(self.root)
+            return self._space().free
         except OSError:
             return None
-        return st.f_bavail * st.f_frsize
 
     def _open_dir(self, rel: str, *, create: bool = False) -> int:
         """A descriptor of directory ``rel`` (checked), walked without following
