@@ -191,12 +191,12 @@ class Context:
         self._check(self._lib.nfs_stat64(self._ctx, self._b(path), ctypes.byref(st)), "stat", path)
         return st.size, st.mtime + st.mtime_nsec / 1e9, _stat.S_ISDIR(st.mode)
 
-    def statvfs(self, path) -> tuple[int, int, int]:
-        """(capacity, used, available) bytes of the exported file system (NFS FSSTAT)."""
+    def statvfs(self, path) -> dict[str, int]:
+        """The exported file system's counts (NFS FSSTAT): blocks, bfree, bavail, frsize, bsize."""
         st = _StatVfs64()
         self._check(self._lib.nfs_statvfs64(self._ctx, self._b(path), ctypes.byref(st)), "statvfs", path)
-        unit = st.f_frsize or st.f_bsize
-        return st.f_blocks * unit, (st.f_blocks - st.f_bfree) * unit, st.f_bavail * unit
+        return {"blocks": st.f_blocks, "bfree": st.f_bfree, "bavail": st.f_bavail,
+                "frsize": st.f_frsize, "bsize": st.f_bsize}
 
     def lstat(self, path) -> tuple[int, float, int]:
         """(size, mtime, st_mode) of the entry itself (a symlink is not followed)."""

@@ -239,8 +239,7 @@ class NfsTarget(Target):
         return await self._run(path, lambda c, p: c.read_file(p, max_size))
 
     async def space(self) -> Space | None:
-        cap, used, free = await self._run("", lambda c, p: c.statvfs(p))
-        return Space(capacity=cap, used=used, free=free)
+        return Space.of(**await self._run("", lambda c, p: c.statvfs(p)))   # the server's word, clamped
 
     async def write_file(self, path: str, data: bytes | list, *, make_parents: bool = True) -> None:
         if isinstance(data, list):

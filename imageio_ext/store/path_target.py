@@ -65,8 +65,8 @@ class PathTarget(Target):
 
     def _space(self) -> Space:
         st = os.statvfs(self.root)
-        return Space(capacity=st.f_blocks * st.f_frsize, used=(st.f_blocks - st.f_bfree) * st.f_frsize,
-                     free=st.f_bavail * st.f_frsize)
+        return Space.of(blocks=st.f_blocks, bfree=st.f_bfree, bavail=st.f_bavail, frsize=st.f_frsize,
+                        bsize=st.f_bsize)
 
     async def space(self) -> Space | None:
         return await self._run(self._space)

@@ -60,6 +60,15 @@ class Space:
     used: int
     free: int          # what this client may still write
 
+    @classmethod
+    def of(cls, *, blocks: int, bfree: int, bavail: int, frsize: int, bsize: int = 0) -> "Space":
+        """From statvfs-style counts. An NFS server's answer is not trusted: counts
+        that contradict each other are clamped into 0 <= free, used <= capacity."""
+        unit = max(0, frsize or bsize)
+        cap = max(0, blocks) * unit
+        used = min(cap, max(0, blocks - bfree) * unit)
+        return cls(capacity=cap, used=used, free=min(cap, max(0, bavail) * unit))
+
 
 @dataclass(frozen=True)
 class DirEntry:

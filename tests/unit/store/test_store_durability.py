@@ -139,3 +139,15 @@ def test_temporary_names_are_unique_and_differ_in_a_forked_child():
     os.close(r)
     mine = tmp_name("chunks/ab/cd/x")
     assert child != mine and child.rsplit(".", 1)[1][:8] != mine.rsplit(".", 1)[1][:8]
+
+
+def test_space_counts_from_a_hostile_server_are_clamped():
+    from imageio_ext.store.target import Space
+    ok = Space.of(blocks=100, bfree=40, bavail=30, frsize=4096)
+    assert (ok.capacity, ok.used, ok.free) == (409600, 245760, 122880)
+    # more free than blocks, available above capacity, no fragment size: clamped, bsize used
+    bad = Space.of(blocks=10, bfree=50, bavail=99, frsize=0, bsize=512)
+    assert (bad.capacity, bad.used, bad.free) == (5120, 0, 5120)
+    # negative-looking or zero-sized answers never give negative bytes
+    zero = Space.of(blocks=-5, bfree=3, bavail=-1, frsize=0, bsize=0)
+    assert (zero.capacity, zero.used, zero.free) == (0, 0, 0)
