@@ -103,6 +103,7 @@ class RestoreResources(Outcome, total=False):
     vm_name: str
     target_vm: str | None
     transfers: dict[str, TransferRec]
+    resumes: dict[str, list[dict[str, Any]]]  # source disk id -> uploads resumed on a new transfer
     config_restored: bool
     owner_granted: bool
     powered_on: bool

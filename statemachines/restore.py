@@ -27,6 +27,7 @@ from .engine import Attachment, CpuTopology, NewDisk, NewVm, VmConfig
 from .lifecycle import CLEANUP, QUEUED
 from .ports import Deps
 from .resources import RestoreResources
+from .resume import copy_with_resume, end_transfer
 
 
 def vm_config(cfg: dict, *, in_place: bool) -> VmConfig:
@@ -172,8 +173,6 @@ class RestoreMachine(VmMachine):
             t_rec = {"id": t.id}
             await self.record(transfers={src_id: t_rec})
 
-        t = await self.wait_transferring(t_rec["id"])
-
         async def progress(done, size):
             self.disk_progress[src_id] = [done, size]
             await self.journal.progress(sum(v[0] for v in self.disk_progress.values()), total,
@@ -181,12 +180,27 @@ class RestoreMachine(VmMachine):
                                              "alias": self.res["plan"][k]["alias"]}
                                          for k, v in self.disk_progress.items()})
         sd = self.req.get("storage_domain_id") or p.get("storage_domain")
-        async with self.deps.host_slot(t.host_id), self.deps.sd_slot(sd):
-            result = await self.deps.mover.restore_disk(
-                host_id=t.host_id, transfer_url=t.transfer_url, vm_id=self.res["source_vm"],
-                backup_id=self.res["backup_id"], disk_id=src_id, size=p["size"],
-                index_sha256=p.get("index_sha256"),
-                copy_id=str(uuid.uuid5(uuid.UUID(self.machine_id), "restore-" + src_id)), progress=progress)
+
+        async def copy(t, attempt):
+            # a resumed upload writes the whole disk again (statemachines/resume.py)
+            name = "restore-" + src_id + (f"/{attempt}" if attempt else "")
+            async with self.deps.host_slot(t.host_id), self.deps.sd_slot(sd):
+                return await self.deps.mover.restore_disk(
+                    host_id=t.host_id, transfer_url=t.transfer_url, vm_id=self.res["source_vm"],
+                    backup_id=self.res["backup_id"], disk_id=src_id, size=p["size"],
+                    index_sha256=p.get("index_sha256"),
+                    copy_id=str(uuid.uuid5(uuid.UUID(self.machine_id), name)), progress=progress)
+
+        async def new_transfer():
+            d = await e.get_disk(p["target_disk"])
+            if d is None:
+                raise StepFailed(f"disk {p['target_disk']} is gone: the engine removed it when its "
+                                 "interrupted upload ended")
+            return await e.create_transfer(direction="upload", disk_id=p["target_disk"],
+                                           correlation_id=self.correlation_id)
+        result, t_rec = await copy_with_resume(self, src_id, t_rec, direction="upload", copy=copy,
+                                               new_transfer=new_transfer,
+                                               info={"target_disk": p["target_disk"]})
         await e.transfer_action(t_rec["id"], "finalize", self.correlation_id)
 
         async def done():
@@ -244,20 +258,16 @@ class RestoreMachine(VmMachine):
     async def step_cleanup(self):
         e = self.engine
         problems = []
+        kind = self.res.get("kind")
         for src_id, t_rec in (self.res.get("transfers") or {}).items():
             if t_rec.get("finalized"):
                 continue
             try:
-                await e.transfer_action(t_rec["id"], "cancel", self.correlation_id)
-
-                async def ended(tid=t_rec["id"]):
-                    cur = await e.get_transfer(tid)
-                    return cur is None or cur.phase.startswith("finished")
-                await self.wait(ended, timeout=self.deps.timeouts.transfer_end,
-                                interval=self.deps.timeouts.transfer_poll, what="the transfer to end")
+                # the engine removes the disk of a canceled upload, even one that existed
+                # before it: an in-place restore's transfers are finalized (resume.py)
+                await end_transfer(self, t_rec["id"], "finalize" if kind == "in_place" else "cancel")
             except Exception as err:
                 problems.append(f"transfer {t_rec['id']}: {err}")
-        kind = self.res.get("kind")
         if kind == "new" and self.res.get("target_vm"):
             try:  # removing the VM removes the disks attached to it
                 await e.remove_vm(self.res["target_vm"], self.correlation_id)
