@@ -4,6 +4,7 @@
 - `GET  /api/v1/backups/{id}/disks/{disk_id}/files/content?path=` one file, streamed
 - `POST /api/v1/backups/{id}/disks/{disk_id}/files/archive`       a tar.gz, streamed
 - `GET  /api/v1/vms/{id}/files?name=<glob>`                       which backups hold what
+- `GET|DELETE /api/v1/vms/{id}/files/indexing`                   search's background indexing
 
 Access as for a restore: the operator role, and for a non-admin engine user
 the `backup_disk` permit on the VM and the disk (the permit that lets the
@@ -163,12 +164,11 @@ async def file_archive(request: web.Request):
         return resp
 
 
-@routes.get("/api/v1/vms/{id}/files")
-@allow("operator")
-async def search_files(request: web.Request):
+async def _vm_backups(request):
+    """The principal, service and the VM's succeeded backups (newest first) after the checks:
+    the operator role, the VM visible, and the engine permits on its newest backup's disks."""
     p = require(request, "operator")
     vm_id = v.uuid_str(request.match_info["id"], "id")
-    pattern = check_pattern(request.query.get("name"))
     if not p.sees(vm_id):
         raise NotFound("VM", vm_id)
     svc = _service(request)
@@ -176,5 +176,41 @@ async def search_files(request: web.Request):
                                                    limit=svc.settings.search_backups, with_disks=True)
     for b in page.items[:1]:
         await _check(request, p, b)
-    doc = await svc.search(p.name, list(page.items), pattern)
+    return vm_id, svc, list(page.items)
+
+
+def _indexing_url(vm_id: str) -> str:
+    return f"/api/v1/vms/{vm_id}/files/indexing"
+
+
+@routes.get("/api/v1/vms/{id}/files")
+@allow("operator")
+async def search_files(request: web.Request):
+    require(request, "operator")
+    pattern = check_pattern(request.query.get("name"))
+    vm_id, svc, backups = await _vm_backups(request)
+    doc = await svc.search(backups, pattern)
+    if doc["indexing"] is not None:
+        doc["indexing"]["url"] = _indexing_url(vm_id)
     return json_response({"vm_id": vm_id, "name": pattern, **doc})
+
+
+def _round(vm_id: str, st: dict | None) -> dict:
+    return {"vm_id": vm_id, "url": _indexing_url(vm_id),
+            **(st or {"state": "idle", "done": 0, "total": 0, "failed": [], "pending": [],
+                      "started_at": None, "finished_at": None})}
+
+
+@routes.get("/api/v1/vms/{id}/files/indexing")
+@allow("operator")
+async def search_indexing(request: web.Request):
+    vm_id, svc, _ = await _vm_backups(request)
+    return json_response(_round(vm_id, svc.indexing(vm_id)))
+
+
+@routes.delete("/api/v1/vms/{id}/files/indexing")
+@allow("operator")
+async def cancel_indexing(request: web.Request):
+    vm_id, svc, _ = await _vm_backups(request)
+    await svc.indexer.cancel(vm_id)
+    return json_response(_round(vm_id, svc.indexing(vm_id)))

@@ -28,12 +28,36 @@ def extend(schemas: dict, paths: dict) -> None:
         extra=False)
     version = obj({"backup_id": UUID, "created_at": nullable(TIME), "type": STR, "size": nullable(INT),
                    "mtime": nullable(TIME)})
+    disk_ref = {"backup_id": UUID, "disk_id": STR, "disk_alias": NSTR}
     schemas["FileSearch"] = obj({
         "vm_id": STR, "name": STR, "backups_searched": INT, "truncated": {"type": "boolean"},
+        "complete": {"type": "boolean", "description": "every searched backup disk had an index: "
+                                                       "the answer holds every match"},
         "items": {"type": "array", "items": obj({
             "disk_id": STR, "disk_alias": NSTR, "path": STR,
             "versions": {"type": "array", "items": version,
-                         "description": "one per backup holding the path, newest first"}})}})
+                         "description": "one per backup holding the path, newest first"}})},
+        "not_indexed": {"type": "array", "description": "backup disks not searched: no index yet", "items": obj({
+            **disk_ref, "created_at": nullable(TIME),
+            "state": {"type": "string", "enum": ["queued", "indexing", "failed"]},
+            "error": {"type": "string", "description": "failed only: why (retried by a search 5 min later)"}},
+            required=["backup_id", "disk_id", "state"])},
+        "indexing": nullable(obj({
+            "state": {"type": "string", "enum": ["running", "done"]}, "done": INT, "total": INT,
+            "failed": INT, "url": {"type": "string", "description": "the FileIndexing resource to poll"}},
+            required=["state", "done", "total", "failed", "url"]))},
+        required=["vm_id", "name", "items", "backups_searched", "truncated", "complete", "not_indexed",
+                  "indexing"])
+    schemas["FileIndexing"] = obj({
+        "vm_id": STR, "url": STR,
+        "state": {"type": "string", "enum": ["idle", "running", "done"],
+                  "description": "idle: no indexing of this VM since the server started"},
+        "done": INT, "total": INT,
+        "failed": {"type": "array", "items": obj({**disk_ref, "error": STR})},
+        "pending": {"type": "array", "items": obj({
+            **disk_ref, "state": {"type": "string", "enum": ["queued", "indexing"]}})},
+        "started_at": nullable(TIME), "finished_at": nullable(TIME)},
+        required=["vm_id", "state", "done", "total", "failed", "pending"])
     ids = [path("id"), path("disk_id")]
     binary = {"type": "string", "format": "binary"}
     tags = ["files"]
@@ -52,8 +76,14 @@ def extend(schemas: dict, paths: dict) -> None:
                  "content": {"application/gzip": {"schema": binary}}}}, tags=tags,
         params=ids, body="FileArchiveRequest")}
     paths["/api/v1/vms/{id}/files"] = {"get": op(
-        "Which of a VM's backups hold paths matching a name (with each version's size and mtime)", "operator",
+        "Which of a VM's backups hold paths matching a name (with each version's size and mtime); answers "
+        "at once from the indexes there are and indexes the other backup disks in the background", "operator",
         {"200": _json(ref("FileSearch"))}, tags=tags,
         params=[path("id"), {**q("name", {"type": "string", "minLength": 1, "maxLength": 255},
                                  "a glob (*, ?, [...]) on the name, or on the whole path when it holds a /"),
                              "required": True}])}
+    paths["/api/v1/vms/{id}/files/indexing"] = {
+        "get": op("The background indexing of a VM's backup disks that searches started (progress)",
+                  "operator", {"200": _json(ref("FileIndexing"))}, tags=tags, params=[path("id")]),
+        "delete": op("Stop the VM's indexing (its disks are not indexed again for 5 minutes)", "operator",
+                     {"200": _json(ref("FileIndexing"))}, tags=tags, params=[path("id")])}

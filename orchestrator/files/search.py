@@ -1,10 +1,12 @@
 """Search a VM's backups for paths by name.
 
-Each backup disk is walked once (`GuestFs.walk`, links not followed, at most
+Search answers at once from the indexes there are; the backup disks without
+one are indexed in the background (`indexing.Indexer`). Each backup disk is
+walked once (`GuestFs.walk`, links not followed, at most
 `files.search_max_entries` entries per disk) and its index — path, type,
 size, mtime of every entry — is kept in `<cache_dir>/index/<backup>/<disk>.json.gz`:
 a backup never changes, so an index never goes stale, and later searches
-(and restarts) reuse it. A session opened only to index is closed at once.
+(and restarts) reuse it.
 
 Matching: a glob (`fnmatch`, case-sensitive: `*`, `?`, `[...]`) against the
 entry's name, or against the whole API path when the pattern holds a `/`.
@@ -81,10 +83,23 @@ class IndexCache:
             if doc is None:
                 doc = await build()
                 await asyncio.to_thread(self._save, key, doc)
-            if len(self._mem) > 64:
-                self._mem.pop(next(iter(self._mem)))
-            self._mem[key] = doc
+            self._remember(key, doc)
             return doc
+
+    async def peek(self, key: tuple[str, str]) -> dict | None:
+        """The index of one backup disk if there is one (in memory or on disk), else None."""
+        hit = self._mem.get(key)
+        if hit is not None:
+            return hit
+        doc = await asyncio.to_thread(self._load, key)
+        if doc is not None:
+            self._remember(key, doc)
+        return doc
+
+    def _remember(self, key, doc: dict) -> None:
+        if len(self._mem) > 64:
+            self._mem.pop(next(iter(self._mem)))
+        self._mem[key] = doc
 
     def forget(self, backup_id: str) -> None:
         """Drop a backup's indexes, in memory and on disk."""
@@ -119,46 +134,62 @@ class IndexCache:
         return len(gone)
 
 
-async def _walk(s, limit: int) -> dict:
+async def walk_index(s, limit: int) -> dict:
+    """The index of the disk session ``s`` reads: at most ``limit`` entries."""
     entries, truncated = await s.call("walk", "/", limit)
     return {"entries": [[e["path"], e["type"], e["size"], e["mtime"]] for e in entries],
             "truncated": truncated, "filesystems": s.filesystems}
 
 
-async def search(manager, cache: IndexCache, user: str, backups: list, pattern: str, settings) -> dict:
-    """``backups``: catalog rows of one VM, newest first (succeeded only)."""
+def _match(found: dict, b, d, idx: dict, pattern: str, max_results: int) -> bool:
+    """Add the entries of one disk's index matching ``pattern`` to ``found``; whether the
+    answer is truncated (the index was, or ``max_results`` paths were reached)."""
+    truncated = bool(idx.get("truncated"))
+    for path, typ, size, mtime in idx["entries"]:
+        if not matches(pattern, path):
+            continue
+        item = found.get((d.disk_id, path))
+        if item is None:
+            if len(found) >= max_results:
+                truncated = True
+                continue
+            item = found[(d.disk_id, path)] = {
+                "disk_id": d.disk_id, "disk_alias": d.alias, "path": path, "versions": []}
+        item["versions"].append({"backup_id": str(b.id), "created_at": _iso(b), "type": typ,
+                                 "size": size, "mtime": mtime})
+    return truncated
+
+
+async def search(cache: IndexCache, indexer, backups: list, pattern: str, settings) -> dict:
+    """Answer from the indexes there are, at once. ``backups``: catalog rows of one VM, newest
+    first (succeeded only). The disks without an index are named in ``not_indexed`` and handed
+    to ``indexer`` (`indexing.Indexer`), whose round of the VM is ``indexing``."""
+    from .indexing import DiskRef
     found: dict[tuple[str, str], dict] = {}
     truncated = False
-    searched = 0
-    for b in backups[:settings.search_backups]:
-        searched += 1
+    missing: list = []
+    chosen = backups[:settings.search_backups]
+    for b in chosen:
         for d in b.disks:
-            key = (str(b.id), d.disk_id)
-
-            async def build(b=b, d=d, key=key):
-                existed = key in manager.sessions
-                s = await manager.get(user, b.vm_id, str(b.id), d.disk_id, d.index_digest)
-                try:
-                    return await _walk(s, settings.search_max_entries)
-                finally:
-                    if not existed:
-                        await manager.release(s)
-            idx = await cache.get(key, build)
-            truncated |= bool(idx.get("truncated"))
-            for path, typ, size, mtime in idx["entries"]:
-                if not matches(pattern, path):
-                    continue
-                item = found.get((d.disk_id, path))
-                if item is None:
-                    if len(found) >= settings.search_max_results:
-                        truncated = True
-                        continue
-                    item = found[(d.disk_id, path)] = {
-                        "disk_id": d.disk_id, "disk_alias": d.alias, "path": path, "versions": []}
-                item["versions"].append({"backup_id": str(b.id), "created_at": _iso(b), "type": typ,
-                                         "size": size, "mtime": mtime})
+            idx = await cache.peek((str(b.id), d.disk_id))
+            if idx is None:
+                missing.append((b, DiskRef(b.vm_id, str(b.id), d.disk_id, d.alias, d.index_digest)))
+                continue
+            truncated |= _match(found, b, d, idx, pattern, settings.search_max_results)
+    indexing = indexer.ensure(chosen[0].vm_id, [r for _, r in missing]) if missing else None
+    active = {(p["backup_id"], p["disk_id"]): p["state"] for p in (indexing or {}).get("pending", ())}
+    not_indexed = []
+    for b, r in missing:
+        error = indexer.failure(r.key)
+        state = "failed" if error is not None else active.get(r.key, "queued")
+        not_indexed.append({"backup_id": r.backup_id, "disk_id": r.disk_id, "disk_alias": r.disk_alias,
+                            "created_at": _iso(b), "state": state,
+                            **({"error": error} if error is not None else {})})
     items = sorted(found.values(), key=lambda i: (i["path"], i["disk_id"]))
-    return {"items": items, "backups_searched": searched, "truncated": truncated}
+    summary = None if indexing is None else {
+        k: indexing[k] for k in ("state", "done", "total")} | {"failed": len(indexing["failed"])}
+    return {"items": items, "backups_searched": len(chosen), "truncated": truncated,
+            "complete": not missing, "not_indexed": not_indexed, "indexing": summary}
 
 
 def _iso(b) -> str | None:

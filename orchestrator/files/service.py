@@ -1,4 +1,5 @@
-"""The file-restore service the API holds: sessions, the search index cache."""
+"""The file-restore service the API holds: sessions, the search index cache and its
+background indexing."""
 from __future__ import annotations
 
 import asyncio
@@ -7,7 +8,8 @@ import os
 
 import structlog
 
-from .search import IndexCache, search
+from .indexing import Indexer
+from .search import IndexCache, search, walk_index
 from .sessions import SessionManager
 from .settings import FileRestore
 
@@ -26,6 +28,8 @@ class FileService:
         self.cache_dir = settings.cache_dir or os.path.join(state_dir, "files")
         self.sessions = SessionManager(store, settings, self.cache_dir)
         self.index = IndexCache(self.cache_dir)
+        self.indexer = Indexer(self.sessions, self.index, settings,
+                               lambda s: walk_index(s, settings.search_max_entries))
         self._live = live_backups
         self._pruner: asyncio.Task | None = None
 
@@ -48,11 +52,17 @@ class FileService:
             self._pruner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pruner
+        await self.indexer.close()
         await self.sessions.close()
 
     async def session(self, user: str, backup, disk):
         return await self.sessions.get(user, backup.vm_id, str(backup.id), disk.disk_id,
                                        disk.index_digest)
 
-    async def search(self, user: str, backups: list, pattern: str) -> dict:
-        return await search(self.sessions, self.index, user, backups, pattern, self.settings)
+    async def search(self, backups: list, pattern: str) -> dict:
+        """Answers at once; the disks not indexed yet are indexed in the background."""
+        return await search(self.index, self.indexer, backups, pattern, self.settings)
+
+    def indexing(self, vm_id: str) -> dict | None:
+        """The VM's indexing round (None: none since this server started)."""
+        return self.indexer.status(vm_id)
