@@ -112,4 +112,6 @@ async def _remove_snapshot(m: BackupMachine, snap_id: str, done: list[str]) -> N
 async def _uploads(m: VmMachine, done: list[str]) -> None:
     for t_rec in (m.res.get("transfers") or {}).values():
         if not t_rec.get("finalized"):
-            await _try(f"image transfer {t_rec['id']}", _end_transfer(m, t_rec["id"], "cancel", done), done)
+            # canceling an upload makes the engine remove its disk: an in-place restore's is finalized
+            action = "finalize" if m.res.get("kind") == "in_place" else "cancel"
+            await _try(f"image transfer {t_rec['id']}", _end_transfer(m, t_rec["id"], action, done), done)

@@ -7,6 +7,15 @@ engine's: initializing → transferring → finalizing_success → finished_succ
 cancel → cancelled_* → finalizing_cleanup → finished_cleanup; a monitor
 reports `transferred`, applies the inactivity timeout and pauses the transfer
 (`paused_system`) when the daemon dies.
+
+Like the engine's, the monitor polls the transfer's ticket: an upload whose
+ticket the daemon no longer has (restarted: imageio keeps tickets in memory)
+is paused by the system. `resume` of a paused transfer goes through
+`resuming` back to `transferring` without adding the ticket to the daemon
+again, so a lost ticket pauses it again at the next poll. `finalize` is taken
+in any phase short of the end (a paused transfer included). Canceling an
+upload, or an upload ending failed, removes the disk it wrote, whether the
+transfer's client created it or it existed before (a VM's disk, detached).
 """
 from __future__ import annotations
 
@@ -150,6 +159,11 @@ class TransferOps:
             except Exception:
                 info = None
             if not info:
+                if t.direction == "upload" and t.phase == "transferring":
+                    t.phase = "paused_system"
+                    self.event(1038, f"Image transfer {t.id} was paused by the system: the "
+                               f"imageio daemon on host {host.name} does not know its ticket.",
+                               severity="error")
                 continue
             t.transferred = info.get("transferred", t.transferred)
             now_ = asyncio.get_running_loop().time()
@@ -169,7 +183,8 @@ class TransferOps:
         t = self.transfer(transfer_id)
         if t.phase in ("finalizing_success", "finished_success"):
             return
-        if t.phase not in ("transferring", "paused_user", "paused_system", "initializing"):
+        if t.phase not in ("transferring", "paused_user", "paused_system", "initializing",
+                           "resuming"):
             raise Conflict(f"[Cannot finalize image transfer. Phase is {t.phase}.]")
         t.phase = "finalizing_success"
         self.spawn(self._end_transfer(t, "finished_success"))
@@ -196,15 +211,15 @@ class TransferOps:
         t = self.transfer(transfer_id)
         if t.phase not in ("paused_user", "paused_system"):
             raise Conflict(f"[Cannot resume image transfer. Phase is {t.phase}.]")
-        host = self.hosts[t.host_id]
-        if not host.daemon.running:
-            raise Conflict(f"[Cannot resume image transfer. Host {host.name} imageio is down.]")
-        if not await host.daemon.get_ticket(t.ticket):
-            raise Conflict("[Cannot resume image transfer. The transfer ticket was lost.]")
+        # Only the phase moves: a ticket the daemon lost stays lost (the monitor,
+        # still running, pauses the transfer again).
         t.phase = "resuming"
+        self.spawn(self._resumed(t))
+
+    async def _resumed(self, t: Transfer):
         await asyncio.sleep(0.1)
-        t.phase = "transferring"
-        self.spawn(self._watch_transfer(t))
+        if t.phase == "resuming":
+            t.phase = "transferring"
 
     def transfer(self, transfer_id: str) -> Transfer:
         try:
@@ -225,9 +240,9 @@ class TransferOps:
             disk.locked_by = None
             if disk.status == "locked":
                 disk.status = "ok"
-            if (final == "finished_cleanup" and t.direction == "upload"
-                    and self.vm_of_disk(disk.id) is None):
-                # The transfer owns an upload's disk: canceling removes it.
+            if final in ("finished_cleanup", "finished_failure") and t.direction == "upload":
+                # An upload that does not succeed takes its disk with it, even one
+                # attached to a (down) VM before the transfer.
                 await self.remove_disk(disk.id)
         t.phase = final
         t.finished_at = asyncio.get_running_loop().time()
