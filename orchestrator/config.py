@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Mapping
 
 from statemachines import Timeouts
+from statemachines.consistency import check_setting as check_consistency
 
 from imageio_ext import config as loader
 
@@ -99,6 +100,14 @@ class Limits:
 
 
 @dataclass
+class Backup:
+    # prefer: a running VM's CBT backup asks the engine to freeze the guest's file systems
+    # (require_consistency) and, when it cannot, is taken again crash consistent;
+    # require: that VM's backup fails instead; crash: never asked (docs/api.md, consistency)
+    consistency: str = "prefer"
+
+
+@dataclass
 class Jobs:
     replica_id: str = ""  # empty: hostname-pid-random
     lease_seconds: float = 30.0  # a job whose owner stops renewing this long is taken over
@@ -144,6 +153,7 @@ class Config:
     target: Target = field(default_factory=Target)
     movers: Movers = field(default_factory=Movers)
     limits: Limits = field(default_factory=Limits)
+    backup: Backup = field(default_factory=Backup)
     jobs: Jobs = field(default_factory=Jobs)
     # every wait of the backup and restore machines, and their polling
     # (statemachines/ports.py documents each)
@@ -176,6 +186,10 @@ def load(path: str | Path | None = None, *, sandbox: str | Path | None = None,
         apply_sandbox(cfg, Path(sandbox))
     from .webhooks.guard import parse_networks  # noqa: PLC0415 - validates, fails fast
     parse_networks(cfg.webhooks.allow_networks)
+    try:
+        check_consistency(cfg.backup.consistency)
+    except ValueError as e:
+        raise ConfigError(f"backup.consistency: {e}") from None
     return cfg
 
 

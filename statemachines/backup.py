@@ -10,6 +10,8 @@ engine calls, so a restarted replica can resume or compensate:
 |----------------------|-------------------------------------------|--------------------|
 | method, backup_id    | before anything is created                | every step         |
 | engine_backup.id     | before POST /vms/{id}/backups (our id)    | resume, cleanup    |
+| engine_backup.require_consistency | before the POST: a frozen guest asked | consistency  |
+| engine_backup.consistent_attempt | a failed consistent attempt's id | consistency `crash` |
 | snapshot.description | before POST /snapshots (carries job id)   | find after a crash |
 | snapshot.id          | after the POST                            | cleanup            |
 | transfers[disk]      | after POST /imagetransfers; `finalized`   | adopt, cleanup     |
@@ -25,6 +27,7 @@ import asyncio
 import uuid
 from typing import cast
 
+from . import consistency
 from .base import StepFailed, VmMachine
 from .engine import CheckpointRefused
 from .lifecycle import CLEANUP, QUEUED
@@ -32,12 +35,15 @@ from .ports import Deps
 from .resources import BackupResources, TransferRec
 from .resume import copy_with_resume
 
-# The engine's audit-log codes (AuditLogType) around a guest freeze.
-FAILED_TO_FREEZE_VM, FREEZE_VM_SUCCESS = 10764, 10767
+from .consistency import FAILED_TO_FREEZE_VM, FREEZE_VM_SUCCESS  # noqa: F401 - re-exported
 
 ACTIVE = {"initializing", "transferring", "resuming", "paused_user", "paused_system",
           "finalizing_success", "finalizing_failure", "finalizing_cleanup",
           "cancelled_user", "cancelled_system"}
+
+
+class _EngineBackupFailed(StepFailed):
+    """The engine backup ended `failed` (or vanished)."""
 
 
 class BackupMachine(VmMachine):
@@ -94,15 +100,41 @@ class BackupMachine(VmMachine):
             cp = parent.get("checkpoint_id") if parent else None
             if parent and not cp:
                 parent, reason = None, "the last backup has no checkpoint"
+            vm = await e.get_vm(self.vm_id)
             eb = {"id": self.res["backup_id"], "from_checkpoint": cp,
-                  "parent_id": parent["id"] if parent else None}
+                  "parent_id": parent["id"] if parent else None,
+                  "require_consistency": consistency.ask_engine(self.deps.consistency, "cbt",
+                                                                vm.status)}
             await self.record(engine_backup=eb, fallback_reason=reason)
+        try:
+            eb, b = await self._engine_backup_ready(eb)
+        except _EngineBackupFailed:
+            if not eb.get("require_consistency"):
+                raise
+            eb, b = await self._engine_backup_ready(await self._consistent_attempt_failed(eb))
+        if eb.get("require_consistency"):
+            cons = "filesystem"  # the engine would have failed it unfrozen
+        elif eb.get("consistent_attempt"):
+            cons = "crash"  # the consistent attempt failed
+        else:
+            cons = await self._consistency()
+        modes = await e.backup_disk_modes(self.vm_id, eb["id"])
+        mode = "incremental" if eb.get("parent_id") and any(m == "incremental" for m in modes.values()) \
+            else "full"
+        await self.record(engine_backup={**eb, "to_checkpoint": b.to_checkpoint_id, "ready": True},
+                          consistency=cons, disk_modes=modes, mode=mode, parent_id=eb.get("parent_id") if mode == "incremental" else None)
+
+    async def _engine_backup_ready(self, eb):
+        """Start engine backup `eb` unless it exists, wait until it is ready:
+        (eb, the engine's backup); raises _EngineBackupFailed when it fails."""
+        e = self.engine
         b = await e.get_backup(self.vm_id, eb["id"])
         if b is None:
             try:
                 b = await e.start_backup(self.vm_id, eb["id"], list(self.res["disks"]),
                                          eb.get("from_checkpoint"), f"ovault job {self.job_id}",
-                                         self.correlation_id)
+                                         self.correlation_id,
+                                         require_consistency=bool(eb.get("require_consistency")))
             except CheckpointRefused as err:
                 # The engine refused the checkpoint (missing or invalid bitmap):
                 # fall back to a full backup and say why.
@@ -112,21 +144,34 @@ class BackupMachine(VmMachine):
                 await self.record(engine_backup=eb, fallback_reason=reason)
                 await self.journal.event("backup.fallback_full", {"reason": reason})
                 b = await e.start_backup(self.vm_id, eb["id"], list(self.res["disks"]), None,
-                                         f"ovault job {self.job_id}", self.correlation_id)
+                                         f"ovault job {self.job_id}", self.correlation_id,
+                                         require_consistency=bool(eb.get("require_consistency")))
 
         async def ready():
             cur = await e.get_backup(self.vm_id, eb["id"])
             if cur is None or cur.phase == "failed":
-                raise StepFailed(f"the engine backup {eb['id']} failed")
+                raise _EngineBackupFailed(f"the engine backup {eb['id']} failed")
             return cur if cur.phase == "ready" else None
         b = await self.wait(ready, timeout=self.deps.timeouts.engine_backup,
-                             interval=self.deps.timeouts.poll, what="the engine backup to be ready")
-        consistency = await self._consistency()
-        modes = await e.backup_disk_modes(self.vm_id, eb["id"])
-        mode = "incremental" if eb.get("parent_id") and any(m == "incremental" for m in modes.values()) \
-            else "full"
-        await self.record(engine_backup={**eb, "to_checkpoint": b.to_checkpoint_id, "ready": True},
-                          consistency=consistency, disk_modes=modes, mode=mode, parent_id=eb.get("parent_id") if mode == "incremental" else None)
+                            interval=self.deps.timeouts.poll, what="the engine backup to be ready")
+        return eb, b
+
+    async def _consistent_attempt_failed(self, eb):
+        """The engine failed the backup started with require_consistency=true
+        (it ended `failed`, holding nothing: no lock, no scratch disk, no new
+        checkpoint). `require`: the VM's backup fails naming the cause; else a
+        new engine backup, crash consistent, recorded before it is started."""
+        reason = consistency.CONSISTENT_ATTEMPT_FAILED
+        if consistency.after_failed_attempt(self.deps.consistency) == "fail":
+            raise StepFailed(consistency.required_failure(self.res.get("vm_name") or self.vm_id))
+        self.log.warning("consistent backup failed, crash consistent instead", reason=reason,
+                         engine_backup=eb["id"])
+        eb = {**eb, "id": str(uuid.uuid4()), "require_consistency": False,
+              "consistent_attempt": eb["id"]}
+        await self.record(engine_backup=eb, consistency_reason=reason)
+        await self.journal.event("backup.consistency_fallback", {
+            "vm_id": self.vm_id, "reason": reason, "engine_backup_id": eb["consistent_attempt"]})
+        return eb
 
     async def _snapshot(self):
         e = self.engine
@@ -166,18 +211,16 @@ class BackupMachine(VmMachine):
                           fallback_reason=self.res.get("fallback_reason") or reason)
 
     async def _consistency(self) -> str:
-        """`filesystem` when the engine's audit log says it froze the guest's
-        file systems for this job's point in time (FREEZE_VM_SUCCESS and no
-        FAILED_TO_FREEZE_VM under the job's correlation id), else `crash`: the
-        VM was down, had no agent that answered, or the log cannot be read."""
+        """The secondary signal (consistency.py) for snapshots and backups not
+        started with require_consistency: the freeze events of the engine's
+        audit log under the job's correlation id; `crash` when unreadable."""
         try:
-            codes = set(await self.engine.event_codes(self.correlation_id))
+            codes = await self.engine.event_codes(self.correlation_id)
         except Exception as err:  # an unreadable audit log never fails a backup
             self.log.warning("engine events unreadable; consistency recorded as crash",
                              error=str(err))
             return "crash"
-        frozen = FREEZE_VM_SUCCESS in codes and FAILED_TO_FREEZE_VM not in codes
-        return "filesystem" if frozen else "crash"
+        return consistency.from_events(codes)
 
     # --- metadata ----------------------------------------------------------------------
     async def step_metadata(self):

@@ -182,8 +182,10 @@ class Engine(Protocol):
     # backups (CBT)
     async def start_backup(self, vm_id: str, backup_id: str, disk_ids: list[str],
                            from_checkpoint_id: str | None, description: str,
-                           correlation_id: str) -> EngineBackup:
-        """Raises `CheckpointRefused` when the engine refuses `from_checkpoint_id`."""
+                           correlation_id: str, require_consistency: bool = False) -> EngineBackup:
+        """Raises `CheckpointRefused` when the engine refuses `from_checkpoint_id`.
+        `require_consistency`: the engine fails the backup (phase `failed`, later,
+        not this call) when the guest's file systems cannot be frozen."""
     async def get_backup(self, vm_id: str, backup_id: str) -> EngineBackup | None: ...
     async def backup_disk_modes(self, vm_id: str, backup_id: str) -> dict[str, str]:
         """disk id -> "full" | "incremental" (what the engine will serve)."""
@@ -220,5 +222,6 @@ class Engine(Protocol):
     # the engine's event log (a courtesy to the administrator)
     async def add_event(self, description: str, vm_id: str | None = None) -> None: ...
     # the codes of the audit-log events of one operation (its correlation id):
-    # how the engine says whether it froze the guest (FREEZE_VM_SUCCESS)
+    # FREEZE_VM_SUCCESS when the engine froze the guest itself (snapshots; a live
+    # backup's freeze is vdsm's and logs nothing: statemachines/consistency.py)
     async def event_codes(self, correlation_id: str) -> list[int]: ...

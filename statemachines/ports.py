@@ -68,6 +68,7 @@ class Deps:
     store: Store
     timeouts: Timeouts = field(default_factory=Timeouts)
     disks_per_vm: int = 2
+    consistency: str = "prefer"  # [backup] consistency: prefer | require | crash (consistency.py)
     host_slot: Callable[[str], AsyncContextManager] = lambda host_id: contextlib.nullcontext()
     sd_slot: Callable[[str], AsyncContextManager] = lambda sd_id: contextlib.nullcontext()
     waker: Any = None  # orchestrator.engine.events.Waker: engine events end waits early

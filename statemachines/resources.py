@@ -29,6 +29,8 @@ class EngineBackupRec(TypedDict, total=False):
     to_checkpoint: str | None
     ready: bool
     finalized: bool
+    require_consistency: bool   # started with require_consistency=true (statemachines/consistency.py)
+    consistent_attempt: str     # the id of the failed consistent attempt this one replaced
 
 
 class SnapshotRec(TypedDict, total=False):
@@ -70,6 +72,7 @@ class BackupResources(Outcome, total=False):
     metadata: bool
     vm_name: str
     consistency: str
+    consistency_reason: str     # why a running VM's backup is `crash` (a failed consistent attempt)
     transfers: dict[str, TransferRec]
     copies: dict[str, CopyRec]
     published: bool

@@ -221,11 +221,14 @@ class EngineClient:
 
     async def start_backup(self, vm_id: str, backup_id: str, disk_ids: list[str],
                            from_checkpoint_id: str | None, description: str,
-                           correlation_id: str) -> types.Backup:
+                           correlation_id: str, require_consistency: bool = False) -> types.Backup:
         b = types.Backup(id=backup_id, disks=[types.Disk(id=d) for d in disk_ids],
                          from_checkpoint_id=from_checkpoint_id, description=description)
+        # require_consistency (engine 4.4.4+): the engine fails the backup when the guest
+        # cannot be frozen; older engines ignore it, so it is sent only when asked for
         return await self.call("backup.add", lambda c: self._backups(c, vm_id).add(
-            b, query={"correlation_id": correlation_id}), correlation_id=correlation_id,
+            b, require_consistency=require_consistency or None,
+            query={"correlation_id": correlation_id}), correlation_id=correlation_id,
             not_found=("VM", vm_id))
 
     async def get_backup(self, vm_id: str, backup_id: str) -> types.Backup | None:

@@ -156,11 +156,11 @@ class EnginePort:
     # --- backups -------------------------------------------------------------------------
     async def start_backup(self, vm_id: str, backup_id: str, disk_ids: list[str],
                            from_checkpoint_id: str | None, description: str,
-                           correlation_id: str) -> v.EngineBackup:
+                           correlation_id: str, require_consistency: bool = False) -> v.EngineBackup:
         try:
             return to_backup(await self.client.start_backup(vm_id, backup_id, disk_ids,
                                                          from_checkpoint_id, description,
-                                                         correlation_id))
+                                                         correlation_id, require_consistency))
         except EngineError as err:
             fault = err.__cause__
             if not from_checkpoint_id or not isinstance(fault, sdk.Error) or fault.code != 409:

@@ -189,6 +189,7 @@ class JobRunner:
         return Deps(engine=self.machine_engine, mover=self.mover, store=self.store,
                     catalog=CatalogPort(self.catalog, str(job.id), self.target_id),
                     timeouts=self.cfg.timeouts, disks_per_vm=self.cfg.limits.disks_per_vm,
+                    consistency=self.cfg.backup.consistency,
                     host_slot=self._host_slot, sd_slot=self._sd_slot, waker=self.waker)
 
     def _machine(self, job: cat.Job, m: cat.Machine, deps: Deps) -> VmMachine:

@@ -52,7 +52,8 @@ class Client:
     def __init__(self, checkpoint):
         self.checkpoint = checkpoint
 
-    async def start_backup(self, vm_id, backup_id, disk_ids, from_cp, description, cid):
+    async def start_backup(self, vm_id, backup_id, disk_ids, from_cp, description, cid,
+                           require_consistency=False):
         fault = types.Fault(reason="Operation Failed",
                             detail=f"[Cannot backup VM. Checkpoint {from_cp} is invalid.]")
         cause = sdk.Error("conflict", code=409, fault=fault)

@@ -64,6 +64,8 @@ class FakeEngine:
         self.checkpoints: list[ev.Checkpoint] = []  # chain order, oldest first
         self.calls = []
         self.freeze_events: list[int] = []  # what event_codes reports for any operation
+        self.agent_answers = True  # a backup with require_consistency fails when False
+        self.required: dict[str, bool] = {}  # engine backup id -> require_consistency asked
 
     async def get_vm(self, vm_id, all_content=False):
         if vm_id in self.vms:
@@ -115,11 +117,17 @@ class FakeEngine:
         self.snapshots.pop(snap_id, None)
 
     async def start_backup(self, vm_id, backup_id, disk_ids, from_checkpoint_id, description,
-                           correlation_id):
+                           correlation_id, require_consistency=False):
         self.calls.append(("start_backup", from_checkpoint_id))
+        self.required[backup_id] = require_consistency
         if from_checkpoint_id and self.refuse_checkpoint:
             raise ev.CheckpointRefused(from_checkpoint_id,
                                        f"[Cannot backup VM. Checkpoint {from_checkpoint_id} is invalid.]")
+        if require_consistency and not self.agent_answers:
+            # as the engine: accepted, then failed (vdsm could not freeze), nothing kept
+            self.backups[backup_id] = ev.EngineBackup(id=backup_id, phase="failed")
+            self.from_cp[backup_id] = from_checkpoint_id
+            return ev.EngineBackup(id=backup_id, phase="initializing")
         cp = f"cp-new-{len(self.backups) + 1}"
         self.checkpoints.append(ev.Checkpoint(id=cp, parent_id=self.checkpoints[-1].id if self.checkpoints
                                               else None, state="created"))
@@ -278,9 +286,9 @@ class FakeStore:
         pass
 
 
-def deps(engine, mover=None, catalog=None, store=None):
+def deps(engine, mover=None, catalog=None, store=None, consistency="prefer"):
     return Deps(engine=engine, mover=mover or FakeMover(), catalog=catalog or FakeCatalog(),
-                store=store or FakeStore(),
+                store=store or FakeStore(), consistency=consistency,
                 timeouts=Timeouts(snapshot=2, transfer=2, transfer_end=2, engine_backup=2, disk=2,
                                   poll=0.01, transfer_poll=0.01))
 

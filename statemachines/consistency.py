@@ -1,0 +1,68 @@
+"""How consistent a backup's point in time is, and what ovault asks the engine for.
+
+A backup is recorded `filesystem` when the guest's file systems were frozen
+(through the guest agent) for its point in time, `crash` otherwise.
+
+The dependable signal is the engine's own answer: a CBT backup of a running
+VM started with `require_consistency=true` (VmBackupsService.add, engine
+4.4.4+) fails when the guest could not be frozen, so when such a backup
+becomes ready the guest was frozen. A real engine leaves the freeze of a live
+backup to vdsm and logs no audit event for it; its API's Backup and Snapshot
+carry no consistency field. Snapshots take no such flag: for them the audit
+events under the operation's correlation id are read instead, which is sound
+only one way — FREEZE_VM_SUCCESS (logged when the engine freezes the guest
+itself) proves a freeze; its absence proves nothing and is recorded `crash`.
+
+The setting (`[backup] consistency`):
+
+- `prefer` (default): ask for consistency; when the engine fails that attempt,
+  back up again crash consistent and say why (event `backup.consistency_fallback`);
+- `require`: ask for it; when the engine fails the attempt, the VM's backup fails;
+- `crash`: never ask (the audit events may still prove a freeze).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+SETTINGS = ("prefer", "require", "crash")
+
+# The engine's audit-log codes (AuditLogType) around a guest freeze.
+FAILED_TO_FREEZE_VM, FREEZE_VM_SUCCESS = 10764, 10767
+
+# What the engine tells of a failed backup: its phase (no reason in the API).
+# Its log names the cause; ovault names the likely one.
+CONSISTENT_ATTEMPT_FAILED = (
+    "the engine failed the backup it was asked to take with the guest's file systems frozen "
+    "(require_consistency=true): the guest agent did not freeze them (not installed, not "
+    "running or not answering), or the engine's log names another cause")
+
+
+def check_setting(value: str) -> str:
+    if value not in SETTINGS:
+        raise ValueError(f"backup consistency {value!r} is not one of {', '.join(SETTINGS)}")
+    return value
+
+
+def ask_engine(setting: str, method: str, vm_status: str | None) -> bool:
+    """Whether to start the engine backup with `require_consistency=true`:
+    only a CBT backup (snapshots take no such flag) of a running VM (a VM
+    that is down has nothing to freeze; the engine ignores the flag then)."""
+    return check_setting(setting) != "crash" and method == "cbt" and vm_status == "up"
+
+
+def from_events(codes: Iterable[int]) -> str:
+    """The secondary signal: `filesystem` only when the engine logged that it
+    froze the guest and no failure to freeze under the operation."""
+    c = set(codes)
+    return "filesystem" if FREEZE_VM_SUCCESS in c and FAILED_TO_FREEZE_VM not in c else "crash"
+
+
+def after_failed_attempt(setting: str) -> str:
+    """What a failed consistent attempt leads to: `fallback` (a crash-consistent
+    attempt) or `fail` (the VM's backup fails naming the cause)."""
+    return "fail" if check_setting(setting) == "require" else "fallback"
+
+
+def required_failure(vm_name: str) -> str:
+    return (f"VM {vm_name}: {CONSISTENT_ATTEMPT_FAILED}; backup consistency is \"require\", "
+            "so no crash-consistent backup was taken")
