@@ -1,0 +1,125 @@
+"""A restore whose upload loses its ticket (imageio restarted) goes on on a new
+transfer into the same disk (statemachines/resume.py): the decision, and the
+restore machine against the fakes of tests/unit/test_statemachines.py."""
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+
+import pytest
+
+from statemachines import RestoreMachine
+from statemachines.resume import MAX_RESUMES, UNKNOWN, should_resume
+from tests.unit.test_statemachines import FakeEngine, FakeMover, Journal, deps
+
+
+class Err(Exception):
+    def __init__(self, msg, code=None):
+        super().__init__(msg)
+        self.code = code
+
+
+@pytest.mark.parametrize("code,phase,resumes,want", [
+    ("transfer_not_found", "paused_system", 0, True),
+    ("transfer_not_found", "transferring", 0, True),  # the engine has not noticed yet
+    ("imageio_unavailable", UNKNOWN, 2, True),
+    ("imageio_unavailable", UNKNOWN, MAX_RESUMES, False),  # at most MAX_RESUMES per disk
+    (None, "paused_system", 0, True),  # failed otherwise, but the engine paused it
+    (None, "cancelled_system", 1, True),
+    (None, None, 0, True),  # the engine dropped the transfer
+    (None, "transferring", 0, False),  # a copy error of its own: not retried
+    (None, UNKNOWN, 0, False),  # the engine could not be asked
+    ("chunk_corrupt", "transferring", 0, False),
+    (None, "paused_system", MAX_RESUMES, False),
+])
+def test_should_resume(code, phase, resumes, want):
+    assert should_resume(Err("x", code), resumes, phase) is want
+
+
+class LosingMover(FakeMover):
+    """Its first `losses` uploads fail the way a restarted imageio does, after
+    writing 3 MiB; the engine pauses the upload as it does for a lost ticket."""
+
+    def __init__(self, engine, losses=1):
+        super().__init__()
+        self.engine, self.losses = engine, losses
+
+    async def restore_disk(self, **kw):
+        if self.losses:
+            self.losses -= 1
+            self.copies.append(kw)
+            await kw["progress"](3 << 20, kw["size"])
+            (t,) = [t for t in self.engine.transfers.values() if t.phase == "transferring"]
+            self.engine.transfers[t.id] = replace(t, phase="paused_system")
+            raise Err("ovirt-imageio PUT /images/x failed: HTTP 404 no such ticket", "transfer_not_found")
+        await kw["progress"](kw["size"], kw["size"])
+        return await super().restore_disk(**kw)
+
+
+def restore(e, mover, kind):
+    j = Journal()
+    req = {"backup_id": str(uuid.uuid4()), "kind": kind, "disk_ids": ["d1"]}
+    m = RestoreMachine(j, deps(e, mover=mover), vm_id="vm1", job_id=str(uuid.uuid4()),
+                       machine_id=str(uuid.uuid4()), request=req)
+    return j, m
+
+
+@pytest.mark.parametrize("kind", ["disks", "in_place"])
+async def test_an_upload_that_lost_its_ticket_goes_on_into_the_same_disk(kind):
+    e = FakeEngine()
+    mover = LosingMover(e)
+    j, m = restore(e, mover, kind)
+    assert await m.run() == "succeeded"
+    target = j.resources["plan"]["d1"]["target_disk"]
+    first, second = e.transfers
+    # the broken upload was finalized (a canceled one takes its disk), then a new one made
+    assert ("transfer_finalize", first) in e.calls and ("transfer_cancel", first) not in e.calls
+    assert [t.phase for t in e.transfers.values()] == ["finished_success"] * 2
+    assert {t.disk_id for t in e.transfers.values()} == {target} and target in e.disks
+    (r,) = j.resources["resumes"]["d1"]
+    assert (r["from"], r["to"], r["bytes_done"]) == (first, second, 3 << 20)
+    assert "no such ticket" in r["cause"]
+    assert j.resources["transfers"]["d1"] == {"id": second, "host_id": "h1", "finalized": True}
+    assert "restore.transfer_resumed" in j.events
+    # the whole disk written again, under a new copy id for the mover
+    assert [c["disk_id"] for c in mover.copies] == ["d1", "d1"]
+    assert len({c["copy_id"] for c in mover.copies}) == 2
+    assert j.resources["plan"]["d1"]["copied"] is True
+
+
+@pytest.mark.parametrize("kind", ["disks", "in_place"])
+async def test_an_upload_that_keeps_losing_its_ticket_fails_and_leaves_nothing_active(kind):
+    e = FakeEngine()
+    mover = LosingMover(e, losses=10)
+    j, m = restore(e, mover, kind)
+    assert await m.run() == "failed"
+    assert len(j.resources["resumes"]["d1"]) == MAX_RESUMES and len(mover.copies) == MAX_RESUMES + 1
+    assert "no such ticket" in j.resources["error"]
+    assert all(t.phase.startswith("finished") for t in e.transfers.values())
+    target = j.resources["plan"]["d1"]["target_disk"]
+    canceled = [c for c in e.calls if c[0] == "transfer_cancel"]
+    if kind == "in_place":
+        # never canceled (the engine would remove the VM's disk): it keeps its partly written disk
+        assert not canceled and target in e.disks
+        assert "restore.cleanup_failed" in j.events  # "... hold partial data; run the restore again"
+    else:  # the last upload canceled, the new disk removed by the cleanup
+        assert len(canceled) == 1 and target not in e.disks and ("remove_disk", target) in e.calls
+
+
+async def test_other_upload_errors_are_not_resumed():
+    e = FakeEngine()
+    j, m = restore(e, FakeMover(fail=True), "disks")
+    assert await m.run() == "failed"
+    assert len(e.transfers) == 1 and "resumes" not in j.resources
+    assert "chunk corrupted" in j.resources["error"]
+
+
+async def test_a_disk_the_engine_removed_fails_the_restore_naming_it():
+    class Removing(FakeEngine):
+        async def transfer_action(self, transfer_id, action, correlation_id=None):
+            await super().transfer_action(transfer_id, action, correlation_id)
+            self.disks.pop(self.transfers[transfer_id].disk_id, None)  # as after a failed upload
+    e = Removing()
+    j, m = restore(e, LosingMover(e), "in_place")
+    assert await m.run() == "failed"
+    assert "disk d1 is gone" in j.resources["error"]
