@@ -2,15 +2,17 @@
 
     ovault files ls BACKUP [PATH] [--disk DISK]
     ovault files get BACKUP PATH... [--disk DISK] [-o OUT] [--archive]
-    ovault files search VM NAME
+    ovault files search VM NAME [--no-wait]
 
 They talk to `ovault serve` over its REST API. PATH is /<file system>/<path>:
 `ovault files ls BACKUP` lists the disk's file systems (sda1, vg0/root, ...).
 `get` writes one file as it is, or a folder (or several paths) as a tar.gz,
-with a progress bar; the output appears only when complete.
+with a progress bar; the output appears only when complete. `search` waits
+for the backup disks it had to index (a progress bar), unless --no-wait.
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import stat
@@ -41,6 +43,9 @@ def register(sub) -> None:
     se = fs.add_parser("search", help="which backups of a VM hold files matching NAME (a glob)")
     se.add_argument("vm", help="VM name or id")
     se.add_argument("name", help="a name or glob (*.conf); with a /, matched on the whole path")
+    se.add_argument("--no-wait", action="store_true",
+                    help="print what the indexes hold now; do not wait for backups being indexed")
+    se.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
     for p in (ls, get):
         p.add_argument("--disk", help="disk id or alias (default: the backup's only disk)")
     for p in (ls, get, se):
@@ -154,19 +159,51 @@ async def get(api: Api, args, base: str) -> int:
 
 
 async def search(api: Api, args) -> int:
+    """Search; by default wait for the indexing the search started (a progress bar), then
+    search again: the answer then covers every backup disk that could be indexed."""
     import json
     [vm_id] = await api.resolve_vms([args.vm])
-    doc = await api.req("GET", f"/api/v1/vms/{vm_id}/files", params={"name": args.name})
+    url = f"/api/v1/vms/{vm_id}/files"
+    doc = await api.req("GET", url, params={"name": args.name})
+    if not args.no_wait and (doc.get("indexing") or {}).get("state") == "running":
+        await wait_indexing(api, doc["indexing"]["url"], quiet=args.json, poll=args.poll)
+        doc = await api.req("GET", url, params={"name": args.name})
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
+    print_search(doc, args.name)
+    return 0
+
+
+async def wait_indexing(api: Api, url: str, *, quiet: bool = False, poll: float = 2.0) -> dict:
+    """Poll a VM's indexing (GET /api/v1/vms/{id}/files/indexing) until it is done, with a bar
+    of the backup disks indexed."""
+    with TaskProgress("disks", enabled=not quiet) as bars:
+        progress = bars.step("indexing backups")
+        while True:
+            st = await api.req("GET", url)
+            progress(st["done"] + len(st["failed"]), st["total"])
+            if st["state"] != "running":
+                return st
+            await asyncio.sleep(poll)
+
+
+def print_search(doc: dict, name: str) -> None:
     if not doc["items"]:
-        print(f"no file matching {args.name!r} in the last {doc['backups_searched']} backups")
+        print(f"no file matching {name!r} in the last {doc['backups_searched']} backups"
+              + ("" if doc.get("complete", True) else " indexed so far"))
     for item in doc["items"]:
         print(f"{item['path']}  (disk {item.get('disk_alias') or item['disk_id']})")
         for v in item["versions"]:
             print(f"  {(v['created_at'] or '')[:19]}  backup {v['backup_id']}  {v['type']:<9} "
                   f"{'' if v['size'] is None else v['size']:>12}  mtime {(v['mtime'] or '')[:19]}")
+    missing = doc.get("not_indexed") or []
+    if missing:
+        failed = [x for x in missing if x["state"] == "failed"]
+        print(f"({len(missing)} backup disk(s) not searched: not indexed yet"
+              + (f", {len(failed)} failed" if failed else "") + ")", file=sys.stderr)
+        for x in failed:
+            print(f"  ! backup {x['backup_id']} disk {x.get('disk_alias') or x['disk_id']}: {x.get('error')}",
+                  file=sys.stderr)
     if doc.get("truncated"):
         print("(results truncated: narrow the pattern)", file=sys.stderr)
-    return 0

@@ -5,13 +5,16 @@ search across the backups, refusals, per-user bound and idle close.
 One test drives most of it: each appliance start costs 10-40 s under TCG."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import os
 import tarfile
+import time
 
 import pytest
 
+from orchestrator.api.sso import SsoUser
 from tests import files_disks
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -25,6 +28,13 @@ async def raw(fx, method: str, path: str, token=None, **kw):
     headers = {"Authorization": f"Bearer {token or fx.api.admin}"}
     async with fx.api.client.request(method, path, headers=headers, **kw) as r:
         return r.status, r.headers, await r.read()
+
+
+async def sso_user(fx, name: str, vm_ids: set) -> str:
+    """An engine (SSO) user shown ``vm_ids``, without the engine permit to read disks' data."""
+    fx.api.sso.users[name] = SsoUser(name=f"{name}@internal", principal_id=name, admin=False,
+                                     vm_ids=frozenset(vm_ids), engine_user_id=name)
+    return name
 
 
 async def test_browse_download_archive_search(files_app):
@@ -85,10 +95,46 @@ async def test_browse_download_archive_search(files_app):
     st, _, doc = await api.call("POST", base(fx, 2) + "/archive", json={"paths": []})
     assert st == 422
 
-    # search: the changed file in each of the three backups, newest first, with its size and mtime
-    st, _, doc = await api.call("GET", f"/api/v1/vms/{fx.vm_id}/files", params={"name": "app.conf"})
+    # search: the first answers at once from the indexes there are (none yet) and names the
+    # backup disks not indexed; two searches at once start one indexing per disk
+    search = f"/api/v1/vms/{fx.vm_id}/files"
+    t0 = time.monotonic()
+    (st, _, doc), (st2, _, doc2) = await asyncio.gather(
+        api.call("GET", search, params={"name": "app.conf"}), api.call("GET", search, params={"name": "*.conf"}))
+    assert time.monotonic() - t0 < 10, "search waited for an appliance"
+    assert (st, st2) == (200, 200), (doc, doc2)
+    keys = sorted((str(b), fx.disk_id) for b in fx.backups)
+    for d in (doc, doc2):
+        assert d["items"] == [] and d["complete"] is False and d["backups_searched"] == 3
+        assert sorted((x["backup_id"], x["disk_id"]) for x in d["not_indexed"]) == keys
+        assert {x["state"] for x in d["not_indexed"]} <= {"queued", "indexing"}
+        assert d["indexing"]["state"] == "running" and d["indexing"]["total"] == 3
+        assert d["indexing"]["url"] == f"{search}/indexing"
+    indexer = fx.service.indexer
+    assert sorted(indexer.started) == keys and set(indexer.started.values()) == {1}
+    # the progress is the VM's: a user who cannot read its backups neither sees nor stops it
+    for who, status in ((await api.token("viewer"), 403), (await sso_user(fx, "nosee", set()), 404),
+                        (await sso_user(fx, "nopermit", {fx.vm_id}), 403)):
+        for method in ("GET", "DELETE"):
+            assert (await api.call(method, f"{search}/indexing", who))[0] == status, (who, method)
+    # follow it: done counts up to 3; indexing holds at most files.per_user (2) appliances at once
+    while True:
+        st, _, prog = await api.call("GET", f"{search}/indexing")
+        assert st == 200 and prog["total"] == 3 and prog["failed"] == [], prog
+        assert sum(1 for x in prog["pending"] if x["state"] == "indexing") <= fx.cfg.files.per_user
+        if prog["state"] == "done":
+            break
+        await asyncio.sleep(0.5)
+    assert prog["done"] == 3 and prog["pending"] == [] and prog["finished_at"]
+    assert set(indexer.started.values()) == {1}
+    # a session opened only to index was closed (backups 0 and 2 stay open: browsed above)
+    assert set(fx.service.sessions.sessions) == {(str(fx.backups[i]), fx.disk_id) for i in (0, 2)}
+
+    # the changed file in each of the three backups, newest first, with its size and mtime
+    st, _, doc = await api.call("GET", search, params={"name": "app.conf"})
     assert st == 200, doc
     assert doc["backups_searched"] == 3 and not doc["truncated"]
+    assert doc["complete"] is True and doc["not_indexed"] == [] and doc["indexing"] is None
     [item] = doc["items"]
     assert item["path"] == "/sda1/etc/app.conf" and item["disk_id"] == fx.disk_id
     assert [(x["backup_id"], x["size"], x["mtime"][:10]) for x in item["versions"]] == [
@@ -135,8 +181,17 @@ async def test_access_and_state_refusals(files_app):
     viewer = await api.token("viewer")
     st, _, doc = await api.call("GET", base(fx, 0), viewer, params={"path": "/"})
     assert st == 403
-    st, _, doc = await api.call("GET", f"/api/v1/vms/{fx.vm_id}/files", viewer, params={"name": "x"})
+    search = f"/api/v1/vms/{fx.vm_id}/files"
+    st, _, doc = await api.call("GET", search, viewer, params={"name": "x"})
     assert st == 403
+    # a user who cannot read the VM's backups starts no indexing and sees no progress
+    for who, status in ((viewer, 403), (await sso_user(fx, "nosee", set()), 404),
+                        (await sso_user(fx, "nopermit", {fx.vm_id}), 403)):
+        assert (await api.call("GET", search, who, params={"name": "hostname"}))[0] == status, who
+        assert (await api.call("GET", search + "/indexing", who))[0] == status, who
+    assert fx.service.indexer.started == {} and fx.service.indexing(fx.vm_id) is None
+    st, _, doc = await api.call("GET", search + "/indexing")
+    assert (st, doc["state"], doc["total"]) == (200, "idle", 0)
     other = "/api/v1/backups/%s/disks/%s/files" % (fx.backups[0], "00000000-0000-0000-0000-000000000000")
     st, _, doc = await api.call("GET", other, params={"path": "/"})
     assert st == 404 and "disk" in doc["detail"]
