@@ -4,11 +4,15 @@ guest file system freeze around their point in time — what vdsm does with
 libvirt on a real host. A VM without a running guest keeps the offline paths
 (qemu-img on the volume files, qemu-nbd exports).
 
-Freeze, as the engine does it: through the guest agent, right before the
-point in time, thawed right after. When the agent does not answer, the engine
-goes on crash consistent and says so in the audit log (FAILED_TO_FREEZE_VM);
-a backup started with `require_consistency=true` fails instead, as vdsm
-refuses it. The audit log codes below are the engine's (AuditLogType).
+Freeze: through the guest agent, right before the point in time, thawed
+right after. For a live snapshot the engine freezes the guest itself and says
+so in its audit log (FREEZE_VM_SUCCESS; FAILED_TO_FREEZE_VM when the agent
+does not answer, and the snapshot goes on crash consistent), as an engine
+does with LiveSnapshotPerformFreezeInEngine. For a live backup vdsm freezes
+the guest and the engine logs nothing about it: without
+`require_consistency` a failed freeze goes unnoticed (crash consistent); with
+it the backup fails (phase `failed`, VM_BACKUP_FAILED) and keeps nothing.
+The audit log codes below are the engine's (AuditLogType).
 """
 from __future__ import annotations
 
@@ -38,11 +42,13 @@ def guest_of(engine, vm):
     return guests.get(vm.id)
 
 
-async def freeze(engine, vm, g, correlation_id: str) -> bool:
-    """Freeze the guest's file systems; False (and the engine's warning) when
-    the agent does not answer or cannot freeze."""
-    engine.event(FREEZE_VM_INITIATED, f"Freezing the guest file systems of VM {vm.name}.",
-                 vm_id=vm.id, correlation_id=correlation_id)
+async def freeze(engine, vm, g, correlation_id: str, audit: bool = True) -> bool:
+    """Freeze the guest's file systems; False (and, with `audit`, the engine's
+    warning) when the agent does not answer or cannot freeze. Without `audit`
+    (vdsm's freeze of a live backup) the engine's audit log says nothing."""
+    if audit:
+        engine.event(FREEZE_VM_INITIATED, f"Freezing the guest file systems of VM {vm.name}.",
+                     vm_id=vm.id, correlation_id=correlation_id)
     try:
         await g.qga("guest-fsfreeze-freeze", timeout=FREEZE_TIMEOUT)
     except Exception as e:  # GuestError, a timeout, a closed channel
@@ -50,23 +56,30 @@ async def freeze(engine, vm, g, correlation_id: str) -> bool:
             await g.qga("guest-fsfreeze-thaw", timeout=2)
         except Exception:
             pass
+        g.last_freeze_error = f"{type(e).__name__}: {e or 'no answer from the guest agent'}"
+        if not audit:
+            return False
         engine.event(FAILED_TO_FREEZE_VM,
                      f"The guest file systems of VM {vm.name} could not be frozen "
                      f"({type(e).__name__}: {e or 'no answer from the guest agent'}); the "
                      "point in time is crash consistent only.",
                      severity="warning", vm_id=vm.id, correlation_id=correlation_id)
         return False
-    engine.event(FREEZE_VM_SUCCESS, f"The guest file systems of VM {vm.name} are frozen.",
-                 vm_id=vm.id, correlation_id=correlation_id)
+    if audit:
+        engine.event(FREEZE_VM_SUCCESS, f"The guest file systems of VM {vm.name} are frozen.",
+                     vm_id=vm.id, correlation_id=correlation_id)
     return True
 
 
-async def thaw(engine, vm, g, correlation_id: str):
+async def thaw(engine, vm, g, correlation_id: str, audit: bool = True):
     try:
         await g.qga("guest-fsfreeze-thaw", timeout=FREEZE_TIMEOUT)
-        engine.event(THAW_VM_SUCCESS, f"The guest file systems of VM {vm.name} are thawed.",
-                     vm_id=vm.id, correlation_id=correlation_id)
+        if audit:
+            engine.event(THAW_VM_SUCCESS, f"The guest file systems of VM {vm.name} are thawed.",
+                         vm_id=vm.id, correlation_id=correlation_id)
     except Exception as e:
+        if not audit:
+            return
         engine.event(FAILED_TO_THAW_VM, f"The guest file systems of VM {vm.name} could not be "
                      f"thawed ({type(e).__name__}: {e}).", severity="warning", vm_id=vm.id,
                      correlation_id=correlation_id)
@@ -75,19 +88,21 @@ async def thaw(engine, vm, g, correlation_id: str):
 class _Freezer:
     """Freeze/thaw callbacks for the point in time; remembers whether it froze."""
 
-    def __init__(self, engine, vm, g, correlation_id, required: bool):
-        self.args = (engine, vm, g, correlation_id)
+    def __init__(self, engine, vm, g, correlation_id, required: bool, audit: bool):
+        self.args, self.audit = (engine, vm, g, correlation_id), audit
         self.required, self.frozen = required, False
 
     async def before(self):
-        self.frozen = await freeze(*self.args)
+        self.frozen = await freeze(*self.args, audit=self.audit)
         if not self.frozen and self.required:
-            raise FreezeRequired(f"the guest file systems of VM {self.args[1].name} could not "
-                                 "be frozen and consistency is required")
+            # vdsm refuses the backup; the engine's API and audit log say only that it failed
+            raise FreezeRequired(f"VM {self.args[1].name}: freezing the guest failed "
+                                 f"({getattr(self.args[2], 'last_freeze_error', '?')}) and "
+                                 "the backup requires consistency")
 
     async def after(self):
         if self.frozen:
-            await thaw(*self.args)
+            await thaw(*self.args, audit=self.audit)
 
 
 # --- backups ------------------------------------------------------------------------------------
@@ -96,7 +111,7 @@ async def begin_backup(engine, vm, g, b, disks, capable, require_consistency: bo
     """The live point in time of backup `b`: freeze, fleecing + bitmaps + NBD
     exports in the guest's qemu, thaw. Sets b.live, b.modes, b.consistency."""
     qmp = await Qmp(g.qmp_socket).connect()
-    fr = _Freezer(engine, vm, g, correlation_id, require_consistency)
+    fr = _Freezer(engine, vm, g, correlation_id, require_consistency, audit=False)
     try:
         lb = await live_backup.begin(
             qmp, b.id, {d.id: g.disk(d.id).node_name for d in disks},
@@ -141,7 +156,7 @@ def transfer_source(b, disk_id: str):
 async def snapshot(engine, vm, g, disks, correlation_id: str) -> tuple[dict, bool]:
     """Live snapshot of `disks`: freeze, a new overlay on each running disk,
     thaw. Returns ({disk_id: frozen volume id}, frozen)."""
-    fr = _Freezer(engine, vm, g, correlation_id, False)
+    fr = _Freezer(engine, vm, g, correlation_id, False, audit=True)
     out = {}
     async with Qmp(g.qmp_socket) as qmp:
         await fr.before()
