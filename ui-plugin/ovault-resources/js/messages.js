@@ -238,6 +238,22 @@ const EN = {
   'files.kind.file': 'file',
   'files.kind.symlink': 'link',
   'files.kind.other': 'special file',
+  // file search (views/file-search.js)
+  'files.searchTitle': 'Find a file in the backups',
+  'files.searchLabel': 'File name or pattern',
+  'files.searchPlaceholder': 'hostname, *.conf, /sda1/etc/*',
+  'files.search': 'Search',
+  'files.searchFailed': 'The search failed',
+  'files.searchNone': 'No file matching {name} in the last {n} backups',
+  'files.searchNoneYet': 'No file matching {name} in the backups indexed so far',
+  'files.searchTruncated': 'More files match: narrow the pattern',
+  'files.indexing': 'Indexing backups for search',
+  'files.indexedOf': '{done} of {total} disks',
+  'files.indexingNote': 'Results refresh when the indexing is done',
+  'files.indexingFailed': 'Could not follow the indexing',
+  'files.indexFailed': '{n} backup disk(s) could not be indexed',
+  'files.path': 'Path',
+  'files.backupCol': 'Backup',
 
   // jobs and restores
   'jobs.sub': 'Backups and restores, live',

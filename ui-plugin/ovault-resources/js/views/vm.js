@@ -8,6 +8,7 @@ import { t } from '../messages.js';
 import { h, clear, alert, emptyState, jobCard, renderJob, errorText, when, ago } from '../ui.js';
 import { backupTable, protectionOf, protectionLabel } from './common.js';
 import { openWizard } from './wizard.js';
+import { fileSearch } from './file-search.js';
 
 export async function render(ctx) {
   const vmId = ctx.params.get('vm');
@@ -27,7 +28,7 @@ export async function render(ctx) {
     h('button', { class: 'ov-btn ov-secondary', 'data-action': 'restore', onclick: () => openWizard(ctx, { vm: { id: vmId, name: vmName }, onStarted: track }) }, t('action.restoreEllipsis')),
   ] : [];
   clear(ctx.root, ctx.header(t('vm.title', { name: vmName }), null, actions),
-    h('main', { class: 'ov-main' }, note, prot, running, table));
+    h('main', { class: 'ov-main' }, note, prot, running, operate ? fileSearch(ctx, vmId) : null, table));
 
   const cards = new Map();
   const diskNames = {};
