@@ -29,7 +29,8 @@ def machine(m) -> dict:
             "backup_id": str(m.backup_id) if m.backup_id else (m.resources or {}).get("backup_id"),
             "started_at": iso(m.started_at), "finished_at": iso(m.finished_at),
             "resources": {k: v for k, v in (m.resources or {}).items()
-                          if k in ("method", "mode", "fallback_reason", "target_vm", "kind")}}
+                          if k in ("method", "mode", "fallback_reason", "target_vm", "kind",
+                                   "consistency", "consistency_reason")}}
 
 
 def job(j) -> dict:

@@ -5,10 +5,14 @@ its workload appends records, a CBT backup is exported by the guest's own
 qemu (fleecing node + NBD export) — the test reads that export itself at the
 backup's point in time as the reference, writes more into the disk through
 qemu, and the image downloaded through imageio equals the reference; full and
-incremental. Through ovault, backups taken while the guest agent answers are
-recorded `filesystem`, and `crash` once the agent is stopped (the engine's
-FAILED_TO_FREEZE_VM warning); the restored VM boots and its workload's
-record file verifies.
+incremental. Started with `require_consistency=true` through the SDK, as
+ovault does for a running VM: vdsm freezes the guest and the engine logs no
+freeze event. Through ovault, backups taken while the guest agent answers are
+recorded `filesystem`; once the agent is stopped the engine fails the
+consistent attempt, and with `[backup] consistency = "prefer"` the backup is
+taken again crash consistent and recorded `crash` with the reason, with
+"require" the VM's backup fails naming the cause; nothing is left in the
+engine. The restored VM boots and its workload's record file verifies.
 """
 from __future__ import annotations
 
@@ -31,7 +35,8 @@ from tests.helpers import Orchestrator, running_sandbox, wait
 # Guests run on TCG on the development machine: a boot takes 10-60 s depending on the load.
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1200)]
 MiB = 1 << 20
-FREEZE_VM_SUCCESS, FAILED_TO_FREEZE_VM, THAW_VM_SUCCESS = 10767, 10764, 10768
+FREEZE_CODES = {10764, 10765, 10766, 10767, 10768}  # the engine's own freeze/thaw events
+VM_BACKUP_STARTED, VM_BACKUP_FAILED = 10790, 10792
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +133,7 @@ def test_live_full_and_incremental_are_point_in_time(lab, conn, guest, tmp_path)
     def run_backup(from_cp, tag):
         cid = f"live-e2e-{uuid.uuid4()}"
         b = bs.add(types.Backup(disks=[types.Disk(id=disk["disk_id"])], from_checkpoint_id=from_cp),
-                   query={"correlation_id": cid})
+                   require_consistency=True, query={"correlation_id": cid})
         bsvc = bs.backup_service(b.id)
         wait(lambda: bsvc.get().phase == types.BackupPhase.READY, timeout=60, what="backup ready")
         b = bsvc.get()
@@ -152,9 +157,9 @@ def test_live_full_and_incremental_are_point_in_time(lab, conn, guest, tmp_path)
             tsvc.finalize()
         bsvc.finalize()
         wait(lambda: bsvc.get().phase == types.BackupPhase.SUCCEEDED, what="backup succeeded")
+        # Ready although consistency was required: frozen, by vdsm, without an engine event.
         codes = [e.code for e in ev.list(search=f"correlation_id={cid}")]
-        assert FREEZE_VM_SUCCESS in codes and THAW_VM_SUCCESS in codes, codes
-        assert FAILED_TO_FREEZE_VM not in codes
+        assert VM_BACKUP_STARTED in codes and not FREEZE_CODES & set(codes), codes
         flat = tmp_path / f"{tag}.raw"
         subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", path, flat], check=True,
                        cwd=tmp_path)
@@ -174,34 +179,58 @@ def test_live_full_and_incremental_are_point_in_time(lab, conn, guest, tmp_path)
 def test_consistency_recorded_filesystem_then_crash_and_restored_vm_boots(lab, conn, guest,
                                                                           state_root):
     vm, g = guest
-    o = Orchestrator(lab.dir, state_root / "orch-live").start()
+    o = Orchestrator(lab.dir, state_root / "orch-live").start()  # consistency "prefer"
     try:
         def backup(mode="auto"):
             job = o.wait_job(o.backup([vm["id"]], mode)["id"], timeout=600)
             assert job["state"] == "succeeded", job
             (m,) = job["machines"]
-            return o.api("GET", f"/api/v1/backups/{m['backup_id']}", expect=200)
+            return o.api("GET", f"/api/v1/backups/{m['backup_id']}", expect=200), m
 
-        full = backup("full")
+        full, _ = backup("full")
         assert (full["mode"], full["method"], full["consistency"]) == ("full", "cbt", "filesystem")
         time.sleep(2)  # the workload appends meanwhile
-        inc = backup()
+        inc, _ = backup()
         assert (inc["mode"], inc["consistency"]) == ("incremental", "filesystem")
+        assert lab.leftovers() == NOTHING_LEFT
 
-        # The guest agent stops answering: the next backup is crash consistent
-        # and the engine says why.
+        # The guest agent stops answering: the engine fails the consistent
+        # attempt, and the backup is taken again crash consistent, saying why.
         # (a command it runs stops its parent, the agent)
         asyncio.run(Agent(g["qga"], timeout=10).execute("guest-exec", {
             "path": "/bin/sh", "arg": ["-c", "kill -STOP $PPID"]}))
         wait(lambda: not asyncio.run(_agent_ok(g["qga"])), timeout=60, what="the agent stopped")
-        crash = backup()
+        failed_before = _backup_failures(conn, vm["id"])
+        crash, m = backup()
         assert (crash["mode"], crash["consistency"]) == ("incremental", "crash")
+        assert m["resources"]["consistency"] == "crash"
+        assert "require_consistency=true" in m["resources"]["consistency_reason"]
+        assert _backup_failures(conn, vm["id"]) == failed_before + 1  # the consistent attempt
         listed = {b["id"]: b["consistency"]
                   for b in o.api("GET", f"/api/v1/backups?vm_id={vm['id']}", expect=200)["items"]}
         assert listed == {full["id"]: "filesystem", inc["id"]: "filesystem", crash["id"]: "crash"}
-        warned = conn.system_service().events_service().list(search=f"type={FAILED_TO_FREEZE_VM}")
-        assert any(e.vm and e.vm.id == vm["id"] for e in warned)
+        assert lab.leftovers() == NOTHING_LEFT
+    finally:
+        o.stop()
 
+    # `require`: the VM's backup fails naming the cause; nothing is left behind.
+    strict = Orchestrator(lab.dir, state_root / "orch-live",
+                          env={"OVAULT_BACKUP_CONSISTENCY": "require"}).start()
+    try:
+        job = strict.wait_job(strict.backup([vm["id"]], "auto")["id"], timeout=600)
+        assert job["state"] == "failed", job
+        (m,) = job["machines"]
+        assert "guest agent did not freeze" in m["error"] and '"require"' in m["error"], m
+        assert m["resources"].get("consistency") is None
+        assert lab.leftovers() == NOTHING_LEFT
+        listed = [b["id"] for b in strict.api("GET", f"/api/v1/backups?vm_id={vm['id']}&status=succeeded",
+                                              expect=200)["items"]]
+        assert sorted(listed) == sorted([full["id"], inc["id"], crash["id"]])
+    finally:
+        strict.stop()
+
+    o = Orchestrator(lab.dir, state_root / "orch-live").start()
+    try:
         # The filesystem-consistent incremental restores to a VM that boots and
         # whose records verify up to the last complete one.
         job = o.wait_job(o.restore(inc["id"], kind="new", name="linux-ext4-restored")["id"],
@@ -229,6 +258,16 @@ def test_consistency_recorded_filesystem_then_crash_and_restored_vm_boots(lab, c
         nsvc.remove()
     finally:
         o.stop()
+
+
+NOTHING_LEFT = {"snapshots": [], "backups": [], "transfers": [], "locked_disks": [],
+                "busy_vms": []}
+
+
+def _backup_failures(conn, vm_id) -> int:
+    """The engine's VM_BACKUP_FAILED events for the VM (a failed consistent attempt)."""
+    return sum(1 for e in conn.system_service().events_service().list(
+        search=f"type={VM_BACKUP_FAILED}") if e.vm and e.vm.id == vm_id)
 
 
 async def _read_guest_file(qga: str, path: str) -> bytes:
