@@ -177,7 +177,7 @@ class Indexer:
             doc = await self.build(s)
         finally:
             s.users.discard(INDEX_USER)
-            if not existed:
+            if not existed and not s.users:  # nobody started browsing it meanwhile
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self.manager.release(s))
         log.info("files.indexed", backup_id=d.backup_id, disk_id=d.disk_id, entries=len(doc["entries"]),

@@ -14,6 +14,7 @@ import base64
 import json
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -101,8 +102,20 @@ def test_a_file_changed_twice_is_listed_downloaded_and_found_in_three_backups(la
     for bid, data in zip(backups, versions):
         assert _raw(orch, _files(orch, bid) + "/content", {"path": "/sda1" + PATH}) == (200, data)
 
-    # the first search indexes each backup (an appliance start each): minutes under TCG
-    found = _get(orch, f"/api/v1/vms/{vm['id']}/files", name="report.txt")
+    # the first search answers at once and indexes the backups in the background (an
+    # appliance start each: minutes under TCG); once that is done, a search finds every version
+    search = f"/api/v1/vms/{vm['id']}/files"
+    first = _get(orch, search, name="report.txt")
+    if not first["complete"]:
+        assert first["indexing"]["url"] == search + "/indexing"
+        assert {x["backup_id"] for x in first["not_indexed"]} <= set(backups)
+        deadline = time.monotonic() + 900
+        while (prog := _get(orch, search + "/indexing"))["state"] == "running":
+            assert time.monotonic() < deadline, prog
+            time.sleep(2)
+        assert prog["failed"] == [], prog
+    found = _get(orch, search, name="report.txt")
+    assert found["complete"] and found["not_indexed"] == []
     [item] = found["items"]
     assert item["path"] == "/sda1" + PATH
     assert [(v["backup_id"], v["size"]) for v in item["versions"]] == [

@@ -55,7 +55,7 @@ export function fileSearch(ctx, vmId) {
     clear(results, items.length ? h('table', { class: 'ov-table', 'data-table': 'file-search' },
       h('thead', {}, h('tr', {}, h('th', {}, t('files.path')), h('th', {}, t('col.disk')), h('th', {}, t('files.backupCol')),
         h('th', {}, t('files.type')), h('th', { class: 'ov-num' }, t('col.size')), h('th', {}, t('files.modified')))),
-      h('tbody', {}, items.flatMap((it) => it.versions.map((v, i) => h('tr', { 'data-path': it.path, 'data-backup': v.backup_id },
+      h('tbody', {}, items.flatMap((it) => it.versions.map((v, i) => h('tr', { 'data-path': it.path, 'data-version-of': v.backup_id },
         h('td', {}, i === 0 ? it.path : ''), h('td', { class: 'ov-muted' }, i === 0 ? (it.disk_alias || short(it.disk_id)) : ''),
         h('td', { class: 'ov-nowrap', title: v.created_at || '' }, v.created_at ? when(v.created_at) : short(v.backup_id)),
         h('td', { class: 'ov-muted' }, t(`files.kind.${v.type}`, {}, v.type)),
