@@ -101,11 +101,11 @@ class BackupMachine(VmMachine):
             if parent and not cp:
                 parent, reason = None, "the last backup has no checkpoint"
             vm = await e.get_vm(self.vm_id)
+            ask, why_not = consistency.ask_engine(self.deps.consistency, "cbt", vm.status,
+                                                  vm.guest_agent)
             eb = {"id": self.res["backup_id"], "from_checkpoint": cp,
-                  "parent_id": parent["id"] if parent else None,
-                  "require_consistency": consistency.ask_engine(self.deps.consistency, "cbt",
-                                                                vm.status)}
-            await self.record(engine_backup=eb, fallback_reason=reason)
+                  "parent_id": parent["id"] if parent else None, "require_consistency": ask}
+            await self.record(engine_backup=eb, fallback_reason=reason, consistency_reason=why_not)
         try:
             eb, b = await self._engine_backup_ready(eb)
         except _EngineBackupFailed:

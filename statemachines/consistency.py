@@ -43,11 +43,24 @@ def check_setting(value: str) -> str:
     return value
 
 
-def ask_engine(setting: str, method: str, vm_status: str | None) -> bool:
-    """Whether to start the engine backup with `require_consistency=true`:
-    only a CBT backup (snapshots take no such flag) of a running VM (a VM
-    that is down has nothing to freeze; the engine ignores the flag then)."""
-    return check_setting(setting) != "crash" and method == "cbt" and vm_status == "up"
+NO_AGENT = ("the engine reports no guest agent for the running VM (no guest OS information): "
+            "its file systems cannot be frozen")
+
+
+def ask_engine(setting: str, method: str, vm_status: str | None,
+               guest_agent: bool = True) -> tuple[bool, str | None]:
+    """(whether to start the engine backup with `require_consistency=true`,
+    why not when that makes the backup `crash`). Only a CBT backup (snapshots
+    take no such flag) of a running VM (one that is down has nothing to
+    freeze; the engine ignores the flag then). With `prefer`, not when the
+    engine reports no guest agent (the attempt could only fail); `require`
+    asks anyway and lets the engine decide."""
+    setting = check_setting(setting)
+    if setting == "crash" or method != "cbt" or vm_status != "up":
+        return False, None
+    if not guest_agent and setting == "prefer":
+        return False, NO_AGENT
+    return True, None
 
 
 def from_events(codes: Iterable[int]) -> str:

@@ -119,6 +119,7 @@ class Vm:
     type: str | None = None             # "server" | "desktop" | "high_performance"
     cluster_id: str | None = None
     ovf: str | None = None              # with `all_content`: the OVF the engine keeps
+    guest_agent: bool = False           # the engine reports the guest's OS: an agent ran (up VMs only)
     config: VmConfig = field(default_factory=VmConfig)
 
 

@@ -77,7 +77,8 @@ def to_vm(x: types.Vm) -> v.Vm:
         description=x.description or "",
         high_availability=bool(x.high_availability and x.high_availability.enabled))
     return v.Vm(id=x.id, name=x.name, status=_name(x.status), type=_name(x.type),
-                cluster_id=_id(x.cluster), ovf=ovf, config=config)
+                cluster_id=_id(x.cluster), ovf=ovf, config=config,
+                guest_agent=x.guest_operating_system is not None)
 
 
 def apply_config(target: types.Vm, c: v.VmConfig) -> types.Vm:

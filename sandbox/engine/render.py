@@ -19,7 +19,7 @@ from ovirtsdk4 import types
 from ovirtsdk4.reader import Reader
 from ovirtsdk4.writer import Writer
 
-from . import ovf
+from . import live, ovf
 from .model import BLANK, Snapshot, Transfer
 from .state import Engine
 
@@ -187,6 +187,11 @@ def vm(e: Engine, v, all_content=False):
         host=T(types.Host, id=v.host_id, href=f"{API}/hosts/{v.host_id}") if v.host_id else None,
         cpu_shares=0, run_once=False, next_run_configuration_exists=False,
         large_icon=None)
+    if live.guest_of(e, v) is not None:
+        # What the guest agent reports through vdsm (kept while it runs, as the engine does)
+        x.guest_operating_system = types.GuestOperatingSystem(
+            architecture="x86_64", family="Linux", distribution="Debian GNU/Linux",
+            codename="bookworm", version=types.Version(full_version="12", major=12))
     if all_content:
         disks = [(a, e.disks[a.disk_id]) for a in v.attachments if a.disk_id in e.disks]
         sd = disks[0][1].sd_id if disks else next(iter(e.sds))

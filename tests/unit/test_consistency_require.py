@@ -5,6 +5,7 @@ why, `require` fails the VM's backup naming the cause, `crash` never asks."""
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 
@@ -16,17 +17,19 @@ from .test_backup_consistency import PayloadJournal
 from .test_statemachines import FakeCatalog, FakeEngine, FakeStore, Journal, backup_machine, deps
 
 
-@pytest.mark.parametrize("setting, method, status, asked", [
-    ("prefer", "cbt", "up", True),
-    ("require", "cbt", "up", True),
-    ("crash", "cbt", "up", False),
-    ("prefer", "cbt", "down", False),       # nothing to freeze; the engine ignores the flag
-    ("require", "cbt", "down", False),
-    ("prefer", "snapshot", "up", False),    # POST /snapshots takes no such flag
-    ("prefer", "cbt", None, False),
+@pytest.mark.parametrize("setting, method, status, agent, asked, why_not", [
+    ("prefer", "cbt", "up", True, True, None),
+    ("require", "cbt", "up", True, True, None),
+    ("crash", "cbt", "up", True, False, None),
+    ("prefer", "cbt", "down", False, False, None),  # nothing to freeze; the engine ignores the flag
+    ("require", "cbt", "down", False, False, None),
+    ("prefer", "snapshot", "up", True, False, None),  # POST /snapshots takes no such flag
+    ("prefer", "cbt", None, True, False, None),
+    ("prefer", "cbt", "up", False, False, c.NO_AGENT),  # the attempt could only fail
+    ("require", "cbt", "up", False, True, None),  # the engine decides
 ])
-def test_when_ovault_asks_for_a_frozen_guest(setting, method, status, asked):
-    assert c.ask_engine(setting, method, status) is asked
+def test_when_ovault_asks_for_a_frozen_guest(setting, method, status, agent, asked, why_not):
+    assert c.ask_engine(setting, method, status, agent) == (asked, why_not)
 
 
 def test_events_prove_a_freeze_only_when_the_engine_logged_one_and_no_failure():
@@ -44,7 +47,8 @@ def test_a_failed_consistent_attempt_falls_back_unless_required_and_bad_settings
 
 def running(agent=True) -> FakeEngine:
     e = FakeEngine()
-    e.vms["vm1"] = ev.Vm(id="vm1", name="web1", status="up", type="server", cluster_id="c1")
+    e.vms["vm1"] = ev.Vm(id="vm1", name="web1", status="up", type="server", cluster_id="c1",
+                         guest_agent=True)
     e.agent_answers = agent
     return e
 
@@ -99,6 +103,17 @@ async def test_crash_never_asks_and_reads_the_audit_events():
     assert j.resources["consistency"] == "crash"
 
 
+async def test_prefer_does_not_ask_when_the_engine_reports_no_guest_agent():
+    e = running(agent=False)
+    e.vms["vm1"] = replace(e.vms["vm1"], guest_agent=False)
+    j = Journal()
+    assert await backup_machine(j, deps(e)).run() == "succeeded"
+    assert e.required == {j.resources["backup_id"]: False}  # one engine backup, not asked
+    assert j.resources["consistency"] == "crash"
+    assert j.resources["consistency_reason"] == c.NO_AGENT
+    assert "backup.consistency_fallback" not in j.events
+
+
 async def test_a_resumed_machine_whose_consistent_attempt_failed_meanwhile_falls_back():
     e, cat = running(agent=False), FakeCatalog()
     j = Journal()
@@ -117,3 +132,13 @@ async def test_a_resumed_machine_whose_consistent_attempt_failed_meanwhile_falls
     assert await m2.run() == "succeeded"
     assert j2.resources["engine_backup"]["consistent_attempt"] == "b-1"
     assert cat.rows["b-1"]["consistency"] == "crash"
+
+
+def test_the_port_reads_a_guest_agent_from_the_guest_os_the_engine_reports():
+    import ovirtsdk4.types as types
+
+    from orchestrator.engine.port import to_vm
+    up = types.Vm(id="v", name="n", status=types.VmStatus.UP)
+    assert to_vm(up).guest_agent is False
+    up.guest_operating_system = types.GuestOperatingSystem(distribution="Debian GNU/Linux")
+    assert to_vm(up).guest_agent is True
