@@ -38,41 +38,24 @@ if ((${#missing[@]})); then
 fi
 
 # ---- the cache key: every input of the image ----
+INPUT_PATHS=(orchestrator statemachines imageio_ext deploy/systemd deploy/appliance requirements.lock pyproject.toml README.md)
 inputs() {
-  git ls-files -co --exclude-standard -- orchestrator statemachines imageio_ext deploy/systemd \
-    deploy/appliance requirements.lock pyproject.toml README.md | LC_ALL=C sort |
-    while read -r f; do [[ -f $f ]] && echo "$f"; done
+  if git rev-parse --show-toplevel 2>/dev/null | grep -qxF "$ROOT"; then
+    git ls-files -co --exclude-standard -- "${INPUT_PATHS[@]}"
+  else   # a snapshot of the inputs (--check-reproducible): every file in it
+    find "${INPUT_PATHS[@]}" \( -type f -o -type l \) 2>/dev/null
+  fi | LC_ALL=C sort | while read -r f; do [[ -f $f ]] && echo "$f"; done
 }
 KEY=$(inputs | tr '\n' '\0' | xargs -0 sha256sum | sha256sum | cut -c1-16)
-IMG=$CACHE/$KEY/ovault-appliance.qcow2
-mkdir -p "$(dirname "$OUT")"
-if [[ -f $IMG && -f ${IMG%.qcow2}.ova ]]; then
-  cp --reflink=auto "$IMG" "$OUT.tmp" && mv "$OUT.tmp" "$OUT"
-  cp --reflink=auto "${IMG%.qcow2}.ova" "$OVA.tmp" && mv "$OVA.tmp" "$OVA"
-  echo "appliance: $OUT and $OVA from the cache ($CACHE/$KEY, $(du -h --apparent-size "$OUT" | cut -f1))"
-  exit 0
+# SOURCE_DATE_EPOCH: the commit time of the last commit that changed an input (not HEAD's:
+# unrelated commits leave it, and the image, unchanged). Every file time in the image, the
+# filesystem's times and the OVA's member times are clamped to it.
+if [[ -z ${SOURCE_DATE_EPOCH:-} ]]; then
+  SOURCE_DATE_EPOCH=$(git log -1 --format=%ct -- "${INPUT_PATHS[@]}" 2>/dev/null || true)
 fi
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
 
-# SOURCE_DATE_EPOCH: the last commit (file mtimes, package logs, the filesystem).
-export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 1700000000)}
-WORK=$CACHE/work-$KEY
-rm -rf --one-file-system "$WORK"
-mkdir -p "$WORK"
-trap 'rm -rf --one-file-system "$WORK"' EXIT
-
-# ---- ovault's wheel and its runtime dependencies (no test tooling) ----
-echo "appliance: building the wheelhouse"
-mkdir -p "$WORK/src" "$WORK/wheels"
-inputs | grep -E '^(orchestrator|statemachines|imageio_ext)/|^(pyproject.toml|README.md)$' |
-  grep -v -E '(^|/)(tests?|__pycache__)/' | tar -cf - -T - | tar -xf - -C "$WORK/src"
-PIP=(.venv/bin/python -m pip)
-[[ -x .venv/bin/python ]] || PIP=(python3 -m pip)
-quiet() { "$@" >"$WORK/log" 2>&1 || { cat "$WORK/log" >&2; return 1; }; }   # output on failure only
-quiet "${PIP[@]}" wheel -q --no-deps -w "$WORK/wheels" "$WORK/src"
-quiet "${PIP[@]}" wheel -q -w "$WORK/wheels" -c requirements.lock "$WORK"/wheels/ovault-*.whl
-printf '%s\n' ovault > "$WORK/wheels/requirements.txt"
-
-# ---- the Debian base layer: mmdebstrap's root as a tarball, cached by its own inputs ----
+# ---- the Debian base layer's key (the layer itself is made below, when missing) ----
 # The mirrors apt already uses on this machine (deb822 .sources or one-line lists).
 mirrors() {
   { awk '/^URIs:/{for(i=2;i<=NF;i++)print $i}' /etc/apt/sources.list.d/*.sources 2>/dev/null
@@ -101,6 +84,96 @@ BASE_ARGS=(
 BASE_SOURCES=("deb $main bookworm main" "deb $main bookworm-updates main" "deb $sec bookworm-security main")
 BASE_KEY=$( { mmdebstrap --version; printf '%s\0' "${BASE_ARGS[@]}" "${BASE_SOURCES[@]}"; } | sha256sum | cut -c1-16)
 BASE=$CACHE/base-$BASE_KEY/debian-root.tar
+
+if [[ ${1:-} == --print-keys ]]; then   # the two cache keys and the time (tests, scripts)
+  echo "image=$KEY base=$BASE_KEY source_date_epoch=$SOURCE_DATE_EPOCH"
+  exit 0
+fi
+if [[ ${1:-} == --check-reproducible ]]; then
+  # The product layer twice from one snapshot of the inputs (the shared checkout may change
+  # meanwhile), with the cached base, neither build reading or writing the image cache.
+  SNAP=$(mktemp -d "$CACHE/repro-XXXXXX")
+  trap 'rm -rf --one-file-system "$SNAP"' EXIT
+  inputs | tar -cf - -T - | tar -xf - -C "$SNAP"
+  ln -s "$ROOT/.venv" "$SNAP/.venv"
+  declare -A qcow ova secs
+  for run in a b; do
+    t=$(date +%s)
+    echo "appliance: reproducibility build $run (key $KEY, SOURCE_DATE_EPOCH $SOURCE_DATE_EPOCH)"
+    OVAULT_APPLIANCE_NOCACHE=1 OVAULT_APPLIANCE_OUT="$SNAP/out-$run/ovault-appliance.qcow2" \
+      bash "$SNAP/deploy/appliance/build.sh"
+    secs[$run]=$(( $(date +%s) - t ))
+    qcow[$run]=$(sha256sum < "$SNAP/out-$run/ovault-appliance.qcow2" | cut -d' ' -f1)
+    ova[$run]=$(sha256sum < "$SNAP/out-$run/ovault-appliance.ova" | cut -d' ' -f1)
+  done
+  for run in a b; do
+    echo "appliance: build $run (${secs[$run]}s): qcow2 sha256 ${qcow[$run]}"
+    echo "appliance: build $run (${secs[$run]}s): ova   sha256 ${ova[$run]}"
+  done
+  if [[ ${qcow[a]} == "${qcow[b]}" && ${ova[a]} == "${ova[b]}" ]]; then
+    echo "appliance: reproducible: both builds gave identical qcow2 and OVA bytes"
+    exit 0
+  fi
+  keep=$CACHE/repro-failed; rm -rf --one-file-system "$keep"; mkdir -p "$keep"
+  mv "$SNAP/out-a" "$keep/a" && mv "$SNAP/out-b" "$keep/b"
+  echo "appliance: NOT reproducible; both images kept in $keep (compare: qemu-img convert -O raw, cmp -l)" >&2
+  exit 1
+fi
+
+IMG=$CACHE/$KEY/ovault-appliance.qcow2
+NOCACHE=${OVAULT_APPLIANCE_NOCACHE:-0}   # 1: neither read nor write the image cache
+KEEP=${OVAULT_APPLIANCE_KEEP:-2}         # product images kept in the cache, by last use
+mkdir -p "$(dirname "$OUT")"
+
+# The cache keeps the base this build uses and the $KEEP images used last (this one among
+# them); everything else goes, and is named. A directory holding a *.tmp* file is being
+# written by a concurrent build and is left alone.
+prune() {
+  local d n=0 removed=()
+  busy() { compgen -G "$1/*.tmp*" >/dev/null; }
+  for d in "$CACHE"/base-*; do
+    [[ -d $d && $d != "$CACHE/base-$BASE_KEY" ]] && ! busy "$d" || continue
+    rm -rf --one-file-system "$d"; removed+=("${d##*/}")
+  done
+  while read -r _ d; do
+    n=$((n + 1))
+    [[ ${d##*/} != "$KEY" ]] && ((n > KEEP)) && ! busy "$d" || continue
+    rm -rf --one-file-system "$d"; removed+=("${d##*/}")
+  done < <(for d in "$CACHE"/*; do
+             [[ -d $d && ${d##*/} =~ ^[0-9a-f]{16}$ ]] || continue
+             stat -c "%Y $d" "$d/last-used" 2>/dev/null || stat -c "%Y $d" "$d"
+           done | sort -rn)
+  if ((${#removed[@]})); then
+    echo "appliance: cache pruned (kept base-$BASE_KEY and the $KEEP images used last): removed ${removed[*]}"
+  fi
+}
+if [[ $NOCACHE != 1 && -f $IMG && -f ${IMG%.qcow2}.ova ]]; then
+  touch "$CACHE/$KEY/last-used"
+  cp --reflink=auto "$IMG" "$OUT.tmp" && mv "$OUT.tmp" "$OUT"
+  cp --reflink=auto "${IMG%.qcow2}.ova" "$OVA.tmp" && mv "$OVA.tmp" "$OVA"
+  echo "appliance: $OUT and $OVA from the cache ($CACHE/$KEY, $(du -h --apparent-size "$OUT" | cut -f1))"
+  prune
+  exit 0
+fi
+
+WORK=$CACHE/work-$KEY.$$
+rm -rf --one-file-system "$WORK"
+mkdir -p "$WORK"
+trap 'rm -rf --one-file-system "$WORK"' EXIT
+
+# ---- ovault's wheel and its runtime dependencies (no test tooling) ----
+echo "appliance: building the wheelhouse"
+mkdir -p "$WORK/src" "$WORK/wheels"
+inputs | grep -E '^(orchestrator|statemachines|imageio_ext)/|^(pyproject.toml|README.md)$' |
+  grep -v -E '(^|/)(tests?|__pycache__)/' | tar -cf - -T - | tar -xf - -C "$WORK/src"
+PIP=(.venv/bin/python -m pip)
+[[ -x .venv/bin/python ]] || PIP=(python3 -m pip)
+quiet() { "$@" >"$WORK/log" 2>&1 || { cat "$WORK/log" >&2; return 1; }; }   # output on failure only
+quiet "${PIP[@]}" wheel -q --no-deps -w "$WORK/wheels" "$WORK/src"
+quiet "${PIP[@]}" wheel -q -w "$WORK/wheels" -c requirements.lock "$WORK"/wheels/ovault-*.whl
+printf '%s\n' ovault > "$WORK/wheels/requirements.txt"
+
+# ---- the Debian base layer: mmdebstrap's root as a tarball, cached by its own inputs ----
 if [[ -f $BASE ]]; then
   echo "appliance: Debian base from the cache ($CACHE/base-$BASE_KEY)"
 else
@@ -138,12 +211,18 @@ rm -f "$R"/var/log/{dpkg.log,alternatives.log} "$R"/var/log/apt/{history.log,ter
   "$R/var/cache/ldconfig/aux-cache" "$R/var/lib/dbus/machine-id"
 [[ ! -e $R/etc/machine-id ]] || : > "$R/etc/machine-id"
 find "$R/run" "$R/tmp" -mindepth 1 -maxdepth 1 ! -path "$R/run/lock" -exec rm -rf --one-file-system {} +
+# Byte-reproducible from here: every file time clamped to SOURCE_DATE_EPOCH.
+quiet python3 "$HERE/repro.py" clamp "$R" "$SOURCE_DATE_EPOCH"
 
 # ---- disk: MBR + one ext4 partition at 1 MiB + GRUB in the gap ----
 echo "appliance: assembling the disk"
 part_mib=$((DISK_SIZE_MIB - 1))
-quiet mkfs.ext4 -q -F -L ovault-root -U "$ROOT_UUID" -E "root_owner=0:0,hash_seed=$ROOT_UUID" \
-  -O ^metadata_csum_seed,^orphan_file -d "$WORK/root" "$WORK/root.ext4" "${part_mib}M"
+# Fixed UUID and directory hash seed, the build's time as "now" (superblock, journal, new
+# inodes); mkfs copies each source file's ctime and atime, which repro.py then sets too.
+E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH quiet mkfs.ext4 -q -F -L ovault-root -U "$ROOT_UUID" \
+  -E "root_owner=0:0,hash_seed=$ROOT_UUID" -O ^metadata_csum_seed,^orphan_file \
+  -d "$WORK/root" "$WORK/root.ext4" "${part_mib}M"
+quiet python3 "$HERE/repro.py" fstimes "$WORK/root.ext4" "$SOURCE_DATE_EPOCH"
 truncate -s "${DISK_SIZE_MIB}M" "$WORK/disk.raw"
 printf 'label: dos\nlabel-id: 0x0a11a1ce\nstart=2048, type=83, bootable\n' | sfdisk -q "$WORK/disk.raw"
 dd if="$WORK/root.ext4" of="$WORK/disk.raw" bs=1M seek=1 conv=notrunc,sparse status=none
@@ -164,13 +243,22 @@ core_sectors=$(( ($(stat -c %s "$WORK/core.img") + 511) / 512 ))
 dd if=/usr/lib/grub/i386-pc/boot.img of="$WORK/disk.raw" bs=440 count=1 conv=notrunc status=none
 dd if="$WORK/core.img" of="$WORK/disk.raw" bs=512 seek=1 conv=notrunc status=none
 
-mkdir -p "$CACHE/$KEY"
+# qcow2 with zlib compression, written in order (no -W): the same raw disk gives the same
+# bytes. The OVA's members get SOURCE_DATE_EPOCH as their time.
+DEST=$CACHE/$KEY
+[[ $NOCACHE == 1 ]] && DEST=$WORK/out
+mkdir -p "$DEST"
+IMG=$DEST/ovault-appliance.qcow2
 qemu-img convert -c -O qcow2 "$WORK/disk.raw" "$IMG.tmp"
 mv "$IMG.tmp" "$IMG"
 python3 "$HERE/ova.py" --mtime "$SOURCE_DATE_EPOCH" "$IMG" "${IMG%.qcow2}.ova"
 # The kernel and initrd beside it (qemu -kernel/-initrd boots, debugging).
-cp -L "$WORK/root/vmlinuz" "$CACHE/$KEY/vmlinuz"; cp -L "$WORK/root/initrd.img" "$CACHE/$KEY/initrd.img"
+cp -L "$WORK/root/vmlinuz" "$DEST/vmlinuz"; cp -L "$WORK/root/initrd.img" "$DEST/initrd.img"
 cp --reflink=auto "$IMG" "$OUT.tmp" && mv "$OUT.tmp" "$OUT"
 cp --reflink=auto "${IMG%.qcow2}.ova" "$OVA.tmp" && mv "$OVA.tmp" "$OVA"
-# Older builds' images are left to the operator; the work directory goes.
 echo "appliance: built $OUT in $(( $(date +%s) - T0 ))s: $(du -h --apparent-size "$OUT" | cut -f1) qcow2, ${DISK_SIZE_MIB} MiB virtual, cache key $KEY"
+echo "appliance: sha256 $(sha256sum < "$OUT" | cut -d' ' -f1) $OUT"
+if [[ $NOCACHE != 1 ]]; then
+  touch "$DEST/last-used"
+  prune
+fi

@@ -11,6 +11,9 @@ F=$HERE/files
 ch() { chroot "$R" "$@"; }
 
 # ovault: a venv of Debian's python3 with the pinned wheels only (no index, no compilers).
+# Its .pyc files are written with SOURCE_DATE_EPOCH set (build.sh exports it), so Python
+# makes them "checked-hash" pycs: the source's hash instead of its time, the same bytes
+# at every build.
 ch python3 -m venv /opt/ovault/.venv
 ch env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL /opt/ovault/.venv/bin/pip install -q --no-index --find-links /tmp/wheels --no-cache-dir -r /tmp/wheels/requirements.txt
 rm -rf "$R/tmp/wheels"
@@ -38,6 +41,11 @@ printf '127.0.0.1\tlocalhost\n127.0.1.1\tovault\n::1\tlocalhost ip6-localhost ip
 printf 'UUID=%s / ext4 defaults,errors=remount-ro 0 1\n' "$UUID" > "$R/etc/fstab"
 : > "$R/etc/machine-id"                      # systemd makes one at first boot
 rm -f "$R"/etc/ssh/ssh_host_*                # ovault-firstboot makes them (ssh-keygen -A)
+# No key is shared by every appliance: ssl-cert's snakeoil pair (made when the base was built;
+# nothing in the appliance uses it) goes too. ovault makes its own TLS certificate at its
+# first start (listen.tls = "auto"), the first admin token as well.
+rm -f "$R/etc/ssl/private/ssl-cert-snakeoil.key" "$R/etc/ssl/certs/ssl-cert-snakeoil.pem"
+find "$R/etc/ssl/certs" -lname '*ssl-cert-snakeoil*' -delete
 # root: no password, to be chosen at the first console login (oVirt's console is an
 # administrator's); SSH never accepts an empty password; a seed may add SSH keys.
 ch passwd -q -d root
