@@ -258,6 +258,10 @@ class SnapshotOps:
                     # The VM runs: qemu exports the point in time itself.
                     await live.begin_backup(self, vm, g, b, disks, incremental_capable,
                                             require_consistency, job.correlation_id)
+                elif vm.status == "up" and require_consistency:
+                    # A record-only VM "runs" without a guest agent: vdsm cannot freeze it.
+                    raise live.FreezeRequired(f"VM {vm.name}: freezing the guest failed (no guest "
+                                              "agent) and the backup requires consistency")
                 for d in disks if g is None else ():
                     d.status = "locked"
                     frozen = await d.image.freeze()

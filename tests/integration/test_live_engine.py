@@ -2,7 +2,8 @@
 whose guest runs is exported by qemu (fleecing + NBD), snapshots are live
 overlays and their removal a live merge, checkpoints are removed from the
 running disk — and a guest without an agent is backed up crash consistent
-with the engine's FAILED_TO_FREEZE_VM warning.
+(vdsm's freeze: no engine event) unless the backup requires consistency, and
+snapshotted crash consistent with the engine's FAILED_TO_FREEZE_VM warning.
 
 The guest is `sandbox.guests.runner.Guest` over a qemu started here (paused,
 no OS: its agent never answers); guest writes are HMP qemu-io on its device.
@@ -200,3 +201,18 @@ async def test_live_backup_requiring_consistency_fails_without_agent(lab):
     async with Qmp(g.qmp_socket) as qmp:
         assert await qmp.bitmaps("disk-0") == []
         assert not [n for n in await qmp.named_nodes() if n.startswith("fleece-")]
+
+
+async def test_a_running_vm_without_a_guest_fails_a_backup_requiring_consistency(lab):
+    """A record-only VM "up" without a guest has no agent: as vdsm, the freeze fails."""
+    e, vm, disk, g = lab
+    guests, e.guests = e.guests, None
+    try:
+        b = await e.start_backup(vm.id, [disk.id], None, None, "strict", None,
+                                 require_consistency=True)
+        await until(lambda: b.phase == "failed")
+        assert vm.busy is None and not vm.checkpoints and b.frozen == {}
+        assert disk.status == "ok" and len(disk.image.volumes) == 1
+        assert e.events[-1].code == 10792
+    finally:
+        e.guests = guests
