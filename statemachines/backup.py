@@ -109,6 +109,7 @@ class BackupMachine(VmMachine):
         try:
             eb, b = await self._engine_backup_ready(eb)
         except _EngineBackupFailed:
+            eb = dict(self.res["engine_backup"])  # as recorded (a refused checkpoint dropped)
             if not eb.get("require_consistency"):
                 raise
             eb, b = await self._engine_backup_ready(await self._consistent_attempt_failed(eb))
