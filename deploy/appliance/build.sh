@@ -13,6 +13,9 @@
 #   copied in, customize.sh runs in a chroot (proc, sysfs and devpts mounted, always
 #   unmounted by the exit trap), then mmdebstrap's own final cleanup is repeated, and the
 #   disk is assembled. A second run with unchanged inputs only copies the image.
+# The ovault layer is byte-reproducible (SOURCE_DATE_EPOCH, deploy/appliance/repro.py);
+# `build.sh --check-reproducible` builds it twice and compares; `--print-keys` prints the
+# keys. Each run prunes the cache to the base in use and the 2 images used last.
 # docs/appliance.md describes it.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
