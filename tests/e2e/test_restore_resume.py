@@ -115,3 +115,49 @@ def test_imageio_restarted_mid_upload_in_place_restore_completes(orch, sandbox, 
     finally:
         vms.start()
         wait(lambda: vms.get().status == types.VmStatus.UP, timeout=120, what="the VM up")
+
+
+def test_sandbox_engine_upload_that_lost_its_ticket(sandbox, conn, no_leftovers):
+    """What the resume above builds on, through the SDK: a restarted daemon's
+    upload is paused by the system; `resume` is accepted but adds no ticket
+    (paused again); `finalize` of the paused upload keeps the disk; a new upload
+    into it works; canceling an upload removes its disk."""
+    disks = conn.system_service().disks_service()
+    new = disks.add(types.Disk(name="resume-probe", format=types.DiskFormat.COW, sparse=True,
+                               provisioned_size=64 * MiB,
+                               storage_domains=[types.StorageDomain(name="data")]))
+    dsvc = disks.disk_service(new.id)
+    wait(lambda: dsvc.get().status == types.DiskStatus.OK, what="the new disk")
+    ts = conn.system_service().image_transfers_service()
+
+    def upload():
+        t = ts.add(types.ImageTransfer(disk=types.Disk(id=new.id), format=types.DiskFormat.RAW,
+                                       direction=types.ImageTransferDirection.UPLOAD))
+        svc = ts.image_transfer_service(t.id)
+        wait(lambda: svc.get().phase == types.ImageTransferPhase.TRANSFERRING, what="transferring")
+        return svc.get(), svc
+
+    def phase_is(svc, phase):
+        return lambda: svc.get().phase == phase
+    t, svc = upload()
+    try:
+        sandbox.fault(kind="imageio", host_id=t.host.id, action="restart")
+        wait(phase_is(svc, types.ImageTransferPhase.PAUSED_SYSTEM), what="paused by the system")
+        svc.resume()  # accepted: the phase is resuming when it answers (an error otherwise)
+        # the daemon still lacks the ticket: the engine pauses the upload again
+        wait(phase_is(svc, types.ImageTransferPhase.PAUSED_SYSTEM), what="paused again")
+        svc.finalize()
+        wait(phase_is(svc, types.ImageTransferPhase.FINISHED_SUCCESS), what="finalized")
+        assert dsvc.get().status == types.DiskStatus.OK
+        t, svc = upload()  # a new upload into the same disk
+        svc.cancel()
+        wait(phase_is(svc, types.ImageTransferPhase.FINISHED_CLEANUP), what="canceled")
+        wait(lambda: new.id not in {d.id for d in disks.list()}, what="the canceled upload's disk removed")
+    finally:
+        if new.id in {d.id for d in disks.list()}:
+            cur = svc.get()
+            if cur.phase not in (types.ImageTransferPhase.FINISHED_SUCCESS,
+                                 types.ImageTransferPhase.FINISHED_CLEANUP):
+                svc.finalize()
+                wait(phase_is(svc, types.ImageTransferPhase.FINISHED_SUCCESS), what="finalized")
+            dsvc.remove()
