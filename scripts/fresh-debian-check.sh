@@ -1,26 +1,38 @@
 #!/usr/bin/env bash
 # Checks the README's promise on a truly fresh Debian 12: a minimal bookworm root
 # (debootstrap minbase + python3 + pip, nothing else) gets a clean clone of this
-# repository, and `./dev demo --exit` (and whatever else is asked) must do all the
-# set-up itself and pass. Run as root on a Debian machine:
+# repository's HEAD (commit first: uncommitted changes are not in it), and `./dev demo
+# --exit` (and whatever else is asked) must do all the set-up itself and pass. Run as
+# root on a Debian machine:
 #
-#   scripts/fresh-debian-check.sh                 # demo
-#   scripts/fresh-debian-check.sh demo quick      # then the quick tests; `test` = whole suite
+#   scripts/fresh-debian-check.sh                        # demo
+#   scripts/fresh-debian-check.sh demo quick again       # then the quick tests, then idempotence
+#
+# Steps, run in the order given (the first stops at a failure):
+#   demo     ./dev demo --exit
+#   quick    ./dev quick (the unit tier)
+#   test     ./dev test (the whole suite; most of an hour)
+#   collect  ./dev setup, then `pytest tests --collect-only`: the whole suite imports and
+#            every marker is known, without running it
+#   again    ./dev setup once more: fails if it changes anything (Debian packages, the venv,
+#            node_modules, the SDK examples, the guest image cache); prints its time
 #
 # FRESH_ROOT (default /var/tmp/ovault-fresh) is rebuilt from nothing unless
-# FRESH_KEEP=1. The host's apt sources, pip configuration, local CA certificates
-# and /opt package mirrors are made visible inside, so the chroot downloads from
-# where the host does. Package scripts may not start daemons (policy-rc.d). The
-# sandbox's NFS lock file is shared with the host, so this waits for (and blocks)
-# other sandboxes using ports 2049/111. Everything is unmounted and every process
-# started inside is stopped at the end.
+# FRESH_KEEP=1, which keeps the root (its Debian packages and /var/cache/ovault-tests)
+# and the clone's ignored files (.venv, ui-plugin/node_modules, .cache) and only moves
+# the clone to this repository's HEAD: quicker, but it no longer checks a first set-up.
+# The host's apt sources, pip and npm configuration, local CA certificates and /opt
+# package mirrors are made visible inside, so the chroot downloads from where the host
+# does. Package scripts may not start daemons (policy-rc.d). The sandbox's NFS lock file
+# is shared with the host, so this waits for (and blocks) other sandboxes using ports
+# 2049/111. Everything is unmounted and every process started inside is stopped at the end.
 set -euo pipefail
 ROOT=${FRESH_ROOT:-/var/tmp/ovault-fresh}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 STEPS=("$@")
 [[ ${#STEPS[@]} -gt 0 ]] || STEPS=(demo)
 for s in "${STEPS[@]}"; do
-  [[ $s =~ ^(demo|quick|test)$ ]] || { echo "usage: $0 [demo|quick|test]..." >&2; exit 2; }
+  [[ $s =~ ^(demo|quick|test|collect|again)$ ]] || { echo "usage: $0 [demo|quick|test|collect|again]..." >&2; exit 2; }
 done
 [[ $(id -u) == 0 ]] || { echo "$0: run as root" >&2; exit 2; }
 
@@ -55,9 +67,14 @@ if [[ ${FRESH_KEEP:-0} != 1 || ! -x $ROOT/usr/bin/python3 ]]; then
 fi
 
 # What the host uses to reach its package registries.
-for f in /etc/resolv.conf /etc/hosts /etc/pip.conf /root/.config/pip/pip.conf; do
+for f in /etc/resolv.conf /etc/hosts /etc/pip.conf /root/.config/pip/pip.conf /etc/npmrc; do
   [[ -e $f ]] && install -D -m 0644 "$f" "$ROOT$f"
 done
+# The host's sources replace debootstrap's one-line sources.list (both at once would
+# name every index twice).
+if compgen -G "/etc/apt/sources.list.d/*" >/dev/null || [[ -s /etc/apt/sources.list ]]; then
+  rm -f "$ROOT/etc/apt/sources.list"
+fi
 cp -a /etc/apt/sources.list* /etc/apt/apt.conf.d "$ROOT/etc/apt/" 2>/dev/null || true
 [[ -d /usr/local/share/ca-certificates ]] && cp -a /usr/local/share/ca-certificates/. "$ROOT/usr/local/share/ca-certificates/"
 printf '#!/bin/sh\nexit 101\n' > "$ROOT/usr/sbin/policy-rc.d" && chmod 0755 "$ROOT/usr/sbin/policy-rc.d"
@@ -88,20 +105,46 @@ inside() {
 # "Nothing preinstalled beyond Python and pip."
 inside bash -c "apt-get update -q >/dev/null && apt-get install -y -q python3 python3-pip ca-certificates >/dev/null \
                 && update-ca-certificates >/dev/null"
-rm -rf "$ROOT/root/ovault"
-git clone -q "$REPO" "$ROOT/root/ovault"
+CLONE=$ROOT/root/ovault
+if [[ ${FRESH_KEEP:-0} == 1 && -d $CLONE/.git ]]; then
+  # Tracked and untracked files follow HEAD; ignored ones (.venv, node_modules, .cache) stay.
+  git -C "$CLONE" fetch -q "$REPO" HEAD
+  git -C "$CLONE" checkout -q -f --detach FETCH_HEAD
+  git -C "$CLONE" clean -q -fd
+else
+  rm -rf "$CLONE"
+  git clone -q "$REPO" "$CLONE"
+fi
 echo "fresh: root ready in $((SECONDS - t0)) s; clone of $(git -C "$REPO" rev-parse --short HEAD) in /root/ovault"
+
+# `again`: ./dev setup a second time must change nothing. What it could change is
+# compared by modification time against a mark set just before it.
+again() {
+  local mark=/root/ovault/.cache/fresh-again-mark changed
+  inside bash -c "mkdir -p /root/ovault/.cache && touch $mark && sleep 1"
+  inside bash -c "cd /root/ovault && ./dev setup" || return
+  changed=$(inside bash -c "cd /root/ovault && find /var/lib/dpkg/status /var/lib/dpkg/info .venv \
+      ui-plugin/node_modules .cache /var/cache/ovault-tests -newer $mark \
+      ! -path '*/__pycache__*' ! -path $mark -print 2>/dev/null | head -20")
+  inside rm -f "$mark"
+  [[ -z $changed ]] || { printf 'fresh: the second set-up changed:\n%s\n' "$changed" >&2; return 1; }
+}
 
 rc=0
 for s in "${STEPS[@]}"; do
   t=$SECONDS
-  args=()
-  [[ $s == demo ]] && args=(--exit)
-  if inside bash -c "cd /root/ovault && ./dev $s ${args[*]}"; then
-    echo "fresh: ./dev $s passed in $((SECONDS - t)) s"
+  case $s in
+    demo)    what="./dev demo --exit"; cmd=(inside bash -c "cd /root/ovault && ./dev demo --exit") ;;
+    collect) what="pytest --collect-only"
+             cmd=(inside bash -o pipefail -c "cd /root/ovault && ./dev setup && .venv/bin/python -m pytest tests --collect-only -q | tail -3") ;;
+    again)   what="second ./dev setup"; cmd=(again) ;;
+    *)       what="./dev $s"; cmd=(inside bash -c "cd /root/ovault && ./dev $s") ;;
+  esac
+  if "${cmd[@]}"; then
+    echo "fresh: $what passed in $((SECONDS - t)) s"
   else
     rc=$?
-    echo "fresh: ./dev $s FAILED (exit $rc) after $((SECONDS - t)) s"
+    echo "fresh: $what FAILED (exit $rc) after $((SECONDS - t)) s"
     break
   fi
 done

@@ -20,12 +20,17 @@ APT_PACKAGES=(
   qemu-system-x86 genisoimage          # the appliance boot test (tests/e2e/test_appliance.py)
   mmdebstrap                           # the sandbox guests' Debian image (sandbox/guests/build.py)
   python3-guestfs libguestfs-tools libguestfs-xfs linux-image-amd64  # file-level restore (libguestfs needs a kernel in /boot)
+  grub-pc-bin grub-common fdisk e2fsprogs  # the appliance image build (deploy/appliance/build.sh, ./dev appliance)
+  git openssh-client                   # the tests: the revision under test, ssh into the booted appliance
 )
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# ESLint for the UI plugin needs npm: Debian's nodejs and npm when there is no npm at
+# all (a NodeSource nodejs already brings its own npm and conflicts with Debian's npm).
+command -v npm >/dev/null || missing+=(nodejs npm)
 if ((${#missing[@]})); then
   echo "setup: installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -78,12 +83,6 @@ PYTHONPATH=. .venv/bin/python -m sandbox.guests.build >/dev/null
 # ESLint for the UI plugin, pinned by ui-plugin/package-lock.json, into
 # ui-plugin/node_modules (the plugin itself needs no build). Reinstalled only
 # when the lock file changes.
-# Debian's nodejs and npm when there is no npm at all (a NodeSource nodejs
-# already brings its own npm and conflicts with Debian's npm package).
-if ! command -v npm >/dev/null; then
-  echo "setup: installing Debian packages: nodejs npm"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
-fi
 lock_stamp=ui-plugin/node_modules/.ovault-lock
 want_lock=$(sha256sum ui-plugin/package-lock.json | cut -d' ' -f1)
 if [[ ! -f $lock_stamp || $(cat "$lock_stamp") != "$want_lock" ]]; then
