@@ -129,7 +129,7 @@ KEEP=${OVAULT_APPLIANCE_KEEP:-2}         # product images kept in the cache, by 
 mkdir -p "$(dirname "$OUT")"
 
 # The cache keeps the base this build uses and the $KEEP images used last (this one among
-# them); everything else goes, and is named. A directory holding a *.tmp* file is being
+# them); everything else goes (and the work directories of killed builds), and is named. A directory holding a *.tmp* file is being
 # written by a concurrent build and is left alone.
 prune() {
   local d n=0 removed=()
@@ -146,6 +146,10 @@ prune() {
              [[ -d $d && ${d##*/} =~ ^[0-9a-f]{16}$ ]] || continue
              stat -c "%Y $d" "$d/last-used" 2>/dev/null || stat -c "%Y $d" "$d"
            done | sort -rn)
+  for d in "$CACHE"/work-*.*; do   # a work directory whose build was killed (its pid is gone)
+    [[ -d $d && ${d##*.} =~ ^[0-9]+$ ]] && ! kill -0 "${d##*.}" 2>/dev/null || continue
+    rm -rf --one-file-system "$d"; removed+=("${d##*/}")
+  done
   if ((${#removed[@]})); then
     echo "appliance: cache pruned (kept base-$BASE_KEY and the $KEEP images used last): removed ${removed[*]}"
   fi

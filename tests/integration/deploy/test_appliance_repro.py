@@ -106,11 +106,16 @@ def test_cache_keeps_the_base_in_use_and_the_images_used_last(tmp_path):
         (cache / d).mkdir()
         (cache / d / "debian-root.tar").write_bytes(b"tar")
     (cache / "base-fedcba9876543210/debian-root.tar.tmp.123").write_bytes(b"partial")
+    # Work directories: of a killed build (no such pid) and of a running one (this process).
+    (cache / "work-0123456789abcdef.999999999/root").mkdir(parents=True)
+    (cache / f"work-0123456789abcdef.{os.getpid()}/root").mkdir(parents=True)
     run = subprocess.run(["bash", str(APPLIANCE / "build.sh")], env=env, check=True,
                          capture_output=True, text=True)
     assert out.read_bytes() == key.encode()
     assert sorted(p.name for p in cache.iterdir()) == sorted(
-        [key, "a" * 16, f"base-{base}", "base-fedcba9876543210"])
+        [key, "a" * 16, f"base-{base}", "base-fedcba9876543210",
+         f"work-0123456789abcdef.{os.getpid()}"])
     removed = run.stdout.split("removed ")[1].split()
-    assert sorted(removed) == sorted(["base-0123456789abcdef", "b" * 16, "c" * 16, "d" * 16])
+    assert sorted(removed) == sorted(["base-0123456789abcdef", "b" * 16, "c" * 16, "d" * 16,
+                                      "work-0123456789abcdef.999999999"])
     assert (cache / key / "last-used").stat().st_mtime > time.time() - 60
