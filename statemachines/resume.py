@@ -78,11 +78,13 @@ async def copy_with_resume(m: VmMachine, disk_id: str, t_rec: dict, *, direction
     counts the resumes: a mover keeps each copy by its id). Returns
     (the copy's result, the record of the transfer that completed it). `info` is
     added to the `transfer_resumed` events."""
-    t = await m.wait_transferring(t_rec["id"])
-    t_rec = {**t_rec, "host_id": t.host_id}
     resumes = list(((m.res.get("resumes") or {}).get(disk_id)) or [])
     while True:
         try:
+            # a transfer found paused here (a run resumed after a crash, a new transfer
+            # that never got its ticket) is resumed like a copy that failed under it
+            t = await m.wait_transferring(t_rec["id"])
+            t_rec = {**t_rec, "host_id": t.host_id}
             return await copy(t, len(resumes)), t_rec
         except Exception as err:
             phase = UNKNOWN if ticket_lost(err) or len(resumes) >= MAX_RESUMES \
@@ -103,8 +105,6 @@ async def copy_with_resume(m: VmMachine, disk_id: str, t_rec: dict, *, direction
         await m.journal.event(f"{m.kind}.transfer_resumed", {"disk_id": disk_id, **(info or {}), **entry,
                                                              "attempt": len(resumes),
                                                              "direction": direction})
-        t = await m.wait_transferring(new.id)
-        t_rec = {**t_rec, "host_id": t.host_id}
 
 
 async def _phase(m: VmMachine, transfer_id: str) -> str | None:

@@ -123,3 +123,23 @@ async def test_a_disk_the_engine_removed_fails_the_restore_naming_it():
     j, m = restore(e, LosingMover(e), "in_place")
     assert await m.run() == "failed"
     assert "disk d1 is gone" in j.resources["error"]
+
+
+async def test_a_run_resumed_after_a_crash_finds_its_upload_paused_and_goes_on():
+    """The replica died; meanwhile imageio lost the ticket and the engine paused
+    the upload: the machine, run again from its record, goes on on a new transfer."""
+    e = FakeEngine()
+    t = await e.create_transfer(direction="upload", disk_id="d1", correlation_id=None)
+    e.transfers[t.id] = replace(t, phase="paused_system")
+    bid = str(uuid.uuid4())
+    j = Journal(state="transfer", resources=dict(
+        kind="in_place", backup_id=bid, source_vm="vm1", target_vm="vm1", transfers={"d1": {"id": t.id}},
+        plan={"d1": {"target_disk": "d1", "size": 8 << 20, "alias": "boot", "format": "cow",
+                     "bootable": True, "interface": "virtio_scsi"}}))
+    m = RestoreMachine(j, deps(e), vm_id="vm1", job_id=str(uuid.uuid4()), machine_id=str(uuid.uuid4()),
+                       request={"backup_id": bid, "kind": "in_place"})
+    assert await m.run() == "succeeded"
+    (r,) = j.resources["resumes"]["d1"]
+    assert r["from"] == t.id and "paused_system" in r["cause"]
+    assert e.transfers[t.id].phase == "finished_success"  # finalized: the VM keeps its disk
+    assert all(p.phase == "finished_success" for p in e.transfers.values()) and "d1" in e.disks
