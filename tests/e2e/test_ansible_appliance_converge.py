@@ -125,18 +125,18 @@ def _free_port() -> int:
 
 
 def _play(venv, workdir: Path, inventory: Path, extra: Path, playbook: str = "appliance.yml",
-          env_extra: dict | None = None) -> str:
+          env_extra: dict | None = None, args: tuple = (), ok: bool = True) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "PYTHON"))}
     env.update({"HOME": str(workdir), "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOCAL_TEMP": str(workdir / "tmp"),
                 "ANSIBLE_RETRY_FILES_ENABLED": "0", "ANSIBLE_DEPRECATION_WARNINGS": "0",
                 "ANSIBLE_ROLES_PATH": str(ANSIBLE_DIR / "roles"),
                 "PATH": f"{venv / 'bin'}:{os.environ.get('PATH', '')}", **(env_extra or {})})
     p = subprocess.run([str(venv / "bin" / "ansible-playbook"), "-i", str(inventory),
-                        str(ANSIBLE_DIR / playbook), "-e", f"@{extra}"],
+                        str(ANSIBLE_DIR / playbook), "-e", f"@{extra}", *args],
                        capture_output=True, text=True, env=env, cwd=workdir, timeout=1800)
     out = p.stdout + p.stderr
     (workdir / f"run-{time.monotonic_ns()}.log").write_text(out)
-    assert p.returncode == 0, out[-8000:]
+    assert (p.returncode == 0) == ok, out[-8000:]
     return out
 
 
@@ -219,6 +219,52 @@ def test_appliance_role_converges_twice_and_the_service_answers(debian_root, san
         log.close()
 
 
+def _check_socket_access(root: Path, groups: list[str]) -> None:
+    """The layout of an oVirt host's sockets, made in the root: imageio's control
+    socket (0660 in a 0750 folder, the daemon's ovirtimg:ovirtimg), a qemu-nbd
+    socket of vdsm's (0660 vdsm:kvm in /run/vdsm/nbd) and a VM backup's socket
+    (made by qemu, umask 002: 0775 qemu:qemu, in /run/vdsm/backup 0770 vdsm:kvm).
+    The mover's user connects to each with `groups` and to none without them."""
+    layout = {"run/ovirt-imageio/sock": ("root:ovirtimg", 0o750, 0o660),
+              "run/vdsm/nbd/f00d.sock": ("root:kvm", 0o755, 0o660),
+              "run/vdsm/backup/b4c2": ("root:qemu", 0o770, 0o775)}
+    folders = {"run/ovirt-imageio": "root:ovirtimg", "run/vdsm": "root:kvm", "run/vdsm/nbd": "root:kvm",
+               "run/vdsm/backup": "root:kvm"}
+    listeners = []
+    try:
+        for rel, owner in folders.items():
+            (root / rel).mkdir(parents=True, exist_ok=True)
+            subprocess.run(["chroot", str(root), "chown", owner, "/" + rel], check=True)
+        for rel, (owner, dir_mode, mode) in layout.items():
+            path = root / rel
+            s = socket.socket(socket.AF_UNIX)
+            s.bind(str(path))
+            s.listen(4)
+            listeners.append(s)
+            subprocess.run(["chroot", str(root), "chown", owner, "/" + rel], check=True)
+            path.chmod(mode)
+            path.parent.chmod(dir_mode)
+        probe = ("import socket, sys\n"
+                 "for p in sys.argv[1:]:\n"
+                 "    s = socket.socket(socket.AF_UNIX)\n"
+                 "    try:\n"
+                 "        s.connect(p); print(p, 'ok')\n"
+                 "    except OSError as e:\n"
+                 "        print(p, type(e).__name__)\n")
+        paths = ["/" + rel for rel in layout]
+        for extra, expect in (([f"--groups={','.join(groups)}"], "ok"), (["--clear-groups"], "PermissionError")):
+            p = subprocess.run(["chroot", str(root), "setpriv", "--reuid=ovault-mover", "--regid=ovault-mover",
+                                *extra, "python3", "-c", probe, *paths],
+                               capture_output=True, text=True, timeout=60, check=True)
+            assert p.stdout.split() == [w for path in paths for w in (path, expect)], p.stdout + p.stderr
+    finally:
+        for s in listeners:
+            s.close()
+        shutil.rmtree(root / "run/ovirt-imageio", ignore_errors=True)
+        shutil.rmtree(root / "run/vdsm", ignore_errors=True)
+
+
+@pytest.mark.timeout(900)  # four playbook runs, a release's venv and the root's removal
 def test_mover_role_converges_twice_with_el_facts(debian_root, tmp_path):
     """ovault_mover on the Debian root dressed as an EL 9 host: the facts come
     from a fact cache (os_family RedHat, major version 9, SELinux disabled),
@@ -226,7 +272,15 @@ def test_mover_role_converges_twice_with_el_facts(debian_root, tmp_path):
     manage_service false; the build tools are put in with apt), a fake vdsm
     certificate pair stands in for the host's. Bookworm's python3.11 is the
     interpreter the role asks for. What is not exercised here: dnf, seport,
-    firewalld and the unit's start, which need a real EL host."""
+    firewalld and the unit's start, which need a real EL host.
+
+    The host's socket layout is laid out as vdsm and ovirt-imageio leave it
+    (docs/mover.md, *Deployment beside imageio*): without the groups ovirtimg,
+    kvm and qemu the role stops with their names; with them the unit's drop-in
+    lists them, and the mover's user, holding them, reaches the control socket
+    and the NBD sockets that it cannot reach without them. A --check run that
+    turns direct NBD off reports the drop-in, the configuration and the restart
+    and changes nothing."""
     venv = ansible_venv()
     root = debian_root
     subprocess.run(["chroot", str(root), "sh", "-c",
@@ -257,6 +311,15 @@ def test_mover_role_converges_twice_with_el_facts(debian_root, tmp_path):
         "ovault_mover_src": str(ROOT), "ovault_mover_ref": _head(), "ovault_mover_token": token,
         "ovault_mover_packages_install": False, "ovault_mover_manage_service": False,
         "ovault_mover_port": port, "ovault_mover_allowed_stores": "nfs://nas/export/ovault"}))
+    # No vdsm/imageio groups yet: a clear stop before anything is installed.
+    out = _play(venv, tmp_path, inventory, extra, "movers.yml", cache, ok=False)
+    present = {line.split(":")[0] for line in (root / "etc/group").read_text().splitlines()}
+    m = re.search(r"missing groups ([\w, -]+):", out)
+    assert m and m.group(1).split(", ") == [g for g in ("ovirtimg", "kvm", "qemu") if g not in present], out[-3000:]
+    assert "ovault_mover_direct_nbd" in out
+    assert not (root / "opt/ovault").exists()
+    for group in ("ovirtimg", "kvm", "qemu"):  # what vdsm's and ovirt-imageio's packages create
+        subprocess.run(["chroot", str(root), "groupadd", "-f", "-r", group], check=True)
     first = _recap(_play(venv, tmp_path, inventory, extra, "movers.yml", cache))
     assert first["failed"] == 0 and first["changed"] > 5
     out = _play(venv, tmp_path, inventory, extra, "movers.yml", cache)
@@ -267,6 +330,33 @@ def test_mover_role_converges_twice_with_el_facts(debian_root, tmp_path):
     import tomllib
     cfg = tomllib.loads((root / "etc/ovault/mover.toml").read_text())["mover"]
     assert cfg["imageio_socket"] == "\0/org/ovirt/imageio"  # the data socket, not the control one
+    assert cfg["imageio_control_socket"] == "/run/ovirt-imageio/sock"  # read for a ticket's NBD backend
+    dropin = root / "etc/systemd/system/ovault-mover.service.d/50-socket-groups.conf"
+    groups = re.search(r"^SupplementaryGroups=(.*)$", dropin.read_text(), re.M).group(1).split()
+    assert groups == ["ovirtimg", "kvm", "qemu"]
+    members = {line.split(":")[0]: line.strip().split(":")[3].split(",")
+               for line in (root / "etc/group").read_text().splitlines()}
+    assert not [g for g in groups if "ovault-mover" in members[g]]  # the unit holds them, not the account
+    _check_socket_access(root, groups)
+
+    # --check with direct NBD off: the drop-in and configuration would change and
+    # the mover restart; nothing is written.
+    before = dropin.read_text(), (root / "etc/ovault/mover.toml").read_text()
+    out = _play(venv, tmp_path, inventory, extra, "movers.yml", cache,
+                args=("--check", "--diff", "-e", "ovault_mover_direct_nbd=false"))
+    assert _recap(out)["failed"] == 0, out[-5000:]
+    changed = {block.split("]")[0] for block in out.split("TASK [")[1:] if "\nchanged: " in block}
+    # (pip's check mode always reports a requirements file as a change)
+    assert changed - {"ovault_install : Runtime dependencies in the release's venv"} == {
+        "ovault_mover : Configuration", "ovault_mover : Socket groups of the unit (drop-in)"}, changed
+    task = out.split("TASK [ovault_mover : Socket groups of the unit (drop-in)]")[1].split("TASK [")[0]
+    assert "-SupplementaryGroups=ovirtimg kvm qemu" in task and "+SupplementaryGroups=\n" in task + "\n"
+    assert "changed: [host1.example.org]" in task
+    task = out.split("TASK [ovault_mover : Configuration]")[1].split("TASK [")[0]
+    assert '-imageio_control_socket = "/run/ovirt-imageio/sock"' in task
+    assert '+imageio_control_socket = ""' in task
+    assert "RUNNING HANDLER [ovault_mover : Restart ovault-mover]" in out
+    assert (dropin.read_text(), (root / "etc/ovault/mover.toml").read_text()) == before
     assert cfg["imageio_url"] == "https://host1.example.org:54322" and cfg["port"] == port
     assert (root / "etc/ovault/mover.token").read_text() == token + "\n"
     assert oct((root / "etc/ovault/mover.token").stat().st_mode & 0o777) == "0o640"
