@@ -24,9 +24,12 @@ APT_PACKAGES=(
   git openssh-client                   # the tests: the revision under test, ssh into the booted appliance
 )
 
+# One dpkg-query for all of them (each call reads the whole status database).
+installed=" $(dpkg-query -W -f='${Package}=${Status}\n' "${APT_PACKAGES[@]}" 2>/dev/null \
+  | sed -n 's/=install ok installed$//p' | tr '\n' ' ' || true) "
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  [[ $installed == *" $p "* ]] || missing+=("$p")
 done
 # ESLint for the UI plugin needs npm: Debian's nodejs and npm when there is no npm at
 # all (a NodeSource nodejs already brings its own npm and conflicts with Debian's npm).
