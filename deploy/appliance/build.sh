@@ -146,8 +146,13 @@ prune() {
              [[ -d $d && ${d##*/} =~ ^[0-9a-f]{16}$ ]] || continue
              stat -c "%Y $d" "$d/last-used" 2>/dev/null || stat -c "%Y $d" "$d"
            done | sort -rn)
-  for d in "$CACHE"/work-*.*; do   # a work directory whose build was killed (its pid is gone)
+  # A work directory whose build was killed (its pid is gone), unless something is still
+  # mounted in it (a build killed before its trap could unmount: left to the operator).
+  for d in "$CACHE"/work-*.*; do
     [[ -d $d && ${d##*.} =~ ^[0-9]+$ ]] && ! kill -0 "${d##*.}" 2>/dev/null || continue
+    if findmnt -rn -o TARGET | grep -q "^$d/"; then
+      echo "appliance: $d has mounts inside, not removed" >&2; continue
+    fi
     rm -rf --one-file-system "$d"; removed+=("${d##*/}")
   done
   if ((${#removed[@]})); then
