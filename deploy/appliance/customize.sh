@@ -55,7 +55,7 @@ install -d "$R/boot/grub"
 cat > "$R/boot/grub/grub.cfg" <<CFG
 set timeout=2
 menuentry "ovault appliance (Debian 12, $kver)" {
-  linux /boot/vmlinuz-$kver root=UUID=$UUID ro console=tty0 console=ttyS0,115200n8 net.ifnames=1
+  linux /boot/vmlinuz-$kver root=UUID=$UUID ro console=tty0 console=ttyS0,115200n8 no_timer_check net.ifnames=1
   initrd /boot/initrd.img-$kver
 }
 CFG
