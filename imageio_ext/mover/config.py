@@ -53,8 +53,9 @@ class MoverConfig:
     # URL must be served by it (same scheme, host and port); empty: only tickets of the
     # local socket are accepted, never a transfer over the network.
     imageio_url: str = ""
-    # CA of this host's imageio certificate (PEM) for transfers over HTTPS (the engine's
-    # CA, /etc/pki/ovirt-engine/ca.pem on a host). A CA named in a request is refused.
+    # CA of this host's imageio certificate (PEM) for transfers over HTTPS: the engine's
+    # CA, which a host keeps as /etc/pki/vdsm/certs/cacert.pem. A CA named in a request
+    # is refused.
     imageio_ca: str = ""
     # Copies running at once on this host; more are queued.
     max_copies: int = 4
