@@ -162,7 +162,8 @@ async def _runner(app: web.Application):
     runner = JobRunner(catalog=app[CATALOG], engine=app[ENGINE], mover=mover,
                        store=StorePort(app[STORE]), config=cfg, target_id=app[TARGET_ID],
                        on_event=app[HUB].runner_event, waker=waker,
-                       on_release=app[METRICS].engine_releases.inc)
+                       on_release=app[METRICS].engine_releases.inc,
+                       on_resume=lambda kind: app[METRICS].transfer_resumes.labels(kind=kind).inc())
     # a policy's own target: its runs write there (orchestrator/policies/targets.py)
     app[TARGETS] = TargetStores(app[CATALOG], main_id=app[TARGET_ID], main_store=app[STORE],
                                 chunk_size=cfg.target.chunk_size_kib * 1024,

@@ -72,3 +72,6 @@ class Deps:
     host_slot: Callable[[str], AsyncContextManager] = lambda host_id: contextlib.nullcontext()
     sd_slot: Callable[[str], AsyncContextManager] = lambda sd_id: contextlib.nullcontext()
     waker: Any = None  # orchestrator.engine.events.Waker: engine events end waits early
+    # called with the machine kind ("backup", "restore") each time a disk's copy goes on
+    # on a new image transfer (resume.py; a metric)
+    on_resume: Callable[[str], None] | None = None

@@ -102,6 +102,8 @@ async def copy_with_resume(m: VmMachine, disk_id: str, t_rec: dict, *, direction
         resumes.append(entry)
         t_rec = {"id": new.id, "host_id": new.host_id, "finalized": False}
         await m.record(transfers={disk_id: t_rec}, resumes={disk_id: resumes})
+        if m.deps.on_resume is not None:
+            m.deps.on_resume(m.kind)
         await m.journal.event(f"{m.kind}.transfer_resumed", {"disk_id": disk_id, **(info or {}), **entry,
                                                              "attempt": len(resumes),
                                                              "direction": direction})

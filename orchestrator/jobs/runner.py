@@ -46,7 +46,7 @@ JobHandler = Callable[[cat.Job], Awaitable[None]]
 
 class JobRunner:
     def __init__(self, *, catalog: cat.Catalog, engine, mover: MoverPort, store: StorePort,
-                 config, target_id=None, on_event=None, waker=None, on_release=None):
+                 config, target_id=None, on_event=None, waker=None, on_release=None, on_resume=None):
         self.catalog, self.engine, self.mover, self.store = catalog, engine, mover, store
         self.machine_engine = EnginePort(engine)  # the machines' port over the SDK client
         self.cfg = config
@@ -63,6 +63,7 @@ class JobRunner:
         self.on_release = on_release  # called with the number of machines whose engine objects
         #                               were released after a long catalog outage (a metric)
         self.waker = waker
+        self.on_resume = on_resume  # called with the machine kind per transfer resumed (a metric)
         self.target_ports = None  # async job -> (store, mover, target id) | None (policies/targets.py)
         self.wakeup = asyncio.Event()
         self._stopping = False
@@ -190,7 +191,8 @@ class JobRunner:
                     catalog=CatalogPort(self.catalog, str(job.id), self.target_id),
                     timeouts=self.cfg.timeouts, disks_per_vm=self.cfg.limits.disks_per_vm,
                     consistency=self.cfg.backup.consistency,
-                    host_slot=self._host_slot, sd_slot=self._sd_slot, waker=self.waker)
+                    host_slot=self._host_slot, sd_slot=self._sd_slot, waker=self.waker,
+                    on_resume=self.on_resume)
 
     def _machine(self, job: cat.Job, m: cat.Machine, deps: Deps) -> VmMachine:
         journal = CatalogJournal(self.catalog, m, self.owner, str(job.id), publish=self._publish)

@@ -56,11 +56,11 @@ class LosingMover(FakeMover):
         return await super().restore_disk(**kw)
 
 
-def restore(e, mover, kind):
+def restore(e, mover, kind, on_resume=None):
     j = Journal()
     req = {"backup_id": str(uuid.uuid4()), "kind": kind, "disk_ids": ["d1"]}
-    m = RestoreMachine(j, deps(e, mover=mover), vm_id="vm1", job_id=str(uuid.uuid4()),
-                       machine_id=str(uuid.uuid4()), request=req)
+    m = RestoreMachine(j, replace(deps(e, mover=mover), on_resume=on_resume), vm_id="vm1",
+                       job_id=str(uuid.uuid4()), machine_id=str(uuid.uuid4()), request=req)
     return j, m
 
 
@@ -68,8 +68,10 @@ def restore(e, mover, kind):
 async def test_an_upload_that_lost_its_ticket_goes_on_into_the_same_disk(kind):
     e = FakeEngine()
     mover = LosingMover(e)
-    j, m = restore(e, mover, kind)
+    counted = []
+    j, m = restore(e, mover, kind, on_resume=counted.append)
     assert await m.run() == "succeeded"
+    assert counted == ["restore"]  # the metric's hook: one resume of a restore
     target = j.resources["plan"]["d1"]["target_disk"]
     first, second = e.transfers
     # the broken upload was finalized (a canceled one takes its disk), then a new one made
