@@ -22,6 +22,7 @@ import gzip
 import json
 import os
 import secrets
+import zlib
 
 import structlog
 
@@ -61,7 +62,9 @@ class IndexCache:
         try:
             with gzip.open(self._path(*key), "rt", encoding="utf-8") as f:
                 return json.load(f)
-        except (OSError, ValueError):
+        except (OSError, ValueError, EOFError, zlib.error):
+            # missing, or cut short or damaged (a crash before the data reached the disk):
+            # no index, so the disk is indexed again instead of every search failing
             return None
 
     def _save(self, key, doc: dict) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -186,3 +187,25 @@ def test_parallelism_follows_the_session_limits(tmp_path, per_user, max_sessions
     idx = Indexer(FakeManager(), IndexCache(str(tmp_path)),
                   FileRestore(per_user=per_user, max_sessions=max_sessions), None)
     assert idx._slots._value == slots
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+async def test_a_damaged_index_file_counts_as_missing_and_is_built_again(tmp_path, damage):
+    """An index file cut short or damaged (a crash before its data reached the disk) is no
+    index: search names the disk as not indexed instead of failing, and indexing rebuilds it."""
+    mgr, cache, indexer, settings = make(tmp_path)
+    backups = [backup(1)]
+    await search(cache, indexer, backups, "hostname", settings)
+    await settle(indexer)
+    path = Path(cache._path(str(uuid.UUID(int=1)), "d1"))
+    data = path.read_bytes()
+    path.write_bytes({"truncated": data[:len(data) // 2], "garbage": data[:10] + b"\xff" * 64,
+                      "empty": b""}[damage])
+    # a restart: nothing in memory
+    _, fresh, indexer, settings = make(tmp_path, manager=mgr)
+    doc = await search(fresh, indexer, backups, "hostname", settings)
+    assert doc["complete"] is False and [x["disk_id"] for x in doc["not_indexed"]] == ["d1"]
+    await settle(indexer)
+    doc = await search(fresh, indexer, backups, "hostname", settings)
+    assert doc["complete"] is True and [i["path"] for i in doc["items"]] == ["/sda1/etc/hostname"]
+    assert indexer.started[(str(uuid.UUID(int=1)), "d1")] == 1 and len(mgr.opened) == 2
