@@ -113,7 +113,8 @@ class Metrics:
                                        "stayed unreachable", registry=r)
         self.transfer_resumes = Counter("ovault_transfer_resumes_total",
                                         "Disk copies that went on on a new image transfer after the old "
-                                        "one lost its imageio ticket, by job kind", ["kind"], registry=r)
+                                        "one lost its imageio ticket or the engine paused, failed or "
+                                        "dropped it, by job kind", ["kind"], registry=r)
         for kind in ("backup", "restore"):  # both series from the start, at 0
             self.transfer_resumes.labels(kind=kind)
         self.stats_errors = Counter("ovault_target_stats_errors_total", "Failed target statistics walks",
