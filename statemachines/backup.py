@@ -43,7 +43,8 @@ ACTIVE = {"initializing", "transferring", "resuming", "paused_user", "paused_sys
 
 
 class _EngineBackupFailed(StepFailed):
-    """The engine backup ended `failed` (or vanished)."""
+    """The engine backup ended `failed` (or vanished: `vanished`)."""
+    vanished = False
 
 
 class BackupMachine(VmMachine):
@@ -102,15 +103,15 @@ class BackupMachine(VmMachine):
                 parent, reason = None, "the last backup has no checkpoint"
             vm = await e.get_vm(self.vm_id)
             ask, why_not = consistency.ask_engine(self.deps.consistency, "cbt", vm.status,
-                                                  vm.guest_agent)
+                                                  vm.guest_agent, await e.version())
             eb = {"id": self.res["backup_id"], "from_checkpoint": cp,
                   "parent_id": parent["id"] if parent else None, "require_consistency": ask}
             await self.record(engine_backup=eb, fallback_reason=reason, consistency_reason=why_not)
         try:
             eb, b = await self._engine_backup_ready(eb)
-        except _EngineBackupFailed:
+        except _EngineBackupFailed as err:
             eb = dict(self.res["engine_backup"])  # as recorded (a refused checkpoint dropped)
-            if not eb.get("require_consistency"):
+            if not eb.get("require_consistency") or err.vanished:
                 raise
             eb, b = await self._engine_backup_ready(await self._consistent_attempt_failed(eb))
         if eb.get("require_consistency"):
@@ -150,7 +151,11 @@ class BackupMachine(VmMachine):
 
         async def ready():
             cur = await e.get_backup(self.vm_id, eb["id"])
-            if cur is None or cur.phase == "failed":
+            if cur is None:  # not the guest's doing: no consistency fallback for this
+                err = _EngineBackupFailed(f"the engine backup {eb['id']} disappeared before it was ready")
+                err.vanished = True
+                raise err
+            if cur.phase == "failed":
                 raise _EngineBackupFailed(f"the engine backup {eb['id']} failed")
             return cur if cur.phase == "ready" else None
         b = await self.wait(ready, timeout=self.deps.timeouts.engine_backup,

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from .base import StepFailed
+
 SETTINGS = ("prefer", "require", "crash")
 
 # The engine's audit-log codes (AuditLogType) around a guest freeze.
@@ -47,17 +49,34 @@ NO_AGENT = ("the engine reports no guest agent for the running VM (no guest OS i
             "its file systems cannot be frozen")
 
 
+# The first engine that honours require_consistency on VmBackupsService.add; an
+# older one ignores the flag, so a backup it makes ready proves nothing.
+REQUIRE_CONSISTENCY_SINCE = (4, 4, 4)
+
+
+def old_engine(version) -> str:
+    v = ".".join(map(str, version))
+    return (f"the engine ({v}) predates require_consistency ("
+            f"{'.'.join(map(str, REQUIRE_CONSISTENCY_SINCE))}): it cannot be asked to freeze the guest")
+
+
 def ask_engine(setting: str, method: str, vm_status: str | None,
-               guest_agent: bool = True) -> tuple[bool, str | None]:
+               guest_agent: bool = True, engine_version=REQUIRE_CONSISTENCY_SINCE
+               ) -> tuple[bool, str | None]:
     """(whether to start the engine backup with `require_consistency=true`,
     why not when that makes the backup `crash`). Only a CBT backup (snapshots
     take no such flag) of a running VM (one that is down has nothing to
     freeze; the engine ignores the flag then). With `prefer`, not when the
     engine reports no guest agent (the attempt could only fail); `require`
-    asks anyway and lets the engine decide."""
+    asks anyway and lets the engine decide. An engine older than
+    REQUIRE_CONSISTENCY_SINCE ignores the flag: not asked (`require` fails)."""
     setting = check_setting(setting)
     if setting == "crash" or method != "cbt" or vm_status != "up":
         return False, None
+    if tuple(engine_version) < REQUIRE_CONSISTENCY_SINCE:
+        if setting == "require":
+            raise StepFailed(old_engine(engine_version) + '; backup consistency is "require"')
+        return False, old_engine(engine_version)
     if not guest_agent and setting == "prefer":
         return False, NO_AGENT
     return True, None

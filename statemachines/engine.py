@@ -164,6 +164,8 @@ class Engine(Protocol):
     """What a machine asks of the oVirt engine. `correlation_id` tags the
     engine's jobs and events with the ovault job."""
 
+    async def version(self) -> tuple[int, int, int]: ...  # the engine's (major, minor, build)
+
     # inventory
     async def get_vm(self, vm_id: str, all_content: bool = False) -> Vm: ...
     async def list_vms(self, search: str | None = None) -> list[Vm]: ...

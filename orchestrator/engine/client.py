@@ -48,6 +48,7 @@ class EngineClient:
         self._conns: list[sdk.Connection] = []
         self._lock = threading.Lock()
         self.observer = observer  # metrics hook: (operation, seconds, error kind or None)
+        self._version: tuple[int, int, int] | None = None  # version(): read once
 
     # --- plumbing ----------------------------------------------------------------
     def _conn(self) -> sdk.Connection:
@@ -143,6 +144,14 @@ class EngineClient:
                 self.observer(what, dt, kind)
 
     # --- inventory -----------------------------------------------------------------
+    async def version(self) -> tuple[int, int, int]:
+        """The engine's (major, minor, build), read once (the API root's product info)."""
+        if self._version is None:
+            api = await self.call("api.get", lambda c: c.system_service().get())
+            ver = getattr(getattr(api, "product_info", None), "version", None)
+            self._version = tuple(int(getattr(ver, k, None) or 0) for k in ("major", "minor", "build"))
+        return self._version
+
     async def list_vms(self, search: str | None = None) -> list[types.Vm]:
         return await self.call("vms.list", lambda c: c.system_service().vms_service().list(search=search))
 

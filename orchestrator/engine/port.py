@@ -106,6 +106,9 @@ class EnginePort:
     def __init__(self, client: EngineClient):
         self.client = client
 
+    async def version(self) -> tuple[int, int, int]:
+        return await self.client.version()
+
     # --- inventory -------------------------------------------------------------------
     async def get_vm(self, vm_id: str, all_content: bool = False) -> v.Vm:
         return to_vm(await self.client.get_vm(vm_id, all_content=all_content))

@@ -142,3 +142,36 @@ def test_the_port_reads_a_guest_agent_from_the_guest_os_the_engine_reports():
     assert to_vm(up).guest_agent is False
     up.guest_operating_system = types.GuestOperatingSystem(distribution="Debian GNU/Linux")
     assert to_vm(up).guest_agent is True
+
+
+@pytest.mark.parametrize("setting", ["prefer", "require"])
+async def test_an_engine_older_than_4_4_4_is_not_asked_its_flag_would_prove_nothing(setting):
+    e = running()
+    e.engine_version = (4, 4, 3)
+    e.freeze_events = []
+    j = Journal()
+    m = backup_machine(j, deps(e, consistency=setting))
+    if setting == "require":
+        assert await m.run() == "failed"
+        assert "predates require_consistency (4.4.4)" in m.error and "4.4.3" in m.error
+        assert e.backups == {}  # refused before any engine backup was started
+        return
+    assert await m.run() == "succeeded"
+    assert e.required == {j.resources["backup_id"]: False}
+    assert j.resources["consistency"] == "crash"  # no freeze event: nothing proves a freeze
+    assert "predates require_consistency" in j.resources["consistency_reason"]
+
+
+async def test_a_consistent_attempt_that_vanishes_is_not_blamed_on_the_guest():
+    class Vanishing(FakeEngine):
+        async def get_backup(self, vm_id, backup_id):
+            return None if self.backups.get(backup_id) and self.required.get(backup_id) else \
+                self.backups.get(backup_id)
+    e = Vanishing()
+    e.vms["vm1"] = ev.Vm(id="vm1", name="web1", status="up", type="server", cluster_id="c1",
+                         guest_agent=True)
+    j = Journal()
+    m = backup_machine(j, deps(e))
+    assert await m.run() == "failed"
+    assert "disappeared before it was ready" in m.error
+    assert "guest agent" not in m.error and "backup.consistency_fallback" not in j.events

@@ -66,6 +66,10 @@ class FakeEngine:
         self.freeze_events: list[int] = []  # what event_codes reports for any operation
         self.agent_answers = True  # a backup with require_consistency fails when False
         self.required: dict[str, bool] = {}  # engine backup id -> require_consistency asked
+        self.engine_version = (4, 5, 5)
+
+    async def version(self):
+        return self.engine_version
 
     async def get_vm(self, vm_id, all_content=False):
         if vm_id in self.vms:
