@@ -243,7 +243,12 @@ class TransferOps:
             if final in ("finished_cleanup", "finished_failure") and t.direction == "upload":
                 # An upload that does not succeed takes its disk with it, even one
                 # attached to a (down) VM before the transfer.
-                await self.remove_disk(disk.id)
+                try:
+                    await self.remove_disk(disk.id)
+                except Exception as err:  # the transfer still ends; the engine logs it
+                    disk.status = "illegal"
+                    self.event(2015, f"Disk {disk.alias} of a failed upload could not be "
+                               f"removed: {err}", severity="error")
         t.phase = final
         t.finished_at = asyncio.get_running_loop().time()
         verb = "Upload" if t.direction == "upload" else "Download"
