@@ -13,16 +13,17 @@ and records them so).
 
 - backup: downloads are finalized (never canceled: the disk stays intact), the
   engine backup finalized, ovault's snapshot removed;
-- restore: uploads are canceled (the disk being written is unusable anyway);
-  VMs and disks a restore created are left for its cleanup, which runs once the
-  catalog answers (they hold no lock).
+- restore: uploads into disks the restore created are canceled (the engine
+  removes such a disk; it is unusable anyway), an in-place restore's are
+  finalized (a canceled upload would take the VM's own disk with it); VMs and
+  disks a restore created are left for its cleanup, which runs once the catalog
+  answers (they hold no lock).
 """
 from __future__ import annotations
 
 from .backup import ACTIVE, BackupMachine
 from .base import VmMachine
-
-_ENDED = ("finished", "cancelled")
+from .resume import end_transfer
 
 
 async def release_engine(m: VmMachine) -> list[str]:
@@ -37,19 +38,8 @@ async def release_engine(m: VmMachine) -> list[str]:
 
 
 async def _end_transfer(m: VmMachine, tid: str, action: str, done: list[str]) -> None:
-    e = m.engine
-    t = await e.get_transfer(tid)
-    if t is None or t.phase.startswith(_ENDED):
-        return
-    if not t.phase.startswith("finalizing"):
-        await e.transfer_action(tid, action, m.correlation_id)
-
-    async def ended():
-        cur = await e.get_transfer(tid)
-        return cur is None or cur.phase.startswith(_ENDED)
-    await m.wait(ended, timeout=m.deps.timeouts.transfer_end, interval=m.deps.timeouts.transfer_poll,
-                 what=f"image transfer {tid} to end")
-    done.append(f"image transfer {tid} {'finalized' if action == 'finalize' else 'canceled'}")
+    if await end_transfer(m, tid, action):
+        done.append(f"image transfer {tid} {'finalized' if action == 'finalize' else 'canceled'}")
 
 
 async def _try(what: str, coro, done: list[str]) -> None:

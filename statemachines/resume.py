@@ -118,13 +118,14 @@ async def _phase(m: VmMachine, transfer_id: str) -> str | None:
     return None if t is None else t.phase
 
 
-async def end_transfer(m: VmMachine, transfer_id: str, action: str = "finalize") -> None:
+async def end_transfer(m: VmMachine, transfer_id: str, action: str = "finalize") -> bool:
     """End a transfer with `action` whatever its phase (transferring, paused),
-    unless it is ending or ended already; wait until it has ended."""
+    unless it is ending or ended already; wait until it has ended. False when
+    it had ended (or was gone) already."""
     e = m.engine
     cur = await e.get_transfer(transfer_id)
     if cur is None or cur.phase.startswith("finished"):
-        return
+        return False
     if not cur.phase.startswith(_ENDING):
         try:
             await e.transfer_action(transfer_id, action, m.correlation_id)
@@ -138,3 +139,4 @@ async def end_transfer(m: VmMachine, transfer_id: str, action: str = "finalize")
         return x is None or x.phase.startswith("finished")
     await m.wait(ended, timeout=m.deps.timeouts.transfer_end, interval=m.deps.timeouts.transfer_poll,
                  what=f"image transfer {transfer_id} to end")
+    return True
