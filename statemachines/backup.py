@@ -265,17 +265,19 @@ class BackupMachine(VmMachine):
                                if not (self.res.get("copies") or {}).get(d, {}).get("done")))
         return "transfer_done"
 
-    async def _find_transfer(self, disk_id: str):
+    async def _find_transfer(self, disk_id: str, ended: str | None = None):
+        """A live download of the disk made before its id was recorded (not `ended`)."""
         for t in await self.engine.list_transfers():
-            if t.disk_id == disk_id and t.phase in ACTIVE and t.direction == "download":
+            if t.disk_id == disk_id and t.phase in ACTIVE and t.direction == "download" and t.id != ended \
+                    and not t.phase.startswith(("finalizing", "cancelled")):  # ending: no use
                 return t
         return None
 
     async def _copy_disk(self, disk_id: str, total: int):
         info = self.res["disks"][disk_id]
         t_rec = (self.res.get("transfers") or {}).get(disk_id)
-        if t_rec is None or t_rec.get("finalized"):
-            t = await self._find_transfer(disk_id) if t_rec is None else None
+        if t_rec is None or t_rec.get("finalized"):  # finalized: a resume stopped before recording
+            t = await self._find_transfer(disk_id, ended=t_rec and t_rec["id"])
             if t is None:
                 t = await self._new_transfer(disk_id)
             t_rec = {"id": t.id, "host_id": t.host_id, "finalized": False}

@@ -145,3 +145,26 @@ async def test_a_run_resumed_after_a_crash_finds_its_upload_paused_and_goes_on()
     assert r["from"] == t.id and "paused_system" in r["cause"]
     assert e.transfers[t.id].phase == "finished_success"  # finalized: the VM keeps its disk
     assert all(p.phase == "finished_success" for p in e.transfers.values()) and "d1" in e.disks
+
+
+async def test_a_backup_resumed_between_a_new_transfer_and_its_record_adopts_that_transfer():
+    """A replica died after a resume created the new transfer but before recording it:
+    the record shows the old transfer finalized; the copy goes on on the new one, and no
+    third transfer is made (none left behind in the engine)."""
+    from tests.unit.test_statemachines import FakeCatalog, FakeStore, backup_machine
+    e = FakeEngine()
+    j = Journal()
+    m = backup_machine(j, deps(e, catalog=FakeCatalog(), store=FakeStore()))
+    old = await e.create_transfer(direction="download", disk_id="d1", backup_id=None,
+                                  snapshot_id=None, correlation_id="c")
+    await e.transfer_action(old.id, "finalize", "c")
+    new = await e.create_transfer(direction="download", disk_id="d1", backup_id=None,
+                                  snapshot_id=None, correlation_id="c")
+    await m.record(backup_id="b-1", method="cbt", engine_backup={"id": "eb-1"},
+                   disks={"d1": {"size": 8 << 20, "alias": "boot", "storage_domain": "sd1"}},
+                   transfers={"d1": {"id": old.id, "host_id": "h1", "finalized": True}})
+    await m._copy_disk("d1", 8 << 20)
+    assert set(e.transfers) == {old.id, new.id}  # no third transfer
+    assert j.resources["transfers"]["d1"]["id"] == new.id
+    assert j.resources["copies"]["d1"]["done"] is True
+    assert all(t.phase.startswith("finished") for t in e.transfers.values())
