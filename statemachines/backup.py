@@ -113,13 +113,13 @@ class BackupMachine(VmMachine):
             eb = dict(self.res["engine_backup"])  # as recorded (a refused checkpoint dropped)
             if not eb.get("require_consistency") or err.vanished:
                 raise
-            eb, b = await self._engine_backup_ready(await self._consistent_attempt_failed(eb))
+            eb, b = await self._engine_backup_ready(await consistency.crash_attempt(self, eb))
         if eb.get("require_consistency"):
             cons = "filesystem"  # the engine would have failed it unfrozen
         elif eb.get("consistent_attempt"):
             cons = "crash"  # the consistent attempt failed
         else:
-            cons = await self._consistency()
+            cons = await consistency.from_audit_log(self)
         modes = await e.backup_disk_modes(self.vm_id, eb["id"])
         mode = "incremental" if eb.get("parent_id") and any(m == "incremental" for m in modes.values()) \
             else "full"
@@ -162,23 +162,6 @@ class BackupMachine(VmMachine):
                             interval=self.deps.timeouts.poll, what="the engine backup to be ready")
         return eb, b
 
-    async def _consistent_attempt_failed(self, eb):
-        """The engine failed the backup started with require_consistency=true
-        (it ended `failed`, holding nothing: no lock, no scratch disk, no new
-        checkpoint). `require`: the VM's backup fails naming the cause; else a
-        new engine backup, crash consistent, recorded before it is started."""
-        reason = consistency.CONSISTENT_ATTEMPT_FAILED
-        if consistency.after_failed_attempt(self.deps.consistency) == "fail":
-            raise StepFailed(consistency.required_failure(self.res.get("vm_name") or self.vm_id))
-        self.log.warning("consistent backup failed, crash consistent instead", reason=reason,
-                         engine_backup=eb["id"])
-        eb = {**eb, "id": str(uuid.uuid4()), "require_consistency": False,
-              "consistent_attempt": eb["id"]}
-        await self.record(engine_backup=eb, consistency_reason=reason)
-        await self.journal.event("backup.consistency_fallback", {
-            "vm_id": self.vm_id, "reason": reason, "engine_backup_id": eb["consistent_attempt"]})
-        return eb
-
     async def _snapshot(self):
         e = self.engine
         snap = self.res.get("snapshot") or {}
@@ -208,25 +191,13 @@ class BackupMachine(VmMachine):
         if missing:
             raise StepFailed(f"snapshot {snap['id']} lacks disks {missing}")
         parent, reason = await self._parent(None)
-        consistency = await self._consistency()
+        cons = await consistency.from_audit_log(self)
         await self.record(snapshot={**snap, "images": images, "ready": True},
-                          consistency=consistency,
+                          consistency=cons,
                           disk_modes={d: "full" for d in self.res["disks"]},
                           mode="incremental" if parent else "full",
                           parent_id=parent["id"] if parent else None,
                           fallback_reason=self.res.get("fallback_reason") or reason)
-
-    async def _consistency(self) -> str:
-        """The secondary signal (consistency.py) for snapshots and backups not
-        started with require_consistency: the freeze events of the engine's
-        audit log under the job's correlation id; `crash` when unreadable."""
-        try:
-            codes = await self.engine.event_codes(self.correlation_id)
-        except Exception as err:  # an unreadable audit log never fails a backup
-            self.log.warning("engine events unreadable; consistency recorded as crash",
-                             error=str(err))
-            return "crash"
-        return consistency.from_events(codes)
 
     # --- metadata ----------------------------------------------------------------------
     async def step_metadata(self):

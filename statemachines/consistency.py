@@ -22,6 +22,7 @@ The setting (`[backup] consistency`):
 """
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 
 from .base import StepFailed
@@ -98,3 +99,33 @@ def after_failed_attempt(setting: str) -> str:
 def required_failure(vm_name: str) -> str:
     return (f"VM {vm_name}: {CONSISTENT_ATTEMPT_FAILED}; backup consistency is \"require\", "
             "so no crash-consistent backup was taken")
+
+
+# --- the backup machine's steps (statemachines/backup.py) ---------------------------------
+async def crash_attempt(m, eb: dict) -> dict:
+    """The engine failed backup `eb`, started with require_consistency=true (it
+    ended `failed`, holding nothing: no lock, no scratch disk, no new
+    checkpoint). `require`: machine `m`'s backup fails naming the cause; else a
+    new engine backup, crash consistent, recorded before it is started."""
+    reason = CONSISTENT_ATTEMPT_FAILED
+    if after_failed_attempt(m.deps.consistency) == "fail":
+        raise StepFailed(required_failure(m.res.get("vm_name") or m.vm_id))
+    m.log.warning("consistent backup failed, crash consistent instead", reason=reason,
+                  engine_backup=eb["id"])
+    eb = {**eb, "id": str(uuid.uuid4()), "require_consistency": False, "consistent_attempt": eb["id"]}
+    await m.record(engine_backup=eb, consistency_reason=reason)
+    await m.journal.event("backup.consistency_fallback", {
+        "vm_id": m.vm_id, "reason": reason, "engine_backup_id": eb["consistent_attempt"]})
+    return eb
+
+
+async def from_audit_log(m) -> str:
+    """The secondary signal for snapshots and backups not started with
+    require_consistency: the freeze events of the engine's audit log under
+    machine `m`'s correlation id (`from_events`); `crash` when unreadable."""
+    try:
+        codes = await m.engine.event_codes(m.correlation_id)
+    except Exception as err:  # an unreadable audit log never fails a backup
+        m.log.warning("engine events unreadable; consistency recorded as crash", error=str(err))
+        return "crash"
+    return from_events(codes)
