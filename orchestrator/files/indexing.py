@@ -108,6 +108,9 @@ class Indexer:
     def ensure(self, vm_id: str, missing: list[DiskRef]) -> dict | None:
         """Index the disks of ``missing`` (disks of VM ``vm_id`` without an index) in the
         background; the VM's round, as `status` shows it (None: nothing to do)."""
+        now = self.clock()  # expired failures are forgotten (they would only grow)
+        for k in [k for k, (_, at) in self._failed.items() if now - at >= RETRY_FAILED_SECONDS]:
+            del self._failed[k]
         todo = [d for d in missing if d.key in self._tasks or self.failure(d.key) is None]
         if todo:
             r = self._rounds.get(vm_id)
