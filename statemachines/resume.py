@@ -8,7 +8,8 @@ with `transfer_not_found` (imageio answers 403/404 for the ticket) or
 and the engine shows the transfer `paused_system`, failed or still
 `transferring` with a dead ticket. A copy that fails otherwise while the engine
 shows its transfer paused by the system, failed or canceled by the system (or
-gone) is resumed the same way.
+gone) is resumed the same way, and so is one it finds finalized by a run that
+stopped before recording the copy done.
 
 `copy_with_resume` runs a disk copy and, when it fails that way, ends that
 transfer, creates a new image transfer for the same disk (from the same engine
@@ -49,6 +50,10 @@ TICKET_LOST = {"transfer_not_found", "imageio_unavailable"}
 # Engine phases of a transfer the engine itself gave up on.
 BROKEN = {"paused_system", "finished_failure", "finalizing_failure", "cancelled_system"}
 _ENDING = ("finalizing", "cancelled")  # the engine is ending it already
+# Finalized by ovault after a copy whose end was not recorded (the replica
+# stopped in between): the copy is done again on a new transfer (a restore's
+# writes are idempotent; a backup's chunks are found by digest).
+SELF_FINALIZED = {"finalizing_success", "finished_success"}
 
 
 UNKNOWN = "?"  # the engine could not be asked about the transfer
@@ -66,7 +71,7 @@ def should_resume(err: BaseException, resumes: int, phase: str | None) -> bool:
         return False
     if ticket_lost(err):
         return True
-    return phase is None or phase in BROKEN
+    return phase is None or phase in BROKEN or phase in SELF_FINALIZED
 
 
 async def copy_with_resume(m: VmMachine, disk_id: str, t_rec: dict, *, direction: str,

@@ -31,6 +31,8 @@ class Err(Exception):
     (None, UNKNOWN, 0, False),  # the engine could not be asked
     ("chunk_corrupt", "transferring", 0, False),
     (None, "paused_system", MAX_RESUMES, False),
+    (None, "finished_success", 0, True),  # finalized by a run that stopped before recording
+    (None, "cancelled_user", 0, False),  # someone canceled it: not overridden
 ])
 def test_should_resume(code, phase, resumes, want):
     assert should_resume(Err("x", code), resumes, phase) is want
@@ -145,6 +147,28 @@ async def test_a_run_resumed_after_a_crash_finds_its_upload_paused_and_goes_on()
     assert r["from"] == t.id and "paused_system" in r["cause"]
     assert e.transfers[t.id].phase == "finished_success"  # finalized: the VM keeps its disk
     assert all(p.phase == "finished_success" for p in e.transfers.values()) and "d1" in e.disks
+
+
+async def test_a_restore_resumed_after_finalizing_an_unrecorded_upload_writes_the_disk_again():
+    """The replica died after finalizing an upload but before recording the disk copied:
+    the finished transfer proves nothing about the data, so the disk is written again on
+    a new transfer (before, the run failed on the finished transfer)."""
+    e = FakeEngine()
+    t = await e.create_transfer(direction="upload", disk_id="d1", correlation_id=None)
+    e.transfers[t.id] = replace(t, phase="finished_success")
+    bid = str(uuid.uuid4())
+    j = Journal(state="transfer", resources=dict(
+        kind="in_place", backup_id=bid, source_vm="vm1", target_vm="vm1", transfers={"d1": {"id": t.id}},
+        plan={"d1": {"target_disk": "d1", "size": 8 << 20, "alias": "boot", "format": "cow",
+                     "bootable": True, "interface": "virtio_scsi"}}))
+    mover = FakeMover()
+    m = RestoreMachine(j, deps(e, mover=mover), vm_id="vm1", job_id=str(uuid.uuid4()),
+                       machine_id=str(uuid.uuid4()), request={"backup_id": bid, "kind": "in_place"})
+    assert await m.run() == "succeeded"
+    (r,) = j.resources["resumes"]["d1"]
+    assert r["from"] == t.id and "finished_success" in r["cause"]
+    assert len(e.transfers) == 2 and j.resources["transfers"]["d1"]["id"] != t.id
+    assert j.resources["plan"]["d1"]["copied"] is True and len(mover.copies) == 1
 
 
 async def test_a_backup_resumed_between_a_new_transfer_and_its_record_adopts_that_transfer():
