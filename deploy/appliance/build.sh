@@ -155,6 +155,10 @@ prune() {
     fi
     rm -rf --one-file-system "$d"; removed+=("${d##*/}")
   done
+  # Snapshots of --check-reproducible runs that were killed (a live run is done in minutes).
+  while read -r d; do
+    rm -rf --one-file-system "$d"; removed+=("${d##*/}")
+  done < <(find "$CACHE" -maxdepth 1 -type d -name 'repro-??????' -mmin +1440)
   if ((${#removed[@]})); then
     echo "appliance: cache pruned (kept base-$BASE_KEY and the $KEEP images used last): removed ${removed[*]}"
   fi
