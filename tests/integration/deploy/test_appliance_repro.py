@@ -109,13 +109,17 @@ def test_cache_keeps_the_base_in_use_and_the_images_used_last(tmp_path):
     # Work directories: of a killed build (no such pid) and of a running one (this process).
     (cache / "work-0123456789abcdef.999999999/root").mkdir(parents=True)
     (cache / f"work-0123456789abcdef.{os.getpid()}/root").mkdir(parents=True)
+    # Snapshots of reproducibility checks: one a killed run left two days ago, one running.
+    for d, age in (("repro-old123", 2 * 86400), ("repro-new456", 60)):
+        (cache / d / "out-a").mkdir(parents=True)
+        os.utime(cache / d, (time.time() - age, time.time() - age))
     run = subprocess.run(["bash", str(APPLIANCE / "build.sh")], env=env, check=True,
                          capture_output=True, text=True)
     assert out.read_bytes() == key.encode()
     assert sorted(p.name for p in cache.iterdir()) == sorted(
         [key, "a" * 16, f"base-{base}", "base-fedcba9876543210",
-         f"work-0123456789abcdef.{os.getpid()}"])
+         f"work-0123456789abcdef.{os.getpid()}", "repro-new456"])
     removed = run.stdout.split("removed ")[1].split()
     assert sorted(removed) == sorted(["base-0123456789abcdef", "b" * 16, "c" * 16, "d" * 16,
-                                      "work-0123456789abcdef.999999999"])
+                                      "work-0123456789abcdef.999999999", "repro-old123"])
     assert (cache / key / "last-used").stat().st_mtime > time.time() - 60
