@@ -47,7 +47,7 @@ from typing import Callable
 
 import structlog
 
-from .errors import BackupNotFound, IndexCorrupted, NotFound, StoreError
+from .errors import BackupNotFound, IndexCorrupted, NotFound, StoreError, TargetUnavailable
 from .fidx import FixedIndex
 from .ids import is_digest_hex, is_uuid
 from .layout import (
@@ -263,16 +263,16 @@ async def _mark_published(backups: Backups, bd: BackupDir, marked: set[bytes], r
     """Mark one published backup; False if it was deleted meanwhile."""
     try:
         info = await backups.get(bd.vm_id, bd.backup_id)
+        for d in info.disks:
+            _mark(await backups.read_backup_index(info, d.disk_id), marked, rep)
     except BackupNotFound:
         return False
-    for d in info.disks:
-        try:
-            index = await backups.read_backup_index(info, d.disk_id)
-        except IndexCorrupted:
-            if not await backups.target.exists(manifest_path(bd.vm_id, bd.backup_id)):
-                return False  # being deleted: manifest first, then the indexes
-            raise  # damaged: abort gc, remove nothing
-        _mark(index, marked, rep)
+    except (IndexCorrupted, TargetUnavailable):
+        # Being deleted (manifest first, then the indexes): a cut index, or over NFS a
+        # read of a file removed under it, which libnfs may report as a transport error.
+        if not await backups.target.exists(manifest_path(bd.vm_id, bd.backup_id)):
+            return False
+        raise  # damaged or unreachable: abort gc, remove nothing
     return True
 
 

@@ -361,3 +361,37 @@ async def test_damage_marker_lives_until_healed(store):
     await asyncio.sleep(0.05)
     rep = await store.gc(grace_seconds=0)
     assert rep.markers_removed == 1 and await store.target.scandir(DAMAGED_DIR) == []
+
+
+@pytest.mark.parametrize("manifest_left", [False, True])
+async def test_gc_takes_a_transport_error_on_a_deleted_backup_for_a_vanished_one(store, monkeypatch,
+                                                                                  manifest_left):
+    """Over NFS, reading a manifest removed under the read can fail as a transport error
+    (libnfs: EFAULT). gc then looks: manifest gone -> the backup vanished (relist, go on);
+    manifest still there -> the target really failed: gc stops, removing nothing."""
+    from imageio_ext.store.errors import TargetUnavailable
+    vm, disk = uid(), uid()
+    content = make_disk(6, 4)
+    victim = await backup(store, vm, uid(), {disk: content})
+    keeper = await backup(store, vm, uid(), {disk: make_disk(6, 4)})
+    backups = store.backups
+    real_get = backups.get
+    state = {"done": False}
+
+    async def failing_get(vm_id, backup_id):
+        if backup_id == victim.backup_id and not state["done"]:
+            state["done"] = True
+            if not manifest_left:
+                await store.delete_backup(vm, victim.backup_id)
+            raise TargetUnavailable("nfs://server/export", "[Errno 14] pread manifest.json: failed")
+        return await real_get(vm_id, backup_id)
+
+    monkeypatch.setattr(backups, "get", failing_get)
+    if manifest_left:
+        with pytest.raises(TargetUnavailable):
+            await collect_garbage(backups, grace_seconds=0)
+        assert (await store.verify(vm, victim.backup_id)).ok  # nothing removed
+    else:
+        rep = await collect_garbage(backups, grace_seconds=0)
+        assert state["done"] and rep.mark_rounds == 1
+    assert (await store.verify(vm, keeper.backup_id)).ok
