@@ -129,19 +129,26 @@ async def test_a_disk_the_engine_removed_fails_the_restore_naming_it():
     assert "disk d1 is gone" in j.resources["error"]
 
 
-async def test_a_run_resumed_after_a_crash_finds_its_upload_paused_and_goes_on():
-    """The replica died; meanwhile imageio lost the ticket and the engine paused
-    the upload: the machine, run again from its record, goes on on a new transfer."""
-    e = FakeEngine()
+async def in_place_found_in(e, phase: str, mover):
+    """An in-place restore run again from its record in `transfer`, its upload found in
+    `phase`: (journal, machine, that transfer)."""
     t = await e.create_transfer(direction="upload", disk_id="d1", correlation_id=None)
-    e.transfers[t.id] = replace(t, phase="paused_system")
+    e.transfers[t.id] = replace(t, phase=phase)
     bid = str(uuid.uuid4())
     j = Journal(state="transfer", resources=dict(
         kind="in_place", backup_id=bid, source_vm="vm1", target_vm="vm1", transfers={"d1": {"id": t.id}},
         plan={"d1": {"target_disk": "d1", "size": 8 << 20, "alias": "boot", "format": "cow",
                      "bootable": True, "interface": "virtio_scsi"}}))
-    m = RestoreMachine(j, deps(e), vm_id="vm1", job_id=str(uuid.uuid4()), machine_id=str(uuid.uuid4()),
-                       request={"backup_id": bid, "kind": "in_place"})
+    m = RestoreMachine(j, deps(e, mover=mover), vm_id="vm1", job_id=str(uuid.uuid4()),
+                       machine_id=str(uuid.uuid4()), request={"backup_id": bid, "kind": "in_place"})
+    return j, m, t
+
+
+async def test_a_run_resumed_after_a_crash_finds_its_upload_paused_and_goes_on():
+    """The replica died; meanwhile imageio lost the ticket and the engine paused
+    the upload: the machine, run again from its record, goes on on a new transfer."""
+    e = FakeEngine()
+    j, m, t = await in_place_found_in(e, "paused_system", FakeMover())
     assert await m.run() == "succeeded"
     (r,) = j.resources["resumes"]["d1"]
     assert r["from"] == t.id and "paused_system" in r["cause"]
@@ -153,17 +160,8 @@ async def test_a_restore_resumed_after_finalizing_an_unrecorded_upload_writes_th
     """The replica died after finalizing an upload but before recording the disk copied:
     the finished transfer proves nothing about the data, so the disk is written again on
     a new transfer (before, the run failed on the finished transfer)."""
-    e = FakeEngine()
-    t = await e.create_transfer(direction="upload", disk_id="d1", correlation_id=None)
-    e.transfers[t.id] = replace(t, phase="finished_success")
-    bid = str(uuid.uuid4())
-    j = Journal(state="transfer", resources=dict(
-        kind="in_place", backup_id=bid, source_vm="vm1", target_vm="vm1", transfers={"d1": {"id": t.id}},
-        plan={"d1": {"target_disk": "d1", "size": 8 << 20, "alias": "boot", "format": "cow",
-                     "bootable": True, "interface": "virtio_scsi"}}))
-    mover = FakeMover()
-    m = RestoreMachine(j, deps(e, mover=mover), vm_id="vm1", job_id=str(uuid.uuid4()),
-                       machine_id=str(uuid.uuid4()), request={"backup_id": bid, "kind": "in_place"})
+    e, mover = FakeEngine(), FakeMover()
+    j, m, t = await in_place_found_in(e, "finished_success", mover)
     assert await m.run() == "succeeded"
     (r,) = j.resources["resumes"]["d1"]
     assert r["from"] == t.id and "finished_success" in r["cause"]
