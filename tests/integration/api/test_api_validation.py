@@ -45,6 +45,18 @@ async def test_query_and_path_validation(api):
                   "status must be one of running, succeeded, failed, deleted")
     await _expect(api, "GET", "/api/v1/tokens?include_revoked=maybe", 422, "include_revoked must be true or false")
     await _expect(api, "GET", "/api/v1/vms?cursor=gA", 422, "bad page cursor")
+    # file search and its indexing: the VM id and the glob are checked before anything starts
+    for method in ("GET", "DELETE"):
+        await _expect(api, method, "/api/v1/vms/web1/files/indexing", 422, "id must be a UUID")
+    vm = uuid.uuid4()
+    await _expect(api, "GET", f"/api/v1/vms/{vm}/files", 422,
+                  "name is required: a glob such as hostname or *.conf")
+    await _expect(api, "GET", f"/api/v1/vms/{vm}/files?name=**/", 422,
+                  "name must say more than * (a name or a glob such as *.conf)")
+    await _expect(api, "GET", f"/api/v1/vms/{vm}/files?name=a%00b", 422,
+                  "name must be at most 255 characters, without NUL")
+    await _expect(api, "GET", f"/api/v1/vms/{vm}/files?name={'x' * 5000}", 422,
+                  "name must be at most 255 characters, without NUL")
     status, _, body = await api.call("GET", "/api/v1/jobs?cursor=garbage")
     assert status == 422 and "cursor" in body["detail"]
     status, _, body = await api.call("GET", f"/api/v1/webhooks/{uuid.uuid4()}/deliveries?cursor=0")
