@@ -49,6 +49,8 @@ def test_file_then_environment_override_the_defaults(tmp_path):
     ("", {"OVAULT_ENGINE_INSECURE": "perhaps"}, "not a boolean"),
     ("[target]\nurl = 3.5\nchunk_size_kib = 1.5\n", {}, "target.chunk_size_kib"),
     ("[limits\n", {}, "cannot read"),
+    ("[backup]\nconsistency = \"always\"\n", {}, "backup.consistency: .*not one of prefer, require, crash"),
+    ("", {"OVAULT_BACKUP_CONSISTENCY": ""}, "backup.consistency"),
 ])
 def test_unknown_keys_and_bad_values_fail_fast(tmp_path, toml, env, match):
     f = tmp_path / "c.toml"
